@@ -1,0 +1,76 @@
+"""The composition root: builds every part of the edge from the settings and runs
+them until SIGTERM/SIGINT, then drains connections and flushes the store."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+from sqlite_utils import Database
+
+from edge.clock import utc_now
+from edge.ocpp.server import OcppServer
+from edge.ocpp.session import SiteContext
+from edge.settings import Settings
+from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
+from edge.store import chargers, id_tags
+from edge.store.writer import StoreWriter
+
+log = logging.getLogger(__name__)
+
+DEMO_CARDS_PER_CHARGER = 4
+
+
+def demo_cards(charger_number: int) -> list[str]:
+    return [f"DEMO{charger_number:02d}{card:02d}" for card in range(1, DEMO_CARDS_PER_CHARGER + 1)]
+
+
+async def run_edge(
+    settings: Settings,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[OcppServer], None] | None = None,
+) -> None:
+    """Run the edge daemon until `stop` is set (or a termination signal arrives)."""
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    async with StoreWriter(settings.store.path) as store:
+        await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
+        server = OcppServer(SiteContext(settings=settings.ocpp, store=store))
+        async with server.serving(), asyncio.TaskGroup() as tasks:
+            if settings.demo.chargers:
+                count = settings.demo.chargers
+                await store.run(lambda db: _enroll_demo_cards(db, count))
+                url = f"ws://127.0.0.1:{server.port}{settings.ocpp.path_prefix}"
+                for number in range(1, count + 1):
+                    plan = DemoPlan(id_tags=demo_cards(number))
+                    tasks.create_task(
+                        run_simulated_charger(
+                            url, f"demo-{number}", SimulatedChargerConfig(), plan, stop=stop
+                        )
+                    )
+            if on_ready is not None:
+                on_ready(server)
+            await stop.wait()
+            log.info("stopping: closing charger connections and flushing the store")
+    log.info("stopped")
+
+
+def _enroll_demo_cards(db: Database, chargers_count: int) -> None:
+    now = utc_now()
+    for number in range(1, chargers_count + 1):
+        for card in demo_cards(number):
+            if id_tags.get_id_tag(db, card) is None:
+                id_tags.save_id_tag(db, card, now, label="demo card")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(number, stop.set)
+        except (NotImplementedError, RuntimeError):
+            # Not the main thread (tests run the edge in a thread): the caller stops it.
+            return

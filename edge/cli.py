@@ -1,0 +1,322 @@
+"""`ocpp-edge`: run the daemon, simulate chargers, and look at a site from its terminal."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlite_utils import Database
+
+from edge.clock import normalize_timestamp, parse_timestamp, utc_now
+from edge.settings import ConfigError, Settings, find_config_file, load_settings
+from edge.store import charger_reports, chargers, id_tags, message_log, transactions
+from edge.store.database import StoreError, open_database, open_readonly
+from edge.tables import render_table
+
+DEMO_CHARGERS = 3
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "command"):
+        parser.print_help()
+        return 2
+    try:
+        return int(arguments.command(arguments))
+    except (ConfigError, StoreError) as error:
+        print(f"ocpp-edge: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (default: search path)")
+    parser = argparse.ArgumentParser(prog="ocpp-edge", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", parents=[common], help="run the edge daemon")
+    run.set_defaults(command=cmd_run)
+
+    simulate = commands.add_parser("simulate", help="run simulated chargers against an edge")
+    simulate.add_argument("--chargers", type=int, default=1)
+    simulate.add_argument("--url", default="ws://127.0.0.1:9000/ocpp")
+    simulate.add_argument("--prefix", default="sim-", help="charger ids are PREFIX1..PREFIXN")
+    simulate.add_argument("--connectors", type=int, default=2)
+    simulate.add_argument("--meter-interval", type=float, default=10.0)
+    simulate.set_defaults(command=cmd_simulate)
+
+    charger_cmd = commands.add_parser("chargers", parents=[common], help="chargers and connectors")
+    charger_cmd.add_argument(
+        "action", nargs="?", default="list", choices=["list", "add", "accept", "reject"]
+    )
+    charger_cmd.add_argument("charger_id", nargs="?")
+    charger_cmd.set_defaults(command=cmd_chargers)
+
+    transaction_cmd = commands.add_parser("transactions", parents=[common], help="transactions")
+    transaction_cmd.add_argument("--charger")
+    transaction_cmd.add_argument("--open", action="store_true", help="only running ones")
+    transaction_cmd.add_argument("--limit", type=int, default=30)
+    transaction_cmd.set_defaults(command=cmd_transactions)
+
+    cards = commands.add_parser("cards", parents=[common], help="the site's RFID cards (idTags)")
+    cards.add_argument("action", choices=["list", "add", "block", "unblock"])
+    cards.add_argument("id_tag", nargs="?")
+    cards.add_argument("--expires", help="expiry date, ISO-8601 (UTC if no offset)")
+    cards.add_argument("--parent", help="parent idTag (account/group)")
+    cards.add_argument("--label", help="who or what the card is for")
+    cards.set_defaults(command=cmd_cards)
+
+    log_cmd = commands.add_parser("log", parents=[common], help="OCPP frames, both directions")
+    log_cmd.add_argument("--charger")
+    log_cmd.add_argument("--limit", type=int, default=40)
+    log_cmd.set_defaults(command=cmd_log)
+
+    events = commands.add_parser(
+        "security-events", parents=[common], help="security events chargers reported"
+    )
+    events.add_argument("--charger")
+    events.add_argument("--limit", type=int, default=30)
+    events.set_defaults(command=cmd_security_events)
+    return parser
+
+
+def _settings(arguments: argparse.Namespace) -> tuple[Settings, Path | None]:
+    path = find_config_file(arguments.config)
+    return load_settings(path), path
+
+
+def cmd_run(arguments: argparse.Namespace) -> int:
+    from edge.app import run_edge
+
+    settings, path = _settings(arguments)
+    configure_logging(settings.log.level)
+    if path is None and not settings.demo.chargers:
+        settings.demo.chargers = DEMO_CHARGERS
+        settings.ocpp.unknown_chargers = "accept"
+    if settings.demo.chargers:
+        _print_demo_banner(settings, path)
+    asyncio.run(run_edge(settings))
+    return 0
+
+
+def _print_demo_banner(settings: Settings, path: Path | None) -> None:
+    origin = f"config {path}" if path else "no config file found"
+    config_flag = f" --config {path}" if path else ""
+    port, prefix = settings.ocpp.port, settings.ocpp.path_prefix
+    print(
+        f"ocpp-edge demo site ({origin}): {settings.demo.chargers} simulated chargers "
+        "charge cars inside the daemon.\n"
+        f"  chargers connect to  ws://{settings.ocpp.host}:{port}{prefix}/<charger_id>\n"
+        f"  everything is stored in  {settings.store.path.resolve()}\n"
+        f"  look around (another terminal, same directory):\n"
+        f"    ocpp-edge chargers{config_flag}\n"
+        f"    ocpp-edge transactions{config_flag}\n"
+        f"    ocpp-edge log --charger demo-1{config_flag}\n"
+        f"  connect your own: ocpp-edge simulate --url ws://127.0.0.1:{port}{prefix}\n"
+        "  stop with Ctrl-C",
+        flush=True,
+    )
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The ocpp library and websockets log every frame/connection at INFO; the
+    # message log in the store already has every frame.
+    for chatty in ("ocpp", "websockets.server", "websockets.client"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def cmd_simulate(arguments: argparse.Namespace) -> int:
+    from edge.simulator import SimulatedChargerConfig, run_simulated_charger
+
+    configure_logging("INFO")
+    config = SimulatedChargerConfig(
+        connectors=arguments.connectors, meter_interval=arguments.meter_interval
+    )
+
+    async def simulate() -> None:
+        async with asyncio.TaskGroup() as tasks:
+            for number in range(1, arguments.chargers + 1):
+                tasks.create_task(
+                    run_simulated_charger(arguments.url, f"{arguments.prefix}{number}", config)
+                )
+
+    asyncio.run(simulate())
+    return 0
+
+
+def _read_store(arguments: argparse.Namespace) -> tuple[Settings, Database]:
+    settings, _ = _settings(arguments)
+    return settings, open_readonly(settings.store.path)
+
+
+def _write_store(arguments: argparse.Namespace) -> Database:
+    settings, _ = _settings(arguments)
+    return open_database(settings.store.path)
+
+
+def presence(row: dict[str, object], settings: Settings, now: datetime) -> str:
+    """online, stale (connected but silent past heartbeat + grace) or offline."""
+    if not row["connected"]:
+        return "offline"
+    last_seen = row["last_seen_at"]
+    limit = timedelta(seconds=settings.ocpp.heartbeat_interval + settings.ocpp.heartbeat_grace)
+    if isinstance(last_seen, str) and now - parse_timestamp(last_seen) > limit:
+        return "stale"
+    return "online"
+
+
+def cmd_chargers(arguments: argparse.Namespace) -> int:
+    if arguments.action != "list":
+        if not arguments.charger_id:
+            print(f"ocpp-edge chargers {arguments.action} needs a CHARGER_ID", file=sys.stderr)
+            return 2
+        db = _write_store(arguments)
+        registration = {"add": "accepted", "accept": "accepted", "reject": "rejected"}
+        with db.conn:
+            chargers.add_charger(
+                db, arguments.charger_id, registration[arguments.action], utc_now()
+            )
+        print(f"{arguments.charger_id}: {registration[arguments.action]}")
+        return 0
+    settings, db = _read_store(arguments)
+    now = datetime.now(UTC)
+    connectors: dict[str, list[str]] = {}
+    for connector in chargers.list_connectors(db):
+        state = connector["status"]
+        if connector["error_code"] != "NoError":
+            state += f"({connector['error_code']})"
+        connectors.setdefault(connector["charger_id"], []).append(
+            f"{connector['connector_id']}:{state}"
+        )
+    rows = [
+        (
+            row["id"],
+            presence(row, settings, now),
+            row["registration"],
+            row["last_seen_at"],
+            " ".join(filter(None, [row["vendor"], row["model"]])) or None,
+            row["firmware_version"],
+            " ".join(connectors.get(row["id"], [])) or None,
+        )
+        for row in chargers.list_chargers(db)
+    ]
+    print(
+        render_table(
+            ["charger", "state", "registration", "last seen", "model", "firmware", "connectors"],
+            rows,
+        )
+    )
+    return 0
+
+
+def cmd_transactions(arguments: argparse.Namespace) -> int:
+    _, db = _read_store(arguments)
+    rows = [
+        (
+            row["id"],
+            row["charger_id"],
+            row["connector_id"],
+            row["id_tag"],
+            row["id_tag_status"],
+            row["started_at"],
+            row["stopped_at"] or "running",
+            f"{row['energy_wh'] / 1000:.3f}" if row["energy_wh"] is not None else None,
+            row["stop_reason"],
+        )
+        for row in transactions.list_transactions(
+            db, limit=arguments.limit, charger_id=arguments.charger, open_only=arguments.open
+        )
+    ]
+    print(
+        render_table(
+            ["id", "charger", "conn", "idtag", "auth", "started", "stopped", "kWh", "reason"], rows
+        )
+    )
+    return 0
+
+
+def cmd_cards(arguments: argparse.Namespace) -> int:
+    if arguments.action == "list":
+        _, db = _read_store(arguments)
+        rows = [
+            (row["id_tag"], row["status"], row["expiry_date"], row["parent_id_tag"], row["label"])
+            for row in id_tags.list_id_tags(db)
+        ]
+        print(render_table(["idtag", "status", "expires", "parent", "label"], rows))
+        return 0
+    if not arguments.id_tag:
+        print(f"ocpp-edge cards {arguments.action} needs an ID_TAG", file=sys.stderr)
+        return 2
+    if len(arguments.id_tag) > 20:
+        print("an OCPP 1.6 idTag is at most 20 characters", file=sys.stderr)
+        return 2
+    db = _write_store(arguments)
+    now = utc_now()
+    with db.conn:
+        if arguments.action == "add":
+            try:
+                expires = normalize_timestamp(arguments.expires) if arguments.expires else None
+            except ValueError:
+                print(f"--expires {arguments.expires!r} is not an ISO-8601 date", file=sys.stderr)
+                return 2
+            id_tags.save_id_tag(
+                db,
+                arguments.id_tag,
+                now,
+                expiry_date=expires,
+                parent_id_tag=arguments.parent,
+                label=arguments.label,
+            )
+            print(f"{arguments.id_tag}: Accepted")
+            return 0
+        status = "Blocked" if arguments.action == "block" else "Accepted"
+        if not id_tags.set_id_tag_status(db, arguments.id_tag, status, now):
+            print(f"no card {arguments.id_tag}: add it first", file=sys.stderr)
+            return 1
+    print(f"{arguments.id_tag}: {status}")
+    return 0
+
+
+def cmd_log(arguments: argparse.Namespace) -> int:
+    _, db = _read_store(arguments)
+    rows = [
+        (
+            datetime.fromtimestamp(row["at_ms"] / 1000, UTC).strftime("%H:%M:%S.%f")[:-3],
+            row["charger_id"],
+            "->" if row["direction"] == "in" else "<-",
+            row["action"],
+            _shorten(row["payload"], 100),
+        )
+        for row in message_log.recent_messages(db, arguments.charger, arguments.limit)
+    ]
+    print(render_table(["time", "charger", "dir", "action", "frame"], rows))
+    return 0
+
+
+def cmd_security_events(arguments: argparse.Namespace) -> int:
+    _, db = _read_store(arguments)
+    rows = [
+        (
+            row["received_at"],
+            row["charger_id"],
+            row["type"],
+            row["charger_timestamp"],
+            row["tech_info"],
+        )
+        for row in charger_reports.list_security_events(db, arguments.charger, arguments.limit)
+    ]
+    print(render_table(["received", "charger", "event", "charger time", "details"], rows))
+    return 0
+
+
+def _shorten(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,36 @@
+"""UTC time in the one text form the store uses: 2026-01-31T12:00:00.000Z."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+
+def format_utc(moment: datetime) -> str:
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+def utc_now() -> str:
+    return format_utc(datetime.now(UTC))
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def parse_timestamp(text: str) -> datetime:
+    """A charger's timestamp as an aware datetime; one without an offset is taken as UTC.
+
+    Raises ValueError for text that is not ISO-8601.
+    """
+    moment = datetime.fromisoformat(text.replace("z", "Z"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
+
+
+def normalize_timestamp(text: str) -> str:
+    """A charger's timestamp in the store's form (UTC, milliseconds, Z)."""
+    return format_utc(parse_timestamp(text))

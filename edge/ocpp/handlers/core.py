@@ -1,0 +1,254 @@
+"""Core profile: what a charger tells its central system while it works."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from ocpp.routing import on
+from ocpp.v16 import call_result
+from ocpp.v16.datatypes import IdTagInfo
+from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
+from sqlite_utils import Database
+
+from edge.authorization import Authorization, authorize_id_tag
+from edge.clock import normalize_timestamp, utc_now
+from edge.metering import energy_register_wh, normalize_sampled_value
+from edge.ocpp.payloads import to_wire
+from edge.ocpp.session import SessionBase
+from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
+
+_REGISTRATION_STATUS = {
+    "accepted": RegistrationStatus.accepted,
+    "pending": RegistrationStatus.pending,
+    "rejected": RegistrationStatus.rejected,
+}
+
+
+def _id_tag_info(authorization: Authorization) -> IdTagInfo:
+    return IdTagInfo(
+        status=authorization.status,
+        parent_id_tag=authorization.parent_id_tag,
+        expiry_date=authorization.expiry_date,
+    )
+
+
+def _store_meter_values(
+    db: Database,
+    charger_id: str,
+    connector_id: int,
+    transaction_id: int | None,
+    meter_value: list[dict[str, Any]],
+    received_at: str,
+) -> None:
+    """Every sampled value; the transaction's latest energy reading moves forward."""
+    known = transaction_id is not None and transactions.known_transaction_for(
+        db, charger_id, transaction_id
+    )
+    for reading in meter_value:
+        taken_at = normalize_timestamp(reading["timestamp"])
+        values = [normalize_sampled_value(sampled) for sampled in reading["sampled_value"]]
+        meter_values.insert_meter_values(
+            db,
+            charger_id,
+            connector_id,
+            transaction_id if known else None,
+            None if known else transaction_id,
+            taken_at,
+            received_at,
+            values,
+        )
+        wh = energy_register_wh(values)
+        if known and wh is not None:
+            assert transaction_id is not None
+            transactions.update_last_meter(db, transaction_id, wh, taken_at)
+
+
+class CoreHandlers(SessionBase):
+    @on(Action.boot_notification)
+    async def on_boot_notification(
+        self, charge_point_vendor: str, charge_point_model: str, **details: Any
+    ) -> call_result.BootNotification:
+        now = utc_now()
+        details.update(
+            charge_point_vendor=charge_point_vendor, charge_point_model=charge_point_model
+        )
+        charger_id, default = self.id, self.settings.unknown_chargers
+
+        def boot(db: Database) -> str:
+            registration = chargers.ensure_charger(db, charger_id, default, now)
+            chargers.record_boot(db, charger_id, details, now)
+            return registration
+
+        self.registration = await self.store.run(boot)
+        accepted = self.registration == "accepted"
+        return call_result.BootNotification(
+            current_time=now,
+            interval=(
+                self.settings.heartbeat_interval if accepted else self.settings.boot_retry_interval
+            ),
+            status=_REGISTRATION_STATUS[self.registration],
+        )
+
+    @on(Action.heartbeat)
+    async def on_heartbeat(self) -> call_result.Heartbeat:
+        return call_result.Heartbeat(current_time=utc_now())
+
+    @on(Action.status_notification)
+    async def on_status_notification(
+        self,
+        connector_id: int,
+        error_code: str,
+        status: str,
+        info: str | None = None,
+        timestamp: str | None = None,
+        vendor_id: str | None = None,
+        vendor_error_code: str | None = None,
+    ) -> call_result.StatusNotification:
+        charger_timestamp = normalize_timestamp(timestamp) if timestamp else None
+        received_at, charger_id = utc_now(), self.id
+        await self.store.run(
+            lambda db: chargers.record_status(
+                db,
+                charger_id,
+                connector_id,
+                status,
+                error_code,
+                info=info,
+                vendor_id=vendor_id,
+                vendor_error_code=vendor_error_code,
+                charger_timestamp=charger_timestamp,
+                received_at=received_at,
+            )
+        )
+        return call_result.StatusNotification()
+
+    @on(Action.authorize)
+    async def on_authorize(self, id_tag: str) -> call_result.Authorize:
+        charger_id = self.id
+
+        def decide(db: Database) -> Authorization:
+            record = id_tags.get_id_tag(db, id_tag)
+            # On this charger an open transaction is likely the one being stopped.
+            busy = db.execute(
+                "SELECT 1 FROM transactions WHERE id_tag = ? AND stopped_at IS NULL "
+                "AND charger_id != ? LIMIT 1",
+                [id_tag, charger_id],
+            ).fetchone()
+            return authorize_id_tag(record, datetime.now(UTC), charging_elsewhere=busy is not None)
+
+        authorization = await self.store.run(decide)
+        return call_result.Authorize(id_tag_info=_id_tag_info(authorization))
+
+    @on(Action.start_transaction)
+    async def on_start_transaction(
+        self,
+        connector_id: int,
+        id_tag: str,
+        meter_start: int,
+        timestamp: str,
+        reservation_id: int | None = None,
+    ) -> call_result.StartTransaction:
+        request = transactions.StartRequest(
+            charger_id=self.id,
+            connector_id=connector_id,
+            id_tag=id_tag,
+            meter_start_wh=meter_start,
+            started_at=normalize_timestamp(timestamp),
+            reservation_id=reservation_id,
+        )
+        received_at = utc_now()
+
+        def start(db: Database) -> tuple[int, Authorization]:
+            record = id_tags.get_id_tag(db, id_tag)
+            elsewhere = transactions.charging_elsewhere(
+                db, id_tag, request.charger_id, connector_id
+            )
+            authorization = authorize_id_tag(
+                record, datetime.now(UTC), charging_elsewhere=elsewhere
+            )
+            # The transaction is recorded whatever the card's status: the charger
+            # may already be delivering energy; the status tells it to stop.
+            transaction_id, _ = transactions.start_transaction(
+                db, request, authorization.status, received_at
+            )
+            return transaction_id, authorization
+
+        transaction_id, authorization = await self.store.run(start)
+        return call_result.StartTransaction(
+            transaction_id=transaction_id, id_tag_info=_id_tag_info(authorization)
+        )
+
+    @on(Action.meter_values)
+    async def on_meter_values(
+        self,
+        connector_id: int,
+        meter_value: list[dict[str, Any]],
+        transaction_id: int | None = None,
+    ) -> call_result.MeterValues:
+        received_at, charger_id = utc_now(), self.id
+        await self.store.run(
+            lambda db: _store_meter_values(
+                db, charger_id, connector_id, transaction_id, meter_value, received_at
+            )
+        )
+        return call_result.MeterValues()
+
+    @on(Action.stop_transaction)
+    async def on_stop_transaction(
+        self,
+        meter_stop: int,
+        timestamp: str,
+        transaction_id: int,
+        reason: str | None = None,
+        id_tag: str | None = None,
+        transaction_data: list[dict[str, Any]] | None = None,
+    ) -> call_result.StopTransaction:
+        request = transactions.StopRequest(
+            charger_id=self.id,
+            transaction_id=transaction_id,
+            meter_stop_wh=meter_stop,
+            stopped_at=normalize_timestamp(timestamp),
+            id_tag=id_tag,
+            reason=reason,
+        )
+        received_at = utc_now()
+
+        def stop(db: Database) -> Authorization | None:
+            outcome = transactions.stop_transaction(db, request, received_at)
+            if outcome == "unknown":
+                transactions.record_unmatched_stop(
+                    db, request, to_wire(transaction_data), received_at
+                )
+            elif outcome == "stopped" and transaction_data:
+                row = transactions.get_transaction(db, transaction_id)
+                assert row is not None
+                _store_meter_values(
+                    db,
+                    request.charger_id,
+                    row["connector_id"],
+                    transaction_id,
+                    transaction_data,
+                    received_at,
+                )
+            if id_tag is None:
+                return None
+            return authorize_id_tag(id_tags.get_id_tag(db, id_tag), datetime.now(UTC))
+
+        authorization = await self.store.run(stop)
+        return call_result.StopTransaction(
+            id_tag_info=_id_tag_info(authorization) if authorization else None
+        )
+
+    @on(Action.data_transfer)
+    async def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, data: str | None = None
+    ) -> call_result.DataTransfer:
+        status, response_data = self.context.data_transfer.answer(vendor_id, message_id, data)
+        received_at, charger_id = utc_now(), self.id
+        await self.store.run(
+            lambda db: charger_reports.record_data_transfer(
+                db, charger_id, vendor_id, message_id, data, status, response_data, received_at
+            )
+        )
+        return call_result.DataTransfer(status=DataTransferStatus(status), data=response_data)

@@ -1,0 +1,35 @@
+"""Firmware management profile: progress of firmware updates and diagnostics uploads."""
+
+from __future__ import annotations
+
+from ocpp.routing import on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action
+
+from edge.clock import utc_now
+from edge.ocpp.session import SessionBase
+from edge.store import charger_reports
+
+
+class FirmwareHandlers(SessionBase):
+    async def _record_job_status(self, kind: str, status: str, request_id: int | None) -> None:
+        received_at, charger_id = utc_now(), self.id
+        await self.store.run(
+            lambda db: charger_reports.record_job_status(
+                db, charger_id, kind, status, request_id, received_at
+            )
+        )
+
+    @on(Action.firmware_status_notification)
+    async def on_firmware_status_notification(
+        self, status: str
+    ) -> call_result.FirmwareStatusNotification:
+        await self._record_job_status("firmware", status, None)
+        return call_result.FirmwareStatusNotification()
+
+    @on(Action.diagnostics_status_notification)
+    async def on_diagnostics_status_notification(
+        self, status: str
+    ) -> call_result.DiagnosticsStatusNotification:
+        await self._record_job_status("diagnostics", status, None)
+        return call_result.DiagnosticsStatusNotification()

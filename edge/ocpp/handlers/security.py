@@ -1,0 +1,57 @@
+"""The OCPP 1.6 security whitepaper's charger-initiated messages."""
+
+from __future__ import annotations
+
+import logging
+
+from ocpp.routing import on
+from ocpp.v16 import call_result
+from ocpp.v16.enums import Action, GenericStatus
+
+from edge.clock import normalize_timestamp, utc_now
+from edge.ocpp.handlers.firmware import FirmwareHandlers
+from edge.store import charger_reports
+
+log = logging.getLogger(__name__)
+
+
+class SecurityHandlers(FirmwareHandlers):
+    @on(Action.security_event_notification)
+    async def on_security_event_notification(
+        self, type: str, timestamp: str, tech_info: str | None = None
+    ) -> call_result.SecurityEventNotification:
+        log.warning("security event from %s: %s %s", self.id, type, tech_info or "")
+        charger_timestamp, received_at, charger_id = (
+            normalize_timestamp(timestamp),
+            utc_now(),
+            self.id,
+        )
+        await self.store.run(
+            lambda db: charger_reports.record_security_event(
+                db, charger_id, type, tech_info, charger_timestamp, received_at
+            )
+        )
+        return call_result.SecurityEventNotification()
+
+    @on(Action.sign_certificate)
+    async def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
+        # Stored for the site CA to sign; the answer only acknowledges receipt.
+        received_at, charger_id = utc_now(), self.id
+        await self.store.run(
+            lambda db: charger_reports.record_certificate_request(db, charger_id, csr, received_at)
+        )
+        return call_result.SignCertificate(status=GenericStatus.accepted)
+
+    @on(Action.signed_firmware_status_notification)
+    async def on_signed_firmware_status_notification(
+        self, status: str, request_id: int | None = None
+    ) -> call_result.SignedFirmwareStatusNotification:
+        await self._record_job_status("signed_firmware", status, request_id)
+        return call_result.SignedFirmwareStatusNotification()
+
+    @on(Action.log_status_notification)
+    async def on_log_status_notification(
+        self, status: str, request_id: int | None = None
+    ) -> call_result.LogStatusNotification:
+        await self._record_job_status("log", status, request_id)
+        return call_result.LogStatusNotification()

@@ -1,0 +1,53 @@
+"""Payload keys between OCPP's camelCase and Python's snake_case, and the wire form
+of the `ocpp` library's result dataclasses. Key conversions are cached: the same
+few dozen keys arrive millions of times."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import re
+from typing import Any
+
+_FIRST = re.compile(r"(.)([A-Z][a-z]+)")
+_SECOND = re.compile(r"([a-z0-9])([A-Z])")
+
+
+@functools.cache
+def snake_case(key: str) -> str:
+    return _SECOND.sub(r"\1_\2", _FIRST.sub(r"\1_\2", key)).lower()
+
+
+@functools.cache
+def camel_case(key: str) -> str:
+    first, *rest = key.split("_")
+    return first + "".join(part[:1].upper() + part[1:] for part in rest)
+
+
+def to_snake_case(data: Any) -> Any:
+    if isinstance(data, dict):
+        return {snake_case(key): to_snake_case(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [to_snake_case(item) for item in data]
+    return data
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[tuple[str, str], ...]:
+    return tuple((field.name, camel_case(field.name)) for field in dataclasses.fields(cls))
+
+
+def to_wire(data: Any) -> Any:
+    """A library dataclass as an OCPP payload: camelCase keys, None fields left out."""
+    if dataclasses.is_dataclass(data) and not isinstance(data, type):
+        wire = {}
+        for name, key in _field_names(type(data)):
+            value = getattr(data, name)
+            if value is not None:
+                wire[key] = to_wire(value)
+        return wire
+    if isinstance(data, list):
+        return [to_wire(item) for item in data]
+    if isinstance(data, dict):
+        return {camel_case(key): to_wire(value) for key, value in data.items()}
+    return data

@@ -1,0 +1,161 @@
+"""The OCPP 1.6J WebSocket server: `ws://HOST:PORT/<path_prefix>/<charger_id>`.
+
+The handshake is where a charger is turned away: a wrong path, an id outside the
+safe character set, no `ocpp1.6` subprotocol, or (by setting) an unknown charger,
+each with an HTTP status and a sentence saying why. A charger that connects again
+replaces its old connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from urllib.parse import unquote, urlsplit
+
+from sqlite_utils import Database
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from edge.clock import utc_now
+from edge.ocpp.handlers import ChargerSession
+from edge.ocpp.session import SiteContext
+from edge.store import chargers
+
+log = logging.getLogger(__name__)
+
+SUBPROTOCOL = "ocpp1.6"
+# OCPP's identity is a CiString; a narrow set keeps ids safe in paths, logs and topics.
+CHARGER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,47}")
+
+
+class OcppServer:
+    def __init__(self, context: SiteContext) -> None:
+        self.context = context
+        self.settings = context.settings
+        self.sessions: dict[str, ChargerSession] = {}
+        self._closing_replaced: set[asyncio.Task[None]] = set()
+        self.port: int | None = None
+
+    @asynccontextmanager
+    async def serving(self) -> AsyncIterator[Server]:
+        """Listen until the block ends, then close every connection (1001 going away)."""
+        async with serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            process_request=self._check_handshake,
+            compression="deflate" if self.settings.websocket_compression else None,
+            ping_interval=self.settings.websocket_ping_interval,
+            ping_timeout=self.settings.websocket_ping_interval,
+            close_timeout=5,
+        ) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            log.info(
+                "OCPP server listening on ws://%s:%s%s/<charger_id>",
+                self.settings.host,
+                self.port,
+                self.settings.path_prefix,
+            )
+            yield server
+
+    def charger_id_of(self, path: str) -> str | None:
+        prefix = self.settings.path_prefix.rstrip("/") + "/"
+        route = urlsplit(path).path
+        if not route.startswith(prefix):
+            return None
+        return unquote(route[len(prefix) :])
+
+    async def _check_handshake(
+        self, connection: ServerConnection, request: Request
+    ) -> Response | None:
+        charger_id = self.charger_id_of(request.path)
+        if charger_id is None:
+            return _refuse(
+                connection,
+                HTTPStatus.NOT_FOUND,
+                f"chargers connect to {self.settings.path_prefix}/<charger_id>",
+            )
+        if not CHARGER_ID.fullmatch(charger_id):
+            return _refuse(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                "a charger id is 1-48 characters of A-Z a-z 0-9 . _ : - "
+                "starting with a letter or digit",
+            )
+        offered = _offered_subprotocols(request.headers)
+        if SUBPROTOCOL not in offered:
+            return _refuse(
+                connection,
+                HTTPStatus.BAD_REQUEST,
+                f"this central system speaks OCPP 1.6J: request the WebSocket subprotocol "
+                f"'{SUBPROTOCOL}' (offered: {', '.join(offered) or 'none'})",
+            )
+        mode, now = self.settings.unknown_chargers, utc_now()
+
+        def admit(db: Database) -> str | None:
+            row = chargers.get_charger(db, charger_id)
+            if row is not None:
+                return str(row["registration"])
+            if mode == "reject":
+                return None
+            return chargers.ensure_charger(db, charger_id, mode, now)
+
+        if await self.context.store.run(admit) is None:
+            log.warning("refused unknown charger %s (unknown_chargers = reject)", charger_id)
+            return _refuse(
+                connection,
+                HTTPStatus.FORBIDDEN,
+                f"charger {charger_id} is not registered at this site",
+            )
+        return None
+
+    async def _handle(self, connection: ServerConnection) -> None:
+        charger_id = self.charger_id_of(connection.request.path)  # type: ignore[union-attr]
+        assert charger_id is not None  # the handshake checked it
+        session = ChargerSession(charger_id, connection, self.context)
+        store, now = self.context.store, utc_now()
+
+        def connect(db: Database) -> str:
+            chargers.mark_connected(db, charger_id, now)
+            row = chargers.get_charger(db, charger_id)
+            assert row is not None
+            return str(row["registration"])
+
+        session.registration = await store.run(connect)
+        previous = self.sessions.get(charger_id)
+        self.sessions[charger_id] = session
+        if previous is not None:
+            log.info("%s connected again; closing its previous connection", charger_id)
+            task = asyncio.create_task(
+                previous._connection.close(1001, "replaced by a new connection")
+            )
+            self._closing_replaced.add(task)
+            task.add_done_callback(self._closing_replaced.discard)
+        log.info("%s connected (%s)", charger_id, session.registration)
+        try:
+            await session.start()
+        finally:
+            if self.sessions.get(charger_id) is session:
+                del self.sessions[charger_id]
+                gone_at = utc_now()
+                await store.run(lambda db: chargers.mark_disconnected(db, charger_id, gone_at))
+                log.info("%s disconnected", charger_id)
+
+
+def _offered_subprotocols(headers: Headers) -> list[str]:
+    return [
+        protocol.strip()
+        for header in headers.get_all("Sec-WebSocket-Protocol")
+        for protocol in header.split(",")
+        if protocol.strip()
+    ]
+
+
+def _refuse(connection: ServerConnection, status: HTTPStatus, reason: str) -> Response:
+    return connection.respond(status, reason + "\n")

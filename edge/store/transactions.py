@@ -1,0 +1,184 @@
+"""Charging transactions: the transactionId a charger gets is this table's key."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlite_utils import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    charger_id: str
+    connector_id: int
+    id_tag: str
+    meter_start_wh: int
+    started_at: str
+    reservation_id: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    charger_id: str
+    transaction_id: int
+    meter_stop_wh: int
+    stopped_at: str
+    id_tag: str | None = None
+    reason: str | None = None
+
+
+def open_transaction(db: Database, charger_id: str, connector_id: int) -> dict[str, Any] | None:
+    rows = list(
+        db.query(
+            "SELECT * FROM transactions WHERE charger_id = ? AND connector_id = ? "
+            "AND stopped_at IS NULL ORDER BY id DESC LIMIT 1",
+            [charger_id, connector_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def get_transaction(db: Database, transaction_id: int) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM transactions WHERE id = ?", [transaction_id]))
+    return rows[0] if rows else None
+
+
+def charging_elsewhere(db: Database, id_tag: str, charger_id: str, connector_id: int) -> bool:
+    """Whether `id_tag` has an open transaction on any other connector."""
+    row = db.execute(
+        "SELECT 1 FROM transactions WHERE id_tag = ? AND stopped_at IS NULL "
+        "AND NOT (charger_id = ? AND connector_id = ?) LIMIT 1",
+        [id_tag, charger_id, connector_id],
+    ).fetchone()
+    return row is not None
+
+
+def start_transaction(
+    db: Database, request: StartRequest, id_tag_status: str, received_at: str
+) -> tuple[int, bool]:
+    """Allocate the transaction id for a StartTransaction; (id, True) for a repeat.
+
+    A charger that did not get our answer sends the same StartTransaction again: it
+    gets the same id. A different start on a connector that still has an open
+    transaction means the charger lost the old one's stop; the old one is closed at
+    its last known meter reading so it cannot stay open forever.
+    """
+    current = open_transaction(db, request.charger_id, request.connector_id)
+    if current is not None:
+        if (
+            current["id_tag"].upper() == request.id_tag.upper()
+            and current["meter_start_wh"] == request.meter_start_wh
+            and current["started_at"] == request.started_at
+        ):
+            return int(current["id"]), True
+        log.warning(
+            "charger %s connector %s started a transaction while %s was open; closing it",
+            request.charger_id,
+            request.connector_id,
+            current["id"],
+        )
+        db.execute(
+            "UPDATE transactions SET stopped_at = ?, stop_received_at = ?, "
+            "stop_reason = 'Other', closed_by_edge = 1, "
+            "meter_stop_wh = coalesce(last_meter_wh, meter_start_wh) WHERE id = ?",
+            [request.started_at, received_at, current["id"]],
+        )
+    cursor = db.execute(
+        "INSERT INTO transactions (charger_id, connector_id, id_tag, id_tag_status, "
+        "reservation_id, meter_start_wh, started_at, start_received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            request.charger_id,
+            request.connector_id,
+            request.id_tag,
+            id_tag_status,
+            request.reservation_id,
+            request.meter_start_wh,
+            request.started_at,
+            received_at,
+        ],
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid, False
+
+
+def stop_transaction(db: Database, request: StopRequest, received_at: str) -> str:
+    """Close a transaction: 'stopped', 'repeat' (already closed) or 'unknown'."""
+    current = get_transaction(db, request.transaction_id)
+    if current is None or current["charger_id"] != request.charger_id:
+        return "unknown"
+    if current["stopped_at"] is not None and not current["closed_by_edge"]:
+        return "repeat"
+    db.execute(
+        "UPDATE transactions SET meter_stop_wh = ?, stopped_at = ?, stop_received_at = ?, "
+        "stop_id_tag = ?, stop_reason = ?, closed_by_edge = 0 WHERE id = ?",
+        [
+            request.meter_stop_wh,
+            request.stopped_at,
+            received_at,
+            request.id_tag,
+            request.reason or "Local",
+            request.transaction_id,
+        ],
+    )
+    return "stopped"
+
+
+def record_unmatched_stop(
+    db: Database, request: StopRequest, transaction_data: list[Any] | None, received_at: str
+) -> None:
+    db.execute(
+        "INSERT INTO unmatched_stops (charger_id, transaction_id, id_tag, meter_stop_wh, "
+        "charger_timestamp, reason, transaction_data, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            request.charger_id,
+            request.transaction_id,
+            request.id_tag,
+            request.meter_stop_wh,
+            request.stopped_at,
+            request.reason,
+            json.dumps(transaction_data) if transaction_data else None,
+            received_at,
+        ],
+    )
+
+
+def update_last_meter(db: Database, transaction_id: int, wh: int, at: str) -> None:
+    db.execute(
+        "UPDATE transactions SET last_meter_wh = ?, last_meter_at = ? WHERE id = ? "
+        "AND (last_meter_at IS NULL OR last_meter_at <= ?)",
+        [wh, at, transaction_id, at],
+    )
+
+
+def known_transaction_for(db: Database, charger_id: str, transaction_id: int) -> bool:
+    row = db.execute(
+        "SELECT 1 FROM transactions WHERE id = ? AND charger_id = ?", [transaction_id, charger_id]
+    ).fetchone()
+    return row is not None
+
+
+def list_transactions(
+    db: Database, *, limit: int = 50, charger_id: str | None = None, open_only: bool = False
+) -> list[dict[str, Any]]:
+    clauses, params = [], []
+    if charger_id:
+        clauses.append("charger_id = ?")
+        params.append(charger_id)
+    if open_only:
+        clauses.append("stopped_at IS NULL")
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    return list(
+        db.query(
+            "SELECT *, CASE WHEN meter_stop_wh IS NULL THEN last_meter_wh - meter_start_wh "
+            "ELSE meter_stop_wh - meter_start_wh END AS energy_wh "
+            f"FROM transactions {where} ORDER BY id DESC LIMIT ?",
+            [*params, limit],
+        )
+    )
