@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Set up ocpp-edge on a Debian machine: system packages, then .venv with the project.
+#   scripts/setup.sh          what the daemon needs
+#   scripts/setup.sh --dev    and what the tests, linters and benchmarks need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+packages=()
+python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv python3-pip)
+command -v python3 >/dev/null || packages+=(python3)
+if [ "${#packages[@]}" -gt 0 ]; then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ "$dev" -eq 1 ]; then
+    .venv/bin/python -m pip install -q -e '.[dev]'
+else
+    .venv/bin/python -m pip install -q -e .
+fi

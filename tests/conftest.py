@@ -1,0 +1,85 @@
+"""Fixtures that run the real edge daemon on loopback with a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge.app import run_edge
+from edge.ocpp.server import OcppServer
+from edge.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class RunningEdge:
+    settings: Settings
+    server: OcppServer
+    db_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.server.port}{self.settings.ocpp.path_prefix}"
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[sqlite3.Row]:
+        """Read the store from a separate connection, as any other process would."""
+        connection = sqlite3.connect(self.db_path)
+        connection.row_factory = sqlite3.Row
+        try:
+            return list(connection.execute(sql, params))
+        finally:
+            connection.close()
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        connection = sqlite3.connect(self.db_path, isolation_level=None)
+        try:
+            connection.execute(sql, params)
+        finally:
+            connection.close()
+
+
+StartEdge = Callable[..., Awaitable[RunningEdge]]
+
+
+def make_settings(tmp_path: Path, **ocpp: Any) -> Settings:
+    ocpp = {"host": "127.0.0.1", "port": free_port(), "unknown_chargers": "accept", **ocpp}
+    return Settings(ocpp=ocpp, store={"path": tmp_path / "edge.db"})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
+    """`edge = await start_edge(unknown_chargers="pending", ...)`; stopped at teardown."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(**ocpp: Any) -> RunningEdge:
+        settings = make_settings(tmp_path, **ocpp)
+        stop = asyncio.Event()
+        ready: asyncio.Future[OcppServer] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))
+        running.append((stop, task))
+        done, _ = await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            task.result()  # raises what stopped the edge from starting
+        return RunningEdge(settings, ready.result(), settings.store.path)
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)
+
+
+@pytest.fixture
+async def edge(start_edge: StartEdge) -> RunningEdge:
+    return await start_edge()
