@@ -62,7 +62,7 @@ def to_base_unit(number: float, unit: str) -> float | None:
 
 
 def normalize_sampled_value(sampled: dict[str, Any]) -> SampledValue:
-    """A sampled value (snake_case keys, as handlers receive it) with OCPP defaults."""
+    """A SampledValue object as sent on the wire, with OCPP's defaults filled in."""
     value = str(sampled["value"])
     measurand = sampled.get("measurand") or DEFAULT_MEASURAND
     unit = sampled.get("unit") or DEFAULT_UNIT

@@ -42,12 +42,17 @@ class RunningEdge:
         finally:
             connection.close()
 
-    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
-        connection = sqlite3.connect(self.db_path, isolation_level=None)
-        try:
-            connection.execute(sql, params)
-        finally:
-            connection.close()
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Write as another process would (the CLI): off the loop, waiting for the lock."""
+
+        def write() -> None:
+            connection = sqlite3.connect(self.db_path, isolation_level=None, timeout=10)
+            try:
+                connection.execute(sql, params)
+            finally:
+                connection.close()
+
+        await asyncio.to_thread(write)
 
 
 StartEdge = Callable[..., Awaitable[RunningEdge]]

@@ -27,7 +27,9 @@ class RawCharger:
 
     async def __aenter__(self) -> RawCharger:
         self.connection = await connect(
-            self.address, subprotocols=self.subprotocols, open_timeout=5  # type: ignore[arg-type]
+            self.address,
+            subprotocols=self.subprotocols,
+            open_timeout=5,  # type: ignore[arg-type]
         )
         return self
 

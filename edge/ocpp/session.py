@@ -31,7 +31,7 @@ from websockets.exceptions import ConnectionClosed
 from edge.clock import now_ms, utc_now
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.frames import FrameError, encode_call_error, encode_call_result, parse_frame
-from edge.ocpp.payloads import to_snake_case, to_wire
+from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
 from edge.settings import OcppSettings
 from edge.store import chargers, message_log
@@ -80,6 +80,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         self.store = context.store
         self.settings = context.settings
         self.registration = "accepted"
+        # Transaction ids this charger owns (ids are never reused): saves a look-up
+        # for every MeterValues.
+        self.known_transactions: set[int] = set()
         self._last_touch = 0.0
 
     async def start(self) -> None:
@@ -113,7 +116,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         try:
             handler = self._handler_for(call.action)
             validate_request(call.action, call.payload)
-            result = await handler(**to_snake_case(call.payload))
+            result = await handler(**keyword_arguments(call.payload))
             payload = to_wire(result)
             validate_response(call.action, payload)
         except OCPPError as error:
@@ -161,11 +164,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         text = raw if isinstance(raw, str) else raw.hex()
         if direction == "out" and message_type is None:
             message_type, unique_id = _peek_type_and_id(text)
-        charger_id = self.id
-        self.store.submit(
-            lambda db: message_log.append_message(
-                db, charger_id, direction, message_type, unique_id, action, text, at_ms
-            )
+        self.store.insert_later(
+            message_log.APPEND_SQL,
+            (self.id, direction, message_type, unique_id, action, text, at_ms),
         )
 
     def _touch(self) -> None:

@@ -7,6 +7,12 @@ from typing import Any
 from sqlite_utils import Database
 
 
+APPEND_SQL = (
+    "INSERT INTO ocpp_messages (charger_id, direction, message_type, unique_id, action, "
+    "payload, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def append_message(
     db: Database,
     charger_id: str,
@@ -17,10 +23,8 @@ def append_message(
     payload: str,
     at_ms: int,
 ) -> None:
-    db.execute(
-        "INSERT INTO ocpp_messages (charger_id, direction, message_type, unique_id, action, "
-        "payload, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [charger_id, direction, message_type, unique_id, action, payload, at_ms],
+    db.conn.execute(
+        APPEND_SQL, (charger_id, direction, message_type, unique_id, action, payload, at_ms)
     )
 
 

@@ -10,7 +10,14 @@ import pytest
 from tests.conftest import RunningEdge
 from tests.ocpp_client import RawCharger
 
-DATA_TABLES = ("transactions", "meter_values", "status_history", "connectors", "id_tags", "data_transfers")
+DATA_TABLES = (
+    "transactions",
+    "meter_values",
+    "status_history",
+    "connectors",
+    "id_tags",
+    "data_transfers",
+)
 
 
 def data_counts(edge: RunningEdge) -> dict[str, int]:
@@ -27,13 +34,37 @@ def data_counts(edge: RunningEdge) -> dict[str, int]:
         ('[7, "u3", "Heartbeat", {}]', "ProtocolError", "u3"),
         ('[2, "u4", "MakeCoffee", {}]', "NotImplemented", "u4"),
         ('[2, "u5", "RemoteStartTransaction", {"idTag": "A"}]', "NotSupported", "u5"),
-        ('[2, "u6", "StartTransaction", {"connectorId": "one", "idTag": "A", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"}]', "TypeConstraintViolation", "u6"),
-        ('[2, "u7", "StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"}]', "ProtocolError", "u7"),
-        ('[2, "u8", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}]', "PropertyConstraintViolation", "u8"),
+        (
+            '[2, "u6", "StartTransaction", {"connectorId": "one", "idTag": "A", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"}]',
+            "TypeConstraintViolation",
+            "u6",
+        ),
+        (
+            '[2, "u7", "StartTransaction", {"connectorId": 1, "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"}]',
+            "ProtocolError",
+            "u7",
+        ),
+        (
+            '[2, "u8", "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Sleeping"}]',
+            "PropertyConstraintViolation",
+            "u8",
+        ),
         ('[2, "u9", "Heartbeat", {"extra": 1}]', "FormationViolation", "u9"),
-        ('[2, "u10", "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0, "timestamp": "not a time"}]', "TypeConstraintViolation", "u10"),
-        ('[2, "u11", "Authorize", {"idTag": "123456789012345678901"}]', "TypeConstraintViolation", "u11"),
-        ('[2, "u12", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1", "unit": "parsecs"}]}]}]', "PropertyConstraintViolation", "u12"),
+        (
+            '[2, "u10", "StartTransaction", {"connectorId": 1, "idTag": "A", "meterStart": 0, "timestamp": "not a time"}]',
+            "TypeConstraintViolation",
+            "u10",
+        ),
+        (
+            '[2, "u11", "Authorize", {"idTag": "123456789012345678901"}]',
+            "TypeConstraintViolation",
+            "u11",
+        ),
+        (
+            '[2, "u12", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": [{"value": "1", "unit": "parsecs"}]}]}]',
+            "PropertyConstraintViolation",
+            "u12",
+        ),
     ],
 )
 async def test_bad_frame_gets_callerror_and_connection_stays_up(

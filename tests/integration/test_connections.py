@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from websockets.exceptions import ConnectionClosed
 
@@ -10,9 +11,10 @@ from tests.conftest import RunningEdge
 from tests.ocpp_client import RawCharger
 
 
-async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
-    async with asyncio.timeout(timeout):
-        while not predicate():
+async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll the store until `predicate` holds: it is read as another process sees it."""
+    async with asyncio.timeout(within):
+        while not predicate():  # noqa: ASYNC110 - no event crosses the process boundary
             await asyncio.sleep(0.01)
 
 
@@ -21,7 +23,7 @@ async def test_connected_flag_and_last_seen_follow_the_connection(edge: RunningE
         await charger.boot()
         row = edge.query("SELECT connected, last_seen_at, last_boot_at FROM chargers")[0]
         assert row["connected"] == 1 and row["last_seen_at"] and row["last_boot_at"]
-    await wait_for(lambda: edge.query("SELECT connected FROM chargers")[0][0] == 0)
+    await eventually(lambda: edge.query("SELECT connected FROM chargers")[0][0] == 0)
     assert edge.query("SELECT disconnected_at FROM chargers")[0][0] is not None
 
 
@@ -31,7 +33,12 @@ async def test_reconnecting_charger_resumes_without_boot(edge: RunningEdge) -> N
     async with RawCharger(edge.url, "CP1") as charger:
         started = await charger.ok(
             "StartTransaction",
-            {"connectorId": 1, "idTag": "ANY", "meterStart": 0, "timestamp": "2026-01-01T00:00:00Z"},
+            {
+                "connectorId": 1,
+                "idTag": "ANY",
+                "meterStart": 0,
+                "timestamp": "2026-01-01T00:00:00Z",
+            },
         )
         assert started["transactionId"] >= 1
         assert (await charger.ok("Heartbeat", {}))["currentTime"]
@@ -58,7 +65,7 @@ async def test_every_frame_is_logged_both_ways_with_correlation_id(edge: Running
     async with RawCharger(edge.url, "CP1") as charger:
         await charger.boot()
         await charger.ok("Heartbeat", {})
-    await wait_for(lambda: len(edge.query("SELECT * FROM ocpp_messages")) >= 4)
+    await eventually(lambda: len(edge.query("SELECT * FROM ocpp_messages")) >= 4)
     rows = edge.query("SELECT * FROM ocpp_messages ORDER BY id")
     assert [(r["direction"], r["action"], r["message_type"]) for r in rows] == [
         ("in", "BootNotification", 2),

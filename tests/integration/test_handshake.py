@@ -9,7 +9,9 @@ from tests.conftest import RunningEdge, StartEdge
 from tests.ocpp_client import RawCharger
 
 
-async def refusal(url: str, charger_id: str, subprotocols: list[str] | None = None) -> tuple[int, str]:
+async def refusal(
+    url: str, charger_id: str, subprotocols: list[str] | None = None
+) -> tuple[int, str]:
     with pytest.raises(InvalidStatus) as refused:
         async with RawCharger(url, charger_id, subprotocols):
             pass
@@ -17,7 +19,9 @@ async def refusal(url: str, charger_id: str, subprotocols: list[str] | None = No
     return response.status_code, response.body.decode()
 
 
-async def test_handshake_without_ocpp16_subprotocol_is_refused_with_reason(edge: RunningEdge) -> None:
+async def test_handshake_without_ocpp16_subprotocol_is_refused_with_reason(
+    edge: RunningEdge,
+) -> None:
     status, body = await refusal(edge.url, "CP1", subprotocols=[])
     assert status == 400
     assert "ocpp1.6" in body and "offered: none" in body
@@ -44,28 +48,30 @@ async def test_reject_mode_refuses_unknown_but_admits_registered(start_edge: Sta
     status, body = await refusal(edge.url, "STRANGER")
     assert status == 403 and "not registered" in body
     assert edge.query("SELECT * FROM chargers") == []
-    edge.execute(
+    await edge.execute(
         "INSERT INTO chargers (id, registration, created_at) VALUES ('KNOWN', 'accepted', 'x')"
     )
     async with RawCharger(edge.url, "KNOWN") as charger:
         assert (await charger.boot())["status"] == "Accepted"
 
 
-async def test_pending_mode_registers_unknown_as_pending_until_accepted(start_edge: StartEdge) -> None:
+async def test_pending_mode_registers_unknown_as_pending_until_accepted(
+    start_edge: StartEdge,
+) -> None:
     edge = await start_edge(unknown_chargers="pending", boot_retry_interval=45)
     async with RawCharger(edge.url, "NEW1") as charger:
         boot = await charger.boot()
         assert boot["status"] == "Pending" and boot["interval"] == 45
         assert edge.query("SELECT registration FROM chargers")[0][0] == "pending"
         # An operator accepts it (ocpp-edge chargers accept NEW1); its next boot is Accepted.
-        edge.execute("UPDATE chargers SET registration = 'accepted' WHERE id = 'NEW1'")
+        await edge.execute("UPDATE chargers SET registration = 'accepted' WHERE id = 'NEW1'")
         boot = await charger.boot()
         assert boot["status"] == "Accepted"
         assert boot["interval"] == edge.settings.ocpp.heartbeat_interval
 
 
 async def test_rejected_charger_gets_rejected_boot_and_security_errors(edge: RunningEdge) -> None:
-    edge.execute(
+    await edge.execute(
         "INSERT INTO chargers (id, registration, created_at) VALUES ('BAD', 'rejected', 'x')"
     )
     async with RawCharger(edge.url, "BAD") as charger:

@@ -33,7 +33,7 @@ async def one_charger(edge: RunningEdge, number: int) -> int:
 
 async def test_fifty_chargers_charge_at_once(edge: RunningEdge) -> None:
     for number in range(CHARGERS):
-        edge.execute(
+        await edge.execute(
             "INSERT INTO id_tags (id_tag, status, created_at, updated_at) VALUES (?, 'Accepted', 'x', 'x')",
             (f"CARD{number:03d}",),
         )
@@ -50,4 +50,6 @@ async def test_fifty_chargers_charge_at_once(edge: RunningEdge) -> None:
     # 7.2 kW for 5 minutes = 600 Wh; two sampled values per MeterValues.
     assert {row["energy"] for row in rows} == {600}
     assert {row["samples"] for row in rows} == {2 * METER_VALUES_EACH}
-    assert edge.query("SELECT count(*) FROM chargers WHERE last_boot_at IS NOT NULL")[0][0] == CHARGERS
+    assert (
+        edge.query("SELECT count(*) FROM chargers WHERE last_boot_at IS NOT NULL")[0][0] == CHARGERS
+    )

@@ -28,7 +28,9 @@ def wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float =
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise AssertionError(f"daemon exited: {process.stderr.read().decode() if process.stderr else ''}")
+            raise AssertionError(
+                f"daemon exited: {process.stderr.read().decode() if process.stderr else ''}"
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return
@@ -53,10 +55,24 @@ async def test_stop_after_sigkill_and_restart_closes_the_right_transaction(tmp_p
             await other.boot()
             start = {"idTag": "CARD", "meterStart": 100, "timestamp": "2026-03-01T10:00:00Z"}
             mine = await charger.ok("StartTransaction", {"connectorId": 1, **start})
-            theirs = await other.ok("StartTransaction", {"connectorId": 1, **start, "idTag": "OTHER"})
+            theirs = await other.ok(
+                "StartTransaction", {"connectorId": 1, **start, "idTag": "OTHER"}
+            )
             acknowledged = 0
             for wh in range(200, 2200, 100):
-                await charger.ok("MeterValues", {"connectorId": 1, "transactionId": mine["transactionId"], "meterValue": [{"timestamp": "2026-03-01T10:01:00Z", "sampledValue": [{"value": str(wh)}]}]})
+                await charger.ok(
+                    "MeterValues",
+                    {
+                        "connectorId": 1,
+                        "transactionId": mine["transactionId"],
+                        "meterValue": [
+                            {
+                                "timestamp": "2026-03-01T10:01:00Z",
+                                "sampledValue": [{"value": str(wh)}],
+                            }
+                        ],
+                    },
+                )
                 acknowledged += 1
             os.kill(daemon.pid, signal.SIGKILL)
             daemon.wait(timeout=10)
@@ -69,7 +85,14 @@ async def test_stop_after_sigkill_and_restart_closes_the_right_transaction(tmp_p
         wait_listening(port, daemon)
         async with RawCharger(url, "CP1") as charger:
             # No BootNotification: the charger just carries on after reconnecting.
-            await charger.ok("StopTransaction", {"transactionId": mine["transactionId"], "meterStop": 2100, "timestamp": "2026-03-01T10:30:00Z"})
+            await charger.ok(
+                "StopTransaction",
+                {
+                    "transactionId": mine["transactionId"],
+                    "meterStop": 2100,
+                    "timestamp": "2026-03-01T10:30:00Z",
+                },
+            )
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
     finally:
@@ -79,7 +102,9 @@ async def test_stop_after_sigkill_and_restart_closes_the_right_transaction(tmp_p
     db = sqlite3.connect(tmp_path / "edge.db")
     rows = dict(db.execute("SELECT id, meter_stop_wh FROM transactions").fetchall())
     assert rows == {mine["transactionId"]: 2100, theirs["transactionId"]: None}
-    stored = db.execute("SELECT count(*) FROM meter_values WHERE transaction_id = ?", (mine["transactionId"],)).fetchone()[0]
+    stored = db.execute(
+        "SELECT count(*) FROM meter_values WHERE transaction_id = ?", (mine["transactionId"],)
+    ).fetchone()[0]
     assert stored == acknowledged
     assert db.execute("SELECT count(*) FROM unmatched_stops").fetchone()[0] == 0
     assert db.execute("SELECT connected FROM chargers WHERE id = 'CP1'").fetchone()[0] == 0

@@ -14,7 +14,6 @@ from sqlite_utils import Database
 from edge.authorization import Authorization, authorize_id_tag
 from edge.clock import normalize_timestamp, utc_now
 from edge.metering import energy_register_wh, normalize_sampled_value
-from edge.ocpp.payloads import to_wire
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
 
@@ -40,14 +39,20 @@ def _store_meter_values(
     transaction_id: int | None,
     meter_value: list[dict[str, Any]],
     received_at: str,
-) -> None:
-    """Every sampled value; the transaction's latest energy reading moves forward."""
-    known = transaction_id is not None and transactions.known_transaction_for(
-        db, charger_id, transaction_id
-    )
+    known: bool | None = None,
+) -> bool:
+    """Store every sampled value; move the transaction's latest energy reading forward.
+
+    Returns whether `transaction_id` is one of this charger's transactions (`known`,
+    when the caller already knows it, saves the look-up).
+    """
+    if known is None:
+        known = transaction_id is not None and transactions.known_transaction_for(
+            db, charger_id, transaction_id
+        )
     for reading in meter_value:
         taken_at = normalize_timestamp(reading["timestamp"])
-        values = [normalize_sampled_value(sampled) for sampled in reading["sampled_value"]]
+        values = [normalize_sampled_value(sampled) for sampled in reading["sampledValue"]]
         meter_values.insert_meter_values(
             db,
             charger_id,
@@ -62,6 +67,7 @@ def _store_meter_values(
         if known and wh is not None:
             assert transaction_id is not None
             transactions.update_last_meter(db, transaction_id, wh, taken_at)
+    return known
 
 
 class CoreHandlers(SessionBase):
@@ -175,6 +181,7 @@ class CoreHandlers(SessionBase):
             return transaction_id, authorization
 
         transaction_id, authorization = await self.store.run(start)
+        self.known_transactions.add(transaction_id)
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info=_id_tag_info(authorization)
         )
@@ -187,11 +194,14 @@ class CoreHandlers(SessionBase):
         transaction_id: int | None = None,
     ) -> call_result.MeterValues:
         received_at, charger_id = utc_now(), self.id
-        await self.store.run(
+        cached: bool | None = transaction_id in self.known_transactions or None
+        known = await self.store.run(
             lambda db: _store_meter_values(
-                db, charger_id, connector_id, transaction_id, meter_value, received_at
+                db, charger_id, connector_id, transaction_id, meter_value, received_at, cached
             )
         )
+        if known and transaction_id is not None:
+            self.known_transactions.add(transaction_id)
         return call_result.MeterValues()
 
     @on(Action.stop_transaction)
@@ -217,9 +227,7 @@ class CoreHandlers(SessionBase):
         def stop(db: Database) -> Authorization | None:
             outcome = transactions.stop_transaction(db, request, received_at)
             if outcome == "unknown":
-                transactions.record_unmatched_stop(
-                    db, request, to_wire(transaction_data), received_at
-                )
+                transactions.record_unmatched_stop(db, request, transaction_data, received_at)
             elif outcome == "stopped" and transaction_data:
                 row = transactions.get_transaction(db, transaction_id)
                 assert row is not None
