@@ -6,7 +6,6 @@ from typing import Any
 
 from sqlite_utils import Database
 
-
 APPEND_SQL = (
     "INSERT INTO ocpp_messages (charger_id, direction, message_type, unique_id, action, "
     "payload, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"

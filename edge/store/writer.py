@@ -120,7 +120,7 @@ class StoreWriter:
                 connection.executemany(sql, rows)
             outcomes = [_run_unit(db, work, future) for work, future in batch]
             await asyncio.to_thread(connection.execute, "COMMIT")
-        except Exception as failure:  # noqa: BLE001 - a failed commit fails every caller
+        except Exception as failure:  # a failed commit fails every caller
             log.exception("store commit failed")
             if connection.in_transaction:
                 connection.execute("ROLLBACK")
@@ -145,7 +145,7 @@ def _run_unit(
         # One statement: if it fails SQLite undoes that statement alone.
         try:
             work(db)
-        except Exception as error:  # noqa: BLE001 - nobody waits; log and go on
+        except Exception as error:  # nobody waits; log and go on
             log.exception("background store work failed")
             return None, None, error
         return None, None, None
@@ -153,7 +153,7 @@ def _run_unit(
     connection.execute("SAVEPOINT work")
     try:
         result = work(db)
-    except Exception as error:  # noqa: BLE001 - returned to the caller that queued it
+    except Exception as error:  # returned to the caller that queued it
         connection.execute("ROLLBACK TO work")
         connection.execute("RELEASE work")
         return future, None, error
