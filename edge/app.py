@@ -55,7 +55,7 @@ async def run_edge(
                 on_ready(server)
             await stop.wait()
             log.info("stopping: closing charger connections and flushing the store")
-    log.info("stopped")
+    log.info("stopped after %d store commits of %d units", store.commits, store.units_committed)
 
 
 def _enroll_demo_cards(db: Database, chargers_count: int) -> None:

@@ -9,9 +9,9 @@ and the cost of an fsync is shared by everyone who asked in that window.
 
 The statements run on the event loop's thread: they take microseconds, and running
 them there avoids handing Python's GIL back and forth with a writer thread at every
-SQLite call (measured: that cost more than the SQL itself). Only BEGIN IMMEDIATE
-(which may wait for another process's lock) and COMMIT (the fsync) are sent to a
-thread, so the loop keeps serving chargers while the disk works.
+SQLite call (measured: that cost more than the SQL itself). Only COMMIT, which waits
+for the disk (milliseconds on an SD card), goes to a thread, so the loop keeps
+serving chargers meanwhile; new work gathers for the next batch.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ class StoreWriter:
         outcomes: list[tuple[asyncio.Future[Any] | None, Any, BaseException | None]] = []
         batch: list[_Pending] = []
         try:
-            await asyncio.to_thread(connection.execute, "BEGIN IMMEDIATE")
-            # Taken after BEGIN: whatever arrived while waiting for the lock joins in.
+            # Only another process (the CLI adding a card) can hold the lock, briefly.
+            connection.execute("BEGIN IMMEDIATE")
             batch, self._pending = self._pending, []
             buffered, self._buffered = self._buffered, {}
             for sql, rows in buffered.items():
