@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import resource
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -96,6 +97,9 @@ def _settings(arguments: argparse.Namespace) -> tuple[Settings, Path | None]:
 def cmd_run(arguments: argparse.Namespace) -> int:
     from edge.app import run_edge
 
+    # One socket per charger: lift the open-files limit as far as the system allows.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     settings, path = _settings(arguments)
     configure_logging(settings.log.level)
     if path is None and not settings.demo.chargers:

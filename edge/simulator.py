@@ -28,6 +28,7 @@ from ocpp.v16.enums import (
     UnlockStatus,
 )
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
 
@@ -298,7 +299,8 @@ async def run_simulated_charger(
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            async with connect(f"{url}/{charger_id}", subprotocols=["ocpp1.6"]) as connection:  # type: ignore[list-item]
+            address = f"{url}/{charger_id}"
+            async with connect(address, subprotocols=[Subprotocol("ocpp1.6")]) as connection:
                 charger = SimulatedCharger(charger_id, connection, config)
                 listener = asyncio.create_task(charger.start())
                 try:

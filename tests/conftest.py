@@ -60,7 +60,7 @@ StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 def make_settings(tmp_path: Path, **ocpp: Any) -> Settings:
     ocpp = {"host": "127.0.0.1", "port": free_port(), "unknown_chargers": "accept", **ocpp}
-    return Settings(ocpp=ocpp, store={"path": tmp_path / "edge.db"})  # type: ignore[arg-type]
+    return Settings(ocpp=ocpp, store={"path": tmp_path / "edge.db"})
 
 
 @pytest.fixture
@@ -74,8 +74,9 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
         ready: asyncio.Future[OcppServer] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))
         running.append((stop, task))
-        done, _ = await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
+        waiting: list[asyncio.Future[Any]] = [ready, task]
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
             task.result()  # raises what stopped the edge from starting
         return RunningEdge(settings, ready.result(), settings.store.path)
 

@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
 
 _ids = itertools.count(1)
 
@@ -22,14 +23,15 @@ class RawCharger:
 
     def __init__(self, url: str, charger_id: str, subprotocols: list[str] | None = None) -> None:
         self.address = f"{url}/{charger_id}"
-        self.subprotocols = ["ocpp1.6"] if subprotocols is None else subprotocols
+        offered = ["ocpp1.6"] if subprotocols is None else subprotocols
+        self.subprotocols = [Subprotocol(name) for name in offered]
         self.connection: ClientConnection | None = None
 
     async def __aenter__(self) -> RawCharger:
         self.connection = await connect(
             self.address,
             subprotocols=self.subprotocols,
-            open_timeout=5,  # type: ignore[arg-type]
+            open_timeout=5,
         )
         return self
 

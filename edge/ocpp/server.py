@@ -20,6 +20,7 @@ from sqlite_utils import Database
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
 from edge.ocpp.handlers import ChargerSession
@@ -28,7 +29,7 @@ from edge.store import chargers
 
 log = logging.getLogger(__name__)
 
-SUBPROTOCOL = "ocpp1.6"
+SUBPROTOCOL = Subprotocol("ocpp1.6")
 # OCPP's identity is a CiString; a narrow set keeps ids safe in paths, logs and topics.
 CHARGER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,47}")
 
@@ -48,7 +49,7 @@ class OcppServer:
             self._handle,
             self.settings.host,
             self.settings.port,
-            subprotocols=[SUBPROTOCOL],  # type: ignore[list-item]
+            subprotocols=[SUBPROTOCOL],
             process_request=self._check_handshake,
             compression="deflate" if self.settings.websocket_compression else None,
             ping_interval=self.settings.websocket_ping_interval,

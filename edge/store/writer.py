@@ -102,6 +102,8 @@ class StoreWriter:
             await self._wake.wait()
             self._wake.clear()
             if self._pending or self._buffered:
+                # One turn of the loop first: frames already received join this batch.
+                await asyncio.sleep(0)
                 await self._commit_batch()
             if self._closing and not self._pending and not self._buffered:
                 return

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningEdge
@@ -15,7 +16,8 @@ METER_VALUES_EACH = 5
 
 async def one_charger(edge: RunningEdge, number: int) -> int:
     charger_id = f"SIM{number:03d}"
-    async with connect(f"{edge.url}/{charger_id}", subprotocols=["ocpp1.6"]) as connection:  # type: ignore[list-item]
+    address = f"{edge.url}/{charger_id}"
+    async with connect(address, subprotocols=[Subprotocol("ocpp1.6")]) as connection:
         charger = SimulatedCharger(charger_id, connection, SimulatedChargerConfig(connectors=1))
         listener = asyncio.create_task(charger.start())
         try:
