@@ -1,0 +1,86 @@
+"""Settings: TOML, environment overrides, and errors a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.settings import ConfigError, Settings, find_config_file, load_settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def config_error(path: Path | None) -> str:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(path)
+    return str(raised.value)
+
+
+def test_example_config_documents_exactly_the_defaults() -> None:
+    assert load_settings(REPO / "config.example.toml") == Settings()
+
+
+def test_bad_value_names_key_value_line_and_reason(tmp_path: Path) -> None:
+    path = write(tmp_path, '[ocpp]\nhost = "127.0.0.1"\n\nport = "nine thousand"\n')
+    with pytest.raises(ConfigError) as error:
+        load_settings(path)
+    message = str(error.value)
+    assert f"{path}:4:" in message
+    assert "ocpp.port" in message and "'nine thousand'" in message
+    assert "integer" in message
+
+
+def test_unknown_key_and_unknown_section_are_refused(tmp_path: Path) -> None:
+    path = write(tmp_path, '[ocpp]\nprot = 9000\n\n[stor]\npath = "x"\n')
+    message = config_error(path)
+    assert f"{path}:2: ocpp.prot" in message
+    assert f"{path}:4: stor" in message
+    assert "Extra inputs are not permitted" in message
+
+
+def test_unknown_chargers_takes_only_the_three_modes(tmp_path: Path) -> None:
+    path = write(tmp_path, '[ocpp]\nunknown_chargers = "maybe"\n')
+    message = config_error(path)
+    assert "ocpp.unknown_chargers" in message and "'reject', 'pending' or 'accept'" in message
+
+
+def test_toml_syntax_error_gives_the_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "[ocpp]\nport = = 9000\n")
+    message = config_error(path)
+    assert "not valid TOML" in message and "line 2" in message
+
+
+def test_environment_overrides_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "[ocpp]\nport = 9000\nheartbeat_interval = 120\n")
+    monkeypatch.setenv("OCPP_EDGE_OCPP__PORT", "9100")
+    monkeypatch.setenv("OCPP_EDGE_STORE__PATH", "/var/lib/ocpp-edge/edge.db")
+    settings = load_settings(path)
+    assert settings.ocpp.port == 9100
+    assert settings.ocpp.heartbeat_interval == 120
+    assert settings.store.path == Path("/var/lib/ocpp-edge/edge.db")
+
+
+def test_bad_environment_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCPP_EDGE_OCPP__PORT", "99999")
+    message = config_error(None)
+    assert "$OCPP_EDGE_OCPP__PORT: ocpp.port = '99999'" in message and "65535" in message
+
+
+def test_config_file_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OCPP_EDGE_CONFIG", raising=False)
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_config_file(tmp_path / "missing.toml")
+    assert find_config_file(None) in (None, Path("/etc/ocpp-edge/config.toml"))
+    write(tmp_path, "")
+    assert find_config_file(None) == Path("config.toml")
+    monkeypatch.setenv("OCPP_EDGE_CONFIG", str(tmp_path / "other.toml"))
+    with pytest.raises(ConfigError, match="OCPP_EDGE_CONFIG"):
+        find_config_file(None)
