@@ -4,18 +4,20 @@ them until SIGTERM/SIGINT, then drains connections and flushes the store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Callable
 
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import now_ms, utc_now
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
 from edge.settings import Settings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
-from edge.store import chargers, id_tags
+from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ async def run_edge(
                             url, f"demo-{number}", SimulatedChargerConfig(), plan, stop=stop
                         )
                     )
+            if settings.store.message_log_days:
+                tasks.create_task(_prune_message_log(store, settings.store.message_log_days, stop))
             if on_ready is not None:
                 on_ready(server)
             await stop.wait()
@@ -64,6 +68,19 @@ def _enroll_demo_cards(db: Database, chargers_count: int) -> None:
         for card in demo_cards(number):
             if id_tags.get_id_tag(db, card) is None:
                 id_tags.save_id_tag(db, card, now, label="demo card")
+
+
+async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event) -> None:
+    """Keep `days` of OCPP frames: check at start, then hourly, in small steps."""
+    chunk = 5000
+    while not stop.is_set():
+        prune = functools.partial(
+            message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
+        )
+        while await store.run(prune) == chunk:
+            pass
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=3600)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

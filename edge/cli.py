@@ -52,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--prefix", default="sim-", help="charger ids are PREFIX1..PREFIXN")
     simulate.add_argument("--connectors", type=int, default=2)
     simulate.add_argument("--meter-interval", type=float, default=10.0)
+    simulate.add_argument("--seconds", type=float, help="stop after this long (default: never)")
     simulate.set_defaults(command=cmd_simulate)
 
     charger_cmd = commands.add_parser("chargers", parents=[common], help="chargers and connectors")
@@ -147,10 +148,14 @@ def cmd_simulate(arguments: argparse.Namespace) -> int:
     )
 
     async def simulate() -> None:
+        stop = asyncio.Event()
+        if arguments.seconds:
+            asyncio.get_running_loop().call_later(arguments.seconds, stop.set)
         async with asyncio.TaskGroup() as tasks:
             for number in range(1, arguments.chargers + 1):
+                charger_id = f"{arguments.prefix}{number}"
                 tasks.create_task(
-                    run_simulated_charger(arguments.url, f"{arguments.prefix}{number}", config)
+                    run_simulated_charger(arguments.url, charger_id, config, stop=stop)
                 )
 
     asyncio.run(simulate())

@@ -54,6 +54,9 @@ class OcppSettings(_Section):
 
 class StoreSettings(_Section):
     path: Path = Path("edge.db")
+    message_log_days: int = Field(
+        30, ge=0, description="Days of OCPP frames kept in the message log (0 = forever)."
+    )
 
 
 class LogSettings(_Section):

@@ -24,14 +24,6 @@ def camel_case(key: str) -> str:
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
-def to_snake_case(data: Any) -> Any:
-    if isinstance(data, dict):
-        return {snake_case(key): to_snake_case(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [to_snake_case(item) for item in data]
-    return data
-
-
 def keyword_arguments(payload: dict[str, Any]) -> dict[str, Any]:
     """A CALL's top-level fields as snake_case keyword arguments for its handler.
 

@@ -27,6 +27,20 @@ def append_message(
     )
 
 
+def prune_oldest_messages(db: Database, before_ms: int, limit: int = 5000) -> int:
+    """Delete up to `limit` of the oldest frames logged before `before_ms`; how many went.
+
+    Walks from the oldest row by id (ids grow with time), so each call is cheap and the
+    writer is never held for long.
+    """
+    cursor = db.conn.execute(
+        "DELETE FROM ocpp_messages WHERE id IN "
+        "(SELECT id FROM ocpp_messages ORDER BY id LIMIT ?) AND at_ms < ?",
+        (limit, before_ms),
+    )
+    return int(cursor.rowcount)
+
+
 def recent_messages(
     db: Database, charger_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:

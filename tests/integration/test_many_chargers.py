@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
@@ -55,3 +56,25 @@ async def test_fifty_chargers_charge_at_once(edge: RunningEdge) -> None:
     assert (
         edge.query("SELECT count(*) FROM chargers WHERE last_boot_at IS NOT NULL")[0][0] == CHARGERS
     )
+
+
+async def test_simulate_command_connects_its_chargers(edge: RunningEdge) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge",
+        "simulate",
+        "--chargers",
+        "3",
+        "--url",
+        edge.url,
+        "--prefix",
+        "cli-",
+        "--seconds",
+        "2",
+    )
+    assert await asyncio.wait_for(process.wait(), timeout=30) == 0
+    rows = edge.query("SELECT id FROM chargers WHERE last_boot_at IS NOT NULL ORDER BY id")
+    assert [row["id"] for row in rows] == ["cli-1", "cli-2", "cli-3"]
+    statuses = edge.query("SELECT count(*) FROM connectors WHERE charger_id LIKE 'cli-%'")
+    assert statuses[0][0] == 9  # connector 0 and two connectors each

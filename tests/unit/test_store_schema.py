@@ -65,3 +65,15 @@ def test_foreign_keys_are_enforced(tmp_path: Path) -> None:
 def test_readonly_open_of_a_missing_store_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="start the daemon once"):
         open_readonly(tmp_path / "missing.db")
+
+
+def test_message_log_pruning_removes_only_old_frames_in_steps(tmp_path: Path) -> None:
+    from edge.store.message_log import append_message, prune_oldest_messages
+
+    db = open_database(tmp_path / "edge.db")
+    for at_ms in (1000, 2000, 3000, 9000):
+        append_message(db, "CP1", "in", 2, "u", "Heartbeat", "[]", at_ms)
+    assert prune_oldest_messages(db, before_ms=5000, limit=2) == 2
+    assert prune_oldest_messages(db, before_ms=5000, limit=2) == 1
+    assert prune_oldest_messages(db, before_ms=5000, limit=2) == 0
+    assert [row["at_ms"] for row in db.query("SELECT at_ms FROM ocpp_messages")] == [9000]
