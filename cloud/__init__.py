@@ -1,0 +1,1 @@
+"""The cloud aggregator: ingest from the edges, store, fleet view."""

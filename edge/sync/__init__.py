@@ -1,0 +1,1 @@
+"""Sync between the edge and the cloud aggregator over MQTT."""
