@@ -8,15 +8,18 @@ import contextlib
 import functools
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from sqlite_utils import Database
 
 from edge.clock import now_ms, utc_now
+from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
 from edge.settings import Settings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
+from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
 
@@ -42,6 +45,11 @@ async def run_edge(
         await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
         server = OcppServer(SiteContext(settings=settings.ocpp, store=store))
         async with server.serving(), asyncio.TaskGroup() as tasks:
+            if settings.ocpp.push_local_list:
+                server.context.after_boot.append(
+                    lambda charger_id: _start(tasks, sync_local_list(server, charger_id))
+                )
+            tasks.create_task(run_site_tasks(server, stop))
             if settings.demo.chargers:
                 count = settings.demo.chargers
                 await store.run(lambda db: _enroll_demo_cards(db, count))
@@ -81,6 +89,10 @@ async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event)
             pass
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=3600)
+
+
+def _start(tasks: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
+    tasks.create_task(work)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:

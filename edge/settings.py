@@ -41,6 +41,9 @@ class OcppSettings(_Section):
         60, ge=10, le=3600, description="Seconds a pending or rejected charger waits to boot again."
     )
     unknown_chargers: Literal["reject", "pending", "accept"] = "pending"
+    push_local_list: bool = Field(
+        True, description="Keep every charger's OCPP local list equal to the card table."
+    )
     response_timeout: float = Field(
         30.0, gt=0, le=600, description="Seconds to wait for a charger's answer to our call."
     )

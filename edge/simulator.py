@@ -9,23 +9,45 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ftplib
+import hashlib
+import io
 import logging
 import random
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import (
     Action,
     AvailabilityStatus,
+    CancelReservationStatus,
+    CertificateSignedStatus,
+    CertificateStatus,
     ChargePointStatus,
+    ChargingProfileStatus,
+    ClearCacheStatus,
+    ClearChargingProfileStatus,
     ConfigurationStatus,
     DataTransferStatus,
+    DeleteCertificateStatus,
+    GetCompositeScheduleStatus,
+    GetInstalledCertificateStatus,
+    LogStatus,
     RemoteStartStopStatus,
+    ReservationStatus,
     ResetStatus,
     TriggerMessageStatus,
     UnlockStatus,
+    UpdateFirmwareStatus,
+    UpdateStatus,
 )
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
@@ -66,6 +88,14 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
             "NumberOfConnectors": str(config.connectors),
         }
         self.heartbeat_interval = 300
+        self.reservations: dict[int, tuple[int, str]] = {}
+        self.local_list_version = 0
+        self.local_list: dict[str, dict[str, Any]] = {}
+        self.charging_profiles: dict[int, tuple[int, dict[str, Any]]] = {}
+        self.certificates: dict[str, list[str]] = {}
+        self.firmware: bytes | None = None
+        # Transaction ids as this charger starts them (RemoteStart is answered first).
+        self.started_transactions: asyncio.Queue[int] = asyncio.Queue()
         self._background: set[asyncio.Task[Any]] = set()
 
     # Charger-initiated -------------------------------------------------------
@@ -117,6 +147,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         status = str(response.id_tag_info["status"])
         connector.transaction_id = response.transaction_id
         connector.id_tag = id_tag
+        self.started_transactions.put_nowait(response.transaction_id)
         await self.send_status(connector_id, ChargePointStatus.charging)
         return response.transaction_id, status
 
@@ -272,8 +303,348 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         return call_result.UnlockConnector(status=UnlockStatus.unlocked)
 
     @on(Action.data_transfer)
-    async def on_data_transfer(self, vendor_id: str, **_: Any) -> call_result.DataTransfer:
-        return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
+    async def on_data_transfer(
+        self, vendor_id: str, message_id: str | None = None, data: str | None = None
+    ) -> call_result.DataTransfer:
+        if vendor_id != self.config.vendor:
+            return call_result.DataTransfer(status=DataTransferStatus.unknown_vendor_id)
+        if message_id != "echo":
+            return call_result.DataTransfer(status=DataTransferStatus.unknown_message_id)
+        return call_result.DataTransfer(status=DataTransferStatus.accepted, data=data)
+
+    @on(Action.clear_cache)
+    async def on_clear_cache(self) -> call_result.ClearCache:
+        return call_result.ClearCache(status=ClearCacheStatus.accepted)
+
+    # Reservation -------------------------------------------------------------------
+
+    @on(Action.reserve_now)
+    async def on_reserve_now(
+        self,
+        connector_id: int,
+        expiry_date: str,
+        id_tag: str,
+        reservation_id: int,
+        parent_id_tag: str | None = None,
+    ) -> call_result.ReserveNow:
+        free = [
+            number
+            for number, connector in self.connectors.items()
+            if connector.transaction_id is None and connector.status == ChargePointStatus.available
+        ]
+        if connector_id and connector_id not in self.connectors:
+            return call_result.ReserveNow(status=ReservationStatus.rejected)
+        target = connector_id or (free[0] if free else None)
+        if target is None or target not in free:
+            return call_result.ReserveNow(status=ReservationStatus.occupied)
+        self.reservations[reservation_id] = (target, id_tag)
+        self._later(self.send_status(target, ChargePointStatus.reserved))
+        return call_result.ReserveNow(status=ReservationStatus.accepted)
+
+    @on(Action.cancel_reservation)
+    async def on_cancel_reservation(self, reservation_id: int) -> call_result.CancelReservation:
+        reserved = self.reservations.pop(reservation_id, None)
+        if reserved is None:
+            return call_result.CancelReservation(status=CancelReservationStatus.rejected)
+        self._later(self.send_status(reserved[0], ChargePointStatus.available))
+        return call_result.CancelReservation(status=CancelReservationStatus.accepted)
+
+    # Local authorization list -----------------------------------------------------
+
+    @on(Action.get_local_list_version)
+    async def on_get_local_list_version(self) -> call_result.GetLocalListVersion:
+        return call_result.GetLocalListVersion(list_version=self.local_list_version)
+
+    @on(Action.send_local_list)
+    async def on_send_local_list(
+        self,
+        list_version: int,
+        update_type: str,
+        local_authorization_list: list[dict[str, Any]] | None = None,
+    ) -> call_result.SendLocalList:
+        entries = local_authorization_list or []
+        if update_type == "Differential":
+            if list_version <= self.local_list_version:
+                return call_result.SendLocalList(status=UpdateStatus.version_mismatch)
+            for entry in entries:
+                if entry.get("id_tag_info") is None:
+                    self.local_list.pop(entry["id_tag"], None)
+                else:
+                    self.local_list[entry["id_tag"]] = entry["id_tag_info"]
+        else:
+            self.local_list = {entry["id_tag"]: entry["id_tag_info"] for entry in entries}
+        self.local_list_version = list_version
+        return call_result.SendLocalList(status=UpdateStatus.accepted)
+
+    # Smart charging ------------------------------------------------------------------
+
+    @on(Action.set_charging_profile)
+    async def on_set_charging_profile(
+        self, connector_id: int, cs_charging_profiles: dict[str, Any]
+    ) -> call_result.SetChargingProfile:
+        purpose = cs_charging_profiles["charging_profile_purpose"]
+        connector = self.connectors.get(connector_id)
+        if connector_id and connector is None:
+            return call_result.SetChargingProfile(status=ChargingProfileStatus.rejected)
+        if purpose == "TxProfile" and (connector is None or connector.transaction_id is None):
+            return call_result.SetChargingProfile(status=ChargingProfileStatus.rejected)
+        profile_id = cs_charging_profiles["charging_profile_id"]
+        self.charging_profiles[profile_id] = (connector_id, cs_charging_profiles)
+        return call_result.SetChargingProfile(status=ChargingProfileStatus.accepted)
+
+    @on(Action.clear_charging_profile)
+    async def on_clear_charging_profile(
+        self,
+        id: int | None = None,
+        connector_id: int | None = None,
+        charging_profile_purpose: str | None = None,
+        stack_level: int | None = None,
+    ) -> call_result.ClearChargingProfile:
+        cleared = [
+            profile_id
+            for profile_id, (connector, profile) in self.charging_profiles.items()
+            if id in (None, profile_id)
+            and connector_id in (None, connector)
+            and charging_profile_purpose in (None, profile["charging_profile_purpose"])
+            and stack_level in (None, profile["stack_level"])
+        ]
+        for profile_id in cleared:
+            del self.charging_profiles[profile_id]
+        status = (
+            ClearChargingProfileStatus.accepted if cleared else ClearChargingProfileStatus.unknown
+        )
+        return call_result.ClearChargingProfile(status=status)
+
+    @on(Action.get_composite_schedule)
+    async def on_get_composite_schedule(
+        self, connector_id: int, duration: int, charging_rate_unit: str | None = None
+    ) -> call_result.GetCompositeSchedule:
+        if connector_id and connector_id not in self.connectors:
+            return call_result.GetCompositeSchedule(status=GetCompositeScheduleStatus.rejected)
+        limit = self.composite_limit(connector_id)
+        schedule: dict[str, Any] = {
+            "duration": duration,
+            "charging_rate_unit": charging_rate_unit or "W",
+            "charging_schedule_period": [{"start_period": 0, "limit": limit}],
+        }
+        return call_result.GetCompositeSchedule(
+            status=GetCompositeScheduleStatus.accepted,
+            connector_id=connector_id,
+            schedule_start=utc_now(),
+            charging_schedule=schedule,
+        )
+
+    def composite_limit(self, connector_id: int) -> float:
+        """The lowest first-period limit among the profiles that apply to a connector
+        (highest stack level per purpose), or the connector's rating with none."""
+        best: dict[str, tuple[int, float]] = {}
+        for connector, profile in self.charging_profiles.values():
+            if connector not in (0, connector_id):
+                continue
+            purpose, level = profile["charging_profile_purpose"], profile["stack_level"]
+            limit = float(profile["charging_schedule"]["charging_schedule_period"][0]["limit"])
+            if purpose not in best or level > best[purpose][0]:
+                best[purpose] = (level, limit)
+        limits = [limit for _, limit in best.values()]
+        return min(limits) if limits else 22000.0
+
+    # Firmware, diagnostics and logs --------------------------------------------------
+
+    @on(Action.update_firmware)
+    async def on_update_firmware(
+        self, location: str, retrieve_date: str, **_: Any
+    ) -> call_result.UpdateFirmware:
+        self._later(self._install_firmware(location, signed_request_id=None))
+        return call_result.UpdateFirmware()
+
+    @on(Action.signed_update_firmware)
+    async def on_signed_update_firmware(
+        self, request_id: int, firmware: dict[str, Any], **_: Any
+    ) -> call_result.SignedUpdateFirmware:
+        self._later(self._install_firmware(firmware["location"], signed_request_id=request_id))
+        return call_result.SignedUpdateFirmware(status=UpdateFirmwareStatus.accepted)
+
+    async def _install_firmware(self, location: str, signed_request_id: int | None) -> None:
+        async def report(status: str) -> None:
+            if signed_request_id is None:
+                await self.call(call.FirmwareStatusNotification(status=status), suppress=False)
+            else:
+                await self.call(
+                    call.SignedFirmwareStatusNotification(
+                        status=status, request_id=signed_request_id
+                    ),
+                    suppress=False,
+                )
+
+        await report("Downloading")
+        try:
+            self.firmware = await asyncio.to_thread(download, location)
+        except OSError as error:
+            log.warning("%s: firmware download from %s failed: %s", self.id, location, error)
+            await report("DownloadFailed")
+            return
+        await report("Downloaded")
+        if signed_request_id is not None:
+            await report("SignatureVerified")
+        await report("Installing")
+        await report("Installed")
+
+    @on(Action.get_diagnostics)
+    async def on_get_diagnostics(self, location: str, **_: Any) -> call_result.GetDiagnostics:
+        file_name = f"{self.id}-diagnostics.txt"
+        self._later(self._upload_report(location, file_name, request_id=None))
+        return call_result.GetDiagnostics(file_name=file_name)
+
+    @on(Action.get_log)
+    async def on_get_log(
+        self, log: dict[str, Any], log_type: str, request_id: int, **_: Any
+    ) -> call_result.GetLog:
+        file_name = f"{self.id}-{log_type.lower()}-{request_id}.log"
+        self._later(self._upload_report(log["remote_location"], file_name, request_id=request_id))
+        return call_result.GetLog(status=LogStatus.accepted, filename=file_name)
+
+    async def _upload_report(self, location: str, file_name: str, request_id: int | None) -> None:
+        async def report(status: str) -> None:
+            if request_id is None:
+                await self.call(call.DiagnosticsStatusNotification(status=status), suppress=False)
+            else:
+                await self.call(
+                    call.LogStatusNotification(status=status, request_id=request_id),
+                    suppress=False,
+                )
+
+        content = f"{self.id} diagnostics at {utc_now()}\n".encode() * 64
+        await report("Uploading")
+        try:
+            await asyncio.to_thread(upload, location, file_name, content)
+        except OSError as error:
+            log.warning("%s: upload to %s failed: %s", self.id, location, error)
+            await report("UploadFailed")
+            return
+        await report("Uploaded")
+
+    # Security whitepaper --------------------------------------------------------------
+
+    @on(Action.extended_trigger_message)
+    async def on_extended_trigger_message(
+        self, requested_message: str, connector_id: int | None = None
+    ) -> call_result.ExtendedTriggerMessage:
+        if requested_message == "SignChargePointCertificate":
+            self._later(self.call(call.SignCertificate(csr=make_csr(self.id)), suppress=False))
+        elif requested_message == "Heartbeat":
+            self._later(self.heartbeat())
+        elif requested_message == "StatusNotification":
+            for number, connector in self.connectors.items():
+                if connector_id in (None, number):
+                    self._later(self.send_status(number, connector.status))
+        elif requested_message == "BootNotification":
+            self._later(self.boot())
+        else:
+            return call_result.ExtendedTriggerMessage(status=TriggerMessageStatus.not_implemented)
+        return call_result.ExtendedTriggerMessage(status=TriggerMessageStatus.accepted)
+
+    @on(Action.certificate_signed)
+    async def on_certificate_signed(self, certificate_chain: str) -> call_result.CertificateSigned:
+        if "BEGIN CERTIFICATE" not in certificate_chain:
+            return call_result.CertificateSigned(status=CertificateSignedStatus.rejected)
+        self.certificates.setdefault("ChargePointCertificate", []).append(certificate_chain)
+        return call_result.CertificateSigned(status=CertificateSignedStatus.accepted)
+
+    @on(Action.install_certificate)
+    async def on_install_certificate(
+        self, certificate_type: str, certificate: str
+    ) -> call_result.InstallCertificate:
+        try:
+            certificate_hash_data(certificate)
+        except ValueError:
+            return call_result.InstallCertificate(status=CertificateStatus.rejected)
+        self.certificates.setdefault(certificate_type, []).append(certificate)
+        return call_result.InstallCertificate(status=CertificateStatus.accepted)
+
+    @on(Action.get_installed_certificate_ids)
+    async def on_get_installed_certificate_ids(
+        self, certificate_type: str
+    ) -> call_result.GetInstalledCertificateIds:
+        installed = self.certificates.get(certificate_type, [])
+        if not installed:
+            return call_result.GetInstalledCertificateIds(
+                status=GetInstalledCertificateStatus.not_found
+            )
+        return call_result.GetInstalledCertificateIds(
+            status=GetInstalledCertificateStatus.accepted,
+            certificate_hash_data=[certificate_hash_data(pem) for pem in installed],
+        )
+
+    @on(Action.delete_certificate)
+    async def on_delete_certificate(
+        self, certificate_hash_data: dict[str, Any]
+    ) -> call_result.DeleteCertificate:
+        serial = certificate_hash_data["serial_number"]
+        for certificates in self.certificates.values():
+            for pem in certificates:
+                if certificate_hash_data_of(pem)["serial_number"] == serial:
+                    certificates.remove(pem)
+                    return call_result.DeleteCertificate(status=DeleteCertificateStatus.accepted)
+        return call_result.DeleteCertificate(status=DeleteCertificateStatus.not_found)
+
+
+def download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        data: bytes = response.read()
+        return data
+
+
+def upload(location: str, file_name: str, content: bytes) -> None:
+    """Upload by FTP (ftp://user:password@host:port/dir) or HTTP PUT to location/file_name."""
+    parsed = urllib.parse.urlsplit(location)
+    if parsed.scheme == "ftp":
+        with ftplib.FTP() as ftp:
+            ftp.connect(parsed.hostname or "", parsed.port or 21, timeout=30)
+            ftp.login(
+                urllib.parse.unquote(parsed.username or "anonymous"),
+                urllib.parse.unquote(parsed.password or ""),
+            )
+            if parsed.path.strip("/"):
+                ftp.cwd(parsed.path)
+            ftp.storbinary(f"STOR {file_name}", io.BytesIO(content))
+        return
+    request = urllib.request.Request(
+        f"{location.rstrip('/')}/{file_name}", data=content, method="PUT"
+    )
+    with urllib.request.urlopen(request, timeout=30):
+        pass
+
+
+def certificate_hash_data_of(pem: str) -> dict[str, str]:
+    """OCPP CertificateHashDataType (snake_case) of a PEM certificate."""
+    certificate = x509.load_pem_x509_certificate(pem.encode())
+    public_key = certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return {
+        "hash_algorithm": "SHA256",
+        "issuer_name_hash": hashlib.sha256(certificate.issuer.public_bytes()).hexdigest(),
+        "issuer_key_hash": hashlib.sha256(public_key).hexdigest(),
+        "serial_number": format(certificate.serial_number, "x"),
+    }
+
+
+def certificate_hash_data(pem: str) -> dict[str, str]:
+    try:
+        return certificate_hash_data_of(pem)
+    except Exception as error:  # cryptography raises several kinds for bad input
+        raise ValueError(f"not a PEM certificate: {error}") from error
+
+
+def make_csr(charger_id: str) -> str:
+    """A certificate signing request with CN = charger id, as a charger makes one."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    request = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, charger_id)]))
+        .sign(key, hashes.SHA256())
+    )
+    return request.public_bytes(serialization.Encoding.PEM).decode()
 
 
 @dataclass

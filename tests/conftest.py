@@ -59,7 +59,14 @@ StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 
 def make_settings(tmp_path: Path, **ocpp: Any) -> Settings:
-    ocpp = {"host": "127.0.0.1", "port": free_port(), "unknown_chargers": "accept", **ocpp}
+    ocpp = {
+        "host": "127.0.0.1",
+        "port": free_port(),
+        "unknown_chargers": "accept",
+        # Tests that count commands send their own; test_local_list_push turns it on.
+        "push_local_list": False,
+        **ocpp,
+    }
     return Settings(ocpp=ocpp, store={"path": tmp_path / "edge.db"})
 
 

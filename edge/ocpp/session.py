@@ -71,6 +71,8 @@ class SiteContext:
     settings: OcppSettings
     store: StoreWriter
     data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
+    # Called with the charger id after an accepted BootNotification has been answered.
+    after_boot: list[Callable[[str], None]] = field(default_factory=list)
 
 
 class SessionBase(ChargePoint):  # type: ignore[misc]
@@ -131,6 +133,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             await self._send(encode_call_error(call.unique_id, internal), call.action)
             return
         await self._send(encode_call_result(call.unique_id, payload), call.action)
+        after = self.route_map.get(call.action, {}).get("_after_action")
+        if after is not None:
+            after(**keyword_arguments(call.payload))
 
     def _handler_for(self, action: str) -> Callable[..., Awaitable[Any]]:
         if action not in ALL_ACTIONS:

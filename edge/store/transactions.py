@@ -104,6 +104,12 @@ def start_transaction(
         ],
     )
     assert cursor.lastrowid is not None
+    if request.reservation_id is not None:
+        db.execute(
+            "UPDATE reservations SET status = 'used', transaction_id = ?, updated_at = ? "
+            "WHERE id = ? AND charger_id = ? AND status = 'active'",
+            [cursor.lastrowid, received_at, request.reservation_id, request.charger_id],
+        )
     return cursor.lastrowid, False
 
 
@@ -125,6 +131,12 @@ def stop_transaction(db: Database, request: StopRequest, received_at: str) -> st
             request.reason or "Local",
             request.transaction_id,
         ],
+    )
+    # An availability change the charger scheduled for this transaction's end is now done.
+    db.execute(
+        "UPDATE availability_requests SET answer = 'Accepted' WHERE charger_id = ? "
+        "AND connector_id IN (0, ?) AND answer = 'Scheduled'",
+        [request.charger_id, current["connector_id"]],
     )
     return "stopped"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
@@ -95,6 +95,12 @@ class CoreHandlers(SessionBase):
             ),
             status=_REGISTRATION_STATUS[self.registration],
         )
+
+    @after(Action.boot_notification)
+    def after_boot_notification(self, **_: Any) -> None:
+        if self.registration == "accepted":
+            for callback in self.context.after_boot:
+                callback(self.id)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:

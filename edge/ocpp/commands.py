@@ -1,0 +1,250 @@
+"""Calls from the edge to a charger: the 26 CSMS-initiated actions of OCPP 1.6 and its
+security whitepaper, each awaited with a timeout and its outcome stored.
+
+`send_command` is the one way in, used by the local API, the CLI and the edge's own
+features (site power limit, local list pushes). The request is recorded before it
+goes on the wire; the answer, the charger's CALLERROR, a timeout or "offline" is
+recorded after. What a central system must remember from an answer (configuration,
+availability, reservations, list versions, profiles, certificates) is applied by
+`edge.ocpp.command_effects` in the same transaction as the outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from ocpp.exceptions import OCPPError
+from ocpp.v16 import call
+from sqlite_utils import Database
+
+from edge.clock import utc_now
+from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
+from edge.ocpp.payloads import to_wire
+from edge.ocpp.schemas import validate_request
+
+if TYPE_CHECKING:
+    from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+CSMS_INITIATED = (
+    # Core, firmware management, local auth list, reservation, smart charging, remote trigger
+    "CancelReservation",
+    "ChangeAvailability",
+    "ChangeConfiguration",
+    "ClearCache",
+    "ClearChargingProfile",
+    "DataTransfer",
+    "GetCompositeSchedule",
+    "GetConfiguration",
+    "GetDiagnostics",
+    "GetLocalListVersion",
+    "RemoteStartTransaction",
+    "RemoteStopTransaction",
+    "ReserveNow",
+    "Reset",
+    "SendLocalList",
+    "SetChargingProfile",
+    "TriggerMessage",
+    "UnlockConnector",
+    "UpdateFirmware",
+    # Security whitepaper
+    "CertificateSigned",
+    "DeleteCertificate",
+    "ExtendedTriggerMessage",
+    "GetInstalledCertificateIds",
+    "GetLog",
+    "InstallCertificate",
+    "SignedUpdateFirmware",
+)
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class CommandError(Exception):
+    """A command did not get an answer; `kind` says why (for HTTP status mapping)."""
+
+    kind = "failed"
+
+    def __init__(self, message: str, command_id: int | None = None) -> None:
+        super().__init__(message)
+        self.command_id = command_id
+
+
+class UnknownCharger(CommandError):
+    kind = "unknown_charger"
+
+
+class ChargerOffline(CommandError):
+    kind = "offline"
+
+
+class InvalidArguments(CommandError):
+    kind = "invalid"
+
+
+class ChargerTimeout(CommandError):
+    kind = "timeout"
+
+
+class ChargerRefused(CommandError):
+    """The charger answered with a CALLERROR."""
+
+    kind = "callerror"
+
+    def __init__(self, message: str, command_id: int, code: str) -> None:
+        super().__init__(message, command_id)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command_id: int
+    charger_id: str
+    action: str
+    response: dict[str, Any]
+
+
+def build_payload(action: str, arguments: dict[str, Any]) -> Any:
+    """The library's request dataclass for `action`, from snake_case arguments.
+
+    Validated against the official schema here, so a bad request is the caller's
+    error (422) and never reaches the charger.
+    """
+    if action not in CSMS_INITIATED:
+        raise InvalidArguments(
+            f"{action} is not a command a central system sends; one of: {', '.join(CSMS_INITIATED)}"
+        )
+    try:
+        payload = getattr(call, action)(**arguments)
+    except TypeError as error:
+        raise InvalidArguments(f"{action}: {error}") from error
+    try:
+        validate_request(action, to_wire(payload))
+    except OCPPError as error:
+        raise InvalidArguments(error.description) from error
+    return payload
+
+
+async def send_command(
+    server: OcppServer,
+    charger_id: str,
+    action: str,
+    arguments: dict[str, Any],
+    *,
+    answer_within: float = DEFAULT_TIMEOUT,
+) -> CommandResult:
+    """Send `action` to `charger_id` and return its answer; raise CommandError otherwise."""
+    store = server.context.store
+    session = server.sessions.get(charger_id)
+    requested_at = utc_now()
+
+    def record_request(db: Database) -> tuple[int, Any, dict[str, Any]]:
+        if db.conn.execute("SELECT 1 FROM chargers WHERE id = ?", (charger_id,)).fetchone() is None:
+            raise UnknownCharger(f"no charger {charger_id} at this site")
+        if session is None:
+            request: dict[str, Any] = {"arguments": arguments}
+            outcome, payload = "offline", None
+        else:
+            # Allocations (reservation id, list version) roll back if validation fails.
+            payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
+            request, outcome = to_wire(payload), "sent"
+        cursor = db.conn.execute(
+            "INSERT INTO commands (charger_id, action, request, outcome, requested_at, "
+            "finished_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                charger_id,
+                action,
+                json.dumps(request, default=str),
+                outcome,
+                requested_at,
+                requested_at if session is None else None,
+            ),
+        )
+        if session is not None:
+            apply_request(db, charger_id, action, request)
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid, payload, request
+
+    if action not in CSMS_INITIATED:
+        raise InvalidArguments(
+            f"{action} is not a command a central system sends; one of: {', '.join(CSMS_INITIATED)}"
+        )
+    command_id, payload, request = await store.run(record_request)
+    if session is None:
+        raise ChargerOffline(f"charger {charger_id} is not connected", command_id)
+    try:
+        async with asyncio.timeout(answer_within):
+            answer = await session.call(payload, suppress=False)
+    except TimeoutError:
+        await _finish(server, command_id, "timeout", None, None, None)
+        raise ChargerTimeout(
+            f"charger {charger_id} did not answer {action} within {answer_within:g} s", command_id
+        ) from None
+    except OCPPError as error:
+        await _finish(server, command_id, "callerror", None, error.code, error.description)
+        raise ChargerRefused(
+            f"charger {charger_id} answered {action} with {error.code}: {error.description}",
+            command_id,
+            error.code,
+        ) from error
+    response: dict[str, Any] = _without_decimals(to_wire(answer))
+
+    def record_answer(db: Database) -> None:
+        _finish_row(db, command_id, "answered", response, None, None)
+        apply_answer(db, charger_id, action, request, response)
+
+    await store.run(record_answer)
+    log.info("%s answered %s: %s", charger_id, action, response)
+    return CommandResult(command_id, charger_id, action, response)
+
+
+async def _finish(
+    server: OcppServer,
+    command_id: int,
+    outcome: str,
+    response: dict[str, Any] | None,
+    code: str | None,
+    description: str | None,
+) -> None:
+    await server.context.store.run(
+        lambda db: _finish_row(db, command_id, outcome, response, code, description)
+    )
+
+
+def _finish_row(
+    db: Database,
+    command_id: int,
+    outcome: str,
+    response: dict[str, Any] | None,
+    code: str | None,
+    description: str | None,
+) -> None:
+    db.conn.execute(
+        "UPDATE commands SET outcome = ?, response = ?, error_code = ?, error_description = ?, "
+        "finished_at = ? WHERE id = ?",
+        (
+            outcome,
+            json.dumps(response) if response is not None else None,
+            code,
+            description,
+            utc_now(),
+            command_id,
+        ),
+    )
+
+
+def _without_decimals(data: Any) -> Any:
+    # The ocpp library parses charging schedules with Decimal to check multipleOf 0.1.
+    if isinstance(data, Decimal):
+        return int(data) if data == data.to_integral_value() else float(data)
+    if isinstance(data, dict):
+        return {key: _without_decimals(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_without_decimals(item) for item in data]
+    return data

@@ -1,0 +1,55 @@
+"""Keeping each charger's OCPP local authorization list equal to the card table, so
+chargers authorize cards themselves even while the edge restarts."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlite_utils import Database
+
+from edge.ocpp.commands import CommandError, send_command
+
+if TYPE_CHECKING:
+    from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+
+async def sync_local_list(server: OcppServer, charger_id: str) -> None:
+    """Ask the charger its list version; send what it lacks (Differential from a version
+    the edge confirmed, else Full; Full again if the charger refuses the difference)."""
+    store = server.context.store
+    try:
+        reported = await send_command(server, charger_id, "GetLocalListVersion", {})
+        version = int(reported.response["listVersion"])
+        current, confirmed = await store.run(lambda db: _versions(db, charger_id))
+        if version >= max(current, 1):
+            return
+        update_type = "Differential" if 0 < version == confirmed else "Full"
+        sent = await send_command(server, charger_id, "SendLocalList", {"update_type": update_type})
+        if sent.response.get("status") != "Accepted" and update_type == "Differential":
+            await send_command(server, charger_id, "SendLocalList", {"update_type": "Full"})
+    except CommandError as error:
+        log.warning("local list for %s not synchronised: %s", charger_id, error)
+
+
+async def chargers_behind(server: OcppServer) -> list[str]:
+    """Connected chargers whose confirmed list version is older than the card table's."""
+    connected = list(server.sessions)
+
+    def behind(db: Database) -> list[str]:
+        current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
+        confirmed = dict(db.conn.execute("SELECT charger_id, version FROM local_lists"))
+        return [charger for charger in connected if confirmed.get(charger, 0) < current]
+
+    return await server.context.store.run(behind)
+
+
+def _versions(db: Database, charger_id: str) -> tuple[int, int]:
+    """(the card table's list version, the version this charger last confirmed)."""
+    current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
+    row = db.conn.execute(
+        "SELECT version FROM local_lists WHERE charger_id = ?", (charger_id,)
+    ).fetchone()
+    return int(current), int(row[0]) if row else 0

@@ -1,0 +1,31 @@
+"""Periodic work for the whole site: reservations that expired, local lists behind."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+
+from edge.clock import utc_now
+from edge.ocpp.command_effects import expire_reservations
+from edge.ocpp.local_list import chargers_behind, sync_local_list
+from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+EVERY_SECONDS = 60.0
+
+
+async def run_site_tasks(server: OcppServer, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        expired = await server.context.store.run(
+            functools.partial(expire_reservations, now=utc_now())
+        )
+        if expired:
+            log.info("%d reservations expired", expired)
+        if server.settings.push_local_list:
+            for charger_id in await chargers_behind(server):
+                await sync_local_list(server, charger_id)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=EVERY_SECONDS)

@@ -1,0 +1,309 @@
+"""Every CSMS-initiated command, round-tripped over real websockets against the
+project's simulated charger, with its outcome and state stored."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+from edge.ocpp.commands import (
+    CSMS_INITIATED,
+    ChargerOffline,
+    ChargerRefused,
+    ChargerTimeout,
+    InvalidArguments,
+    UnknownCharger,
+    send_command,
+)
+from edge.simulator import SimulatedCharger, SimulatedChargerConfig, make_csr
+from tests.conftest import RunningEdge, StartEdge
+
+SOON = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+
+
+@pytest.fixture
+async def charger(edge: RunningEdge) -> AsyncIterator[SimulatedCharger]:
+    async with connect(f"{edge.url}/SIM1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
+        simulated = SimulatedCharger("SIM1", connection, SimulatedChargerConfig(connectors=2))
+        listener = asyncio.create_task(simulated.start())
+        await simulated.boot()
+        for number in (1, 2):
+            await simulated.send_status(number, "Available")
+        yield simulated
+        listener.cancel()
+
+
+def test_all_twenty_six_commands_are_known() -> None:
+    assert len(CSMS_INITIATED) == 26 == len(set(CSMS_INITIATED))
+
+
+def self_signed_pem(common_name: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    return certificate.public_bytes(serialization.Encoding.PEM).decode()
+
+
+async def test_every_command_round_trips(edge: RunningEdge, charger: SimulatedCharger) -> None:
+    async def send(action: str, **arguments: Any) -> dict[str, Any]:
+        result = await send_command(edge.server, "SIM1", action, arguments, answer_within=10)
+        done.add(action)
+        return result.response
+
+    done: set[str] = set()
+    profile = {
+        "chargingProfileId": 7,
+        "stackLevel": 1,
+        "chargingProfilePurpose": "TxDefaultProfile",
+        "chargingProfileKind": "Absolute",
+        "chargingSchedule": {
+            "chargingRateUnit": "W",
+            "chargingSchedulePeriod": [{"startPeriod": 0, "limit": 7400.0}],
+        },
+    }
+    assert (await send("GetConfiguration"))["configurationKey"]
+    assert await send("ChangeConfiguration", key="HeartbeatInterval", value="60") == {
+        "status": "Accepted"
+    }
+    assert await send("ChangeAvailability", connector_id=2, type="Inoperative") == {
+        "status": "Accepted"
+    }
+    assert await send("ClearCache") == {"status": "Accepted"}
+    assert await send("DataTransfer", vendor_id="ocpp-edge", message_id="echo", data="hi") == {
+        "status": "Accepted",
+        "data": "hi",
+    }
+    assert await send("SetChargingProfile", connector_id=1, cs_charging_profiles=profile) == {
+        "status": "Accepted"
+    }
+    composite = await send("GetCompositeSchedule", connector_id=1, duration=3600)
+    assert composite["status"] == "Accepted"
+    assert composite["chargingSchedule"]["chargingSchedulePeriod"][0]["limit"] == 7400.0
+    assert await send("ClearChargingProfile", id=7) == {"status": "Accepted"}
+    assert await send("GetLocalListVersion") == {"listVersion": 0}
+    assert await send("SendLocalList", update_type="Full") == {"status": "Accepted"}
+    assert await send("ReserveNow", connector_id=1, expiry_date=SOON, id_tag="RES1") == {
+        "status": "Accepted"
+    }
+    reservation_id = edge.query("SELECT id FROM reservations")[0][0]
+    assert await send("CancelReservation", reservation_id=reservation_id) == {"status": "Accepted"}
+    assert await send("RemoteStartTransaction", id_tag="CARD1", connector_id=1) == {
+        "status": "Accepted"
+    }
+    transaction_id = await asyncio.wait_for(charger.started_transactions.get(), timeout=5)
+    assert await send("RemoteStopTransaction", transaction_id=transaction_id) == {
+        "status": "Accepted"
+    }
+    assert await send("TriggerMessage", requested_message="Heartbeat") == {"status": "Accepted"}
+    assert await send("UnlockConnector", connector_id=1) == {"status": "Unlocked"}
+    assert await send("Reset", type="Soft") == {"status": "Accepted"}
+    assert (
+        await send("UpdateFirmware", location="http://127.0.0.1:9/fw.bin", retrieve_date=SOON) == {}
+    )
+    assert (await send("GetDiagnostics", location="http://127.0.0.1:9/upload"))["fileName"]
+    # Security whitepaper
+    assert await send("ExtendedTriggerMessage", requested_message="SignChargePointCertificate") == {
+        "status": "Accepted"
+    }
+    pem = self_signed_pem("Site CA")
+    assert await send(
+        "InstallCertificate", certificate_type="CentralSystemRootCertificate", certificate=pem
+    ) == {"status": "Accepted"}
+    installed = await send(
+        "GetInstalledCertificateIds", certificate_type="CentralSystemRootCertificate"
+    )
+    assert installed["status"] == "Accepted" and len(installed["certificateHashData"]) == 1
+    hash_data = installed["certificateHashData"][0]
+    assert await send("DeleteCertificate", certificate_hash_data=hash_data) == {
+        "status": "Accepted"
+    }
+    assert await send("CertificateSigned", certificate_chain=self_signed_pem("SIM1")) == {
+        "status": "Accepted"
+    }
+    assert await send(
+        "GetLog",
+        log={"remoteLocation": "http://127.0.0.1:9/logs"},
+        log_type="SecurityLog",
+        request_id=3,
+    ) == {"status": "Accepted", "filename": "SIM1-securitylog-3.log"}
+    signed = {
+        "location": "http://127.0.0.1:9/fw.bin",
+        "retrieveDateTime": SOON,
+        "signingCertificate": pem,
+        "signature": "c2ln",
+    }
+    assert await send("SignedUpdateFirmware", request_id=4, firmware=signed) == {
+        "status": "Accepted"
+    }
+    assert done == set(CSMS_INITIATED)
+
+    rows = edge.query("SELECT action, outcome, request, response FROM commands ORDER BY id")
+    assert len(rows) == 26 and {row["outcome"] for row in rows} == {"answered"}
+    assert json.loads(rows[1]["request"]) == {"key": "HeartbeatInterval", "value": "60"}
+    # State a central system keeps from the answers:
+    config = {
+        r["key"]: r["value"] for r in edge.query("SELECT key, value FROM charger_configuration")
+    }
+    assert config["HeartbeatInterval"] == "60" and config["NumberOfConnectors"] == "2"
+    availability = edge.query("SELECT requested, answer FROM availability_requests")[0]
+    assert tuple(availability) == ("Inoperative", "Accepted")
+    assert edge.query("SELECT status FROM reservations")[0][0] == "cancelled"
+    assert edge.query("SELECT count(*) FROM charging_profiles")[0][0] == 0
+    assert edge.query("SELECT count(*) FROM installed_certificates")[0][0] == 0
+
+
+async def test_command_outcomes_other_than_an_answer(
+    edge: RunningEdge, charger: SimulatedCharger
+) -> None:
+    with pytest.raises(UnknownCharger):
+        await send_command(edge.server, "NOBODY", "Reset", {"type": "Soft"})
+    with pytest.raises(InvalidArguments, match="type"):
+        await send_command(edge.server, "SIM1", "Reset", {"type": "Sideways"})
+    with pytest.raises(InvalidArguments, match="not a command"):
+        await send_command(edge.server, "SIM1", "BootNotification", {})
+    await edge.execute("INSERT INTO chargers (id, created_at) VALUES ('OFF1', 'x')")
+    with pytest.raises(ChargerOffline):
+        await send_command(edge.server, "OFF1", "Reset", {"type": "Soft"})
+
+    # A charger that answers with a CALLERROR, and one that does not answer at all.
+    charger.route_map.pop("ClearCache")
+    with pytest.raises(ChargerRefused) as refused:
+        await send_command(edge.server, "SIM1", "ClearCache", {})
+    assert refused.value.code == "NotImplemented"
+
+    async def never(**_: Any) -> None:
+        await asyncio.sleep(3600)
+
+    charger.route_map["GetLocalListVersion"]["_on_action"] = never
+    with pytest.raises(ChargerTimeout):
+        await send_command(edge.server, "SIM1", "GetLocalListVersion", {}, answer_within=0.3)
+    outcomes = [
+        tuple(r)
+        for r in edge.query("SELECT charger_id, outcome, error_code FROM commands ORDER BY id")
+    ]
+    assert outcomes == [
+        ("OFF1", "offline", None),
+        ("SIM1", "callerror", "NotImplemented"),
+        ("SIM1", "timeout", None),
+    ]
+
+
+async def test_differential_local_list_after_card_changes(
+    edge: RunningEdge, charger: SimulatedCharger
+) -> None:
+    await edge.execute(
+        "INSERT INTO id_tags (id_tag, created_at, updated_at) VALUES ('A1', 'x', 'x')"
+    )
+    await edge.execute(
+        "INSERT INTO id_tags (id_tag, created_at, updated_at) VALUES ('B2', 'x', 'x')"
+    )
+    await send_command(edge.server, "SIM1", "SendLocalList", {})
+    assert charger.local_list == {"A1": {"status": "Accepted"}, "B2": {"status": "Accepted"}}
+    first = charger.local_list_version
+    await edge.execute("UPDATE id_tags SET status = 'Blocked' WHERE id_tag = 'B2'")
+    await send_command(edge.server, "SIM1", "SendLocalList", {})
+    request = json.loads(edge.query("SELECT request FROM commands ORDER BY id DESC LIMIT 1")[0][0])
+    assert request["updateType"] == "Differential"
+    assert request["localAuthorizationList"] == [
+        {"idTag": "B2", "idTagInfo": {"status": "Blocked"}}
+    ]
+    assert charger.local_list["B2"] == {"status": "Blocked"} and charger.local_list_version > first
+    assert edge.query("SELECT version FROM local_lists")[0][0] == charger.local_list_version
+
+
+async def test_reservation_is_consumed_by_start_transaction(
+    edge: RunningEdge, charger: SimulatedCharger
+) -> None:
+    await edge.execute(
+        "INSERT INTO id_tags (id_tag, created_at, updated_at) VALUES ('RES1', 'x', 'x')"
+    )
+    result = await send_command(
+        edge.server,
+        "SIM1",
+        "ReserveNow",
+        {"connector_id": 0, "expiry_date": SOON, "id_tag": "RES1"},
+    )
+    assert result.response == {"status": "Accepted"}
+    reservation_id = edge.query("SELECT id FROM reservations")[0][0]
+    response = await charger.call(
+        __import__("ocpp.v16.call", fromlist=["StartTransaction"]).StartTransaction(
+            connector_id=1,
+            id_tag="RES1",
+            meter_start=0,
+            timestamp=SOON,
+            reservation_id=reservation_id,
+        ),
+        suppress=False,
+    )
+    row = edge.query("SELECT status, transaction_id FROM reservations")[0]
+    assert tuple(row) == ("used", response.transaction_id)
+
+
+async def test_sign_certificate_reaches_the_store(start_edge: StartEdge) -> None:
+    edge = await start_edge()
+    async with connect(f"{edge.url}/SIM2", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
+        simulated = SimulatedCharger("SIM2", connection, SimulatedChargerConfig())
+        listener = asyncio.create_task(simulated.start())
+        from ocpp.v16 import call
+
+        answer = await simulated.call(call.SignCertificate(csr=make_csr("SIM2")), suppress=False)
+        listener.cancel()
+    assert answer.status == "Accepted"
+    assert "CERTIFICATE REQUEST" in edge.query("SELECT csr FROM certificate_requests")[0][0]
+
+
+async def test_availability_scheduled_during_a_transaction_applies_at_its_end(
+    edge: RunningEdge, charger: SimulatedCharger
+) -> None:
+    await charger.start_transaction(1, "CARD1")
+    result = await send_command(
+        edge.server, "SIM1", "ChangeAvailability", {"connector_id": 1, "type": "Inoperative"}
+    )
+    assert result.response == {"status": "Scheduled"}
+    assert edge.query("SELECT answer FROM availability_requests")[0][0] == "Scheduled"
+    await charger.stop_transaction(1)
+    assert edge.query("SELECT requested, answer FROM availability_requests")[0][:] == (
+        "Inoperative",
+        "Accepted",
+    )
+
+
+def test_expired_reservations_are_marked(tmp_path: Any) -> None:
+    from edge.ocpp.command_effects import expire_reservations
+    from edge.store.database import open_database
+
+    db = open_database(tmp_path / "edge.db")
+    db.conn.execute("INSERT INTO chargers (id, created_at) VALUES ('C', 'x')")
+    for expiry in ("2026-01-01T00:00:00.000Z", "2099-01-01T00:00:00.000Z"):
+        db.conn.execute(
+            "INSERT INTO reservations (charger_id, connector_id, id_tag, expiry_date, status, created_at, updated_at) "
+            "VALUES ('C', 1, 'T', ?, 'active', 'x', 'x')",
+            (expiry,),
+        )
+    assert expire_reservations(db, "2026-06-01T00:00:00.000Z") == 1
+    assert [r[0] for r in db.conn.execute("SELECT status FROM reservations ORDER BY id")] == [
+        "expired",
+        "active",
+    ]
