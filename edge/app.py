@@ -9,10 +9,13 @@ import functools
 import logging
 import signal
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
 
+from edge.api.app import create_api
+from edge.api.serving import EmbeddedHttpServer
 from edge.clock import now_ms, utc_now
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
@@ -32,11 +35,19 @@ def demo_cards(charger_number: int) -> list[str]:
     return [f"DEMO{charger_number:02d}{card:02d}" for card in range(1, DEMO_CARDS_PER_CHARGER + 1)]
 
 
+@dataclass
+class Site:
+    """The running parts, for whoever started the daemon (tests, the demo)."""
+
+    ocpp: OcppServer
+    api: EmbeddedHttpServer | None
+
+
 async def run_edge(
     settings: Settings,
     *,
     stop: asyncio.Event | None = None,
-    on_ready: Callable[[OcppServer], None] | None = None,
+    on_ready: Callable[[Site], None] | None = None,
 ) -> None:
     """Run the edge daemon until `stop` is set (or a termination signal arrives)."""
     stop = stop or asyncio.Event()
@@ -63,9 +74,20 @@ async def run_edge(
                     )
             if settings.store.message_log_days:
                 tasks.create_task(_prune_message_log(store, settings.store.message_log_days, stop))
+            api = None
+            if settings.api.port:
+                api = EmbeddedHttpServer(
+                    create_api(server, settings), settings.api.host, settings.api.port
+                )
+                tasks.create_task(api.serve())
+                while not api.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+                    await asyncio.sleep(0.01)
+                log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
             if on_ready is not None:
-                on_ready(server)
+                on_ready(Site(server, api))
             await stop.wait()
+            if api is not None:
+                api.stop()
             log.info("stopping: closing charger connections and flushing the store")
     log.info("stopped after %d store commits of %d units", store.commits, store.units_committed)
 

@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import resource
 import sys
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 
 from sqlite_utils import Database
 
-from edge.clock import normalize_timestamp, parse_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now
+from edge.ocpp.payloads import camel_case
+from edge.presence import presence
 from edge.settings import ConfigError, Settings, find_config_file, load_settings
 from edge.store import charger_reports, chargers, id_tags, message_log, transactions
 from edge.store.database import StoreError, open_database, open_readonly
@@ -80,6 +87,22 @@ def _parser() -> argparse.ArgumentParser:
     log_cmd.add_argument("--charger")
     log_cmd.add_argument("--limit", type=int, default=40)
     log_cmd.set_defaults(command=cmd_log)
+
+    command = commands.add_parser(
+        "cmd", parents=[common], help="send an OCPP command to a charger (via the local API)"
+    )
+    command.add_argument("charger_id")
+    command.add_argument("action", help="e.g. Reset, RemoteStartTransaction, GetConfiguration")
+    command.add_argument(
+        "--arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a field of the command (e.g. --arg type=Soft); non-text fields are read as JSON",
+    )
+    command.add_argument("--json", help="all fields as one JSON object")
+    command.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the answer")
+    command.set_defaults(command=cmd_command)
 
     events = commands.add_parser(
         "security-events", parents=[common], help="security events chargers reported"
@@ -170,17 +193,6 @@ def _read_store(arguments: argparse.Namespace) -> tuple[Settings, Database]:
 def _write_store(arguments: argparse.Namespace) -> Database:
     settings, _ = _settings(arguments)
     return open_database(settings.store.path)
-
-
-def presence(row: dict[str, object], settings: Settings, now: datetime) -> str:
-    """online, stale (connected but silent past heartbeat + grace) or offline."""
-    if not row["connected"]:
-        return "offline"
-    last_seen = row["last_seen_at"]
-    limit = timedelta(seconds=settings.ocpp.heartbeat_interval + settings.ocpp.heartbeat_grace)
-    if isinstance(last_seen, str) and now - parse_timestamp(last_seen) > limit:
-        return "stale"
-    return "online"
 
 
 def cmd_chargers(arguments: argparse.Namespace) -> int:
@@ -325,6 +337,66 @@ def cmd_security_events(arguments: argparse.Namespace) -> int:
     ]
     print(render_table(["received", "charger", "event", "charger time", "details"], rows))
     return 0
+
+
+def cmd_command(arguments: argparse.Namespace) -> int:
+    settings, _ = _settings(arguments)
+    if not settings.api.port:
+        print("the local API is off (api.port = 0): commands go through it", file=sys.stderr)
+        return 2
+    fields: dict[str, object] = json.loads(arguments.json) if arguments.json else {}
+    for item in arguments.arg:
+        key, separator, value = item.partition("=")
+        if not separator:
+            print(f"--arg {item!r}: write KEY=VALUE", file=sys.stderr)
+            return 2
+        fields[key] = _field_value(arguments.action, key, value)
+    host = "127.0.0.1" if settings.api.host in ("0.0.0.0", "::") else settings.api.host
+    url = (
+        f"http://{host}:{settings.api.port}/api/chargers/"
+        f"{urllib.parse.quote(arguments.charger_id)}/commands/{arguments.action}"
+        f"?wait={arguments.wait}"
+    )
+    request = urllib.request.Request(
+        url,
+        data=json.dumps(fields).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    if settings.api.token:
+        request.add_header("Authorization", f"Bearer {settings.api.token}")
+    try:
+        with urllib.request.urlopen(request, timeout=arguments.wait + 10) as response:
+            answer = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        body = json.loads(error.read() or b"{}")
+        detail = body.get("detail", error.reason)
+        if not isinstance(detail, str):  # FastAPI's own 422: a list of problems
+            detail = "; ".join(str(problem.get("msg", problem)) for problem in detail)
+        print(f"{arguments.action} to {arguments.charger_id}: {detail}", file=sys.stderr)
+        return 1
+    except urllib.error.URLError as error:
+        print(f"cannot reach the daemon's local API at {url}: {error.reason}", file=sys.stderr)
+        return 2
+    print(json.dumps(answer["response"], indent=2))
+    return 0
+
+
+def _field_value(action: str, key: str, text: str) -> object:
+    """An --arg value as the command's schema types it: strings stay text, the rest JSON."""
+    try:
+        schema = json.loads(
+            resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text()
+        )
+    except FileNotFoundError:
+        schema = {}
+    field = schema.get("properties", {}).get(camel_case(key), {})
+    if field.get("type") == "string":
+        return text
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 def _shorten(text: str, width: int) -> str:

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 CONFIG_ENV_VAR = "OCPP_EDGE_CONFIG"
@@ -62,6 +62,19 @@ class StoreSettings(_Section):
     )
 
 
+class ApiSettings(_Section):
+    host: str = Field("127.0.0.1", description="The local API binds here; loopback by default.")
+    port: int = Field(8080, ge=0, le=65535, description="0 turns the API off.")
+    token: str = Field("", description="Bearer token; required when host is not loopback.")
+
+    @model_validator(mode="after")
+    def token_when_exposed(self) -> ApiSettings:
+        loopback = self.host in ("127.0.0.1", "::1", "localhost")
+        if self.port and not loopback and not self.token:
+            raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -79,6 +92,7 @@ class Settings(BaseSettings):
 
     ocpp: OcppSettings = OcppSettings()
     store: StoreSettings = StoreSettings()
+    api: ApiSettings = ApiSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
 

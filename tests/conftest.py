@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from edge.app import run_edge
+from edge.app import Site, run_edge
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
 
@@ -28,6 +28,7 @@ class RunningEdge:
     settings: Settings
     server: OcppServer
     db_path: Path
+    api_port: int
 
     @property
     def url(self) -> str:
@@ -58,7 +59,7 @@ class RunningEdge:
 StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 
-def make_settings(tmp_path: Path, **ocpp: Any) -> Settings:
+def make_settings(tmp_path: Path, *, with_api: bool = False, **ocpp: Any) -> Settings:
     ocpp = {
         "host": "127.0.0.1",
         "port": free_port(),
@@ -67,25 +68,32 @@ def make_settings(tmp_path: Path, **ocpp: Any) -> Settings:
         "push_local_list": False,
         **ocpp,
     }
-    return Settings(ocpp=ocpp, store={"path": tmp_path / "edge.db"})
+    return Settings(
+        ocpp=ocpp,
+        store={"path": tmp_path / "edge.db"},
+        api={"port": free_port() if with_api else 0},
+    )
 
 
 @pytest.fixture
 async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
-    """`edge = await start_edge(unknown_chargers="pending", ...)`; stopped at teardown."""
+    """`edge = await start_edge(with_api=True, unknown_chargers="pending", ...)`; stopped
+    at teardown. Keyword arguments other than `with_api` are `[ocpp]` settings."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(**ocpp: Any) -> RunningEdge:
-        settings = make_settings(tmp_path, **ocpp)
+    async def start(*, with_api: bool = False, **ocpp: Any) -> RunningEdge:
+        settings = make_settings(tmp_path, with_api=with_api, **ocpp)
         stop = asyncio.Event()
-        ready: asyncio.Future[OcppServer] = asyncio.get_running_loop().create_future()
+        ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))
         running.append((stop, task))
         waiting: list[asyncio.Future[Any]] = [ready, task]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             task.result()  # raises what stopped the edge from starting
-        return RunningEdge(settings, ready.result(), settings.store.path)
+        site = ready.result()
+        api_port = site.api.port if site.api else 0
+        return RunningEdge(settings, site.ocpp, settings.store.path, api_port)
 
     yield start
     for stop, task in running:

@@ -86,7 +86,7 @@ def test_energy_register_is_the_unphased_import_register() -> None:
 
 
 def test_presence_online_stale_offline() -> None:
-    from edge.cli import presence
+    from edge.presence import presence
     from edge.settings import Settings
 
     settings = Settings(ocpp={"heartbeat_interval": 60, "heartbeat_grace": 30})  # type: ignore[arg-type]

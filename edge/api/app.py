@@ -1,0 +1,199 @@
+"""The local operator API: read the site, send any OCPP command to a charger.
+
+Bound to loopback by default; bound anywhere else it requires a bearer token. Errors
+say what happened in words: 404 unknown charger, 409 charger offline or connector
+busy, 422 bad arguments, 502 the charger refused (CALLERROR), 504 no answer in time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
+from sqlite_utils import Database
+
+from edge.ocpp.commands import (
+    CSMS_INITIATED,
+    ChargerOffline,
+    ChargerRefused,
+    ChargerTimeout,
+    CommandError,
+    InvalidArguments,
+    UnknownCharger,
+    send_command,
+)
+from edge.ocpp.payloads import snake_case
+from edge.ocpp.server import OcppServer
+from edge.presence import presence
+from edge.settings import Settings
+from edge.store import chargers, transactions
+
+STATUS_FOR = {
+    UnknownCharger: 404,
+    ChargerOffline: 409,
+    InvalidArguments: 422,
+    ChargerRefused: 502,
+    ChargerTimeout: 504,
+}
+
+
+class ConnectorBusy(CommandError):
+    kind = "busy"
+
+
+def create_api(server: OcppServer, settings: Settings) -> FastAPI:
+    api = FastAPI(
+        title="ocpp-edge local API",
+        description="Read the site and send OCPP 1.6 commands to its chargers.",
+        version="1",
+        dependencies=[Depends(_token_check(settings.api.token))],
+    )
+    store = server.context.store
+
+    @api.exception_handler(CommandError)
+    async def command_failed(request: Request, error: CommandError) -> JSONResponse:
+        status = 409 if isinstance(error, ConnectorBusy) else STATUS_FOR.get(type(error), 500)
+        body: dict[str, Any] = {"error": error.kind, "detail": str(error)}
+        if error.command_id is not None:
+            body["commandId"] = error.command_id
+        if isinstance(error, ChargerRefused):
+            body["errorCode"] = error.code
+        return JSONResponse(body, status_code=status)
+
+    @api.get("/api/chargers", summary="Chargers, their presence and connectors")
+    async def list_chargers() -> list[dict[str, Any]]:
+        return await store.run(lambda db: _chargers_view(db, settings))
+
+    @api.get("/api/chargers/{charger_id}", summary="One charger")
+    async def get_charger(charger_id: str) -> dict[str, Any]:
+        view = [
+            c
+            for c in await store.run(lambda db: _chargers_view(db, settings))
+            if c["id"] == charger_id
+        ]
+        if not view:
+            raise HTTPException(404, f"no charger {charger_id} at this site")
+        return view[0]
+
+    @api.get("/api/transactions", summary="Transactions, newest first")
+    async def list_transactions(
+        charger: str | None = None, open_only: bool = False, limit: int = Query(50, le=1000)
+    ) -> list[dict[str, Any]]:
+        return await store.run(
+            lambda db: transactions.list_transactions(
+                db, limit=limit, charger_id=charger, open_only=open_only
+            )
+        )
+
+    @api.get("/api/chargers/{charger_id}/commands", summary="Commands sent to a charger")
+    async def list_commands(
+        charger_id: str, limit: int = Query(50, le=1000)
+    ) -> list[dict[str, Any]]:
+        rows = await store.run(
+            lambda db: list(
+                db.query(
+                    "SELECT * FROM commands WHERE charger_id = ? ORDER BY id DESC LIMIT ?",
+                    [charger_id, limit],
+                )
+            )
+        )
+        for row in rows:
+            row["request"] = json.loads(row["request"])
+            row["response"] = json.loads(row["response"]) if row["response"] else None
+        return rows
+
+    for action in CSMS_INITIATED:
+        _add_command_route(api, server, action)
+    return api
+
+
+def _add_command_route(api: FastAPI, server: OcppServer, action: str) -> None:
+    async def command(
+        charger_id: str,
+        request: Request,
+        wait: float = Query(30.0, gt=0, le=300, description="Seconds to wait for the answer."),
+    ) -> dict[str, Any]:
+        body = await request.body()
+        try:
+            payload = json.loads(body) if body.strip() else {}
+        except ValueError as error:
+            raise InvalidArguments(f"the body is not JSON: {error}") from error
+        if not isinstance(payload, dict):
+            raise InvalidArguments("the body is a JSON object of the command's fields")
+        arguments = {snake_case(key): value for key, value in payload.items()}
+        await _refuse_if_connector_busy(server, charger_id, action, arguments)
+        result = await send_command(server, charger_id, action, arguments, answer_within=wait)
+        return {"commandId": result.command_id, "response": result.response}
+
+    schema = _request_schema(action)
+    api.add_api_route(
+        f"/api/chargers/{{charger_id}}/commands/{action}",
+        command,
+        methods=["POST"],
+        name=action,
+        summary=f"Send {action} and wait for the charger's answer",
+        openapi_extra={
+            "requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}
+        },
+    )
+
+
+async def _refuse_if_connector_busy(
+    server: OcppServer, charger_id: str, action: str, arguments: dict[str, Any]
+) -> None:
+    connector_id = arguments.get("connector_id")
+    if action not in ("RemoteStartTransaction", "ReserveNow") or not connector_id:
+        return
+    busy = await server.context.store.run(
+        lambda db: transactions.open_transaction(db, charger_id, int(connector_id))
+    )
+    if busy is not None:
+        raise ConnectorBusy(
+            f"connector {connector_id} of {charger_id} is busy with transaction {busy['id']}"
+        )
+
+
+def _request_schema(action: str) -> dict[str, Any]:
+    text = resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text()
+    schema: dict[str, Any] = json.loads(text)
+    for key in ("$schema", "id", "$id", "title"):
+        schema.pop(key, None)
+    return schema
+
+
+def _chargers_view(db: Database, settings: Settings) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    connectors: dict[str, list[dict[str, Any]]] = {}
+    for connector in chargers.list_connectors(db):
+        connectors.setdefault(connector["charger_id"], []).append(
+            {key: connector[key] for key in ("connector_id", "status", "error_code", "info")}
+        )
+    return [
+        {
+            "id": row["id"],
+            "presence": presence(row, settings, now),
+            "registration": row["registration"],
+            "last_seen_at": row["last_seen_at"],
+            "vendor": row["vendor"],
+            "model": row["model"],
+            "firmware_version": row["firmware_version"],
+            "connectors": connectors.get(row["id"], []),
+        }
+        for row in chargers.list_chargers(db)
+    ]
+
+
+def _token_check(token: str) -> Any:
+    async def check(request: Request) -> None:
+        if not token:
+            return
+        offered = request.headers.get("authorization", "")
+        if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
+            raise HTTPException(401, "this API needs `Authorization: Bearer <api.token>`")
+
+    return check

@@ -1,0 +1,41 @@
+"""Running an ASGI app with uvicorn inside the daemon's own event loop and TaskGroup."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import uvicorn
+from fastapi import FastAPI
+
+
+class _EmbeddedServer(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        # The daemon owns SIGTERM/SIGINT and stops every part in order.
+        yield
+
+
+class EmbeddedHttpServer:
+    """`await server.serve()` in a task; `server.stop()` to end it."""
+
+    def __init__(self, app: FastAPI, host: str, port: int) -> None:
+        config = uvicorn.Config(
+            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        )
+        self._server = _EmbeddedServer(config)
+
+    async def serve(self) -> None:
+        await self._server.serve()
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+
+    @property
+    def started(self) -> bool:
+        return bool(self._server.started)
+
+    @property
+    def port(self) -> int:
+        sockets = [s for server in self._server.servers for s in server.sockets]
+        return int(sockets[0].getsockname()[1]) if sockets else 0

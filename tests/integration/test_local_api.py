@@ -1,0 +1,200 @@
+"""The local operator API over real HTTP, against a simulated charger over real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
+
+from edge.ocpp.commands import CSMS_INITIATED
+from edge.settings import ConfigError, load_settings
+from edge.simulator import SimulatedCharger, SimulatedChargerConfig
+from tests.conftest import RunningEdge, StartEdge
+
+
+@pytest.fixture
+async def site(
+    start_edge: StartEdge,
+) -> AsyncIterator[tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient]]:
+    edge = await start_edge(with_api=True)
+    async with connect(f"{edge.url}/SIM1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
+        charger = SimulatedCharger("SIM1", connection, SimulatedChargerConfig())
+        listener = asyncio.create_task(charger.start())
+        await charger.boot()
+        await charger.send_status(1, "Available")
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{edge.api_port}", timeout=10
+        ) as client:
+            yield edge, charger, client
+        listener.cancel()
+
+
+async def test_read_endpoints(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient],
+) -> None:
+    _, charger, client = site
+    chargers = (await client.get("/api/chargers")).json()
+    assert [(c["id"], c["presence"], c["model"]) for c in chargers] == [
+        ("SIM1", "online", "Simulated AC 22kW")
+    ]
+    assert {
+        "connector_id": 1,
+        "status": "Available",
+        "error_code": "NoError",
+        "info": None,
+    } in chargers[0]["connectors"]
+    assert (await client.get("/api/chargers/SIM1")).json()["id"] == "SIM1"
+    missing = await client.get("/api/chargers/NOPE")
+    assert missing.status_code == 404 and "no charger NOPE" in missing.json()["detail"]
+    await charger.start_transaction(1, "CARD")
+    open_ones = (await client.get("/api/transactions", params={"open_only": True})).json()
+    assert [(t["charger_id"], t["connector_id"], t["id_tag"]) for t in open_ones] == [
+        ("SIM1", 1, "CARD")
+    ]
+
+
+async def test_command_endpoint_and_its_errors(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient],
+) -> None:
+    edge, charger, client = site
+    reset = await client.post("/api/chargers/SIM1/commands/Reset", json={"type": "Soft"})
+    assert reset.status_code == 200 and reset.json()["response"] == {"status": "Accepted"}
+    config = await client.post(
+        "/api/chargers/SIM1/commands/GetConfiguration", json={"key": ["HeartbeatInterval"]}
+    )
+    assert config.json()["response"]["configurationKey"] == [
+        {"key": "HeartbeatInterval", "readonly": False, "value": "300"}
+    ]
+
+    async def status(path: str, body: Any = None, **params: Any) -> tuple[int, dict[str, Any]]:
+        response = await client.post(path, json=body, params=params)
+        return response.status_code, response.json()
+
+    code, body = await status("/api/chargers/NOPE/commands/Reset", {"type": "Soft"})
+    assert code == 404 and "no charger NOPE" in body["detail"]
+    code, body = await status("/api/chargers/SIM1/commands/Reset", {"type": "Sideways"})
+    assert code == 422 and "type" in body["detail"]
+    await edge.execute("INSERT INTO chargers (id, created_at) VALUES ('OFF1', 'x')")
+    code, body = await status("/api/chargers/OFF1/commands/Reset", {"type": "Soft"})
+    assert code == 409 and "not connected" in body["detail"] and body["commandId"]
+    await charger.start_transaction(1, "CARD")
+    code, body = await status(
+        "/api/chargers/SIM1/commands/RemoteStartTransaction", {"idTag": "X", "connectorId": 1}
+    )
+    assert code == 409 and "busy with transaction" in body["detail"]
+    charger.route_map.pop("ClearCache")
+    code, body = await status("/api/chargers/SIM1/commands/ClearCache")
+    assert code == 502 and body["errorCode"] == "NotImplemented"
+
+    async def never(**_: Any) -> None:
+        await asyncio.sleep(3600)
+
+    charger.route_map["UnlockConnector"]["_on_action"] = never
+    code, body = await status(
+        "/api/chargers/SIM1/commands/UnlockConnector", {"connectorId": 1}, wait=0.3
+    )
+    assert code == 504 and "did not answer" in body["detail"]
+    history = (await client.get("/api/chargers/SIM1/commands")).json()
+    assert [(c["action"], c["outcome"]) for c in history][:3] == [
+        ("UnlockConnector", "timeout"),
+        ("ClearCache", "callerror"),
+        ("GetConfiguration", "answered"),
+    ]
+
+
+async def test_openapi_documents_every_command(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient],
+) -> None:
+    _, _, client = site
+    document = (await client.get("/openapi.json")).json()
+    for action in CSMS_INITIATED:
+        operation = document["paths"][f"/api/chargers/{{charger_id}}/commands/{action}"]["post"]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema["type"] == "object"
+    reserve = document["paths"]["/api/chargers/{charger_id}/commands/ReserveNow"]["post"]
+    assert "idTag" in reserve["requestBody"]["content"]["application/json"]["schema"]["properties"]
+
+
+async def test_token_is_required_when_set(start_edge: StartEdge, tmp_path: Path) -> None:
+    edge = await start_edge(with_api=True)
+    # The fixture's edge has no token; start a second one with the same settings and one.
+    secured = edge.settings.model_copy(
+        update={"api": edge.settings.api.model_copy(update={"token": "s3cret"})}
+    )
+    from edge.app import Site, run_edge
+    from tests.conftest import free_port
+
+    secured.api.port = free_port()
+    secured.ocpp.port = free_port()
+    secured.store.path = tmp_path / "secured.db"
+    stop = asyncio.Event()
+    ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(run_edge(secured, stop=stop, on_ready=ready.set_result))
+    site = await asyncio.wait_for(ready, 10)
+    assert site.api is not None
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{site.api.port}") as client:
+        refused = await client.get("/api/chargers")
+        assert refused.status_code == 401 and "Bearer" in refused.json()["detail"]
+        allowed = await client.get("/api/chargers", headers={"Authorization": "Bearer s3cret"})
+        assert allowed.status_code == 200
+    stop.set()
+    await task
+
+
+def test_api_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[api]\nhost = "0.0.0.0"\n')
+    with pytest.raises(ConfigError, match=r"set api\.token"):
+        load_settings(path)
+    path.write_text('[api]\nhost = "0.0.0.0"\ntoken = "t"\n')
+    assert load_settings(path).api.token == "t"
+
+
+async def test_cli_cmd_goes_through_the_api(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    edge, _, _ = site
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[api]\nport = {edge.api_port}\n[store]\npath = "{edge.db_path}"\n')
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge",
+        "cmd",
+        "SIM1",
+        "ChangeConfiguration",
+        "--arg",
+        "key=HeartbeatInterval",
+        "--arg",
+        "value=120",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 0, err
+    assert '"status": "Accepted"' in out.decode()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "edge",
+        "cmd",
+        "NOPE",
+        "Reset",
+        "--arg",
+        "type=Soft",
+        "--config",
+        str(config),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert process.returncode == 1 and "no charger NOPE" in err.decode()
