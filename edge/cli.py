@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import resource
+import secrets
 import sys
 import urllib.error
 import urllib.parse
@@ -20,6 +21,7 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.ocpp.payloads import camel_case
+from edge.ocpp.security import hash_password
 from edge.presence import presence
 from edge.settings import ConfigError, Settings, find_config_file, load_settings
 from edge.store import charger_reports, chargers, id_tags, message_log, transactions
@@ -64,9 +66,15 @@ def _parser() -> argparse.ArgumentParser:
 
     charger_cmd = commands.add_parser("chargers", parents=[common], help="chargers and connectors")
     charger_cmd.add_argument(
-        "action", nargs="?", default="list", choices=["list", "add", "accept", "reject"]
+        "action",
+        nargs="?",
+        default="list",
+        choices=["list", "add", "accept", "reject", "password"],
     )
     charger_cmd.add_argument("charger_id", nargs="?")
+    charger_cmd.add_argument(
+        "--password", help="with `password`: the Basic auth password (default: a new random one)"
+    )
     charger_cmd.set_defaults(command=cmd_chargers)
 
     transaction_cmd = commands.add_parser("transactions", parents=[common], help="transactions")
@@ -201,6 +209,8 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
             print(f"ocpp-edge chargers {arguments.action} needs a CHARGER_ID", file=sys.stderr)
             return 2
         db = _write_store(arguments)
+        if arguments.action == "password":
+            return _set_charger_password(db, arguments.charger_id, arguments.password)
         registration = {"add": "accepted", "accept": "accepted", "reject": "rejected"}
         with db.conn:
             chargers.add_charger(
@@ -236,6 +246,25 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
             rows,
         )
     )
+    return 0
+
+
+def _set_charger_password(db: Database, charger_id: str, password: str | None) -> int:
+    """Security profiles 1 and 2; printed once when generated, kept only as a hash."""
+    generated = password is None
+    password = password or secrets.token_hex(16)
+    if len(password) < 16:
+        print("use a password of at least 16 characters (OCPP's AuthorizationKey)", file=sys.stderr)
+        return 2
+    if chargers.get_charger(db, charger_id) is None:
+        chargers.add_charger(db, charger_id, "accepted", utc_now())
+    db.conn.execute(
+        "UPDATE chargers SET password_hash = ? WHERE id = ?", (hash_password(password), charger_id)
+    )
+    if generated:
+        print(f"{charger_id}: password {password}  (set it as the charger's AuthorizationKey)")
+    else:
+        print(f"{charger_id}: password set")
     return 0
 
 

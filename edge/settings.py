@@ -44,6 +44,16 @@ class OcppSettings(_Section):
     push_local_list: bool = Field(
         True, description="Keep every charger's OCPP local list equal to the card table."
     )
+    security_profile: Literal[0, 1, 2, 3] = Field(
+        0,
+        description="OCPP 1.6 security profile: 0 none, 1 Basic auth, 2 TLS + Basic auth, "
+        "3 TLS with client certificates.",
+    )
+    tls_certificate: Path | None = Field(None, description="Server certificate (profiles 2, 3).")
+    tls_private_key: Path | None = Field(None, description="Its private key (profiles 2, 3).")
+    tls_client_ca: Path | None = Field(
+        None, description="CA that signs chargers' client certificates (profile 3)."
+    )
     response_timeout: float = Field(
         30.0, gt=0, le=600, description="Seconds to wait for a charger's answer to our call."
     )
@@ -53,6 +63,21 @@ class OcppSettings(_Section):
     websocket_compression: bool = Field(
         False, description="permessage-deflate: less traffic for more CPU per frame."
     )
+
+    @model_validator(mode="after")
+    def tls_files_for_profile(self) -> OcppSettings:
+        needed = []
+        if self.security_profile >= 2:
+            needed += ["tls_certificate", "tls_private_key"]
+        if self.security_profile == 3:
+            needed.append("tls_client_ca")
+        for key in needed:
+            path = getattr(self, key)
+            if path is None:
+                raise ValueError(f"security_profile {self.security_profile} needs ocpp.{key}")
+            if not Path(path).is_file():
+                raise ValueError(f"ocpp.{key}: no file at {path}")
+        return self
 
 
 class StoreSettings(_Section):

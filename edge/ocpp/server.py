@@ -24,8 +24,14 @@ from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
 from edge.ocpp.handlers import ChargerSession
+from edge.ocpp.security import (
+    basic_credentials,
+    certificate_common_name,
+    password_matches,
+    server_tls_context,
+)
 from edge.ocpp.session import SiteContext
-from edge.store import chargers
+from edge.store import charger_reports, chargers
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +58,7 @@ class OcppServer:
             subprotocols=[SUBPROTOCOL],
             process_request=self._check_handshake,
             compression="deflate" if self.settings.websocket_compression else None,
+            ssl=server_tls_context(self.settings),
             ping_interval=self.settings.websocket_ping_interval,
             ping_timeout=self.settings.websocket_ping_interval,
             close_timeout=5,
@@ -97,6 +104,9 @@ class OcppServer:
                 f"this central system speaks OCPP 1.6J: request the WebSocket subprotocol "
                 f"'{SUBPROTOCOL}' (offered: {', '.join(offered) or 'none'})",
             )
+        refused = await self._check_identity(connection, request, charger_id)
+        if refused is not None:
+            return refused
         mode, now = self.settings.unknown_chargers, utc_now()
 
         def admit(db: Database) -> str | None:
@@ -115,6 +125,57 @@ class OcppServer:
                 f"charger {charger_id} is not registered at this site",
             )
         return None
+
+    async def _check_identity(
+        self, connection: ServerConnection, request: Request, charger_id: str
+    ) -> Response | None:
+        """Security profiles: Basic auth (1, 2) or the client certificate's CN (3)."""
+        profile = self.settings.security_profile
+        if profile == 3:
+            peer = connection.transport.get_extra_info("peercert")
+            common_name = certificate_common_name(peer)
+            if common_name != charger_id:
+                await self._record_refusal(
+                    charger_id, f"client certificate CN {common_name!r} is not the charger id"
+                )
+                return _refuse(
+                    connection,
+                    HTTPStatus.FORBIDDEN,
+                    "the client certificate's CN must be the charger id",
+                )
+        elif profile in (1, 2):
+            credentials = basic_credentials(request.headers.get("Authorization"))
+            stored = await self.context.store.run(
+                lambda db: (chargers.get_charger(db, charger_id) or {}).get("password_hash")
+            )
+            valid = (
+                credentials is not None
+                and credentials[0] == charger_id
+                and await asyncio.to_thread(password_matches, credentials[1], stored)
+            )
+            if not valid:
+                await self._record_refusal(charger_id, "wrong or missing Basic auth credentials")
+                response = _refuse(
+                    connection,
+                    HTTPStatus.UNAUTHORIZED,
+                    f"security profile {profile}: HTTP Basic auth with the charger id and its "
+                    "password is required",
+                )
+                response.headers["WWW-Authenticate"] = 'Basic realm="ocpp-edge"'
+                return response
+        return None
+
+    async def _record_refusal(self, charger_id: str, reason: str) -> None:
+        log.warning("refused %s at the handshake: %s", charger_id, reason)
+        now = utc_now()
+
+        def record(db: Database) -> None:
+            if chargers.get_charger(db, charger_id) is not None:
+                charger_reports.record_security_event(
+                    db, charger_id, "EdgeRefusedConnection", reason, now, now
+                )
+
+        await self.context.store.run(record)
 
     async def _handle(self, connection: ServerConnection) -> None:
         charger_id = self.charger_id_of(connection.request.path)  # type: ignore[union-attr]
