@@ -17,6 +17,9 @@ from sqlite_utils import Database
 from edge.api.app import create_api
 from edge.api.serving import EmbeddedHttpServer
 from edge.clock import now_ms, utc_now
+from edge.files.ftp import UploadFtpServer
+from edge.files.http import create_file_server
+from edge.files.store import FileDirectory
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
@@ -41,6 +44,7 @@ class Site:
 
     ocpp: OcppServer
     api: EmbeddedHttpServer | None
+    files: EmbeddedHttpServer | None
 
 
 async def run_edge(
@@ -55,7 +59,11 @@ async def run_edge(
     async with StoreWriter(settings.store.path) as store:
         await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
         server = OcppServer(SiteContext(settings=settings.ocpp, store=store))
-        async with server.serving(), asyncio.TaskGroup() as tasks:
+        async with (
+            server.serving(),
+            contextlib.AsyncExitStack() as stack,
+            asyncio.TaskGroup() as tasks,
+        ):
             if settings.ocpp.push_local_list:
                 server.context.after_boot.append(
                     lambda charger_id: _start(tasks, sync_local_list(server, charger_id))
@@ -74,20 +82,40 @@ async def run_edge(
                     )
             if settings.store.message_log_days:
                 tasks.create_task(_prune_message_log(store, settings.store.message_log_days, stop))
+            files = FileDirectory(settings.files.directory)
+            file_server = None
+            if settings.files.port:
+                file_server = EmbeddedHttpServer(
+                    create_file_server(files, store), settings.files.host, settings.files.port
+                )
+                tasks.create_task(file_server.serve())
+            if settings.files.ftp_port:
+                ftp = UploadFtpServer(
+                    files.uploads,
+                    settings.files.host,
+                    settings.files.ftp_port,
+                    settings.files.ftp_user,
+                    settings.files.ftp_password,
+                    store,
+                )
+                await stack.enter_async_context(ftp)
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
                     create_api(server, settings), settings.api.host, settings.api.port
                 )
                 tasks.create_task(api.serve())
-                while not api.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+            for http_server in (api, file_server):
+                while http_server and not http_server.started:  # noqa: ASYNC110 - no event
                     await asyncio.sleep(0.01)
+            if api is not None:
                 log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
             if on_ready is not None:
-                on_ready(Site(server, api))
+                on_ready(Site(server, api, file_server))
             await stop.wait()
-            if api is not None:
-                api.stop()
+            for http_server in (api, file_server):
+                if http_server is not None:
+                    http_server.stop()
             log.info("stopping: closing charger connections and flushing the store")
     log.info("stopped after %d store commits of %d units", store.commits, store.units_committed)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
+from edge.files.store import FileDirectory, FileNameError
 from edge.ocpp.payloads import camel_case
 from edge.ocpp.security import hash_password
 from edge.presence import presence
@@ -112,6 +113,14 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--wait", type=float, default=30.0, help="seconds to wait for the answer")
     command.set_defaults(command=cmd_command)
 
+    firmware = commands.add_parser(
+        "firmware", parents=[common], help="firmware images the edge serves to its chargers"
+    )
+    firmware.add_argument("action", choices=["list", "add"])
+    firmware.add_argument("path", nargs="?", type=Path, help="with add: the image file")
+    firmware.add_argument("--name", help="with add: the name chargers download it as")
+    firmware.set_defaults(command=cmd_firmware)
+
     events = commands.add_parser(
         "security-events", parents=[common], help="security events chargers reported"
     )
@@ -166,7 +175,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The ocpp library and websockets log every frame/connection at INFO; the
     # message log in the store already has every frame.
-    for chatty in ("ocpp", "websockets.server", "websockets.client"):
+    for chatty in ("ocpp", "websockets.server", "websockets.client", "pyftpdlib"):
         logging.getLogger(chatty).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
@@ -408,6 +417,35 @@ def cmd_command(arguments: argparse.Namespace) -> int:
         print(f"cannot reach the daemon's local API at {url}: {error.reason}", file=sys.stderr)
         return 2
     print(json.dumps(answer["response"], indent=2))
+    return 0
+
+
+def cmd_firmware(arguments: argparse.Namespace) -> int:
+    settings, _ = _settings(arguments)
+    if arguments.action == "list":
+        db = open_readonly(settings.store.path)
+        rows = [
+            (row["name"], row["size"], row["sha256"], row["added_at"])
+            for row in db.query("SELECT * FROM firmware_images ORDER BY name")
+        ]
+        print(render_table(["name", "bytes", "sha256", "added"], rows))
+        return 0
+    if arguments.path is None or not arguments.path.is_file():
+        print("ocpp-edge firmware add needs the path of an image file", file=sys.stderr)
+        return 2
+    db = open_database(settings.store.path)
+    try:
+        name, size, digest = FileDirectory(settings.files.directory).add_firmware(
+            db, arguments.path, arguments.name
+        )
+    except FileNameError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"{name}: {size} bytes, sha256 {digest}")
+    print(
+        f"  send it: ocpp-edge cmd CHARGER UpdateFirmware --arg image={name} "
+        f"--arg retrieveDate=2026-01-01T00:00:00Z"
+    )
     return 0
 
 

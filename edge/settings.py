@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -100,6 +101,32 @@ class ApiSettings(_Section):
         return self
 
 
+class FilesSettings(_Section):
+    directory: Path = Field(Path("files"), description="firmware/ and uploads/ live here.")
+    host: str = Field("0.0.0.0", description="The chargers' file server binds here.")
+    port: int = Field(8081, ge=0, le=65535, description="0 turns the HTTP file server off.")
+    public_url: str = Field(
+        "", description="How chargers reach the file server (default: http://<this host>:<port>)."
+    )
+    ftp_port: int = Field(0, ge=0, le=65535, description="FTP uploads; 0 = off.")
+    ftp_user: str = "ocpp"
+    ftp_password: str = ""
+
+    @model_validator(mode="after")
+    def ftp_needs_a_password(self) -> FilesSettings:
+        if self.ftp_port and len(self.ftp_password) < 8:
+            raise ValueError("files.ftp_port is set: set files.ftp_password (8 characters or more)")
+        return self
+
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = self.host
+        if host in ("0.0.0.0", "::"):
+            host = socket.gethostbyname(socket.gethostname())
+        return f"http://{host}:{self.port}"
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -118,6 +145,7 @@ class Settings(BaseSettings):
     ocpp: OcppSettings = OcppSettings()
     store: StoreSettings = StoreSettings()
     api: ApiSettings = ApiSettings()
+    files: FilesSettings = FilesSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
 

@@ -59,7 +59,9 @@ class RunningEdge:
 StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 
-def make_settings(tmp_path: Path, *, with_api: bool = False, **ocpp: Any) -> Settings:
+def make_settings(
+    tmp_path: Path, *, with_api: bool = False, files: dict[str, Any] | None = None, **ocpp: Any
+) -> Settings:
     ocpp = {
         "host": "127.0.0.1",
         "port": free_port(),
@@ -72,6 +74,7 @@ def make_settings(tmp_path: Path, *, with_api: bool = False, **ocpp: Any) -> Set
         ocpp=ocpp,
         store={"path": tmp_path / "edge.db"},
         api={"port": free_port() if with_api else 0},
+        files={"directory": tmp_path / "files", "port": 0, **(files or {})},
     )
 
 
@@ -81,8 +84,10 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
     at teardown. Keyword arguments other than `with_api` are `[ocpp]` settings."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
-    async def start(*, with_api: bool = False, **ocpp: Any) -> RunningEdge:
-        settings = make_settings(tmp_path, with_api=with_api, **ocpp)
+    async def start(
+        *, with_api: bool = False, files: dict[str, Any] | None = None, **ocpp: Any
+    ) -> RunningEdge:
+        settings = make_settings(tmp_path, with_api=with_api, files=files, **ocpp)
         stop = asyncio.Event()
         ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))

@@ -17,6 +17,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from sqlite_utils import Database
 
+from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import (
     CSMS_INITIATED,
     ChargerOffline,
@@ -108,11 +109,11 @@ def create_api(server: OcppServer, settings: Settings) -> FastAPI:
         return rows
 
     for action in CSMS_INITIATED:
-        _add_command_route(api, server, action)
+        _add_command_route(api, server, settings, action)
     return api
 
 
-def _add_command_route(api: FastAPI, server: OcppServer, action: str) -> None:
+def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, action: str) -> None:
     async def command(
         charger_id: str,
         request: Request,
@@ -125,7 +126,9 @@ def _add_command_route(api: FastAPI, server: OcppServer, action: str) -> None:
             raise InvalidArguments(f"the body is not JSON: {error}") from error
         if not isinstance(payload, dict):
             raise InvalidArguments("the body is a JSON object of the command's fields")
-        arguments = {snake_case(key): value for key, value in payload.items()}
+        arguments = resolve_file_locations(
+            action, {snake_case(key): value for key, value in payload.items()}, settings.files
+        )
         await _refuse_if_connector_busy(server, charger_id, action, arguments)
         result = await send_command(server, charger_id, action, arguments, answer_within=wait)
         return {"commandId": result.command_id, "response": result.response}

@@ -35,10 +35,26 @@ def record_job_status(
     request_id: int | None,
     received_at: str,
 ) -> None:
+    action = {
+        "firmware": "UpdateFirmware",
+        "diagnostics": "GetDiagnostics",
+        "signed_firmware": "SignedUpdateFirmware",
+        "log": "GetLog",
+    }[kind]
+    # The request this status reports on: the latest of its kind (with the same
+    # requestId where the message carries one).
+    request_filter = (
+        " AND json_extract(request, '$.requestId') = ?" if request_id is not None else ""
+    )
+    row = db.conn.execute(
+        "SELECT id FROM commands WHERE charger_id = ? AND action = ? AND outcome IN ('sent', 'answered')"
+        f"{request_filter} ORDER BY id DESC LIMIT 1",
+        (charger_id, action, *([request_id] if request_id is not None else [])),
+    ).fetchone()
     db.execute(
-        "INSERT INTO charger_job_status (charger_id, kind, status, request_id, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [charger_id, kind, status, request_id, received_at],
+        "INSERT INTO charger_job_status (charger_id, kind, status, request_id, received_at, "
+        "command_id) VALUES (?, ?, ?, ?, ?, ?)",
+        [charger_id, kind, status, request_id, received_at, row[0] if row else None],
     )
 
 

@@ -28,7 +28,12 @@ def booted_chargers(database: Path) -> set[str]:
 
 
 def test_demo_site_starts_boots_three_chargers_and_stops_cleanly(tmp_path: Path) -> None:
-    environment = {**os.environ, "OCPP_EDGE_OCPP__PORT": str(free_port())}
+    environment = {
+        **os.environ,
+        "OCPP_EDGE_OCPP__PORT": str(free_port()),
+        "OCPP_EDGE_API__PORT": str(free_port()),
+        "OCPP_EDGE_FILES__PORT": str(free_port()),
+    }
     environment.pop("OCPP_EDGE_CONFIG", None)
     daemon = subprocess.Popen(
         [sys.executable, "-m", "edge", "run"],

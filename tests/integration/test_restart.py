@@ -44,7 +44,7 @@ async def test_stop_after_sigkill_and_restart_closes_the_right_transaction(tmp_p
     config = tmp_path / "config.toml"
     config.write_text(
         f'[ocpp]\nhost = "127.0.0.1"\nport = {port}\nunknown_chargers = "accept"\n'
-        "push_local_list = false\n"
+        "push_local_list = false\n[api]\nport = 0\n[files]\nport = 0\n"
         f'[store]\npath = "{tmp_path / "edge.db"}"\n'
     )
     url = f"ws://127.0.0.1:{port}/ocpp"
