@@ -47,7 +47,8 @@ def record_job_status(
         " AND json_extract(request, '$.requestId') = ?" if request_id is not None else ""
     )
     row = db.conn.execute(
-        "SELECT id FROM commands WHERE charger_id = ? AND action = ? AND outcome IN ('sent', 'answered')"
+        "SELECT id FROM commands WHERE charger_id = ? AND action = ? "
+        "AND outcome IN ('sent', 'answered')"
         f"{request_filter} ORDER BY id DESC LIMIT 1",
         (charger_id, action, *([request_id] if request_id is not None else [])),
     ).fetchone()
