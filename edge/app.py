@@ -16,10 +16,12 @@ from sqlite_utils import Database
 
 from edge.api.app import create_api
 from edge.api.serving import EmbeddedHttpServer
+from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
 from edge.files.ftp import UploadFtpServer
 from edge.files.http import create_file_server
 from edge.files.store import FileDirectory
+from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
@@ -58,7 +60,14 @@ async def run_edge(
     _stop_on_signals(stop)
     async with StoreWriter(settings.store.path) as store:
         await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
-        server = OcppServer(SiteContext(settings=settings.ocpp, store=store))
+        authority = await asyncio.to_thread(
+            SiteCA.load_or_create,
+            *settings.certificates.paths(settings.store.path),
+            settings.certificates.validity_days,
+        )
+        server = OcppServer(
+            SiteContext(settings=settings.ocpp, store=store, certificate_authority=authority)
+        )
         async with (
             server.serving(),
             contextlib.AsyncExitStack() as stack,
@@ -68,6 +77,11 @@ async def run_edge(
                 server.context.after_boot.append(
                     lambda charger_id: _start(tasks, sync_local_list(server, charger_id))
                 )
+            server.context.after_sign_certificate.append(
+                lambda charger_id, request_id: _start(
+                    tasks, deliver_certificate(server, authority, charger_id, request_id)
+                )
+            )
             tasks.create_task(run_site_tasks(server, stop))
             if settings.demo.chargers:
                 count = settings.demo.chargers

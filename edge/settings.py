@@ -127,6 +127,21 @@ class FilesSettings(_Section):
         return f"http://{host}:{self.port}"
 
 
+class CertificateSettings(_Section):
+    ca_certificate: Path | None = Field(
+        None, description="The site CA's certificate (PEM); default: made beside the store."
+    )
+    ca_private_key: Path | None = Field(None, description="Its EC private key (PEM).")
+    validity_days: int = Field(730, ge=1, le=3650, description="Of chargers' certificates.")
+
+    def paths(self, store_path: Path) -> tuple[Path, Path]:
+        directory = store_path.parent
+        return (
+            self.ca_certificate or directory / "site-ca.crt",
+            self.ca_private_key or directory / "site-ca.key",
+        )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -146,6 +161,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     api: ApiSettings = ApiSettings()
     files: FilesSettings = FilesSettings()
+    certificates: CertificateSettings = CertificateSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
 

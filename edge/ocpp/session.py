@@ -28,6 +28,7 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.frames import FrameError, encode_call_error, encode_call_result, parse_frame
@@ -73,6 +74,10 @@ class SiteContext:
     data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
     # Called with the charger id after an accepted BootNotification has been answered.
     after_boot: list[Callable[[str], None]] = field(default_factory=list)
+    # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
+    certificate_authority: SiteCA | None = None
+    # Called with (charger id, certificate request id) after an accepted SignCertificate.
+    after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)
 
 
 class SessionBase(ChargePoint):  # type: ignore[misc]
@@ -85,6 +90,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # Transaction ids this charger owns (ids are never reused): saves a look-up
         # for every MeterValues.
         self.known_transactions: set[int] = set()
+        self.certificate_request_to_sign: int | None = None
         self._last_touch = 0.0
 
     async def start(self) -> None:

@@ -74,10 +74,18 @@ def record_security_event(
     )
 
 
-def record_certificate_request(db: Database, charger_id: str, csr: str, received_at: str) -> int:
+def record_certificate_request(
+    db: Database,
+    charger_id: str,
+    csr: str,
+    received_at: str,
+    status: str = "received",
+    reason: str | None = None,
+) -> int:
     cursor = db.execute(
-        "INSERT INTO certificate_requests (charger_id, csr, received_at) VALUES (?, ?, ?)",
-        [charger_id, csr, received_at],
+        "INSERT INTO certificate_requests (charger_id, csr, status, reason, received_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [charger_id, csr, status, reason, received_at],
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from ocpp.v16 import call as ocpp_call
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -38,6 +39,15 @@ async def charger(edge: RunningEdge) -> AsyncIterator[SimulatedCharger]:
             await simulated.send_status(number, "Available")
         yield simulated
         listener.cancel()
+
+
+async def certificate_request_settles(edge: RunningEdge) -> str:
+    async with asyncio.timeout(5):
+        while True:
+            rows = edge.query("SELECT status FROM certificate_requests")
+            if rows and rows[0][0] not in ("accepted", "received"):
+                return str(rows[0][0])
+            await asyncio.sleep(0.02)
 
 
 def test_all_twenty_six_commands_are_known() -> None:
@@ -159,8 +169,12 @@ async def test_every_command_round_trips(edge: RunningEdge, charger: SimulatedCh
     }
     assert done == set(CSMS_INITIATED)
 
+    # The ExtendedTriggerMessage made the charger send a CSR; the edge signed it and
+    # delivered the certificate with a CertificateSigned of its own.
+    await certificate_request_settles(edge)
     rows = edge.query("SELECT action, outcome, request, response FROM commands ORDER BY id")
-    assert len(rows) == 26 and {row["outcome"] for row in rows} == {"answered"}
+    assert len(rows) == 27 and {row["outcome"] for row in rows} == {"answered"}
+    assert [row["action"] for row in rows].count("CertificateSigned") == 2
     assert json.loads(rows[1]["request"]) == {"key": "HeartbeatInterval", "value": "60"}
     # State a central system keeps from the answers:
     config = {
@@ -248,7 +262,7 @@ async def test_reservation_is_consumed_by_start_transaction(
     assert result.response == {"status": "Accepted"}
     reservation_id = edge.query("SELECT id FROM reservations")[0][0]
     response = await charger.call(
-        __import__("ocpp.v16.call", fromlist=["StartTransaction"]).StartTransaction(
+        ocpp_call.StartTransaction(
             connector_id=1,
             id_tag="RES1",
             meter_start=0,
@@ -261,17 +275,38 @@ async def test_reservation_is_consumed_by_start_transaction(
     assert tuple(row) == ("used", response.transaction_id)
 
 
-async def test_sign_certificate_reaches_the_store(start_edge: StartEdge) -> None:
+async def test_certificate_request_is_signed_by_the_site_ca_and_delivered(
+    start_edge: StartEdge,
+) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from ocpp.v16 import call
+
     edge = await start_edge()
     async with connect(f"{edge.url}/SIM2", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
         simulated = SimulatedCharger("SIM2", connection, SimulatedChargerConfig())
         listener = asyncio.create_task(simulated.start())
-        from ocpp.v16 import call
-
         answer = await simulated.call(call.SignCertificate(csr=make_csr("SIM2")), suppress=False)
+        assert answer.status == "Accepted"
+        assert await certificate_request_settles(edge) == "installed"
+        # A request in another charger's name is refused outright.
+        impostor = await simulated.call(call.SignCertificate(csr=make_csr("SIM3")), suppress=False)
+        assert impostor.status == "Rejected"
         listener.cancel()
-    assert answer.status == "Accepted"
-    assert "CERTIFICATE REQUEST" in edge.query("SELECT csr FROM certificate_requests")[0][0]
+    chain = simulated.certificates["ChargePointCertificate"][0]
+    leaf, ca = x509.load_pem_x509_certificates(chain.encode())
+    assert leaf.subject.rfc4514_string() == "CN=SIM2"
+    assert leaf.issuer == ca.subject
+    authority_key = ca.public_key()
+    assert isinstance(authority_key, ec.EllipticCurvePublicKey)
+    assert leaf.signature_hash_algorithm is not None
+    # Raises if the site CA did not sign it.
+    authority_key.verify(
+        leaf.signature, leaf.tbs_certificate_bytes, ec.ECDSA(leaf.signature_hash_algorithm)
+    )
+    rows = edge.query("SELECT status, reason FROM certificate_requests ORDER BY id")
+    assert rows[0]["status"] == "installed"
+    assert rows[1]["status"] == "rejected" and "not the charger id" in rows[1]["reason"]
 
 
 async def test_availability_scheduled_during_a_transaction_applies_at_its_end(

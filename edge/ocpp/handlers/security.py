@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
+from edge.certificates import CertificateRequestRejected
 from edge.clock import normalize_timestamp, utc_now
 from edge.ocpp.handlers.firmware import FirmwareHandlers
 from edge.store import charger_reports
@@ -35,12 +36,35 @@ class SecurityHandlers(FirmwareHandlers):
 
     @on(Action.sign_certificate)
     async def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
-        # Stored for the site CA to sign; the answer only acknowledges receipt.
+        """Check the CSR now (valid, CN = this charger); sign and deliver it after answering."""
         received_at, charger_id = utc_now(), self.id
-        await self.store.run(
-            lambda db: charger_reports.record_certificate_request(db, charger_id, csr, received_at)
+        status, reason = "accepted", None
+        authority = self.context.certificate_authority
+        if authority is None:
+            status, reason = "rejected", "this edge has no site CA"
+        else:
+            try:
+                authority.check_request(csr, charger_id)
+            except CertificateRequestRejected as error:
+                status, reason = "rejected", str(error)
+        if reason:
+            log.warning("certificate request from %s rejected: %s", charger_id, reason)
+        request_id = await self.store.run(
+            lambda db: charger_reports.record_certificate_request(
+                db, charger_id, csr, received_at, status, reason
+            )
         )
-        return call_result.SignCertificate(status=GenericStatus.accepted)
+        if status == "accepted":
+            self.certificate_request_to_sign = request_id
+        accepted = GenericStatus.accepted if status == "accepted" else GenericStatus.rejected
+        return call_result.SignCertificate(status=accepted)
+
+    @after(Action.sign_certificate)
+    def after_sign_certificate(self, **_: object) -> None:
+        request_id, self.certificate_request_to_sign = self.certificate_request_to_sign, None
+        if request_id is not None:
+            for callback in self.context.after_sign_certificate:
+                callback(self.id, request_id)
 
     @on(Action.signed_firmware_status_notification)
     async def on_signed_firmware_status_notification(

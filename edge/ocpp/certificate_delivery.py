@@ -1,0 +1,53 @@
+"""Signing an accepted certificate request and delivering it with CertificateSigned."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from edge.certificates import CertificateRequestRejected, SiteCA
+from edge.ocpp.commands import CommandError, send_command
+
+if TYPE_CHECKING:
+    from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+
+async def deliver_certificate(
+    server: OcppServer, authority: SiteCA, charger_id: str, request_id: int
+) -> None:
+    store = server.context.store
+    csr = await store.run(
+        lambda db: db.conn.execute(
+            "SELECT csr FROM certificate_requests WHERE id = ?", (request_id,)
+        ).fetchone()[0]
+    )
+    try:
+        chain = authority.sign(csr, charger_id)
+    except CertificateRequestRejected as error:
+        await _mark(server, request_id, "rejected", str(error), None)
+        return
+    try:
+        answer = await send_command(
+            server, charger_id, "CertificateSigned", {"certificate_chain": chain}
+        )
+    except CommandError as error:
+        log.warning("certificate for %s not delivered: %s", charger_id, error)
+        await _mark(server, request_id, "undelivered", str(error), chain)
+        return
+    status = answer.response.get("status")
+    outcome = "installed" if status == "Accepted" else "refused by charger"
+    await _mark(server, request_id, outcome, None, chain)
+
+
+async def _mark(
+    server: OcppServer, request_id: int, status: str, reason: str | None, chain: str | None
+) -> None:
+    await server.context.store.run(
+        lambda db: db.conn.execute(
+            "UPDATE certificate_requests SET status = ?, reason = coalesce(?, reason), "
+            "certificate = coalesce(?, certificate) WHERE id = ?",
+            (status, reason, chain, request_id),
+        )
+    )
