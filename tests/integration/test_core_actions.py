@@ -325,4 +325,6 @@ async def test_security_event_and_sign_certificate_are_stored(edge: RunningEdge)
         ) == {"status": "Accepted"}
     event = edge.query("SELECT type, tech_info, charger_timestamp FROM security_events")[0]
     assert tuple(event) == ("TamperDetectionActivated", "lid open", "2026-03-01T10:00:00.000Z")
-    assert edge.query("SELECT csr FROM certificate_requests")[0][0].startswith("-----BEGIN")
+    request = edge.query("SELECT csr, status, reason FROM certificate_requests")[0]
+    assert request["csr"].startswith("-----BEGIN") and request["status"] == "rejected"
+    assert "not a PEM certificate request" in request["reason"]
