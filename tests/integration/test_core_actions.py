@@ -322,7 +322,7 @@ async def test_security_event_and_sign_certificate_are_stored(edge: RunningEdge)
         )
         assert await charger.ok(
             "SignCertificate", {"csr": "-----BEGIN CERTIFICATE REQUEST-----"}
-        ) == {"status": "Accepted"}
+        ) == {"status": "Rejected"}
     event = edge.query("SELECT type, tech_info, charger_timestamp FROM security_events")[0]
     assert tuple(event) == ("TamperDetectionActivated", "lid open", "2026-03-01T10:00:00.000Z")
     request = edge.query("SELECT csr, status, reason FROM certificate_requests")[0]
