@@ -25,6 +25,7 @@ from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
+from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.settings import Settings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
@@ -82,6 +83,10 @@ async def run_edge(
                     tasks, deliver_certificate(server, authority, charger_id, request_id)
                 )
             )
+            if settings.smart_charging.site_limit_w:
+                balancer = SiteLimitBalancer(server, settings.smart_charging)
+                server.context.after_transaction_change.append(balancer.transactions_changed)
+                tasks.create_task(balancer.run(stop))
             tasks.create_task(run_site_tasks(server, stop))
             if settings.demo.chargers:
                 count = settings.demo.chargers

@@ -142,6 +142,18 @@ class CertificateSettings(_Section):
         )
 
 
+class SmartChargingSettings(_Section):
+    site_limit_w: int = Field(
+        0, ge=0, description="Power the whole site may draw, in W; 0 = no limit."
+    )
+    connector_max_w: int = Field(
+        22000, ge=1, description="The most one connector can draw, in W (used to share)."
+    )
+    profile_stack_level: int = Field(
+        10, ge=0, le=99, description="Stack level of the TxProfiles that hold the site limit."
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -162,6 +174,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     files: FilesSettings = FilesSettings()
     certificates: CertificateSettings = CertificateSettings()
+    smart_charging: SmartChargingSettings = SmartChargingSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
 

@@ -386,7 +386,14 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         connector = self.connectors.get(connector_id)
         if connector_id and connector is None:
             return call_result.SetChargingProfile(status=ChargingProfileStatus.rejected)
-        if purpose == "TxProfile" and (connector is None or connector.transaction_id is None):
+        if purpose == "TxProfile" and connector is not None and connector.transaction_id is None:
+            # A profile for a transaction whose StartTransaction answer is still on its way.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2):
+                    while connector.status == ChargePointStatus.preparing:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+        wanted = cs_charging_profiles.get("transaction_id")
+        if purpose == "TxProfile" and (connector is None or wanted != connector.transaction_id):
             return call_result.SetChargingProfile(status=ChargingProfileStatus.rejected)
         profile_id = cs_charging_profiles["charging_profile_id"]
         self.charging_profiles[profile_id] = (connector_id, cs_charging_profiles)

@@ -60,7 +60,12 @@ StartEdge = Callable[..., Awaitable[RunningEdge]]
 
 
 def make_settings(
-    tmp_path: Path, *, with_api: bool = False, files: dict[str, Any] | None = None, **ocpp: Any
+    tmp_path: Path,
+    *,
+    with_api: bool = False,
+    files: dict[str, Any] | None = None,
+    smart_charging: dict[str, Any] | None = None,
+    **ocpp: Any,
 ) -> Settings:
     ocpp = {
         "host": "127.0.0.1",
@@ -75,6 +80,7 @@ def make_settings(
         store={"path": tmp_path / "edge.db"},
         api={"port": free_port() if with_api else 0},
         files={"directory": tmp_path / "files", "port": 0, **(files or {})},
+        smart_charging=smart_charging or {},
     )
 
 
@@ -85,9 +91,15 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(
-        *, with_api: bool = False, files: dict[str, Any] | None = None, **ocpp: Any
+        *,
+        with_api: bool = False,
+        files: dict[str, Any] | None = None,
+        smart_charging: dict[str, Any] | None = None,
+        **ocpp: Any,
     ) -> RunningEdge:
-        settings = make_settings(tmp_path, with_api=with_api, files=files, **ocpp)
+        settings = make_settings(
+            tmp_path, with_api=with_api, files=files, smart_charging=smart_charging, **ocpp
+        )
         stop = asyncio.Event()
         ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))

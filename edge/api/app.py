@@ -108,6 +108,14 @@ def create_api(server: OcppServer, settings: Settings) -> FastAPI:
             row["response"] = json.loads(row["response"]) if row["response"] else None
         return rows
 
+    @api.get(
+        "/api/chargers/{charger_id}/state",
+        summary="What the edge keeps for a charger: configuration, availability, "
+        "reservations, charging profiles, local list version, certificates",
+    )
+    async def charger_state(charger_id: str) -> dict[str, Any]:
+        return await store.run(lambda db: _charger_state(db, charger_id))
+
     for action in CSMS_INITIATED:
         _add_command_route(api, server, settings, action)
     return api
@@ -167,6 +175,46 @@ def _request_schema(action: str) -> dict[str, Any]:
     for key in ("$schema", "id", "$id", "title"):
         schema.pop(key, None)
     return schema
+
+
+def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
+    if chargers.get_charger(db, charger_id) is None:
+        raise HTTPException(404, f"no charger {charger_id} at this site")
+
+    def rows(sql: str) -> list[dict[str, Any]]:
+        return list(db.query(sql, [charger_id]))
+
+    profiles = rows(
+        "SELECT profile_id, connector_id, purpose, stack_level, transaction_id, source, status, "
+        "profile FROM charging_profiles WHERE charger_id = ? ORDER BY profile_id"
+    )
+    for profile in profiles:
+        profile["profile"] = json.loads(profile["profile"])
+    local_list = rows("SELECT version, updated_at FROM local_lists WHERE charger_id = ?")
+    return {
+        "configuration": rows(
+            "SELECT key, value, readonly, change_status, reported_at FROM charger_configuration "
+            "WHERE charger_id = ? ORDER BY key"
+        ),
+        "availability": rows(
+            "SELECT connector_id, requested, answer, requested_at FROM availability_requests "
+            "WHERE charger_id = ? ORDER BY connector_id"
+        ),
+        "reservations": rows(
+            "SELECT id, connector_id, id_tag, expiry_date, status, transaction_id "
+            "FROM reservations WHERE charger_id = ? ORDER BY id DESC LIMIT 50"
+        ),
+        "charging_profiles": profiles,
+        "local_list": local_list[0] if local_list else None,
+        "installed_certificates": rows(
+            "SELECT certificate_type, serial_number, reported_at FROM installed_certificates "
+            "WHERE charger_id = ? ORDER BY certificate_type"
+        ),
+        "certificate_requests": rows(
+            "SELECT id, status, reason, received_at FROM certificate_requests "
+            "WHERE charger_id = ? ORDER BY id DESC LIMIT 20"
+        ),
+    }
 
 
 def _chargers_view(db: Database, settings: Settings) -> list[dict[str, Any]]:

@@ -15,6 +15,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
+from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
 
 
 def prepare_arguments(
@@ -94,7 +95,7 @@ def apply_request(db: Database, charger_id: str, action: str, request: dict[str,
         db.conn.execute(
             "INSERT INTO charging_profiles (charger_id, profile_id, connector_id, purpose, "
             "stack_level, transaction_id, profile, source, status, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, 'operator', 'Sent', ?) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'Sent', ?) "
             "ON CONFLICT (charger_id, profile_id) DO UPDATE SET "
             "connector_id = excluded.connector_id, "
             "purpose = excluded.purpose, stack_level = excluded.stack_level, "
@@ -108,6 +109,7 @@ def apply_request(db: Database, charger_id: str, action: str, request: dict[str,
                 profile["stackLevel"],
                 profile.get("transactionId"),
                 json.dumps(profile),
+                _profile_source(profile["chargingProfileId"]),
                 now,
             ),
         )
@@ -201,6 +203,10 @@ def apply_answer(
             "DELETE FROM installed_certificates WHERE charger_id = ? AND serial_number = ?",
             (charger_id, request["certificateHashData"]["serialNumber"]),
         )
+
+
+def _profile_source(profile_id: int) -> str:
+    return "site_limit" if profile_id >= SITE_LIMIT_PROFILE_ID_BASE else "operator"
 
 
 def _store_time(text: str) -> str:

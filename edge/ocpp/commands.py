@@ -26,6 +26,7 @@ from edge.clock import utc_now
 from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
 from edge.ocpp.payloads import to_wire
 from edge.ocpp.schemas import validate_request
+from edge.smart_charging import profile_problems
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -124,10 +125,19 @@ def build_payload(action: str, arguments: dict[str, Any]) -> Any:
         payload = getattr(call, action)(**arguments)
     except TypeError as error:
         raise InvalidArguments(f"{action}: {error}") from error
+    wire = to_wire(payload)
     try:
-        validate_request(action, to_wire(payload))
+        validate_request(action, wire)
     except OCPPError as error:
         raise InvalidArguments(error.description) from error
+    problems = []
+    if action == "SetChargingProfile":
+        problems = profile_problems(wire["connectorId"], wire["csChargingProfiles"])
+    purpose = wire.get("chargingProfile", {}).get("chargingProfilePurpose", "TxProfile")
+    if action == "RemoteStartTransaction" and purpose != "TxProfile":
+        problems = ["RemoteStartTransaction takes a TxProfile"]
+    if problems:
+        raise InvalidArguments(f"{action}: " + "; ".join(problems))
     return payload
 
 

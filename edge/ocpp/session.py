@@ -76,6 +76,8 @@ class SiteContext:
     after_boot: list[Callable[[str], None]] = field(default_factory=list)
     # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
     certificate_authority: SiteCA | None = None
+    # Called after a StartTransaction or StopTransaction has been answered.
+    after_transaction_change: list[Callable[[], None]] = field(default_factory=list)
     # Called with (charger id, certificate request id) after an accepted SignCertificate.
     after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)
 

@@ -3,19 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 
 from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import RunningEdge
 from tests.ocpp_client import RawCharger
-
-
-async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll the store until `predicate` holds: it is read as another process sees it."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - no event crosses the process boundary
-            await asyncio.sleep(0.01)
+from tests.waiting import eventually
 
 
 async def test_connected_flag_and_last_seen_follow_the_connection(edge: RunningEdge) -> None:

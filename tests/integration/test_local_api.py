@@ -198,3 +198,33 @@ async def test_cli_cmd_goes_through_the_api(
     )
     out, err = await process.communicate()
     assert process.returncode == 1 and "no charger NOPE" in err.decode()
+
+
+async def test_charger_state_shows_what_the_edge_keeps(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient],
+) -> None:
+    _, _, client = site
+    await client.post("/api/chargers/SIM1/commands/GetConfiguration", json={})
+    await client.post(
+        "/api/chargers/SIM1/commands/ChangeConfiguration",
+        json={"key": "MeterValueSampleInterval", "value": "30"},
+    )
+    await client.post(
+        "/api/chargers/SIM1/commands/ChangeAvailability",
+        json={"connectorId": 1, "type": "Inoperative"},
+    )
+    await client.post("/api/chargers/SIM1/commands/SendLocalList", json={})
+    state = (await client.get("/api/chargers/SIM1/state")).json()
+    config = {entry["key"]: entry for entry in state["configuration"]}
+    assert config["MeterValueSampleInterval"]["value"] == "30"
+    assert config["MeterValueSampleInterval"]["change_status"] == "Accepted"
+    assert state["availability"] == [
+        {
+            "connector_id": 1,
+            "requested": "Inoperative",
+            "answer": "Accepted",
+            "requested_at": state["availability"][0]["requested_at"],
+        }
+    ]
+    assert state["local_list"]["version"] >= 1
+    assert (await client.get("/api/chargers/NOPE/state")).status_code == 404

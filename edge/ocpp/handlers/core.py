@@ -102,6 +102,16 @@ class CoreHandlers(SessionBase):
             for callback in self.context.after_boot:
                 callback(self.id)
 
+    @after(Action.start_transaction)
+    def after_start_transaction(self, **_: Any) -> None:
+        for callback in self.context.after_transaction_change:
+            callback()
+
+    @after(Action.stop_transaction)
+    def after_stop_transaction(self, **_: Any) -> None:
+        for callback in self.context.after_transaction_change:
+            callback()
+
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=utc_now())
