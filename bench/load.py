@@ -1,53 +1,107 @@
-"""Load generator: N chargers each sending MeterValues as fast as they are answered
-(one call outstanding per charger, as OCPP-J requires). Prints one JSON line.
+"""Load generator: N chargers, each sending MeterValues as soon as its previous one is
+answered (one call outstanding per charger, as OCPP-J requires). Runs in its own process
+so that it does not share a core with the server; prints one JSON object on stdout.
 
-    python bench/load.py URL CHARGERS SECONDS [WARMUP]
+    python bench/load.py URL CHARGERS [--seconds 10] [--warmup 2] [--server-pid PID]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import itertools
-import json
 import resource
 import sys
 import time
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
+# Hundreds of simultaneous handshakes would time out before the server gets to them.
 HANDSHAKES_AT_ONCE = 50
+CALL_TIMEOUT_S = 30.0
 
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+def rss_mb(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+class CallFailed(Exception):
+    """The answer was not the CALLRESULT of our call (a CALLERROR, another unique id)."""
+
+
+@dataclass
 class Charger:
-    def __init__(self, connection: ClientConnection) -> None:
-        self.connection = connection
-        self.ids = itertools.count()
+    connection: ClientConnection
+    ids: itertools.count[int] = field(default_factory=itertools.count)
 
     async def call(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
         unique_id = str(next(self.ids))
-        await self.connection.send(json.dumps([2, unique_id, action, payload]))
-        reply = json.loads(await self.connection.recv())
+        # orjson gives bytes; text=True keeps them a text frame, as OCPP-J requires.
+        await self.connection.send(orjson.dumps([2, unique_id, action, payload]), text=True)
+        async with asyncio.timeout(CALL_TIMEOUT_S):
+            reply = orjson.loads(await self.connection.recv(decode=False))
+            while reply[0] == 2:
+                # A call from the server: answer it so that it does not wait, then go on
+                # waiting for ours.
+                await self.connection.send(orjson.dumps([3, reply[1], {}]), text=True)
+                reply = orjson.loads(await self.connection.recv(decode=False))
         if reply[0] != 3 or reply[1] != unique_id:
-            raise RuntimeError(f"{action} answered {reply}")
+            raise CallFailed(f"{action} {unique_id} answered {str(reply)[:200]}")
         result: dict[str, Any] = reply[2]
         return result
 
 
-async def run_charger(
-    url: str,
-    number: int,
-    gate: asyncio.Semaphore,
-    ready: asyncio.Barrier,
-    start: asyncio.Event,
-    window: list[float],
-) -> tuple[int, list[float], int]:
+@dataclass
+class Tally:
+    start: float
+    end: float
+    latencies: list[float] = field(default_factory=list)
+    # Every answered MeterValues, warm-up included: the store must hold all of them.
+    acknowledged: int = 0
+    errors: int = 0
+    reasons: list[str] = field(default_factory=list)
+
+    def fail(self, reason: str) -> None:
+        self.errors += 1
+        if len(self.reasons) < 5:
+            self.reasons.append(reason)
+
+
+def meter_values(transaction_id: int, wh: int) -> dict[str, Any]:
+    sampled = [
+        {
+            "value": str(wh),
+            "measurand": "Energy.Active.Import.Register",
+            "unit": "Wh",
+            "context": "Sample.Periodic",
+        },
+        {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
+    ]
+    return {
+        "connectorId": 1,
+        "transactionId": transaction_id,
+        "meterValue": [{"timestamp": now_iso(), "sampledValue": sampled}],
+    }
+
+
+async def open_charger(url: str, number: int, gate: asyncio.Semaphore) -> tuple[Charger, int]:
     async with gate:
         connection = await connect(
             f"{url}/bench-{number}",
@@ -55,86 +109,87 @@ async def run_charger(
             compression=None,
             open_timeout=60,
         )
-    charger = Charger(connection)
-    await charger.call(
-        "BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"}
-    )
-    started = await charger.call(
-        "StartTransaction",
-        {"connectorId": 1, "idTag": "BENCH", "meterStart": 0, "timestamp": now_iso()},
-    )
-    transaction_id = started.get("transactionId", 1)
-    await ready.wait()
-    await start.wait()
-    latencies: list[float] = []
-    acknowledged = errors = 0
-    wh = 0
-    while time.perf_counter() < window[1]:
-        wh += 10
-        payload = {
-            "connectorId": 1,
-            "transactionId": transaction_id,
-            "meterValue": [
-                {
-                    "timestamp": now_iso(),
-                    "sampledValue": [
-                        {
-                            "value": str(wh),
-                            "measurand": "Energy.Active.Import.Register",
-                            "unit": "Wh",
-                            "context": "Sample.Periodic",
-                        },
-                        {"value": "7200", "measurand": "Power.Active.Import", "unit": "W"},
-                    ],
-                }
-            ],
-        }
-        sent = time.perf_counter()
-        try:
-            await charger.call("MeterValues", payload)
-        except RuntimeError:
-            errors += 1
-            continue
-        acknowledged += 1
-        if sent >= window[0]:
-            latencies.append(time.perf_counter() - sent)
-    await connection.close()
-    return acknowledged, latencies, errors
-
-
-async def main(url: str, chargers: int, seconds: float, warmup: float) -> None:
-    gate, start = asyncio.Semaphore(HANDSHAKES_AT_ONCE), asyncio.Event()
-    ready = asyncio.Barrier(chargers + 1)
-    window = [0.0, 0.0]
-    tasks = [
-        asyncio.create_task(run_charger(url, n, gate, ready, start, window))
-        for n in range(chargers)
-    ]
-    # Measure once every charger is connected and has its transaction.
-    await ready.wait()
-    now = time.perf_counter()
-    window[:] = [now + warmup, now + warmup + seconds]
-    start.set()
-    results = await asyncio.gather(*tasks)
-    latencies = sorted(latency for _, measured, _ in results for latency in measured)
-    print(
-        json.dumps(
-            {
-                "chargers": chargers,
-                "messages": len(latencies),
-                "seconds": seconds,
-                "rate": len(latencies) / seconds,
-                "p50_ms": latencies[len(latencies) // 2] * 1000 if latencies else None,
-                "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000 if latencies else None,
-                "acknowledged": sum(acknowledged for acknowledged, _, _ in results),
-                "errors": sum(errors for _, _, errors in results),
-            }
+        charger = Charger(connection)
+        await charger.call(
+            "BootNotification", {"chargePointVendor": "Bench", "chargePointModel": "Load"}
         )
-    )
+        started = await charger.call(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": "BENCH", "meterStart": 0, "timestamp": now_iso()},
+        )
+    # The echo server answers {}: any id will do for it.
+    return charger, int(started.get("transactionId", 1))
+
+
+async def send_meter_values(charger: Charger, transaction_id: int, tally: Tally) -> None:
+    wh = 0
+    while (sent := time.perf_counter()) < tally.end:
+        wh += 10
+        try:
+            await charger.call("MeterValues", meter_values(transaction_id, wh))
+        except CallFailed as error:
+            tally.fail(str(error))
+            continue
+        except (TimeoutError, ConnectionClosed) as error:
+            tally.fail(f"MeterValues: {error!r}; this charger stopped")
+            return
+        answered = time.perf_counter()
+        tally.acknowledged += 1
+        # Throughput counts the answers that arrive inside the window.
+        if tally.start <= answered <= tally.end:
+            tally.latencies.append(answered - sent)
+
+
+async def run(url: str, chargers: int, seconds: float, warmup: float, pid: int) -> dict[str, Any]:
+    gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
+    setup_start = time.perf_counter()
+    try:
+        opened = await asyncio.gather(*(open_charger(url, n, gate) for n in range(chargers)))
+    except Exception as error:
+        sys.exit(f"a charger could not connect, boot and start: {error!r}")
+    now = time.perf_counter()
+    tally = Tally(start=now + warmup, end=now + warmup + seconds)
+    tasks = [asyncio.create_task(send_meter_values(c, tid, tally)) for c, tid in opened]
+    await asyncio.sleep(tally.end - time.perf_counter())
+    rss = rss_mb(pid) if pid else None
+    await asyncio.gather(*tasks)
+    await asyncio.gather(*(charger.connection.close() for charger, _ in opened))
+    latencies = sorted(tally.latencies)
+
+    def percentile_ms(fraction: float) -> float | None:
+        if not latencies:
+            return None
+        return latencies[min(len(latencies) - 1, int(len(latencies) * fraction))] * 1000
+
+    return {
+        "chargers": chargers,
+        "setup_s": round(now - setup_start, 2),
+        "messages": len(latencies),
+        "elapsed_s": seconds,
+        "rate": len(latencies) / seconds,
+        "p50_ms": percentile_ms(0.50),
+        "p99_ms": percentile_ms(0.99),
+        "rss_mb": rss,
+        "acknowledged": tally.acknowledged,
+        "errors": tally.errors,
+        "error_samples": tally.reasons,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("url", help="ws://127.0.0.1:PORT/ocpp")
+    parser.add_argument("chargers", type=int)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--server-pid", type=int, default=0, help="report its VmRSS")
+    arguments = parser.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    options = arguments.url, arguments.chargers, arguments.seconds, arguments.warmup
+    figures = asyncio.run(run(*options, arguments.server_pid))
+    sys.stdout.buffer.write(orjson.dumps(figures) + b"\n")
 
 
 if __name__ == "__main__":
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    warmup = float(sys.argv[4]) if len(sys.argv) > 4 else 2.0
-    asyncio.run(main(sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), warmup))
+    main()
