@@ -13,7 +13,7 @@ import re
 import socket
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -154,6 +154,130 @@ class SmartChargingSettings(_Section):
     )
 
 
+# Pins as gpiozero names them: a BCM number (17) or a name ("GPIO17", "BOARD11").
+Pin = int | str
+
+
+class FeedbackSettings(_Section):
+    """What is wired to a reader for the driver to see and hear; every part optional."""
+
+    green_led: Pin | None = Field(None, description="Lit for yes and while charging.")
+    red_led: Pin | None = Field(None, description="Lit for no and for faults.")
+    rgb_led: tuple[Pin, Pin, Pin] | None = Field(
+        None, description="One RGB LED instead of green/red: [red pin, green pin, blue pin]."
+    )
+    buzzer: Pin | None = Field(None, description="An active buzzer.")
+    relay: Pin | None = Field(None, description="Closed while this reader's car charges.")
+    active_high: bool = Field(True, description="False when a pin drives its part when low.")
+    lcd_i2c_bus: int | None = Field(
+        None, ge=0, description="I2C bus of a 16x2 HD44780 display on a PCF8574 (1 on a Pi)."
+    )
+    lcd_address: int = Field(0x27, ge=0x03, le=0x77, description="Its I2C address.")
+    lcd_columns: int = Field(16, ge=8, le=40)
+    lcd_rows: int = Field(2, ge=1, le=4)
+
+    @model_validator(mode="after")
+    def one_kind_of_led(self) -> FeedbackSettings:
+        if self.rgb_led is not None and (self.green_led is not None or self.red_led is not None):
+            raise ValueError("use rgb_led or green_led/red_led, not both")
+        return self
+
+
+class _ReaderBase(_Section):
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
+    charger: str | None = Field(
+        None, description="The charger this reader starts; taps on an unmapped reader are refused."
+    )
+    connector: int = Field(
+        0, ge=0, description="0: the charger's first Available or Preparing connector."
+    )
+    uid_format: Literal["hex", "decimal"] = Field(
+        "hex", description="How a text reader reports UIDs (decimal: the number printed on cards)."
+    )
+    uid_byte_order: Literal["as-read", "reversed"] = Field(
+        "as-read", description="reversed: the reader reports the UID's bytes backwards."
+    )
+    decimal_bytes: int = Field(4, ge=1, le=10, description="Bytes in a decimal UID.")
+    debounce_seconds: float = Field(
+        2.0, ge=0, le=60, description="A card read again within this time is the same tap."
+    )
+    feedback: FeedbackSettings = FeedbackSettings()
+
+
+class NfcReaderSettings(_ReaderBase):
+    kind: Literal["nfc"]
+    device: str = Field(
+        "usb",
+        description="nfcpy device path: usb, usb:072f:2200, tty:AMA0:pn532, udp:HOST:PORT.",
+    )
+    targets: list[Literal["106A", "106B", "212F", "424F"]] = Field(
+        ["106A", "106B", "212F"], min_length=1, description="Card technologies polled for."
+    )
+
+
+class Rc522ReaderSettings(_ReaderBase):
+    kind: Literal["rc522"]
+    spi_bus: int = Field(0, ge=0)
+    spi_device: int = Field(0, ge=0, description="Chip select: 0 for CE0, 1 for CE1.")
+    spi_speed_hz: int = Field(1_000_000, ge=10_000, le=10_000_000)
+    reset_pin: Pin | None = Field(25, description="GPIO wired to the RC522's RST.")
+    poll_interval: float = Field(0.1, gt=0, le=5, description="Seconds between card polls.")
+
+
+class SerialReaderSettings(_ReaderBase):
+    kind: Literal["serial"]
+    port: str = Field(description="The serial device, e.g. /dev/rfid-1 or /dev/ttyAMA0.")
+    baud: int = Field(9600, ge=300, le=921600)
+    protocol: Literal["rdm6300", "lines"] = Field(
+        "rdm6300", description="rdm6300: STX, 10 hex, checksum, ETX; lines: one UID per line."
+    )
+
+
+class KeyboardReaderSettings(_ReaderBase):
+    kind: Literal["keyboard"]
+    device: str = Field(description="The input device, e.g. /dev/input/by-id/usb-...-event-kbd.")
+    grab: bool = Field(True, description="Take the device so that its keys reach no console.")
+
+
+class SimulatedReaderSettings(_ReaderBase):
+    kind: Literal["simulated"]
+
+
+ReaderSettings = Annotated[
+    NfcReaderSettings
+    | Rc522ReaderSettings
+    | SerialReaderSettings
+    | KeyboardReaderSettings
+    | SimulatedReaderSettings,
+    Field(discriminator="kind"),
+]
+
+
+class TapSettings(_Section):
+    socket: Path = Field(
+        Path("taps.sock"),
+        description="Unix socket taking 'READER UID' lines for simulated readers "
+        "(`ocpp-edge tap`); relative to the store's directory.",
+    )
+    start_timeout: float = Field(
+        60.0, gt=0, le=600, description="Seconds a charger has to start after RemoteStart."
+    )
+
+    def socket_path(self, store_path: Path) -> Path:
+        return self.socket if self.socket.is_absolute() else store_path.parent / self.socket
+
+
+class AuthorizationSettings(_Section):
+    unknown_cards: Literal["reject", "accept"] = Field(
+        "reject",
+        description="A card in neither the card table nor the cache while the cloud "
+        "cannot be asked: reject it, or accept it and record it for review.",
+    )
+    cache_days: int = Field(
+        30, ge=0, le=3650, description="Days a decision on a card outside the table is reused."
+    )
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -177,6 +301,18 @@ class Settings(BaseSettings):
     smart_charging: SmartChargingSettings = SmartChargingSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
+    readers: list[ReaderSettings] = []
+    taps: TapSettings = TapSettings()
+    authorization: AuthorizationSettings = AuthorizationSettings()
+
+    @model_validator(mode="after")
+    def reader_ids_unique(self) -> Settings:
+        seen: set[str] = set()
+        for reader in self.readers:
+            if reader.id in seen:
+                raise ValueError(f"two readers have the id {reader.id!r}")
+            seen.add(reader.id)
+        return self
 
     @classmethod
     def settings_customise_sources(
@@ -224,10 +360,11 @@ def load_settings(path: Path | None) -> Settings:
 def _describe(error: ValidationError, path: Path | None, text: str) -> str:
     lines = []
     for problem in error.errors():
-        key = ".".join(str(part) for part in problem["loc"])
-        where = _line_of(text, problem["loc"]) if text else None
+        loc = _without_union_tags(problem["loc"])
+        key = ".".join(str(part) for part in loc)
+        where = _line_of(text, loc) if text else None
         origin = f"{path}:{where}: " if where else (f"{path}: " if path else "")
-        env_name = "OCPP_EDGE_" + "__".join(str(part).upper() for part in problem["loc"])
+        env_name = "OCPP_EDGE_" + "__".join(str(part).upper() for part in loc)
         if env_name in os.environ:
             origin = f"${env_name}: "
         value = problem.get("input")
@@ -236,21 +373,55 @@ def _describe(error: ValidationError, path: Path | None, text: str) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
+def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """pydantic puts the reader kind into the location (readers.1.serial.baud): drop it."""
+    if len(loc) > 2 and loc[0] == "readers" and isinstance(loc[1], int):
+        kinds = {"nfc", "rc522", "serial", "keyboard", "simulated"}
+        if loc[2] in kinds:
+            return loc[:2] + loc[3:]
+    return loc
+
+
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:
-    """Line number of `[section] key` in a TOML text, for error messages."""
-    if not loc:
-        return None
-    section, key = (str(loc[0]), str(loc[1])) if len(loc) > 1 else ("", str(loc[0]))
-    current = ""
-    section_line = None
+    """Line number of the key at `loc` (e.g. ("readers", 1, "baud")) in a TOML text, or of
+    the closest table that holds it, for error messages."""
+    wanted = [str(part) for part in loc]
+    table: list[str] = []
+    arrays: dict[tuple[str, ...], int] = {}  # [[name]] seen so far, per path
+    best: tuple[int, int] | None = None  # (matched length, line)
+
+    def consider(path: list[str], number: int) -> None:
+        nonlocal best
+        if path == wanted[: len(path)] and (best is None or len(path) > best[0]):
+            best = (len(path), number)
+
     for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        header = re.fullmatch(r"\[\s*([^\]]+?)\s*\]", stripped)
+        stripped = line.split("#", 1)[0].strip()
+        header = re.fullmatch(r"(\[\[?)\s*([^\]]+?)\s*\]\]?", stripped)
         if header:
-            current = header.group(1)
-            if current == section or (len(loc) == 1 and current == key):
-                section_line = number
+            names = [name.strip().strip('"') for name in header.group(2).split(".")]
+            table = _table_path(names, arrays, is_array=header.group(1) == "[[")
+            consider(table, number)
             continue
-        if current == section and re.match(rf"{re.escape(key)}\s*=", stripped):
-            return number
-    return section_line
+        assignment = re.match(r"([A-Za-z0-9_\-\.\"]+)\s*=", stripped)
+        if assignment:
+            key = [name.strip().strip('"') for name in assignment.group(1).split(".")]
+            consider(table + key, number)
+    return best[1] if best else None
+
+
+def _table_path(
+    names: list[str], arrays: dict[tuple[str, ...], int], *, is_array: bool
+) -> list[str]:
+    """The location of a [table] or [[array]] header, with array items numbered."""
+    path: list[str] = []
+    for depth, name in enumerate(names):
+        path.append(name)
+        last = depth == len(names) - 1
+        key = tuple(path)
+        if last and is_array:
+            arrays[key] = arrays.get(key, -1) + 1
+            path.append(str(arrays[key]))
+        elif key in arrays:
+            path.append(str(arrays[key]))  # a sub-table of the latest array item
+    return path

@@ -13,6 +13,12 @@ as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv python3-pip)
 command -v python3 >/dev/null || packages+=(python3)
+# evdev and spidev compile against the kernel's headers; nfcpy opens USB readers with libusb.
+command -v gcc >/dev/null || packages+=(gcc)
+[ -e /usr/include/linux/input.h ] || packages+=(linux-libc-dev)
+python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' 2>/dev/null \
+    || packages+=(python3-dev)
+ldconfig -p 2>/dev/null | grep -q libusb-1.0 || packages+=(libusb-1.0-0)
 if [ "${#packages[@]}" -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
