@@ -85,7 +85,7 @@ async def run_edge(
             )
             if settings.smart_charging.site_limit_w:
                 balancer = SiteLimitBalancer(server, settings.smart_charging)
-                server.context.after_transaction_change.append(balancer.transactions_changed)
+                server.context.events.subscribe(balancer.on_event)
                 tasks.create_task(balancer.run(stop))
             tasks.create_task(run_site_tasks(server, stop))
             if settings.demo.chargers:

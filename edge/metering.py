@@ -95,3 +95,11 @@ def energy_register_wh(values: list[SampledValue]) -> int | None:
         if sampled.is_energy_register and sampled.phase is None:
             return sampled.wh
     return None
+
+
+def active_power_w(values: list[SampledValue]) -> float | None:
+    """The total active import power in W among `values`, if reported."""
+    for sampled in values:
+        if sampled.measurand == "Power.Active.Import" and sampled.phase is None:
+            return sampled.normalized
+    return None

@@ -23,6 +23,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
+from edge.events import ChargerConnection
 from edge.ocpp.handlers import ChargerSession
 from edge.ocpp.security import (
     basic_credentials,
@@ -200,6 +201,7 @@ class OcppServer:
             self._closing_replaced.add(task)
             task.add_done_callback(self._closing_replaced.discard)
         log.info("%s connected (%s)", charger_id, session.registration)
+        self.context.events.publish(ChargerConnection(charger_id, connected=True))
         try:
             await session.start()
         finally:
@@ -208,6 +210,7 @@ class OcppServer:
                 gone_at = utc_now()
                 await store.run(lambda db: chargers.mark_disconnected(db, charger_id, gone_at))
                 log.info("%s disconnected", charger_id)
+                self.context.events.publish(ChargerConnection(charger_id, connected=False))
 
 
 def _offered_subprotocols(headers: Headers) -> list[str]:

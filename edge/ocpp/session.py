@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
+from edge.events import SiteEvent, SiteEvents
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.frames import FrameError, encode_call_error, encode_call_result, parse_frame
 from edge.ocpp.payloads import keyword_arguments, to_wire
@@ -76,8 +77,8 @@ class SiteContext:
     after_boot: list[Callable[[str], None]] = field(default_factory=list)
     # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
     certificate_authority: SiteCA | None = None
-    # Called after a StartTransaction or StopTransaction has been answered.
-    after_transaction_change: list[Callable[[], None]] = field(default_factory=list)
+    # What happened (transactions, meter readings, status), for the parts that react.
+    events: SiteEvents = field(default_factory=SiteEvents)
     # Called with (charger id, certificate request id) after an accepted SignCertificate.
     after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)
 
@@ -89,11 +90,17 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         self.store = context.store
         self.settings = context.settings
         self.registration = "accepted"
-        # Transaction ids this charger owns (ids are never reused): saves a look-up
-        # for every MeterValues.
-        self.known_transactions: set[int] = set()
+        # Transaction ids this charger owns (ids are never reused) and their meter
+        # start in Wh: saves a look-up for every MeterValues.
+        self.known_transactions: dict[int, int] = {}
         self.certificate_request_to_sign: int | None = None
         self._last_touch = 0.0
+        # Events of the call being handled, published once its answer is sent.
+        self._events: list[SiteEvent] = []
+
+    def announce(self, event: SiteEvent) -> None:
+        """Publish `event` once the answer to the call being handled is on the wire."""
+        self._events.append(event)
 
     async def start(self) -> None:
         """Serve frames until the connection closes."""
@@ -123,6 +130,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             self._response_queue.put_nowait(frame)
 
     async def _answer(self, call: Call) -> None:
+        self._events.clear()
         try:
             handler = self._handler_for(call.action)
             validate_request(call.action, call.payload)
@@ -144,6 +152,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         after = self.route_map.get(call.action, {}).get("_after_action")
         if after is not None:
             after(**keyword_arguments(call.payload))
+        for event in self._events:
+            self.context.events.publish(event)
+        self._events.clear()
 
     def _handler_for(self, action: str) -> Callable[..., Awaitable[Any]]:
         if action not in ALL_ACTIONS:

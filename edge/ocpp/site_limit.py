@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
+from edge.events import SiteEvent, TransactionStarted, TransactionStopped
 from edge.ocpp.commands import CommandError, send_command
 from edge.settings import SmartChargingSettings
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE, fair_shares, site_limit_profile
@@ -25,8 +26,9 @@ class SiteLimitBalancer:
         self.settings = settings
         self._changed = asyncio.Event()
 
-    def transactions_changed(self) -> None:
-        self._changed.set()
+    def on_event(self, event: SiteEvent) -> None:
+        if isinstance(event, TransactionStarted | TransactionStopped):
+            self._changed.set()
 
     async def run(self, stop: asyncio.Event) -> None:
         self._changed.set()  # once at start: the last run may have left shares behind

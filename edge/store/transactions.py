@@ -169,11 +169,13 @@ def update_last_meter(db: Database, transaction_id: int, wh: int, at: str) -> No
     )
 
 
-def known_transaction_for(db: Database, charger_id: str, transaction_id: int) -> bool:
+def meter_start_of(db: Database, charger_id: str, transaction_id: int) -> int | None:
+    """The meter reading `transaction_id` started at, if it is one of this charger's."""
     row = db.execute(
-        "SELECT 1 FROM transactions WHERE id = ? AND charger_id = ?", [transaction_id, charger_id]
+        "SELECT meter_start_wh FROM transactions WHERE id = ? AND charger_id = ?",
+        [transaction_id, charger_id],
     ).fetchone()
-    return row is not None
+    return int(row[0]) if row else None
 
 
 def list_transactions(

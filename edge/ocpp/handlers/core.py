@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,7 +14,8 @@ from sqlite_utils import Database
 
 from edge.authorization import Authorization, authorize_id_tag
 from edge.clock import normalize_timestamp, utc_now
-from edge.metering import energy_register_wh, normalize_sampled_value
+from edge.events import ConnectorStatusChanged, MeterReading, TransactionStarted, TransactionStopped
+from edge.metering import active_power_w, energy_register_wh, normalize_sampled_value
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
 
@@ -32,6 +34,16 @@ def _id_tag_info(authorization: Authorization) -> IdTagInfo:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class StoredReadings:
+    """What `_store_meter_values` learnt: whether the transaction is this charger's, and
+    its latest energy register and power."""
+
+    meter_start_wh: int | None
+    energy_register_wh: int | None
+    power_w: float | None
+
+
 def _store_meter_values(
     db: Database,
     charger_id: str,
@@ -39,17 +51,17 @@ def _store_meter_values(
     transaction_id: int | None,
     meter_value: list[dict[str, Any]],
     received_at: str,
-    known: bool | None = None,
-) -> bool:
+    meter_start_wh: int | None = None,
+) -> StoredReadings:
     """Store every sampled value; move the transaction's latest energy reading forward.
 
-    Returns whether `transaction_id` is one of this charger's transactions (`known`,
-    when the caller already knows it, saves the look-up).
+    `meter_start_wh`, when the caller already knows the transaction is this charger's,
+    saves the look-up.
     """
-    if known is None:
-        known = transaction_id is not None and transactions.known_transaction_for(
-            db, charger_id, transaction_id
-        )
+    if meter_start_wh is None and transaction_id is not None:
+        meter_start_wh = transactions.meter_start_of(db, charger_id, transaction_id)
+    known = meter_start_wh is not None
+    latest_wh, power_w = None, None
     for reading in meter_value:
         taken_at = normalize_timestamp(reading["timestamp"])
         values = [normalize_sampled_value(sampled) for sampled in reading["sampledValue"]]
@@ -67,7 +79,9 @@ def _store_meter_values(
         if known and wh is not None:
             assert transaction_id is not None
             transactions.update_last_meter(db, transaction_id, wh, taken_at)
-    return known
+            latest_wh = wh
+        power_w = active_power_w(values) if power_w is None else power_w
+    return StoredReadings(meter_start_wh, latest_wh, power_w)
 
 
 class CoreHandlers(SessionBase):
@@ -102,16 +116,6 @@ class CoreHandlers(SessionBase):
             for callback in self.context.after_boot:
                 callback(self.id)
 
-    @after(Action.start_transaction)
-    def after_start_transaction(self, **_: Any) -> None:
-        for callback in self.context.after_transaction_change:
-            callback()
-
-    @after(Action.stop_transaction)
-    def after_stop_transaction(self, **_: Any) -> None:
-        for callback in self.context.after_transaction_change:
-            callback()
-
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:
         return call_result.Heartbeat(current_time=utc_now())
@@ -143,6 +147,7 @@ class CoreHandlers(SessionBase):
                 received_at=received_at,
             )
         )
+        self.announce(ConnectorStatusChanged(charger_id, connector_id, status, error_code))
         return call_result.StatusNotification()
 
     @on(Action.authorize)
@@ -181,7 +186,7 @@ class CoreHandlers(SessionBase):
         )
         received_at = utc_now()
 
-        def start(db: Database) -> tuple[int, Authorization]:
+        def start(db: Database) -> tuple[int, bool, Authorization]:
             record = id_tags.get_id_tag(db, id_tag)
             elsewhere = transactions.charging_elsewhere(
                 db, id_tag, request.charger_id, connector_id
@@ -191,13 +196,19 @@ class CoreHandlers(SessionBase):
             )
             # The transaction is recorded whatever the card's status: the charger
             # may already be delivering energy; the status tells it to stop.
-            transaction_id, _ = transactions.start_transaction(
+            transaction_id, repeat = transactions.start_transaction(
                 db, request, authorization.status, received_at
             )
-            return transaction_id, authorization
+            return transaction_id, repeat, authorization
 
-        transaction_id, authorization = await self.store.run(start)
-        self.known_transactions.add(transaction_id)
+        transaction_id, repeat, authorization = await self.store.run(start)
+        self.known_transactions[transaction_id] = meter_start
+        if not repeat:
+            self.announce(
+                TransactionStarted(
+                    self.id, connector_id, transaction_id, id_tag, authorization.status
+                )
+            )
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info=_id_tag_info(authorization)
         )
@@ -210,14 +221,24 @@ class CoreHandlers(SessionBase):
         transaction_id: int | None = None,
     ) -> call_result.MeterValues:
         received_at, charger_id = utc_now(), self.id
-        cached: bool | None = transaction_id in self.known_transactions or None
-        known = await self.store.run(
+        meter_start = (
+            self.known_transactions.get(transaction_id) if transaction_id is not None else None
+        )
+        stored = await self.store.run(
             lambda db: _store_meter_values(
-                db, charger_id, connector_id, transaction_id, meter_value, received_at, cached
+                db, charger_id, connector_id, transaction_id, meter_value, received_at, meter_start
             )
         )
-        if known and transaction_id is not None:
-            self.known_transactions.add(transaction_id)
+        if stored.meter_start_wh is not None and transaction_id is not None:
+            self.known_transactions[transaction_id] = stored.meter_start_wh
+            delivered = (
+                None
+                if stored.energy_register_wh is None
+                else stored.energy_register_wh - stored.meter_start_wh
+            )
+            self.announce(
+                MeterReading(charger_id, connector_id, transaction_id, stored.power_w, delivered)
+            )
         return call_result.MeterValues()
 
     @on(Action.stop_transaction)
@@ -240,8 +261,19 @@ class CoreHandlers(SessionBase):
         )
         received_at = utc_now()
 
-        def stop(db: Database) -> Authorization | None:
+        def stop(db: Database) -> tuple[Authorization | None, TransactionStopped | None]:
             outcome = transactions.stop_transaction(db, request, received_at)
+            stopped = None
+            if outcome == "stopped":
+                row = transactions.get_transaction(db, transaction_id)
+                assert row is not None
+                stopped = TransactionStopped(
+                    request.charger_id,
+                    row["connector_id"],
+                    transaction_id,
+                    row["id_tag"],
+                    int(row["meter_stop_wh"]) - int(row["meter_start_wh"]),
+                )
             if outcome == "unknown":
                 transactions.record_unmatched_stop(db, request, transaction_data, received_at)
             elif outcome == "stopped" and transaction_data:
@@ -256,10 +288,12 @@ class CoreHandlers(SessionBase):
                     received_at,
                 )
             if id_tag is None:
-                return None
-            return authorize_id_tag(id_tags.get_id_tag(db, id_tag), datetime.now(UTC))
+                return None, stopped
+            return authorize_id_tag(id_tags.get_id_tag(db, id_tag), datetime.now(UTC)), stopped
 
-        authorization = await self.store.run(stop)
+        authorization, stopped = await self.store.run(stop)
+        if stopped is not None:
+            self.announce(stopped)
         return call_result.StopTransaction(
             id_tag_info=_id_tag_info(authorization) if authorization else None
         )
