@@ -67,7 +67,12 @@ async def run_edge(
             settings.certificates.validity_days,
         )
         server = OcppServer(
-            SiteContext(settings=settings.ocpp, store=store, certificate_authority=authority)
+            SiteContext(
+                settings=settings.ocpp,
+                store=store,
+                certificate_authority=authority,
+                authorization=settings.authorization,
+            )
         )
         async with (
             server.serving(),

@@ -54,25 +54,21 @@ def local_list_update(db: Database, charger_id: str, update_type: str | None) ->
     if update_type is None:
         update_type = "Differential" if confirmed > 0 else "Full"
     since = confirmed if update_type == "Differential" else -1
-    entries = [
-        {
-            "id_tag": id_tag,
-            "id_tag_info": {
-                key: value
-                for key, value in (
-                    ("status", status),
-                    ("expiry_date", expiry_date),
-                    ("parent_id_tag", parent_id_tag),
-                )
-                if value is not None
-            },
-        }
-        for id_tag, status, expiry_date, parent_id_tag in db.conn.execute(
-            "SELECT id_tag, status, expiry_date, parent_id_tag FROM id_tags "
-            "WHERE list_version > ? ORDER BY id_tag",
-            (since,),
-        )
-    ]
+    entries: list[dict[str, Any]] = []
+    for id_tag, status, expiry_date, parent_id_tag, limited, allowed in db.conn.execute(
+        "SELECT id_tag, status, expiry_date, parent_id_tag, "
+        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag), "
+        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag "
+        "AND c.charger_id = ?) FROM id_tags t WHERE list_version > ? ORDER BY id_tag",
+        (charger_id, since),
+    ):
+        if limited and not allowed:
+            # Not for this charger: a Differential update without idTagInfo removes it.
+            if update_type == "Differential":
+                entries.append({"id_tag": id_tag})
+            continue
+        info = (("status", status), ("expiry_date", expiry_date), ("parent_id_tag", parent_id_tag))
+        entries.append({"id_tag": id_tag, "id_tag_info": {k: v for k, v in info if v is not None}})
     return {
         "list_version": max(current, 1),
         "update_type": update_type,

@@ -35,7 +35,7 @@ from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.frames import FrameError, encode_call_error, encode_call_result, parse_frame
 from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
-from edge.settings import OcppSettings
+from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store import chargers, message_log
 from edge.store.writer import StoreWriter
 
@@ -77,6 +77,7 @@ class SiteContext:
     after_boot: list[Callable[[str], None]] = field(default_factory=list)
     # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
     certificate_authority: SiteCA | None = None
+    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
     # What happened (transactions, meter readings, status), for the parts that react.
     events: SiteEvents = field(default_factory=SiteEvents)
     # Called with (charger id, certificate request id) after an accepted SignCertificate.

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge.authorization import IdTagRecord
+from edge.authorization import CachedDecision, CardFacts, IdTagRecord
 
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid")
 
@@ -50,3 +50,46 @@ def set_id_tag_status(db: Database, id_tag: str, status: str, now: str) -> bool:
 
 def list_id_tags(db: Database) -> list[dict[str, Any]]:
     return list(db.query("SELECT * FROM id_tags ORDER BY id_tag"))
+
+
+def set_allowed_chargers(db: Database, id_tag: str, charger_ids: list[str]) -> None:
+    """Limit a card to `charger_ids` (an empty list: any charger)."""
+    db.execute("DELETE FROM id_tag_chargers WHERE id_tag = ?", [id_tag])
+    for charger_id in charger_ids:
+        db.execute(
+            "INSERT OR IGNORE INTO id_tag_chargers (id_tag, charger_id) VALUES (?, ?)",
+            [id_tag, charger_id],
+        )
+
+
+def allowed_chargers(db: Database, id_tag: str) -> frozenset[str]:
+    rows = db.execute("SELECT charger_id FROM id_tag_chargers WHERE id_tag = ?", [id_tag])
+    return frozenset(row[0] for row in rows)
+
+
+def card_facts(
+    db: Database, id_tag: str, charger_id: str | None, connector_id: int | None
+) -> CardFacts:
+    """Everything a decision on `id_tag` at this charger/connector needs. With no
+    connector, a transaction anywhere on this charger is not "elsewhere" (a card shown
+    there again is likely stopping it)."""
+    record = get_id_tag(db, id_tag)
+    cached = None
+    if record is None:
+        row = db.execute(
+            "SELECT status, decided_at, source, expiry_date, parent_id_tag "
+            "FROM authorization_cache WHERE id_tag = ?",
+            [id_tag],
+        ).fetchone()
+        cached = CachedDecision(*row) if row else None
+    busy = db.execute(
+        "SELECT 1 FROM transactions WHERE id_tag = ? AND stopped_at IS NULL "
+        "AND NOT (charger_id IS ? AND (? IS NULL OR connector_id = ?)) LIMIT 1",
+        [id_tag, charger_id, connector_id, connector_id],
+    ).fetchone()
+    return CardFacts(
+        record=record,
+        allowed_chargers=allowed_chargers(db, id_tag) if record else frozenset(),
+        cached=cached,
+        charging_elsewhere=busy is not None,
+    )

@@ -48,16 +48,6 @@ def get_transaction(db: Database, transaction_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
-def charging_elsewhere(db: Database, id_tag: str, charger_id: str, connector_id: int) -> bool:
-    """Whether `id_tag` has an open transaction on any other connector."""
-    row = db.execute(
-        "SELECT 1 FROM transactions WHERE id_tag = ? AND stopped_at IS NULL "
-        "AND NOT (charger_id = ? AND connector_id = ?) LIMIT 1",
-        [id_tag, charger_id, connector_id],
-    ).fetchone()
-    return row is not None
-
-
 def start_transaction(
     db: Database, request: StartRequest, id_tag_status: str, received_at: str
 ) -> tuple[int, bool]:

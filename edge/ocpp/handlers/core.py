@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -12,12 +13,22 @@ from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
 from sqlite_utils import Database
 
-from edge.authorization import Authorization, authorize_id_tag
-from edge.clock import normalize_timestamp, utc_now
+from edge.authorization import Authorization, authorize_card, authorize_id_tag
+from edge.clock import normalize_timestamp, parse_timestamp, utc_now
 from edge.events import ConnectorStatusChanged, MeterReading, TransactionStarted, TransactionStopped
 from edge.metering import active_power_w, energy_register_wh, normalize_sampled_value
 from edge.ocpp.session import SessionBase
-from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
+from edge.settings import AuthorizationSettings
+from edge.store import (
+    card_decisions,
+    charger_reports,
+    chargers,
+    id_tags,
+    meter_values,
+    transactions,
+)
+
+log = logging.getLogger(__name__)
 
 _REGISTRATION_STATUS = {
     "accepted": RegistrationStatus.accepted,
@@ -82,6 +93,45 @@ def _store_meter_values(
             latest_wh = wh
         power_w = active_power_w(values) if power_w is None else power_w
     return StoredReadings(meter_start_wh, latest_wh, power_w)
+
+
+def decide_card_at_charger(
+    db: Database,
+    id_tag: str,
+    charger_id: str,
+    connector_id: int | None,
+    settings: AuthorizationSettings,
+    now: str,
+    action: str = "authorize",
+) -> Authorization:
+    """Decide on a card a charger's own reader read, and record the decision."""
+    facts = id_tags.card_facts(db, id_tag, charger_id, connector_id)
+    authorization = authorize_card(
+        facts,
+        charger_id,
+        parse_timestamp(now),
+        unknown_cards=settings.unknown_cards,
+        cache_days=settings.cache_days,
+    )
+    card_decisions.record_card_decision(
+        db,
+        id_tag=id_tag,
+        source="charger",
+        action=action,
+        authorization=authorization,
+        reason=authorization.reason,
+        now=now,
+        charger_id=charger_id,
+        connector_id=connector_id,
+    )
+    if authorization.remember_unknown:
+        card_decisions.remember_unknown_card(
+            db, id_tag, authorization, f"charger {charger_id}", now
+        )
+    log.info(
+        "card %s at %s: %s (%s)", id_tag, charger_id, authorization.status, authorization.reason
+    )
+    return authorization
 
 
 class CoreHandlers(SessionBase):
@@ -152,19 +202,10 @@ class CoreHandlers(SessionBase):
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        charger_id = self.id
-
-        def decide(db: Database) -> Authorization:
-            record = id_tags.get_id_tag(db, id_tag)
-            # On this charger an open transaction is likely the one being stopped.
-            busy = db.execute(
-                "SELECT 1 FROM transactions WHERE id_tag = ? AND stopped_at IS NULL "
-                "AND charger_id != ? LIMIT 1",
-                [id_tag, charger_id],
-            ).fetchone()
-            return authorize_id_tag(record, datetime.now(UTC), charging_elsewhere=busy is not None)
-
-        authorization = await self.store.run(decide)
+        charger_id, settings, now = self.id, self.context.authorization, utc_now()
+        authorization = await self.store.run(
+            lambda db: decide_card_at_charger(db, id_tag, charger_id, None, settings, now)
+        )
         return call_result.Authorize(id_tag_info=_id_tag_info(authorization))
 
     @on(Action.start_transaction)
@@ -186,13 +227,11 @@ class CoreHandlers(SessionBase):
         )
         received_at = utc_now()
 
+        settings = self.context.authorization
+
         def start(db: Database) -> tuple[int, bool, Authorization]:
-            record = id_tags.get_id_tag(db, id_tag)
-            elsewhere = transactions.charging_elsewhere(
-                db, id_tag, request.charger_id, connector_id
-            )
-            authorization = authorize_id_tag(
-                record, datetime.now(UTC), charging_elsewhere=elsewhere
+            authorization = decide_card_at_charger(
+                db, id_tag, request.charger_id, connector_id, settings, received_at, "start"
             )
             # The transaction is recorded whatever the card's status: the charger
             # may already be delivering energy; the status tells it to stop.

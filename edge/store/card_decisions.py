@@ -1,0 +1,92 @@
+"""Decisions on cards and what became of them, and the cards seen that are not in the
+card table (the authorization cache)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlite_utils import Database
+
+from edge.authorization import Authorization
+
+
+def record_card_decision(
+    db: Database,
+    *,
+    id_tag: str,
+    source: str,
+    action: str,
+    authorization: Authorization,
+    reason: str,
+    now: str,
+    reader_id: str | None = None,
+    charger_id: str | None = None,
+    connector_id: int | None = None,
+) -> int:
+    """Store one decision with its reason; returns its id (a tap's outcome is added later)."""
+    cursor = db.execute(
+        "INSERT INTO card_decisions (decided_at, id_tag, source, reader_id, charger_id, "
+        "connector_id, action, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            now,
+            id_tag,
+            source,
+            reader_id,
+            charger_id,
+            connector_id,
+            action,
+            authorization.status,
+            reason,
+        ],
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
+def record_tap_outcome(
+    db: Database,
+    decision_id: int,
+    outcome: str,
+    *,
+    command_id: int | None = None,
+    transaction_id: int | None = None,
+) -> None:
+    db.execute(
+        "UPDATE card_decisions SET outcome = ?, command_id = coalesce(?, command_id), "
+        "transaction_id = coalesce(?, transaction_id) WHERE id = ?",
+        [outcome, command_id, transaction_id, decision_id],
+    )
+
+
+def remember_unknown_card(
+    db: Database, id_tag: str, authorization: Authorization, where: str, now: str
+) -> None:
+    """Note a card outside the card table: where it was seen, and (unless the cloud
+    decided on it) the decision the unknown_cards setting gave."""
+    db.execute(
+        "INSERT INTO authorization_cache (id_tag, status, expiry_date, parent_id_tag, source, "
+        "decided_at, first_seen_at, last_seen_at, last_seen_where) "
+        "VALUES (?, ?, ?, ?, 'setting', ?, ?, ?, ?) ON CONFLICT (id_tag) DO UPDATE SET "
+        "status = CASE WHEN source = 'cloud' THEN status ELSE excluded.status END, "
+        "decided_at = CASE WHEN source = 'cloud' THEN decided_at ELSE excluded.decided_at END, "
+        "last_seen_at = excluded.last_seen_at, last_seen_where = excluded.last_seen_where, "
+        "times_seen = times_seen + 1",
+        [
+            id_tag,
+            authorization.status,
+            authorization.expiry_date,
+            authorization.parent_id_tag,
+            now,
+            now,
+            now,
+            where,
+        ],
+    )
+
+
+def list_seen_cards(db: Database) -> list[dict[str, Any]]:
+    return list(db.query("SELECT * FROM authorization_cache ORDER BY last_seen_at DESC"))
+
+
+def list_card_decisions(db: Database, limit: int = 50) -> list[dict[str, Any]]:
+    return list(db.query("SELECT * FROM card_decisions ORDER BY id DESC LIMIT ?", [limit]))
