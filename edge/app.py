@@ -18,6 +18,7 @@ from edge.api.app import create_api
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
+from edge.feedback import NoFeedback
 from edge.files.ftp import UploadFtpServer
 from edge.files.http import create_file_server
 from edge.files.store import FileDirectory
@@ -26,11 +27,15 @@ from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
 from edge.ocpp.site_limit import SiteLimitBalancer
+from edge.readers.build import open_reader, uid_rules
+from edge.readers.simulated import SimulatedReader, TapSocket
+from edge.readers.supervisor import supervise_reader
 from edge.settings import Settings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
+from edge.tap_flow import ReaderPost, TapFlow
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +128,8 @@ async def run_edge(
                     store,
                 )
                 await stack.enter_async_context(ftp)
+            if settings.readers:
+                await _start_readers(settings, server, tasks, stack, stop)
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
@@ -144,6 +151,42 @@ async def run_edge(
     log.info("stopped after %d store commits of %d units", store.commits, store.units_committed)
 
 
+async def _start_readers(
+    settings: Settings,
+    server: OcppServer,
+    tasks: asyncio.TaskGroup,
+    stack: contextlib.AsyncExitStack,
+    stop: asyncio.Event,
+) -> None:
+    """Every configured reader under a supervisor, its taps into the tap flow."""
+    posts = [
+        ReaderPost(reader.id, reader.charger, reader.connector, NoFeedback())
+        for reader in settings.readers
+    ]
+    flow = TapFlow(server, posts, settings.taps, settings.authorization)
+    stack.push_async_callback(flow.close)
+    server.context.events.subscribe(flow.on_event)
+    socket_path = settings.taps.socket_path(settings.store.path)
+    readers = {reader.id: open_reader(reader, socket_path) for reader in settings.readers}
+    simulated = {
+        reader_id: reader
+        for reader_id, reader in readers.items()
+        if isinstance(reader, SimulatedReader)
+    }
+    if simulated:
+        await stack.enter_async_context(TapSocket(socket_path, simulated))
+    for reader in settings.readers:
+        supervised = supervise_reader(
+            reader.id,
+            readers[reader.id],
+            flow.tap_received,
+            rules=uid_rules(reader),
+            debounce_seconds=reader.debounce_seconds,
+            on_status=flow.reader_status,
+        )
+        tasks.create_task(_until(stop, supervised), name=f"reader-{reader.id}")
+
+
 def _enroll_demo_cards(db: Database, chargers_count: int) -> None:
     now = utc_now()
     for number in range(1, chargers_count + 1):
@@ -163,6 +206,21 @@ async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event)
             pass
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=3600)
+
+
+async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`, which runs forever, until `stop` is set."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopping):
+            pending.cancel()
+        await asyncio.gather(task, stopping, return_exceptions=True)
+    error = task.exception() if task.done() and not task.cancelled() else None
+    if error is not None:
+        raise error
 
 
 def _start(tasks: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:

@@ -65,6 +65,7 @@ def make_settings(
     with_api: bool = False,
     files: dict[str, Any] | None = None,
     smart_charging: dict[str, Any] | None = None,
+    sections: dict[str, Any] | None = None,
     **ocpp: Any,
 ) -> Settings:
     ocpp = {
@@ -81,13 +82,15 @@ def make_settings(
         api={"port": free_port() if with_api else 0},
         files={"directory": tmp_path / "files", "port": 0, **(files or {})},
         smart_charging=smart_charging or {},
+        **{"taps": {"socket": tmp_path / "taps.sock"}, **(sections or {})},
     )
 
 
 @pytest.fixture
 async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
     """`edge = await start_edge(with_api=True, unknown_chargers="pending", ...)`; stopped
-    at teardown. Keyword arguments other than `with_api` are `[ocpp]` settings."""
+    at teardown. `sections` gives whole sections (`{"readers": [...]}`); other keyword
+    arguments are `[ocpp]` settings."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
 
     async def start(
@@ -95,10 +98,16 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
         with_api: bool = False,
         files: dict[str, Any] | None = None,
         smart_charging: dict[str, Any] | None = None,
+        sections: dict[str, Any] | None = None,
         **ocpp: Any,
     ) -> RunningEdge:
         settings = make_settings(
-            tmp_path, with_api=with_api, files=files, smart_charging=smart_charging, **ocpp
+            tmp_path,
+            with_api=with_api,
+            files=files,
+            smart_charging=smart_charging,
+            sections=sections,
+            **ocpp,
         )
         stop = asyncio.Event()
         ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()

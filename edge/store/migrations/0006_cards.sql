@@ -42,8 +42,9 @@ CREATE TABLE card_decisions (
     reader_id TEXT,
     charger_id TEXT,
     connector_id INTEGER,
-    -- authorize (a charger asked), start/stop (a tap asked for it), refuse (a tap refused)
-    action TEXT NOT NULL CHECK (action IN ('authorize', 'start', 'stop', 'refuse')),
+    -- authorize (a charger asked), start/stop (a tap asked for it), refuse (a tap refused),
+    -- ignore (a tap while that card's start or stop is under way)
+    action TEXT NOT NULL CHECK (action IN ('authorize', 'start', 'stop', 'refuse', 'ignore')),
     status TEXT NOT NULL,
     reason TEXT NOT NULL,
     -- What came of a tap: the command sent, its answer, the transaction it started.

@@ -1,0 +1,419 @@
+"""A driver's tap, from the reader to the charger: decide, tell the driver, send
+RemoteStartTransaction or RemoteStopTransaction, and follow up with the charger's own
+messages (transaction started, meter readings, stopped) on the reader's feedback.
+
+Every tap is recorded in `card_decisions` with its reason and, later, what came of
+it (the command, the charger's answer, the transaction it started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from sqlite_utils import Database
+
+from edge.authorization import Authorization, authorize_card
+from edge.clock import format_utc
+from edge.events import (
+    MeterReading,
+    SiteEvent,
+    TransactionStarted,
+    TransactionStopped,
+)
+from edge.feedback import Feedback, Signal
+from edge.ocpp.commands import CommandError, send_command
+from edge.readers.taps import CardTap
+from edge.settings import AuthorizationSettings, TapSettings
+from edge.store import card_decisions, id_tags
+from edge.tap_decision import (
+    ConnectorView,
+    InProgress,
+    Refuse,
+    RunningTransaction,
+    StartCharging,
+    StopCharging,
+    TapPlan,
+    plan_tap,
+)
+
+if TYPE_CHECKING:
+    from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ReaderPost:
+    """A reader where it is mounted: the charger it starts (connector 0: any of its
+    connectors) and what it shows the driver."""
+
+    reader_id: str
+    charger_id: str | None
+    connector_id: int
+    feedback: Feedback
+
+    def serves(self, charger_id: str, connector_id: int) -> bool:
+        return charger_id == self.charger_id and self.connector_id in (0, connector_id)
+
+
+@dataclass(frozen=True, slots=True)
+class TapOutcome:
+    """What a tap led to (for the caller's log, tests and benchmarks)."""
+
+    plan: TapPlan
+    decision_id: int
+    outcome: str
+
+
+@dataclass
+class _Underway:
+    """A start or stop the charger accepted, waiting for its StartTransaction/StopTransaction."""
+
+    id_tag: str
+    reader_id: str
+    decision_id: int
+    expiry: asyncio.TimerHandle | None = None
+    started: asyncio.Future[int] = field(default_factory=lambda: asyncio.Future())
+
+
+class TapFlow:
+    def __init__(
+        self,
+        server: OcppServer,
+        posts: list[ReaderPost],
+        taps: TapSettings,
+        authorization: AuthorizationSettings,
+    ) -> None:
+        self.server = server
+        self.posts = {post.reader_id: post for post in posts}
+        self.taps = taps
+        self.authorization = authorization
+        self._starting: dict[tuple[str, int], _Underway] = {}
+        self._stopping: dict[int, _Underway] = {}  # by transaction id
+        self._charger_locks: dict[str, asyncio.Lock] = {}
+        self._handling: set[asyncio.Task[None]] = set()
+
+    # -- taps ------------------------------------------------------------------
+
+    async def tap_received(self, tap: CardTap) -> None:
+        """Take a reader's tap without holding the reader up: each tap is handled in
+        its own task, so a slow charger never delays the next tap's feedback."""
+        task = asyncio.create_task(self._handle_safely(tap), name=f"tap-{tap.reader_id}")
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    async def _handle_safely(self, tap: CardTap) -> None:
+        try:
+            await self.handle_tap(tap)
+        except Exception:
+            log.exception("tap %s at reader %s failed", tap.uid, tap.reader_id)
+            post = self.posts.get(tap.reader_id)
+            if post is not None:
+                post.feedback.signal(Signal.ERROR, "Edge error")
+
+    async def close(self) -> None:
+        """Wait for taps being handled, then turn the feedback off."""
+        if self._handling:
+            await asyncio.wait(self._handling, timeout=5)
+        for underway in [*self._starting.values(), *self._stopping.values()]:
+            if underway.expiry is not None:
+                underway.expiry.cancel()
+        for post in self.posts.values():
+            post.feedback.close()
+
+    async def handle_tap(self, tap: CardTap) -> TapOutcome:
+        post = self.posts.get(tap.reader_id)
+        if post is None:
+            raise KeyError(f"no reader {tap.reader_id}")
+        charger_id = post.charger_id
+        lock = self._charger_locks.setdefault(charger_id or "", asyncio.Lock())
+        # One tap per charger at a time: two readers must not pick the same connector.
+        async with lock:
+            plan, decision_id = await self._decide(post, tap)
+            self._signal_decision(post, tap, plan)
+            if isinstance(plan, StartCharging):
+                assert charger_id is not None
+                underway = _Underway(tap.uid, post.reader_id, decision_id)
+                self._starting[(charger_id, plan.connector_id)] = underway
+        if isinstance(plan, StartCharging):
+            return await self._start(post, tap, plan, decision_id, underway)
+        if isinstance(plan, StopCharging):
+            return await self._stop(post, tap, plan, decision_id)
+        outcome = "in progress" if isinstance(plan, InProgress) else "refused"
+        return TapOutcome(plan, decision_id, outcome)
+
+    async def _decide(self, post: ReaderPost, tap: CardTap) -> tuple[TapPlan, int]:
+        charger_id, online = post.charger_id, post.charger_id in self.server.sessions
+        settings, now = self.authorization, format_utc(tap.at)
+        starting = {
+            key[1]: underway.id_tag
+            for key, underway in self._starting.items()
+            if key[0] == charger_id
+        }
+        stopping = set(self._stopping)
+
+        def decide(db: Database) -> tuple[TapPlan, int]:
+            facts = id_tags.card_facts(db, tap.uid, charger_id, None)
+            authorization = authorize_card(
+                facts,
+                charger_id,
+                tap.at,
+                unknown_cards=settings.unknown_cards,
+                cache_days=settings.cache_days,
+            )
+            if charger_id is None:
+                plan: TapPlan = Refuse("reader not mapped to a charger", Signal.ERROR)
+            else:
+                views = _connector_views(db, charger_id, post.connector_id, starting, stopping)
+                plan = plan_tap(
+                    tap.uid, authorization, charger_online=online, connectors=list(views)
+                )
+            decision_id = card_decisions.record_card_decision(
+                db,
+                id_tag=tap.uid,
+                source="reader",
+                action=_ACTIONS[type(plan)],
+                authorization=authorization,
+                reason=_reason(plan, authorization),
+                now=now,
+                reader_id=post.reader_id,
+                charger_id=charger_id,
+                connector_id=getattr(plan, "connector_id", None),
+            )
+            if authorization.remember_unknown:
+                where = f"reader {post.reader_id}"
+                card_decisions.remember_unknown_card(db, tap.uid, authorization, where, now)
+            return plan, decision_id
+
+        plan, decision_id = await self.server.context.store.run(decide)
+        log.info(
+            "tap %s at reader %s (charger %s): %s",
+            tap.uid,
+            post.reader_id,
+            charger_id,
+            plan,
+        )
+        return plan, decision_id
+
+    def _signal_decision(self, post: ReaderPost, tap: CardTap, plan: TapPlan) -> None:
+        if isinstance(plan, Refuse):
+            post.feedback.signal(plan.signal, plan.reason)
+        elif isinstance(plan, StartCharging):
+            post.feedback.signal(Signal.ACCEPTED, "Starting")
+        elif isinstance(plan, StopCharging):
+            post.feedback.signal(Signal.ACCEPTED, "Stopping")
+        else:
+            post.feedback.signal(Signal.ACCEPTED, plan.reason.capitalize())
+
+    async def _start(
+        self,
+        post: ReaderPost,
+        tap: CardTap,
+        plan: StartCharging,
+        decision_id: int,
+        underway: _Underway,
+    ) -> TapOutcome:
+        assert post.charger_id is not None
+        key = (post.charger_id, plan.connector_id)
+        arguments = {"id_tag": tap.uid, "connector_id": plan.connector_id}
+        try:
+            result = await send_command(
+                self.server,
+                post.charger_id,
+                "RemoteStartTransaction",
+                arguments,
+                answer_within=self.server.settings.response_timeout,
+            )
+        except CommandError as error:
+            self._starting.pop(key, None)
+            post.feedback.signal(Signal.ERROR, _short(error))
+            self._record_outcome(decision_id, f"failed: {error}", error.command_id)
+            return TapOutcome(plan, decision_id, "failed")
+        if result.response.get("status") != "Accepted":
+            self._starting.pop(key, None)
+            post.feedback.signal(Signal.REJECTED, "Charger refused")
+            self._record_outcome(decision_id, "charger refused", result.command_id)
+            return TapOutcome(plan, decision_id, "charger refused")
+        self._record_outcome(decision_id, "start accepted", result.command_id)
+        if self._starting.get(key) is underway:
+            # The StartTransaction may already be here; else it has start_timeout.
+            underway.expiry = asyncio.get_running_loop().call_later(
+                self.taps.start_timeout, self._start_expired, key, underway
+            )
+        return TapOutcome(plan, decision_id, "start accepted")
+
+    async def _stop(
+        self, post: ReaderPost, tap: CardTap, plan: StopCharging, decision_id: int
+    ) -> TapOutcome:
+        assert post.charger_id is not None
+        underway = _Underway(tap.uid, post.reader_id, decision_id)
+        self._stopping[plan.transaction_id] = underway
+        try:
+            result = await send_command(
+                self.server,
+                post.charger_id,
+                "RemoteStopTransaction",
+                {"transaction_id": plan.transaction_id},
+                answer_within=self.server.settings.response_timeout,
+            )
+        except CommandError as error:
+            self._stopping.pop(plan.transaction_id, None)
+            post.feedback.signal(Signal.ERROR, _short(error))
+            self._record_outcome(decision_id, f"failed: {error}", error.command_id)
+            return TapOutcome(plan, decision_id, "failed")
+        if result.response.get("status") != "Accepted":
+            self._stopping.pop(plan.transaction_id, None)
+            post.feedback.signal(Signal.ERROR, "Charger refused")
+            self._record_outcome(decision_id, "charger refused", result.command_id)
+            return TapOutcome(plan, decision_id, "charger refused")
+        self._record_outcome(decision_id, "stop accepted", result.command_id, plan.transaction_id)
+        if plan.transaction_id in self._stopping:
+            underway.expiry = asyncio.get_running_loop().call_later(
+                self.taps.start_timeout,
+                lambda: self._stopping.pop(plan.transaction_id, None),
+            )
+        return TapOutcome(plan, decision_id, "stop accepted")
+
+    def _start_expired(self, key: tuple[str, int], underway: _Underway) -> None:
+        if self._starting.get(key) is not underway:
+            return
+        del self._starting[key]
+        log.warning(
+            "charger %s accepted a start for %s on connector %s but did not start within %.0f s",
+            key[0],
+            underway.id_tag,
+            key[1],
+            self.taps.start_timeout,
+        )
+        post = self.posts.get(underway.reader_id)
+        if post is not None:
+            post.feedback.signal(Signal.ERROR, "Not started")
+        self._record_outcome(underway.decision_id, "not started in time")
+
+    def _record_outcome(
+        self,
+        decision_id: int,
+        outcome: str,
+        command_id: int | None = None,
+        transaction_id: int | None = None,
+    ) -> None:
+        self.server.context.store.submit(
+            lambda db: card_decisions.record_tap_outcome(
+                db, decision_id, outcome, command_id=command_id, transaction_id=transaction_id
+            )
+        )
+
+    # -- what the chargers report ----------------------------------------------
+
+    def on_event(self, event: SiteEvent) -> None:
+        if isinstance(event, TransactionStarted):
+            key = (event.charger_id, event.connector_id)
+            underway = self._starting.get(key)
+            if underway is not None and underway.id_tag.upper() == event.id_tag.upper():
+                del self._starting[key]
+                if underway.expiry is not None:
+                    underway.expiry.cancel()
+                if not underway.started.done():
+                    underway.started.set_result(event.transaction_id)
+                self._record_outcome(
+                    underway.decision_id, "started", transaction_id=event.transaction_id
+                )
+            for post in self._posts_serving(event.charger_id, event.connector_id):
+                if event.id_tag_status == "Accepted":
+                    post.feedback.signal(Signal.CHARGING_STARTED)
+        elif isinstance(event, TransactionStopped):
+            underway = self._stopping.pop(event.transaction_id, None)
+            if underway is not None and underway.expiry is not None:
+                underway.expiry.cancel()
+            for post in self._posts_serving(event.charger_id, event.connector_id):
+                post.feedback.signal(Signal.CHARGING_STOPPED, f"{event.energy_wh / 1000:.1f} kWh")
+        elif isinstance(event, MeterReading):
+            if event.power_w is None and event.energy_wh is None:
+                return
+            for post in self._posts_serving(event.charger_id, event.connector_id):
+                post.feedback.show_charging(event.power_w or 0.0, event.energy_wh or 0)
+
+    def reader_status(self, reader_id: str, online: bool, reason: str) -> None:
+        """The supervisor's report: the reader came or went."""
+        post = self.posts.get(reader_id)
+        if post is not None:
+            post.feedback.signal(Signal.READER_ONLINE if online else Signal.READER_OFFLINE, reason)
+
+    def _posts_serving(self, charger_id: str, connector_id: int) -> Iterator[ReaderPost]:
+        return (post for post in self.posts.values() if post.serves(charger_id, connector_id))
+
+    def started_transaction(self, charger_id: str, connector_id: int) -> asyncio.Future[int] | None:
+        """The transaction a tap's accepted start becomes (for benchmarks and tests)."""
+        underway = self._starting.get((charger_id, connector_id))
+        return underway.started if underway else None
+
+
+_ACTIONS = {StartCharging: "start", StopCharging: "stop", Refuse: "refuse", InProgress: "ignore"}
+
+
+def _reason(plan: TapPlan, authorization: Authorization) -> str:
+    if isinstance(plan, Refuse | InProgress):
+        return plan.reason if isinstance(plan, Refuse) else f"already {plan.reason}"
+    if isinstance(plan, StopCharging):
+        return "the card's own transaction: stop"
+    return authorization.reason
+
+
+def _short(error: CommandError) -> str:
+    kind = error.kind
+    return {"offline": "Charger offline", "timeout": "No answer"}.get(kind, "Charger error")
+
+
+def _connector_views(
+    db: Database,
+    charger_id: str,
+    connector_id: int,
+    starting: dict[int, str],
+    stopping: set[int],
+) -> Iterator[ConnectorView]:
+    """The connectors a reader serves (one, or all of the charger's) as the plan sees them."""
+    if connector_id:
+        numbers = [connector_id]
+    else:
+        numbers = [
+            row[0]
+            for row in db.execute(
+                "SELECT connector_id FROM connectors WHERE charger_id = ? AND connector_id > 0 "
+                "ORDER BY connector_id",
+                [charger_id],
+            )
+        ]
+    statuses = dict(
+        db.execute("SELECT connector_id, status FROM connectors WHERE charger_id = ?", [charger_id])
+    )
+    running = {
+        row[0]: RunningTransaction(row[1], row[2], row[3])
+        for row in db.execute(
+            "SELECT t.connector_id, t.id, t.id_tag, c.parent_id_tag FROM transactions t "
+            "LEFT JOIN id_tags c ON c.id_tag = t.id_tag "
+            "WHERE t.charger_id = ? AND t.stopped_at IS NULL",
+            [charger_id],
+        )
+    }
+    reserved = {
+        row[0]: (row[1], row[2])
+        for row in db.execute(
+            "SELECT connector_id, id_tag, parent_id_tag FROM reservations "
+            "WHERE charger_id = ? AND status = 'active'",
+            [charger_id],
+        )
+    }
+    for number in numbers:
+        transaction = running.get(number)
+        yield ConnectorView(
+            connector_id=number,
+            status=statuses.get(number),
+            transaction=transaction,
+            starting_for=starting.get(number),
+            stopping=transaction is not None and transaction.transaction_id in stopping,
+            reserved_for=reserved.get(number) or reserved.get(0),
+        )
