@@ -30,7 +30,7 @@ from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
-from edge.settings import Settings
+from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
@@ -40,10 +40,19 @@ from edge.tap_flow import ReaderPost, TapFlow
 log = logging.getLogger(__name__)
 
 DEMO_CARDS_PER_CHARGER = 4
+DEMO_READER = "demo-reader"
 
 
 def demo_cards(charger_number: int) -> list[str]:
-    return [f"DEMO{charger_number:02d}{card:02d}" for card in range(1, DEMO_CARDS_PER_CHARGER + 1)]
+    # Hex, like the UIDs readers report, so that they can be tapped at the demo reader.
+    return [f"DE00{charger_number:02d}{card:02d}" for card in range(1, DEMO_CARDS_PER_CHARGER + 1)]
+
+
+def demo_reader(chargers_count: int) -> SimulatedReaderSettings:
+    """The demo's reader, at its last charger, which charges only when a card is tapped."""
+    return SimulatedReaderSettings(
+        id=DEMO_READER, kind="simulated", charger=f"demo-{chargers_count}"
+    )
 
 
 @dataclass
@@ -103,7 +112,8 @@ async def run_edge(
                 await store.run(lambda db: _enroll_demo_cards(db, count))
                 url = f"ws://127.0.0.1:{server.port}{settings.ocpp.path_prefix}"
                 for number in range(1, count + 1):
-                    plan = DemoPlan(id_tags=demo_cards(number))
+                    # The last charger is left to the demo reader's taps.
+                    plan = DemoPlan(id_tags=demo_cards(number) if number < count else [])
                     tasks.create_task(
                         run_simulated_charger(
                             url, f"demo-{number}", SimulatedChargerConfig(), plan, stop=stop
@@ -128,8 +138,11 @@ async def run_edge(
                     store,
                 )
                 await stack.enter_async_context(ftp)
-            if settings.readers:
-                await _start_readers(settings, server, tasks, stack, stop)
+            readers = settings.readers
+            if settings.demo.chargers and not readers:
+                readers = [demo_reader(settings.demo.chargers)]
+            if readers:
+                await _start_readers(settings, readers, server, tasks, stack, stop)
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
@@ -153,6 +166,7 @@ async def run_edge(
 
 async def _start_readers(
     settings: Settings,
+    reader_settings: list[ReaderSettings],
     server: OcppServer,
     tasks: asyncio.TaskGroup,
     stack: contextlib.AsyncExitStack,
@@ -161,13 +175,13 @@ async def _start_readers(
     """Every configured reader under a supervisor, its taps into the tap flow."""
     posts = [
         ReaderPost(reader.id, reader.charger, reader.connector, NoFeedback())
-        for reader in settings.readers
+        for reader in reader_settings
     ]
     flow = TapFlow(server, posts, settings.taps, settings.authorization)
     stack.push_async_callback(flow.close)
     server.context.events.subscribe(flow.on_event)
     socket_path = settings.taps.socket_path(settings.store.path)
-    readers = {reader.id: open_reader(reader, socket_path) for reader in settings.readers}
+    readers = {reader.id: open_reader(reader, socket_path) for reader in reader_settings}
     simulated = {
         reader_id: reader
         for reader_id, reader in readers.items()
@@ -175,7 +189,7 @@ async def _start_readers(
     }
     if simulated:
         await stack.enter_async_context(TapSocket(socket_path, simulated))
-    for reader in settings.readers:
+    for reader in reader_settings:
         supervised = supervise_reader(
             reader.id,
             readers[reader.id],

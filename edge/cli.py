@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import resource
 import secrets
 import sys
@@ -24,8 +25,16 @@ from edge.files.store import FileDirectory, FileNameError
 from edge.ocpp.payloads import camel_case
 from edge.ocpp.security import hash_password
 from edge.presence import presence
+from edge.readers.uid import UidError, normalize_uid
 from edge.settings import ConfigError, Settings, find_config_file, load_settings
-from edge.store import charger_reports, chargers, id_tags, message_log, transactions
+from edge.store import (
+    card_decisions,
+    charger_reports,
+    chargers,
+    id_tags,
+    message_log,
+    transactions,
+)
 from edge.store.database import StoreError, open_database, open_readonly
 from edge.tables import render_table
 
@@ -85,12 +94,37 @@ def _parser() -> argparse.ArgumentParser:
     transaction_cmd.set_defaults(command=cmd_transactions)
 
     cards = commands.add_parser("cards", parents=[common], help="the site's RFID cards (idTags)")
-    cards.add_argument("action", choices=["list", "add", "block", "unblock"])
-    cards.add_argument("id_tag", nargs="?")
+    cards.add_argument("action", choices=["list", "add", "block", "unblock", "seen"])
+    cards.add_argument("id_tag", nargs="?", help="the card's UID as a reader reports it")
     cards.add_argument("--expires", help="expiry date, ISO-8601 (UTC if no offset)")
     cards.add_argument("--parent", help="parent idTag (account/group)")
     cards.add_argument("--label", help="who or what the card is for")
+    cards.add_argument(
+        "--charger",
+        action="append",
+        default=[],
+        help="with add: the card charges only here (repeat for several chargers)",
+    )
+    cards.add_argument(
+        "--decimal", action="store_true", help="with add: ID_TAG is the number printed on the card"
+    )
+    cards.add_argument(
+        "--reversed", action="store_true", help="with add: ID_TAG's bytes are in reverse order"
+    )
     cards.set_defaults(command=cmd_cards)
+
+    tap = commands.add_parser(
+        "tap", parents=[common], help="tap a card at a simulated reader of the running daemon"
+    )
+    tap.add_argument("reader_id")
+    tap.add_argument("uid")
+    tap.set_defaults(command=cmd_tap)
+
+    taps = commands.add_parser(
+        "taps", parents=[common], help="decisions on cards (taps and chargers' own readers)"
+    )
+    taps.add_argument("--limit", type=int, default=30)
+    taps.set_defaults(command=cmd_taps)
 
     log_cmd = commands.add_parser("log", parents=[common], help="OCPP frames, both directions")
     log_cmd.add_argument("--charger")
@@ -165,6 +199,8 @@ def _print_demo_banner(settings: Settings, path: Path | None) -> None:
         f"    ocpp-edge chargers{config_flag}\n"
         f"    ocpp-edge transactions{config_flag}\n"
         f"    ocpp-edge log --charger demo-1{config_flag}\n"
+        f"  tap a card at demo-{settings.demo.chargers}'s reader (again to stop):\n"
+        f"    ocpp-edge tap demo-reader DE00{settings.demo.chargers:02d}01{config_flag}\n"
         f"  connect your own: ocpp-edge simulate --url ws://127.0.0.1:{port}{prefix}\n"
         "  stop with Ctrl-C",
         flush=True,
@@ -307,15 +343,54 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
     if arguments.action == "list":
         _, db = _read_store(arguments)
         rows = [
-            (row["id_tag"], row["status"], row["expiry_date"], row["parent_id_tag"], row["label"])
+            (
+                row["id_tag"],
+                row["status"],
+                row["expiry_date"],
+                row["parent_id_tag"],
+                ", ".join(sorted(id_tags.allowed_chargers(db, row["id_tag"]))) or "any",
+                row["label"],
+            )
             for row in id_tags.list_id_tags(db)
         ]
-        print(render_table(["idtag", "status", "expires", "parent", "label"], rows))
+        print(render_table(["idtag", "status", "expires", "parent", "chargers", "label"], rows))
+        return 0
+    if arguments.action == "seen":
+        _, db = _read_store(arguments)
+        rows = [
+            (
+                row["id_tag"],
+                row["status"],
+                row["source"],
+                row["last_seen_at"],
+                row["last_seen_where"],
+                row["times_seen"],
+            )
+            for row in card_decisions.list_seen_cards(db)
+        ]
+        print(render_table(["idtag", "decided", "by", "last seen", "where", "times"], rows))
         return 0
     if not arguments.id_tag:
         print(f"ocpp-edge cards {arguments.action} needs an ID_TAG", file=sys.stderr)
         return 2
-    if len(arguments.id_tag) > 20:
+    id_tag = arguments.id_tag
+    # A UID written with separators ("04:A2:B3:C4") or in decimal is stored as readers
+    # report it.
+    if (
+        arguments.decimal
+        or arguments.reversed
+        or re.fullmatch(r"[0-9A-Fa-f]{2}([:\- ][0-9A-Fa-f]{2})+", id_tag)
+    ):
+        try:
+            id_tag = normalize_uid(
+                id_tag,
+                uid_format="decimal" if arguments.decimal else "hex",
+                byte_order="reversed" if arguments.reversed else "as-read",
+            )
+        except UidError as error:
+            print(f"{arguments.id_tag}: {error}", file=sys.stderr)
+            return 2
+    if len(id_tag) > 20:
         print("an OCPP 1.6 idTag is at most 20 characters", file=sys.stderr)
         return 2
     db = _write_store(arguments)
@@ -329,19 +404,67 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
                 return 2
             id_tags.save_id_tag(
                 db,
-                arguments.id_tag,
+                id_tag,
                 now,
                 expiry_date=expires,
                 parent_id_tag=arguments.parent,
                 label=arguments.label,
             )
-            print(f"{arguments.id_tag}: Accepted")
+            id_tags.set_allowed_chargers(db, id_tag, arguments.charger)
+            where = f" at {', '.join(arguments.charger)}" if arguments.charger else ""
+            print(f"{id_tag}: Accepted{where}")
             return 0
         status = "Blocked" if arguments.action == "block" else "Accepted"
-        if not id_tags.set_id_tag_status(db, arguments.id_tag, status, now):
-            print(f"no card {arguments.id_tag}: add it first", file=sys.stderr)
+        if not id_tags.set_id_tag_status(db, id_tag, status, now):
+            print(f"no card {id_tag}: add it first", file=sys.stderr)
             return 1
-    print(f"{arguments.id_tag}: {status}")
+    print(f"{id_tag}: {status}")
+    return 0
+
+
+def cmd_tap(arguments: argparse.Namespace) -> int:
+    from edge.readers.simulated import send_tap
+
+    settings, _ = _settings(arguments)
+    path = settings.taps.socket_path(settings.store.path)
+    try:
+        answer = asyncio.run(send_tap(path, arguments.reader_id, arguments.uid))
+    except (OSError, TimeoutError) as error:
+        print(
+            f"cannot reach the daemon's tap socket {path} ({error}): is `ocpp-edge run` "
+            "running with this configuration and a simulated reader?",
+            file=sys.stderr,
+        )
+        return 1
+    if answer != "ok":
+        print(answer, file=sys.stderr)
+        return 1
+    print(f"tapped {arguments.uid} at {arguments.reader_id}: see `ocpp-edge taps`")
+    return 0
+
+
+def cmd_taps(arguments: argparse.Namespace) -> int:
+    _, db = _read_store(arguments)
+    rows = [
+        (
+            row["decided_at"][11:19],
+            row["reader_id"] or f"({row['charger_id']})",
+            row["id_tag"],
+            row["action"],
+            row["status"],
+            row["charger_id"] and f"{row['charger_id']}/{row['connector_id'] or '-'}",
+            _shorten(row["reason"], 40),
+            row["outcome"],
+            row["transaction_id"],
+        )
+        for row in card_decisions.list_card_decisions(db, arguments.limit)
+    ]
+    print(
+        render_table(
+            ["time", "reader", "card", "action", "status", "where", "reason", "outcome", "tx"],
+            rows,
+        )
+    )
     return 0
 
 

@@ -27,6 +27,15 @@ def booted_chargers(database: Path) -> set[str]:
     return {row[0] for row in rows}
 
 
+def open_transactions(database: Path, charger_id: str) -> list[str]:
+    with sqlite3.connect(database) as connection:
+        rows = connection.execute(
+            "SELECT id_tag FROM transactions WHERE charger_id = ? AND stopped_at IS NULL",
+            (charger_id,),
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
 def test_demo_site_starts_boots_three_chargers_and_stops_cleanly(tmp_path: Path) -> None:
     environment = {
         **os.environ,
@@ -49,6 +58,19 @@ def test_demo_site_starts_boots_three_chargers_and_stops_cleanly(tmp_path: Path)
             assert daemon.poll() is None, daemon.stderr.read() if daemon.stderr else ""
             assert time.monotonic() < deadline, "the demo chargers did not boot"
             time.sleep(0.1)
+        # The banner's tap command starts charging at the demo reader's charger.
+        tap = subprocess.run(
+            [sys.executable, "-m", "edge", "tap", "demo-reader", "DE000301"],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+        assert tap.returncode == 0, tap.stderr
+        while not open_transactions(tmp_path / "edge.db", "demo-3"):
+            assert time.monotonic() < deadline + 10, "the tap started no transaction"
+            time.sleep(0.1)
         daemon.send_signal(signal.SIGTERM)
         output, errors = daemon.communicate(timeout=20)
     finally:
@@ -56,6 +78,7 @@ def test_demo_site_starts_boots_three_chargers_and_stops_cleanly(tmp_path: Path)
             daemon.kill()
     assert daemon.returncode == 0, errors
     assert "demo site" in output and "ocpp-edge chargers" in output
+    assert "ocpp-edge tap demo-reader DE000301" in output
     assert str(tmp_path / "edge.db") in output
     with sqlite3.connect(tmp_path / "edge.db") as connection:
         assert connection.execute("SELECT count(*) FROM id_tags").fetchone()[0] == 12

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from edge.cli import main
 from edge.readers.simulated import send_tap
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningEdge, StartEdge
@@ -205,3 +207,37 @@ async def test_tap_while_starting_and_charger_rejecting(
     charger.connectors[2].transaction_id = 999
     await tap(edge, "bay-2", STRANGER)
     await eventually(lambda: decisions(edge)[-1][5] == "charger refused")
+
+
+async def test_cards_cli_limits_and_decisions(
+    site: tuple[RunningEdge, SimulatedCharger],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    edge, _ = site
+    config = tmp_path / "cli.toml"
+    config.write_text(
+        f'[store]\npath = "{edge.db_path}"\n[taps]\nsocket = "{tmp_path / "taps.sock"}"\n'
+    )
+
+    def cli(*arguments: str) -> int:
+        return main([*arguments, "--config", str(config)])
+
+    # The number printed on a 125 kHz card, limited to another charger.
+    assert (
+        await asyncio.to_thread(cli, "cards", "add", "0011189196", "--decimal", "--charger", "CP9")
+        == 0
+    )
+    assert "00AABBCC: Accepted at CP9" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "tap", "bay-1", "00aabbcc") == 0
+    await asyncio.to_thread(cli, "tap", "bay-1", "04DDDDDD")
+    await eventually(lambda: len(decisions(edge)) == 2)
+    capsys.readouterr()
+    assert await asyncio.to_thread(cli, "taps") == 0
+    shown = capsys.readouterr().out
+    assert "card not allowed at charger SIM1" in shown and "unknown card" in shown
+    assert await asyncio.to_thread(cli, "cards", "seen") == 0
+    assert "04DDDDDD" in capsys.readouterr().out
+    assert await asyncio.to_thread(cli, "tap", "nobody", CARD) == 1
+    assert "no simulated reader 'nobody'" in capsys.readouterr().err
+    assert edge.query("SELECT count(*) FROM commands")[0][0] == 0
