@@ -37,7 +37,7 @@ def test_cards_add_list_block_unblock(capsys: pytest.CaptureFixture[str], config
     code, out = cli(capsys, config, "cards", "list")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].split() == ["IDTAG", "STATUS", "EXPIRES", "PARENT", "LABEL"]
+    assert lines[0].split() == ["IDTAG", "STATUS", "EXPIRES", "PARENT", "CHARGERS", "LABEL"]
     assert "04A2B3C4  Accepted  -" in out and "FLAT12" in out and "flat 12" in out
     assert "2020-01-01T00:00:00.000Z" in out
     assert cli(capsys, config, "cards", "block", "04a2b3c4") == (0, "04a2b3c4: Blocked\n")
