@@ -121,9 +121,17 @@ async def open_charger(url: str, number: int, gate: asyncio.Semaphore) -> tuple[
     return charger, int(started.get("transactionId", 1))
 
 
-async def send_meter_values(charger: Charger, transaction_id: int, tally: Tally) -> None:
+async def send_meter_values(
+    charger: Charger, transaction_id: int, tally: Tally, rate: float = 0.0
+) -> None:
+    """MeterValues as fast as answered, or `rate` per second when it is not 0."""
     wh = 0
+    next_at = time.perf_counter()
     while (sent := time.perf_counter()) < tally.end:
+        if rate:
+            next_at += 1.0 / rate
+            await asyncio.sleep(max(0.0, next_at - sent))
+            sent = time.perf_counter()
         wh += 10
         try:
             await charger.call("MeterValues", meter_values(transaction_id, wh))
@@ -140,7 +148,9 @@ async def send_meter_values(charger: Charger, transaction_id: int, tally: Tally)
             tally.latencies.append(answered - sent)
 
 
-async def run(url: str, chargers: int, seconds: float, warmup: float, pid: int) -> dict[str, Any]:
+async def run(
+    url: str, chargers: int, seconds: float, warmup: float, pid: int, rate: float = 0.0
+) -> dict[str, Any]:
     gate = asyncio.Semaphore(HANDSHAKES_AT_ONCE)
     setup_start = time.perf_counter()
     try:
@@ -149,7 +159,7 @@ async def run(url: str, chargers: int, seconds: float, warmup: float, pid: int) 
         sys.exit(f"a charger could not connect, boot and start: {error!r}")
     now = time.perf_counter()
     tally = Tally(start=now + warmup, end=now + warmup + seconds)
-    tasks = [asyncio.create_task(send_meter_values(c, tid, tally)) for c, tid in opened]
+    tasks = [asyncio.create_task(send_meter_values(c, tid, tally, rate)) for c, tid in opened]
     await asyncio.sleep(tally.end - time.perf_counter())
     rss = rss_mb(pid) if pid else None
     await asyncio.gather(*tasks)
@@ -183,11 +193,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--server-pid", type=int, default=0, help="report its VmRSS")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="MeterValues/s per charger (0: as fast as answered)"
+    )
     arguments = parser.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     options = arguments.url, arguments.chargers, arguments.seconds, arguments.warmup
-    figures = asyncio.run(run(*options, arguments.server_pid))
+    figures = asyncio.run(run(*options, arguments.server_pid, arguments.rate))
     sys.stdout.buffer.write(orjson.dumps(figures) + b"\n")
 
 

@@ -5,64 +5,27 @@ first the echo server, then the real edge daemon (its own process, a real SQLite
 Prints msg/s, p50/p99 latency and the server's RSS for both, the ratio, and checks
 afterwards that every acknowledged meter value is in the edge's file.
 
-    python bench/ocpp_throughput.py [--chargers 50 500] [--seconds 10] [--edge-cmd CMD]
+    python -m bench.ocpp_throughput [--chargers 50 500] [--seconds 10] [--edge-cmd CMD]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
 import shlex
-import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
+from bench.processes import BENCH, free_port, log_tail, prepare_environment, stop, wait_listening
+
 TARGET_RATIO = 0.40
 TARGET_P99_MS = 50.0  # at 50 chargers
 TARGET_RSS_MB = 120.0  # at 500 chargers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def log_tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
-
-
-def wait_listening(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the server exited ({server.returncode}) before listening:\n{log_tail(log)}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    sys.exit(f"nothing listens on port {port} after 20 s:\n{log_tail(log)}")
-
-
-def stop(server: subprocess.Popen[bytes]) -> None:
-    server.send_signal(signal.SIGTERM)
-    try:
-        server.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        server.kill()
-        server.wait()
 
 
 def measure(
@@ -214,13 +177,7 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     options = parser.parse_args()
 
-    # The edge inherits it: 500 sockets need more than the usual 1,024 descriptors.
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    # The edge runs from a scratch directory; it must still find this checkout's package.
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(BENCH.parent), os.environ.get("PYTHONPATH")])
-    )
+    prepare_environment()
     runners = {"echo": run_echo, "edge": run_edge}
     all_ok, rows = True, []
     for chargers in options.chargers:
