@@ -1,0 +1,1 @@
+"""Test doubles that answer like real devices at their boundary (SPI, serial, NFC, GPIO)."""
