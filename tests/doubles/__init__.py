@@ -1,0 +1,1 @@
+"""Test doubles at the device boundary, reusable by end-to-end tests."""
