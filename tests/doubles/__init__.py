@@ -1,0 +1,1 @@
+"""Test doubles that stand in for devices at their boundary, shared by tests."""
