@@ -18,10 +18,11 @@ from edge.api.app import create_api
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
-from edge.feedback import NoFeedback
+from edge.feedback.build import build_feedback
 from edge.files.ftp import UploadFtpServer
 from edge.files.http import create_file_server
 from edge.files.store import FileDirectory
+from edge.hardware import Hardware
 from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
@@ -69,9 +70,12 @@ async def run_edge(
     *,
     stop: asyncio.Event | None = None,
     on_ready: Callable[[Site], None] | None = None,
+    hardware: Hardware | None = None,
 ) -> None:
-    """Run the edge daemon until `stop` is set (or a termination signal arrives)."""
+    """Run the edge daemon until `stop` is set (or a termination signal arrives).
+    `hardware`: the machine's own pins, buses and devices unless fakes are given."""
     stop = stop or asyncio.Event()
+    hardware = hardware or Hardware()
     _stop_on_signals(stop)
     async with StoreWriter(settings.store.path) as store:
         await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
@@ -142,7 +146,7 @@ async def run_edge(
             if settings.demo.chargers and not readers:
                 readers = [demo_reader(settings.demo.chargers)]
             if readers:
-                await _start_readers(settings, readers, server, tasks, stack, stop)
+                await _start_readers(settings, readers, hardware, server, tasks, stack, stop)
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
@@ -167,6 +171,7 @@ async def run_edge(
 async def _start_readers(
     settings: Settings,
     reader_settings: list[ReaderSettings],
+    hardware: Hardware,
     server: OcppServer,
     tasks: asyncio.TaskGroup,
     stack: contextlib.AsyncExitStack,
@@ -174,14 +179,24 @@ async def _start_readers(
 ) -> None:
     """Every configured reader under a supervisor, its taps into the tap flow."""
     posts = [
-        ReaderPost(reader.id, reader.charger, reader.connector, NoFeedback())
+        ReaderPost(
+            reader.id,
+            reader.charger,
+            reader.connector,
+            build_feedback(
+                reader.feedback,
+                reader.id,
+                pin_factory=hardware.pin_factory,
+                open_bus=hardware.open_bus,
+            ),
+        )
         for reader in reader_settings
     ]
     flow = TapFlow(server, posts, settings.taps, settings.authorization)
     stack.push_async_callback(flow.close)
     server.context.events.subscribe(flow.on_event)
     socket_path = settings.taps.socket_path(settings.store.path)
-    readers = {reader.id: open_reader(reader, socket_path) for reader in reader_settings}
+    readers = {reader.id: open_reader(reader, socket_path, hardware) for reader in reader_settings}
     simulated = {
         reader_id: reader
         for reader_id, reader in readers.items()

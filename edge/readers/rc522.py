@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import ExitStack, suppress
-from typing import Protocol
+from typing import Any, Protocol
 
 from gpiozero import BadPinFactory, DigitalOutputDevice, GPIOZeroError
 
@@ -259,9 +259,15 @@ class Rc522Reader:
     """A CardReader for an RC522 board. `open_spi` opens the SPI device (tests give a
     fake chip)."""
 
-    def __init__(self, settings: Rc522ReaderSettings, open_spi: OpenSpi = open_spidev) -> None:
+    def __init__(
+        self,
+        settings: Rc522ReaderSettings,
+        open_spi: OpenSpi = open_spidev,
+        pin_factory: Any = None,
+    ) -> None:
         self.settings = settings
         self.open_spi = open_spi
+        self.pin_factory = pin_factory  # gpiozero's; None: the machine's own
         self.chip_name = "RC522"
         self.gpio_missing = False  # gpiozero found no GPIO: soft reset only, said once
 
@@ -310,7 +316,7 @@ class Rc522Reader:
             return None
         try:
             # Low holds the chip in power-down: start low, so opening is a hard reset.
-            return DigitalOutputDevice(pin, initial_value=False)
+            return DigitalOutputDevice(pin, initial_value=False, pin_factory=self.pin_factory)
         except BadPinFactory:
             self.gpio_missing = True
             log.warning(
