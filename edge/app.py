@@ -63,6 +63,7 @@ class Site:
     ocpp: OcppServer
     api: EmbeddedHttpServer | None
     files: EmbeddedHttpServer | None
+    taps: TapFlow | None
 
 
 async def run_edge(
@@ -145,8 +146,11 @@ async def run_edge(
             readers = settings.readers
             if settings.demo.chargers and not readers:
                 readers = [demo_reader(settings.demo.chargers)]
+            tap_flow = None
             if readers:
-                await _start_readers(settings, readers, hardware, server, tasks, stack, stop)
+                tap_flow = await _start_readers(
+                    settings, readers, hardware, server, tasks, stack, stop
+                )
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
@@ -159,7 +163,7 @@ async def run_edge(
             if api is not None:
                 log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
             if on_ready is not None:
-                on_ready(Site(server, api, file_server))
+                on_ready(Site(server, api, file_server, tap_flow))
             await stop.wait()
             for http_server in (api, file_server):
                 if http_server is not None:
@@ -176,7 +180,7 @@ async def _start_readers(
     tasks: asyncio.TaskGroup,
     stack: contextlib.AsyncExitStack,
     stop: asyncio.Event,
-) -> None:
+) -> TapFlow:
     """Every configured reader under a supervisor, its taps into the tap flow."""
     posts = [
         ReaderPost(
@@ -214,6 +218,7 @@ async def _start_readers(
             on_status=flow.reader_status,
         )
         tasks.create_task(_until(stop, supervised), name=f"reader-{reader.id}")
+    return flow
 
 
 def _enroll_demo_cards(db: Database, chargers_count: int) -> None:

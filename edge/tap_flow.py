@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from edge.authorization import Authorization, authorize_card
-from edge.clock import format_utc
+from edge.clock import format_utc, utc_now
 from edge.events import (
     MeterReading,
     SiteEvent,
@@ -61,6 +61,15 @@ class ReaderPost:
 
 
 @dataclass(frozen=True, slots=True)
+class ReaderState:
+    """Whether a reader's device is open, why not, and since when."""
+
+    online: bool
+    reason: str
+    since: str
+
+
+@dataclass(frozen=True, slots=True)
 class TapOutcome:
     """What a tap led to (for the caller's log, tests and benchmarks)."""
 
@@ -96,6 +105,7 @@ class TapFlow:
         self._stopping: dict[int, _Underway] = {}  # by transaction id
         self._charger_locks: dict[str, asyncio.Lock] = {}
         self._handling: set[asyncio.Task[None]] = set()
+        self.reader_states: dict[str, ReaderState] = {}
 
     # -- taps ------------------------------------------------------------------
 
@@ -201,7 +211,8 @@ class TapFlow:
 
     def _signal_decision(self, post: ReaderPost, tap: CardTap, plan: TapPlan) -> None:
         if isinstance(plan, Refuse):
-            post.feedback.signal(plan.signal, plan.reason)
+            # The display has a line of 16: the gist ("Connector busy"), not the detail.
+            post.feedback.signal(plan.signal, plan.reason.split(":")[0].capitalize())
         elif isinstance(plan, StartCharging):
             post.feedback.signal(Signal.ACCEPTED, "Starting")
         elif isinstance(plan, StopCharging):
@@ -339,9 +350,11 @@ class TapFlow:
 
     def reader_status(self, reader_id: str, online: bool, reason: str) -> None:
         """The supervisor's report: the reader came or went."""
+        self.reader_states[reader_id] = ReaderState(online, reason, utc_now())
         post = self.posts.get(reader_id)
         if post is not None:
-            post.feedback.signal(Signal.READER_ONLINE if online else Signal.READER_OFFLINE, reason)
+            # The reason is in the log; a driver needs only to know the reader is out.
+            post.feedback.signal(Signal.READER_ONLINE if online else Signal.READER_OFFLINE)
 
     def _posts_serving(self, charger_id: str, connector_id: int) -> Iterator[ReaderPost]:
         return (post for post in self.posts.values() if post.serves(charger_id, connector_id))

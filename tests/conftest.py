@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from edge.app import Site, run_edge
+from edge.hardware import Hardware
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
 
@@ -29,6 +30,7 @@ class RunningEdge:
     server: OcppServer
     db_path: Path
     api_port: int
+    site: Site
 
     @property
     def url(self) -> str:
@@ -99,6 +101,7 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
         files: dict[str, Any] | None = None,
         smart_charging: dict[str, Any] | None = None,
         sections: dict[str, Any] | None = None,
+        hardware: Hardware | None = None,
         **ocpp: Any,
     ) -> RunningEdge:
         settings = make_settings(
@@ -111,7 +114,9 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
         )
         stop = asyncio.Event()
         ready: asyncio.Future[Site] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(run_edge(settings, stop=stop, on_ready=ready.set_result))
+        task = asyncio.create_task(
+            run_edge(settings, stop=stop, on_ready=ready.set_result, hardware=hardware)
+        )
         running.append((stop, task))
         waiting: list[asyncio.Future[Any]] = [ready, task]
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
@@ -119,7 +124,7 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
             task.result()  # raises what stopped the edge from starting
         site = ready.result()
         api_port = site.api.port if site.api else 0
-        return RunningEdge(settings, site.ocpp, settings.store.path, api_port)
+        return RunningEdge(settings, site.ocpp, settings.store.path, api_port, site)
 
     yield start
     for stop, task in running:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import threading
+import time
 from collections.abc import Callable
 
 # PCF8574 port bits on the usual backpack.
@@ -27,8 +28,9 @@ class FakeI2cLcd:
     write_byte raises OSError as smbus2 does (errno 121, Remote I/O error).
 
     Timing is checked on a clock that counts SECONDS_PER_BYTE per write plus whatever
-    the driver `sleep`s: an instruction that arrives while the controller is busy, or
-    bytes that do not respect E's setup and hold, are listed in `errors`.
+    the driver `sleep`s (or, with `real_time=True`, for a driver that really sleeps,
+    the time that really passed): an instruction that arrives while the controller is
+    busy, or bytes that do not respect E's setup and hold, are listed in `errors`.
     """
 
     def __init__(
@@ -39,8 +41,11 @@ class FakeI2cLcd:
         *,
         answering: bool = True,
         four_bit: bool = False,
+        real_time: bool = False,
     ) -> None:
         self.address = address
+        self.real_time = real_time
+        self._last_write = time.monotonic()
         self.columns = columns
         self.rows = rows
         self.answering = answering
@@ -70,6 +75,11 @@ class FakeI2cLcd:
             if self.closed:
                 raise ValueError("write to a closed bus")
             self.clock += SECONDS_PER_BYTE
+            if self.real_time:
+                # The time the driver really waited since its previous byte.
+                now = time.monotonic()
+                self.clock += now - self._last_write
+                self._last_write = now
             if address != self.address or not self.answering:
                 self.refused += 1
                 self._changed.notify_all()
