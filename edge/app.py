@@ -154,7 +154,7 @@ async def run_edge(
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
-                    create_api(server, settings), settings.api.host, settings.api.port
+                    create_api(server, settings, tap_flow), settings.api.host, settings.api.port
                 )
                 tasks.create_task(api.serve())
             for http_server in (api, file_server):

@@ -32,7 +32,8 @@ from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import Settings
-from edge.store import chargers, transactions
+from edge.store import card_decisions, chargers, transactions
+from edge.tap_flow import TapFlow
 
 STATUS_FOR = {
     UnknownCharger: 404,
@@ -47,7 +48,7 @@ class ConnectorBusy(CommandError):
     kind = "busy"
 
 
-def create_api(server: OcppServer, settings: Settings) -> FastAPI:
+def create_api(server: OcppServer, settings: Settings, taps: TapFlow | None = None) -> FastAPI:
     api = FastAPI(
         title="ocpp-edge local API",
         description="Read the site and send OCPP 1.6 commands to its chargers.",
@@ -65,6 +66,29 @@ def create_api(server: OcppServer, settings: Settings) -> FastAPI:
         if isinstance(error, ChargerRefused):
             body["errorCode"] = error.code
         return JSONResponse(body, status_code=status)
+
+    @api.get("/api/readers", summary="Card readers: where they are and whether they work")
+    async def list_readers() -> list[dict[str, Any]]:
+        if taps is None:
+            return []
+        views = []
+        for post in taps.posts.values():
+            state = taps.reader_states.get(post.reader_id)
+            views.append(
+                {
+                    "id": post.reader_id,
+                    "charger": post.charger_id,
+                    "connector": post.connector_id,
+                    "online": state.online if state else None,
+                    "reason": state.reason if state else "not opened yet",
+                    "since": state.since if state else None,
+                }
+            )
+        return views
+
+    @api.get("/api/card-decisions", summary="Decisions on cards, newest first, with reasons")
+    async def list_card_decisions(limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
+        return await store.run(lambda db: card_decisions.list_card_decisions(db, limit))
 
     @api.get("/api/chargers", summary="Chargers, their presence and connectors")
     async def list_chargers() -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
@@ -250,3 +251,16 @@ async def test_cards_cli_limits_and_decisions(
     assert await asyncio.to_thread(cli, "tap", "nobody", CARD) == 1
     assert "no simulated reader 'nobody'" in capsys.readouterr().err
     assert edge.query("SELECT count(*) FROM commands")[0][0] == 0
+
+
+async def test_readers_and_decisions_in_the_local_api(start_edge: StartEdge) -> None:
+    edge = await start_edge(with_api=True, sections={"readers": [reader("desk", None)]})
+    await tap(edge, "desk", CARD)
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.api_port}") as client:
+        await eventually(lambda: len(decisions(edge)) == 1)
+        readers = (await client.get("/api/readers")).json()
+        assert [(r["id"], r["online"], r["charger"]) for r in readers] == [("desk", True, None)]
+        made = (await client.get("/api/card-decisions", params={"limit": 5})).json()
+        assert [(d["id_tag"], d["reason"]) for d in made] == [
+            (CARD, "reader not mapped to a charger")
+        ]
