@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,25 @@ def test_config_file_search(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("OCPP_EDGE_CONFIG", str(tmp_path / "other.toml"))
     with pytest.raises(ConfigError, match="OCPP_EDGE_CONFIG"):
         find_config_file(None)
+
+
+def test_every_reader_example_in_the_docs_is_a_valid_configuration(tmp_path: Path) -> None:
+    text = (REPO / "docs" / "readers.md").read_text()
+    blocks = re.findall(r"```toml\n(.*?)```", text, flags=re.DOTALL)
+    assert len(blocks) >= 6
+    kinds = set()
+    for block in blocks:
+        settings = load_settings(write(tmp_path, block))
+        kinds |= {reader.kind for reader in settings.readers}
+    assert kinds == {"nfc", "rc522", "serial", "keyboard", "simulated"}
+
+
+def test_reader_errors_name_the_reader_and_line(tmp_path: Path) -> None:
+    text = '[[readers]]\nid = "a"\nkind = "nfc"\n\n[[readers]]\nid = "b"\nkind = "serial"\nbaud = "fast"\n'
+    message = config_error(write(tmp_path, text))
+    assert "config.toml:8: readers.1.baud = 'fast'" in message
+    assert "readers.1.port: Field required" in message
+    duplicate = (
+        '[[readers]]\nid = "a"\nkind = "simulated"\n[[readers]]\nid = "a"\nkind = "simulated"\n'
+    )
+    assert "two readers have the id 'a'" in config_error(write(tmp_path, duplicate))
