@@ -1,7 +1,7 @@
 """Every benchmark, one after the other, each printing its figures beside its limit:
 
-    python -m bench            # all of them
-    python -m bench.<name>     # one, with its own options (--help)
+python -m bench            # all of them
+python -m bench.<name>     # one, with its own options (--help)
 """
 
 from __future__ import annotations
