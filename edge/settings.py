@@ -278,6 +278,41 @@ class AuthorizationSettings(_Section):
     )
 
 
+class SyncSettings(_Section):
+    """The link to the cloud aggregator over MQTT; off while broker_host is empty."""
+
+    edge_id: str = Field(
+        "", pattern=r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63})?$", description="This site's id."
+    )
+    broker_host: str = Field("", description="The MQTT broker; empty: no cloud sync.")
+    broker_port: int = Field(1883, ge=1, le=65535, description="8883 for TLS, usually.")
+    username: str = Field("", description="Broker user (default: the edge id).")
+    password: str = ""
+    tls_ca: Path | None = Field(None, description="CA of the broker's certificate: turns TLS on.")
+    tls_certificate: Path | None = Field(None, description="This edge's client certificate.")
+    tls_private_key: Path | None = Field(None, description="Its private key.")
+    topic_prefix: str = Field("ocpp-edge/v1", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds; the cloud sees a drop.")
+    batch_max_events: int = Field(500, ge=1, le=10_000)
+    ack_timeout: float = Field(10.0, gt=0, le=600, description="Seconds before resending.")
+    status_interval: float = Field(60.0, gt=0, description="Seconds between presence updates.")
+    firmware_public_key: str = Field(
+        "", description="The fleet's Ed25519 public key (base64 of its 32 bytes)."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.broker_host)
+
+    @model_validator(mode="after")
+    def edge_id_when_enabled(self) -> SyncSettings:
+        if self.broker_host and not self.edge_id:
+            raise ValueError("sync.broker_host is set: set sync.edge_id too")
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError("set both sync.tls_certificate and sync.tls_private_key, or neither")
+        return self
+
+
 class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
@@ -304,6 +339,7 @@ class Settings(BaseSettings):
     readers: list[ReaderSettings] = []
     taps: TapSettings = TapSettings()
     authorization: AuthorizationSettings = AuthorizationSettings()
+    sync: SyncSettings = SyncSettings()
 
     @model_validator(mode="after")
     def reader_ids_unique(self) -> Settings:

@@ -1,0 +1,290 @@
+"""The wire contract between an edge and the cloud aggregator: MQTT topics and the
+payloads on them, validated with pydantic on both ends. docs/sync-protocol.md explains
+the guarantees; this module is what both sides import, so they cannot drift apart.
+
+Up (edge → cloud): batches of events, each with the edge's sequence number; the edge's
+presence (retained, with a last will). Down (cloud → edge): acknowledgements, the card
+list as versioned desired state, firmware offers and chunks, operator commands.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+DEFAULT_TOPIC_PREFIX = "ocpp-edge/v1"
+# A batch larger than this is refused by the aggregator (and never built by the edge).
+MAX_PAYLOAD_BYTES = 1_048_576
+EDGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# -- topics --------------------------------------------------------------------
+
+
+class Topics:
+    """Every topic of one edge. The broker's ACL lets an edge publish only on the
+    `up` ones and subscribe only to the `down` ones of its own id."""
+
+    UP = ("events", "status", "firmware/request")
+    DOWN = ("ack", "cards", "firmware/offer", "firmware/chunk", "commands")
+
+    def __init__(self, edge_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> None:
+        self.edge_id = edge_id
+        self.prefix = prefix
+        base = f"{prefix}/{edge_id}"
+        self.events = f"{base}/events"
+        self.status = f"{base}/status"
+        self.firmware_request = f"{base}/firmware/request"
+        self.ack = f"{base}/ack"
+        self.cards = f"{base}/cards"
+        self.firmware_offer = f"{base}/firmware/offer"
+        self.firmware_chunk = f"{base}/firmware/chunk"
+        self.commands = f"{base}/commands"
+
+
+def edge_id_of(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str, str] | None:
+    """(edge id, what follows it) for a topic under `prefix`, e.g. ("site-7", "events")."""
+    head = prefix + "/"
+    if not topic.startswith(head):
+        return None
+    edge_id, _, rest = topic[len(head) :].partition("/")
+    return (edge_id, rest) if edge_id and rest else None
+
+
+# -- up: events ----------------------------------------------------------------
+
+
+class ChargerBoot(_Message):
+    kind: Literal["charger.boot"] = "charger.boot"
+    charger_id: str
+    vendor: str | None = None
+    model: str | None = None
+    serial_number: str | None = None
+    firmware_version: str | None = None
+
+
+class ChargerConnection(_Message):
+    kind: Literal["charger.connection"] = "charger.connection"
+    charger_id: str
+    connected: bool
+
+
+class ConnectorStatus(_Message):
+    kind: Literal["charger.status"] = "charger.status"
+    charger_id: str
+    connector_id: int = Field(ge=0)
+    status: str
+    error_code: str
+    info: str | None = None
+
+
+class TransactionStarted(_Message):
+    kind: Literal["transaction.started"] = "transaction.started"
+    charger_id: str
+    connector_id: int = Field(ge=0)
+    transaction_id: int
+    id_tag: str
+    id_tag_status: str
+    meter_start_wh: int
+    started_at: str
+
+
+class TransactionMeter(_Message):
+    """A running transaction's figures, at most once a minute per transaction."""
+
+    kind: Literal["transaction.meter"] = "transaction.meter"
+    charger_id: str
+    transaction_id: int
+    meter_wh: int
+    energy_wh: int
+    power_w: float | None = None
+
+
+class TransactionStopped(_Message):
+    kind: Literal["transaction.stopped"] = "transaction.stopped"
+    charger_id: str
+    transaction_id: int
+    meter_stop_wh: int
+    energy_wh: int
+    stopped_at: str
+    reason: str | None = None
+
+
+class CardUsed(_Message):
+    kind: Literal["card.used"] = "card.used"
+    id_tag: str
+    source: Literal["charger", "reader"]
+    action: str
+    status: str
+    reason: str
+    charger_id: str | None = None
+    connector_id: int | None = None
+    reader_id: str | None = None
+
+
+class ChargerJob(_Message):
+    """Firmware, diagnostics and log progress a charger reports."""
+
+    kind: Literal["charger.job"] = "charger.job"
+    charger_id: str
+    job: str  # firmware, diagnostics, log, signed_firmware
+    status: str
+    request_id: int | None = None
+
+
+class CommandResult(_Message):
+    kind: Literal["command.result"] = "command.result"
+    command_id: str
+    status: Literal["done", "failed", "expired", "rejected"]
+    detail: str = ""
+    response: dict[str, Any] | None = None
+
+
+class CardsApplied(_Message):
+    kind: Literal["cards.applied"] = "cards.applied"
+    version: int = Field(ge=0)
+    cards: int = Field(ge=0)
+
+
+class FirmwareProgress(_Message):
+    kind: Literal["firmware.progress"] = "firmware.progress"
+    image: str
+    status: Literal["downloading", "verified", "rejected", "installing", "failed"]
+    bytes: int = Field(ge=0)
+    detail: str = ""
+
+
+class EdgeHealth(_Message):
+    kind: Literal["edge.health"] = "edge.health"
+    software_version: str
+    uptime_s: float
+    backlog: int
+    oldest_age_s: float | None
+    disk_free_mb: float
+
+
+EventData = Annotated[
+    ChargerBoot
+    | ChargerConnection
+    | ConnectorStatus
+    | TransactionStarted
+    | TransactionMeter
+    | TransactionStopped
+    | CardUsed
+    | ChargerJob
+    | CommandResult
+    | CardsApplied
+    | FirmwareProgress
+    | EdgeHealth,
+    Field(discriminator="kind"),
+]
+EVENT_DATA: TypeAdapter[EventData] = TypeAdapter(EventData)
+
+
+class Event(_Message):
+    seq: int = Field(ge=1)
+    at: str  # when it happened, edge clock, UTC
+    data: EventData
+
+
+class EventBatch(_Message):
+    """One MQTT message on `events`: consecutive events of one edge, oldest first."""
+
+    edge_id: str = Field(pattern=EDGE_ID_PATTERN)
+    events: list[Event] = Field(min_length=1, max_length=10_000)
+
+
+# -- up: presence ----------------------------------------------------------------
+
+
+class EdgeStatus(_Message):
+    """Retained on `status`; the last will publishes {"state": "offline"}."""
+
+    state: Literal["online", "offline"]
+    software_version: str | None = None
+    started_at: str | None = None
+    uptime_s: float | None = None
+    backlog: int | None = None
+    oldest_age_s: float | None = None
+    disk_free_mb: float | None = None
+    cards_version: int | None = None
+    at: str | None = None
+
+
+# -- down --------------------------------------------------------------------------
+
+
+class Ack(_Message):
+    """Every event up to `seq` is committed in the cloud. `expected` is the next
+    sequence number the aggregator will take."""
+
+    seq: int = Field(ge=0)
+
+
+class CardEntry(_Message):
+    id_tag: str = Field(min_length=1, max_length=20)
+    status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
+    expiry_date: str | None = None
+    parent_id_tag: str | None = Field(None, max_length=20)
+    label: str | None = None
+    chargers: list[str] = []
+
+
+class CardList(_Message):
+    """Desired state: the site's cards at `version`. A full list replaces the edge's
+    cloud-managed cards; a delta (from `base_version`) upserts `cards` and removes
+    `removed`. Sent again until the edge reports `cards.applied` with `version`."""
+
+    version: int = Field(ge=1)
+    full: bool
+    base_version: int | None = None
+    cards: list[CardEntry] = []
+    removed: list[str] = []
+
+
+class FirmwareOffer(_Message):
+    """An image the edge should hold: fetched in chunks, checked against `sha256` and
+    the fleet's Ed25519 `signature` (over the raw SHA-256 digest) before use."""
+
+    image: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+    version: str
+    size: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str  # base64
+    chunk_size: int = Field(gt=0, le=MAX_PAYLOAD_BYTES // 2)
+
+
+class FirmwareRequest(_Message):
+    image: str
+    offset: int = Field(ge=0)
+    length: int = Field(gt=0)
+
+
+class FirmwareChunk(_Message):
+    image: str
+    offset: int = Field(ge=0)
+    data: str  # base64
+
+
+class OperatorCommand(_Message):
+    """Run once by the edge (a repeat of `id` is ignored), unless past `expires_at`."""
+
+    id: str = Field(min_length=1, max_length=64)
+    action: Literal[
+        "remote_start",
+        "remote_stop",
+        "reset",
+        "change_availability",
+        "unlock",
+        "trigger",
+        "firmware_rollout",
+        "ocpp",
+    ]
+    charger_id: str
+    arguments: dict[str, Any] = {}
+    expires_at: str
