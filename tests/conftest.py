@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import sqlite3
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from edge.app import Site, run_edge
 from edge.hardware import Hardware
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
+from tests.mosquitto import Mosquitto
 
 
 def free_port() -> int:
@@ -135,3 +136,12 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
 @pytest.fixture
 async def edge(start_edge: StartEdge) -> RunningEdge:
     return await start_edge()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A real mosquitto on a free loopback port, anonymous, with persistence."""
+    mosquitto = Mosquitto(tmp_path / "broker")
+    mosquitto.start()
+    yield mosquitto
+    mosquitto.stop()
