@@ -36,12 +36,16 @@ from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charg
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
+from edge.sync import protocol as wire
+from edge.sync.link import SyncLink
+from edge.sync.outbox import Outbox
 from edge.tap_flow import ReaderPost, TapFlow
 
 log = logging.getLogger(__name__)
 
 DEMO_CARDS_PER_CHARGER = 4
 DEMO_READER = "demo-reader"
+HEALTH_EVERY_SECONDS = 3600.0
 
 
 def demo_cards(charger_number: int) -> list[str]:
@@ -64,6 +68,7 @@ class Site:
     api: EmbeddedHttpServer | None
     files: EmbeddedHttpServer | None
     taps: TapFlow | None
+    sync: SyncLink | None
 
 
 async def run_edge(
@@ -85,12 +90,14 @@ async def run_edge(
             *settings.certificates.paths(settings.store.path),
             settings.certificates.validity_days,
         )
+        outbox = Outbox(enabled=settings.sync.enabled)
         server = OcppServer(
             SiteContext(
                 settings=settings.ocpp,
                 store=store,
                 certificate_authority=authority,
                 authorization=settings.authorization,
+                outbox=outbox,
             )
         )
         async with (
@@ -146,6 +153,11 @@ async def run_edge(
             readers = settings.readers
             if settings.demo.chargers and not readers:
                 readers = [demo_reader(settings.demo.chargers)]
+            link = None
+            if settings.sync.enabled:
+                link = SyncLink(settings.sync, server, outbox, settings.files)
+                tasks.create_task(link.run(stop), name="cloud-link")
+                tasks.create_task(_report_health(link, outbox, stop), name="edge-health")
             tap_flow = None
             if readers:
                 tap_flow = await _start_readers(
@@ -163,7 +175,7 @@ async def run_edge(
             if api is not None:
                 log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
             if on_ready is not None:
-                on_ready(Site(server, api, file_server, tap_flow))
+                on_ready(Site(server, api, file_server, tap_flow, link))
             await stop.wait()
             for http_server in (api, file_server):
                 if http_server is not None:
@@ -219,6 +231,24 @@ async def _start_readers(
         )
         tasks.create_task(_until(stop, supervised), name=f"reader-{reader.id}")
     return flow
+
+
+async def _report_health(link: SyncLink, outbox: Outbox, stop: asyncio.Event) -> None:
+    """An `edge.health` event every hour, for the cloud's history of this edge."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=HEALTH_EVERY_SECONDS)
+        if stop.is_set():
+            return
+        status = await link.status()
+        health = wire.EdgeHealth(
+            software_version=status.software_version or "unknown",
+            uptime_s=status.uptime_s or 0.0,
+            backlog=status.backlog or 0,
+            oldest_age_s=status.oldest_age_s,
+            disk_free_mb=status.disk_free_mb or 0.0,
+        )
+        await link.store.run(functools.partial(outbox.append, event=health))
 
 
 def _enroll_demo_cards(db: Database, chargers_count: int) -> None:

@@ -29,6 +29,7 @@ from edge.ocpp.commands import CommandError, send_command
 from edge.readers.taps import CardTap
 from edge.settings import AuthorizationSettings, TapSettings
 from edge.store import card_decisions, id_tags
+from edge.sync import protocol as wire
 from edge.tap_decision import (
     ConnectorView,
     InProgress,
@@ -165,6 +166,7 @@ class TapFlow:
             if key[0] == charger_id
         }
         stopping = set(self._stopping)
+        outbox = self.server.context.outbox
 
         def decide(db: Database) -> tuple[TapPlan, int]:
             facts = id_tags.card_facts(db, tap.uid, charger_id, None)
@@ -197,6 +199,20 @@ class TapFlow:
             if authorization.remember_unknown:
                 where = f"reader {post.reader_id}"
                 card_decisions.remember_unknown_card(db, tap.uid, authorization, where, now)
+            outbox.append(
+                db,
+                wire.CardUsed(
+                    id_tag=tap.uid,
+                    source="reader",
+                    action=_ACTIONS[type(plan)],
+                    status=authorization.status,
+                    reason=_reason(plan, authorization),
+                    charger_id=charger_id,
+                    connector_id=getattr(plan, "connector_id", None),
+                    reader_id=post.reader_id,
+                ),
+                now,
+            )
             return plan, decision_id
 
         plan, decision_id = await self.server.context.store.run(decide)

@@ -33,6 +33,7 @@ from edge.ocpp.security import (
 )
 from edge.ocpp.session import SiteContext
 from edge.store import charger_reports, chargers
+from edge.sync import protocol as wire
 
 log = logging.getLogger(__name__)
 
@@ -184,8 +185,11 @@ class OcppServer:
         session = ChargerSession(charger_id, connection, self.context)
         store, now = self.context.store, utc_now()
 
+        outbox = self.context.outbox
+
         def connect(db: Database) -> str:
             chargers.mark_connected(db, charger_id, now)
+            outbox.append(db, wire.ChargerConnection(charger_id=charger_id, connected=True), now)
             row = chargers.get_charger(db, charger_id)
             assert row is not None
             return str(row["registration"])
@@ -208,7 +212,13 @@ class OcppServer:
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
                 gone_at = utc_now()
-                await store.run(lambda db: chargers.mark_disconnected(db, charger_id, gone_at))
+
+                def disconnect(db: Database) -> None:
+                    chargers.mark_disconnected(db, charger_id, gone_at)
+                    gone = wire.ChargerConnection(charger_id=charger_id, connected=False)
+                    outbox.append(db, gone, gone_at)
+
+                await store.run(disconnect)
                 log.info("%s disconnected", charger_id)
                 self.context.events.publish(ChargerConnection(charger_id, connected=False))
 

@@ -38,6 +38,7 @@ from edge.ocpp.schemas import validate_request, validate_response
 from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store import chargers, message_log
 from edge.store.writer import StoreWriter
+from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ class SiteContext:
     # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
     certificate_authority: SiteCA | None = None
     authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
+    # Events for the cloud, appended in the same unit of work as the change they report.
+    outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
     # What happened (transactions, meter readings, status), for the parts that react.
     events: SiteEvents = field(default_factory=SiteEvents)
     # Called with (charger id, certificate request id) after an accepted SignCertificate.
@@ -95,6 +98,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # start in Wh: saves a look-up for every MeterValues.
         self.known_transactions: dict[int, int] = {}
         self.certificate_request_to_sign: int | None = None
+        self.outbox = context.outbox
+        # When each transaction's figures last went to the cloud (monotonic seconds).
+        self._meter_reported_at: dict[int, float] = {}
         self._last_touch = 0.0
         # Events of the call being handled, published once its answer is sent.
         self._events: list[SiteEvent] = []

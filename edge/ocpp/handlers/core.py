@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -27,6 +28,8 @@ from edge.store import (
     meter_values,
     transactions,
 )
+from edge.sync import protocol as wire
+from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +100,7 @@ def _store_meter_values(
 
 def decide_card_at_charger(
     db: Database,
+    outbox: Outbox,
     id_tag: str,
     charger_id: str,
     connector_id: int | None,
@@ -134,7 +138,22 @@ def decide_card_at_charger(
     return authorization
 
 
+# A running transaction's figures go to the cloud at most this often.
+METER_REPORT_SECONDS = 60.0
+
+
 class CoreHandlers(SessionBase):
+    def _meter_report_due(self, transaction_id: int | None) -> bool:
+        if transaction_id is None or not self.outbox.enabled:
+            return False
+        now = time.monotonic()
+        if now - self._meter_reported_at.get(transaction_id, -METER_REPORT_SECONDS) < (
+            METER_REPORT_SECONDS
+        ):
+            return False
+        self._meter_reported_at[transaction_id] = now
+        return True
+
     @on(Action.boot_notification)
     async def on_boot_notification(
         self, charge_point_vendor: str, charge_point_model: str, **details: Any
@@ -145,9 +164,22 @@ class CoreHandlers(SessionBase):
         )
         charger_id, default = self.id, self.settings.unknown_chargers
 
+        outbox = self.outbox
+
         def boot(db: Database) -> str:
             registration = chargers.ensure_charger(db, charger_id, default, now)
             chargers.record_boot(db, charger_id, details, now)
+            outbox.append(
+                db,
+                wire.ChargerBoot(
+                    charger_id=charger_id,
+                    vendor=charge_point_vendor,
+                    model=charge_point_model,
+                    serial_number=details.get("charge_point_serial_number"),
+                    firmware_version=details.get("firmware_version"),
+                ),
+                now,
+            )
             return registration
 
         self.registration = await self.store.run(boot)
@@ -182,9 +214,10 @@ class CoreHandlers(SessionBase):
         vendor_error_code: str | None = None,
     ) -> call_result.StatusNotification:
         charger_timestamp = normalize_timestamp(timestamp) if timestamp else None
-        received_at, charger_id = utc_now(), self.id
-        await self.store.run(
-            lambda db: chargers.record_status(
+        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+
+        def record(db: Database) -> None:
+            chargers.record_status(
                 db,
                 charger_id,
                 connector_id,
@@ -196,15 +229,28 @@ class CoreHandlers(SessionBase):
                 charger_timestamp=charger_timestamp,
                 received_at=received_at,
             )
-        )
+            outbox.append(
+                db,
+                wire.ConnectorStatus(
+                    charger_id=charger_id,
+                    connector_id=connector_id,
+                    status=status,
+                    error_code=error_code,
+                    info=info,
+                ),
+                received_at,
+            )
+
+        await self.store.run(record)
         self.announce(ConnectorStatusChanged(charger_id, connector_id, status, error_code))
         return call_result.StatusNotification()
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
         charger_id, settings, now = self.id, self.context.authorization, utc_now()
+        outbox = self.outbox
         authorization = await self.store.run(
-            lambda db: decide_card_at_charger(db, id_tag, charger_id, None, settings, now)
+            lambda db: decide_card_at_charger(db, outbox, id_tag, charger_id, None, settings, now)
         )
         return call_result.Authorize(id_tag_info=_id_tag_info(authorization))
 
@@ -227,17 +273,31 @@ class CoreHandlers(SessionBase):
         )
         received_at = utc_now()
 
-        settings = self.context.authorization
+        settings, outbox = self.context.authorization, self.outbox
 
         def start(db: Database) -> tuple[int, bool, Authorization]:
             authorization = decide_card_at_charger(
-                db, id_tag, request.charger_id, connector_id, settings, received_at, "start"
+                db, outbox, id_tag, request.charger_id, connector_id, settings, received_at, "start"
             )
             # The transaction is recorded whatever the card's status: the charger
             # may already be delivering energy; the status tells it to stop.
             transaction_id, repeat = transactions.start_transaction(
                 db, request, authorization.status, received_at
             )
+            if not repeat:
+                outbox.append(
+                    db,
+                    wire.TransactionStarted(
+                        charger_id=request.charger_id,
+                        connector_id=connector_id,
+                        transaction_id=transaction_id,
+                        id_tag=id_tag,
+                        id_tag_status=authorization.status,
+                        meter_start_wh=meter_start,
+                        started_at=request.started_at,
+                    ),
+                    received_at,
+                )
             return transaction_id, repeat, authorization
 
         transaction_id, repeat, authorization = await self.store.run(start)
@@ -263,11 +323,29 @@ class CoreHandlers(SessionBase):
         meter_start = (
             self.known_transactions.get(transaction_id) if transaction_id is not None else None
         )
-        stored = await self.store.run(
-            lambda db: _store_meter_values(
+        report_due = self._meter_report_due(transaction_id)
+        outbox = self.outbox
+
+        def store(db: Database) -> StoredReadings:
+            stored = _store_meter_values(
                 db, charger_id, connector_id, transaction_id, meter_value, received_at, meter_start
             )
-        )
+            if report_due and stored.meter_start_wh is not None and stored.energy_register_wh:
+                assert transaction_id is not None
+                outbox.append(
+                    db,
+                    wire.TransactionMeter(
+                        charger_id=charger_id,
+                        transaction_id=transaction_id,
+                        meter_wh=stored.energy_register_wh,
+                        energy_wh=stored.energy_register_wh - stored.meter_start_wh,
+                        power_w=stored.power_w,
+                    ),
+                    received_at,
+                )
+            return stored
+
+        stored = await self.store.run(store)
         if stored.meter_start_wh is not None and transaction_id is not None:
             self.known_transactions[transaction_id] = stored.meter_start_wh
             delivered = (
@@ -300,18 +378,34 @@ class CoreHandlers(SessionBase):
         )
         received_at = utc_now()
 
+        outbox = self.outbox
+        self._meter_reported_at.pop(transaction_id, None)
+
         def stop(db: Database) -> tuple[Authorization | None, TransactionStopped | None]:
             outcome = transactions.stop_transaction(db, request, received_at)
             stopped = None
             if outcome == "stopped":
                 row = transactions.get_transaction(db, transaction_id)
                 assert row is not None
+                energy_wh = int(row["meter_stop_wh"]) - int(row["meter_start_wh"])
                 stopped = TransactionStopped(
                     request.charger_id,
                     row["connector_id"],
                     transaction_id,
                     row["id_tag"],
-                    int(row["meter_stop_wh"]) - int(row["meter_start_wh"]),
+                    energy_wh,
+                )
+                outbox.append(
+                    db,
+                    wire.TransactionStopped(
+                        charger_id=request.charger_id,
+                        transaction_id=transaction_id,
+                        meter_stop_wh=int(row["meter_stop_wh"]),
+                        energy_wh=energy_wh,
+                        stopped_at=row["stopped_at"],
+                        reason=row["stop_reason"],
+                    ),
+                    received_at,
                 )
             if outcome == "unknown":
                 transactions.record_unmatched_stop(db, request, transaction_data, received_at)

@@ -5,20 +5,26 @@ from __future__ import annotations
 from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
+from sqlite_utils import Database
 
 from edge.clock import utc_now
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
+from edge.sync import protocol as wire
 
 
 class FirmwareHandlers(SessionBase):
     async def _record_job_status(self, kind: str, status: str, request_id: int | None) -> None:
-        received_at, charger_id = utc_now(), self.id
-        await self.store.run(
-            lambda db: charger_reports.record_job_status(
-                db, charger_id, kind, status, request_id, received_at
+        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+
+        def record(db: Database) -> None:
+            charger_reports.record_job_status(db, charger_id, kind, status, request_id, received_at)
+            job = wire.ChargerJob(
+                charger_id=charger_id, job=kind, status=status, request_id=request_id
             )
-        )
+            outbox.append(db, job, received_at)
+
+        await self.store.run(record)
 
     @on(Action.firmware_status_notification)
     async def on_firmware_status_notification(

@@ -1,0 +1,308 @@
+"""The edge's MQTT link to the cloud: sends the outbox in order and forgets events only
+once the aggregator acknowledged them; announces presence (retained, with a last will);
+takes the cloud's desired state (cards, firmware) and operator commands.
+
+Connects, and after any failure reconnects with back-off; every connection subscribes
+again and resends from the oldest unacknowledged event. Nothing here depends on the
+broker keeping messages: an unacknowledged batch is simply sent again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from collections.abc import Awaitable, Callable
+from importlib import metadata
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import aiomqtt
+from pydantic import BaseModel, ValidationError
+
+from edge.clock import parse_timestamp, utc_now
+from edge.settings import FilesSettings, SyncSettings
+from edge.sync import protocol as wire
+from edge.sync.cards import apply_card_list
+from edge.sync.commands import run_command
+from edge.sync.outbox import Backlog, Outbox, acknowledge, backlog, pending_events
+
+if TYPE_CHECKING:
+    from edge.ocpp.server import OcppServer
+
+log = logging.getLogger(__name__)
+
+Message = TypeVar("Message", bound=BaseModel)
+
+FIRST_RETRY_SECONDS = 1.0
+LONGEST_RETRY_SECONDS = 60.0
+# A batch stays well under the aggregator's limit on one message.
+BATCH_MAX_BYTES = 512 * 1024
+
+
+class FirmwareSink(Protocol):
+    """Where firmware offers and chunks from the cloud go (edge.sync.firmware)."""
+
+    async def offered(self, offer: wire.FirmwareOffer) -> wire.FirmwareRequest | None: ...
+
+    async def chunk(self, chunk: wire.FirmwareChunk) -> wire.FirmwareRequest | None: ...
+
+    async def pending_requests(self) -> list[wire.FirmwareRequest]: ...
+
+
+def software_version() -> str:
+    try:
+        return metadata.version("ocpp-edge")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class SyncLink:
+    def __init__(
+        self,
+        settings: SyncSettings,
+        server: OcppServer,
+        outbox: Outbox,
+        files: FilesSettings,
+        firmware: FirmwareSink | None = None,
+    ) -> None:
+        self.settings = settings
+        self.server = server
+        self.store = server.context.store
+        self.outbox = outbox
+        self.files = files
+        self.firmware = firmware
+        self.topics = wire.Topics(settings.edge_id, settings.topic_prefix)
+        self.started_at = utc_now()
+        self._started = time.monotonic()
+        self.connected = False
+        self._acked = 0
+        self._ack_changed = asyncio.Condition()
+        self._outbox_grew = asyncio.Event()
+        outbox.on_append = self._outbox_grew.set
+        self._commands: set[asyncio.Task[wire.CommandResult | None]] = set()
+        self._client: aiomqtt.Client | None = None  # while connected, for replies
+
+    # -- the connection ------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until `stop` is set; reconnect with back-off after failures."""
+        retry_in = FIRST_RETRY_SECONDS
+        while not stop.is_set():
+            try:
+                await self._connected_session(stop)
+                retry_in = FIRST_RETRY_SECONDS
+            except aiomqtt.MqttError as error:
+                log.warning(
+                    "cloud link to %s:%s down: %s; trying again in %.0f s",
+                    self.settings.broker_host,
+                    self.settings.broker_port,
+                    error,
+                    retry_in,
+                )
+            self.connected = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=retry_in)
+            retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
+        for task in self._commands:
+            task.cancel()
+
+    def _new_client(self) -> aiomqtt.Client:
+        settings = self.settings
+        tls = None
+        if settings.tls_ca is not None:
+            tls = aiomqtt.TLSParameters(
+                ca_certs=str(settings.tls_ca),
+                certfile=str(settings.tls_certificate) if settings.tls_certificate else None,
+                keyfile=str(settings.tls_private_key) if settings.tls_private_key else None,
+            )
+        offline = wire.EdgeStatus(state="offline").model_dump_json(exclude_none=True)
+        return aiomqtt.Client(
+            settings.broker_host,
+            settings.broker_port,
+            identifier=f"edge-{settings.edge_id}",
+            username=(settings.username or settings.edge_id) if settings.password else None,
+            password=settings.password or None,
+            keepalive=settings.keepalive,
+            tls_params=tls,
+            will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
+            timeout=10,
+        )
+
+    async def _connected_session(self, stop: asyncio.Event) -> None:
+        async with self._new_client() as client:
+            for topic in (
+                self.topics.ack,
+                self.topics.cards,
+                self.topics.firmware_offer,
+                self.topics.firmware_chunk,
+                self.topics.commands,
+            ):
+                await client.subscribe(topic, qos=1)
+            self.connected, self._client = True, client
+            log.info(
+                "cloud link up: %s:%s as %s",
+                self.settings.broker_host,
+                self.settings.broker_port,
+                self.settings.edge_id,
+            )
+            await self._publish_status(client)
+            if self.firmware is not None:
+                for request in await self.firmware.pending_requests():
+                    await self._publish(client, self.topics.firmware_request, request)
+            async with asyncio.TaskGroup() as tasks:
+                parts = [
+                    tasks.create_task(self._receive(client)),
+                    tasks.create_task(self._send_events(client)),
+                    tasks.create_task(self._status_every_interval(client)),
+                ]
+                stopping = tasks.create_task(stop.wait())
+                done, _ = await asyncio.wait(
+                    [*parts, stopping], return_when=asyncio.FIRST_COMPLETED
+                )
+                if stopping in done:
+                    # A clean goodbye: the last will is only for a dropped link.
+                    offline = wire.EdgeStatus(state="offline", at=utc_now())
+                    with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                        async with asyncio.timeout(2):
+                            await self._publish(client, self.topics.status, offline, retain=True)
+                for part in (*parts, stopping):
+                    part.cancel()
+
+    async def _publish(
+        self, client: aiomqtt.Client, topic: str, message: BaseModel, *, retain: bool = False
+    ) -> None:
+        await client.publish(
+            topic, message.model_dump_json(exclude_none=True), qos=1, retain=retain
+        )
+
+    # -- up ----------------------------------------------------------------------------
+
+    async def _send_events(self, client: aiomqtt.Client) -> None:
+        """One batch in flight: send the oldest unacknowledged events, wait for the
+        aggregator's ack (resend after `ack_timeout`), then the next batch."""
+        limit = self.settings.batch_max_events
+        while True:
+            self._outbox_grew.clear()
+            events = await self.store.run(lambda db: pending_events(db, limit, BATCH_MAX_BYTES))
+            if not events:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._outbox_grew.wait(), timeout=5.0)
+                continue
+            batch = wire.EventBatch(edge_id=self.settings.edge_id, events=events)
+            last = events[-1].seq
+            await self._publish(client, self.topics.events, batch)
+            try:
+                async with asyncio.timeout(self.settings.ack_timeout):
+                    await self._acked_up_to(last)
+            except TimeoutError:
+                log.info(
+                    "no ack for events %s-%s within %.0f s: sending again",
+                    events[0].seq,
+                    last,
+                    self.settings.ack_timeout,
+                )
+
+    async def _acked_up_to(self, seq: int) -> None:
+        async with self._ack_changed:
+            await self._ack_changed.wait_for(lambda: self._acked >= seq)
+
+    async def _on_ack(self, ack: wire.Ack) -> None:
+        if ack.seq > self._acked:
+            now = utc_now()
+            await self.store.run(lambda db: acknowledge(db, ack.seq, now))
+        async with self._ack_changed:
+            self._acked = max(self._acked, ack.seq)
+            self._ack_changed.notify_all()
+
+    async def status(self) -> wire.EdgeStatus:
+        """This edge's presence and health, as the cloud sees it."""
+        held: Backlog = await self.store.run(backlog)
+        oldest_age = None
+        if held.oldest_at is not None:
+            oldest_age = time.time() - parse_timestamp(held.oldest_at).timestamp()
+        disk = shutil.disk_usage(self.store.path.resolve().parent)
+        return wire.EdgeStatus(
+            state="online",
+            software_version=software_version(),
+            started_at=self.started_at,
+            uptime_s=round(time.monotonic() - self._started, 1),
+            backlog=held.events,
+            oldest_age_s=None if oldest_age is None else round(oldest_age, 1),
+            disk_free_mb=round(disk.free / 1_048_576, 1),
+            cards_version=held.cards_version,
+            at=utc_now(),
+        )
+
+    async def _publish_status(self, client: aiomqtt.Client) -> None:
+        await self._publish(client, self.topics.status, await self.status(), retain=True)
+
+    async def _status_every_interval(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self.settings.status_interval)
+            await self._publish_status(client)
+
+    # -- down ------------------------------------------------------------------------
+
+    async def _receive(self, client: aiomqtt.Client) -> None:
+        handlers: dict[str, Callable[[bytes], Awaitable[None]]] = {
+            self.topics.ack: self._take(wire.Ack, self._on_ack),
+            self.topics.cards: self._take(wire.CardList, self._on_cards),
+            self.topics.commands: self._take(wire.OperatorCommand, self._on_command),
+            self.topics.firmware_offer: self._take(wire.FirmwareOffer, self._on_offer),
+            self.topics.firmware_chunk: self._take(wire.FirmwareChunk, self._on_chunk),
+        }
+        async for message in client.messages:
+            handler = handlers.get(message.topic.value)
+            payload = message.payload
+            if handler is None or not isinstance(payload, bytes | bytearray):
+                log.warning("cloud link: unexpected message on %s", message.topic.value)
+                continue
+            await handler(bytes(payload))
+
+    def _take(
+        self, model: type[Message], handle: Callable[[Message], Awaitable[None]]
+    ) -> Callable[[bytes], Awaitable[None]]:
+        async def take(payload: bytes) -> None:
+            try:
+                message = model.model_validate_json(payload)
+            except ValidationError as error:
+                # Refused whole: nothing of a bad message is applied.
+                log.warning(
+                    "cloud sent a bad %s, ignored: %s",
+                    model.__name__,
+                    error.errors(include_url=False)[:3],
+                )
+                return
+            await handle(message)
+
+        return take
+
+    async def _on_cards(self, cards: wire.CardList) -> None:
+        now, outbox = utc_now(), self.outbox
+        outcome = await self.store.run(lambda db: apply_card_list(db, cards, outbox, now))
+        log.info("card list %s from the cloud: %s", cards.version, outcome)
+
+    async def _on_command(self, command: wire.OperatorCommand) -> None:
+        task = asyncio.create_task(
+            run_command(self.server, command, self.files, self.outbox),
+            name=f"cloud-command-{command.id}",
+        )
+        self._commands.add(task)
+        task.add_done_callback(self._commands.discard)
+
+    async def _on_offer(self, offer: wire.FirmwareOffer) -> None:
+        if self.firmware is None:
+            log.warning("firmware %s offered, but this edge takes no firmware", offer.image)
+            return
+        await self._request_firmware(await self.firmware.offered(offer))
+
+    async def _on_chunk(self, chunk: wire.FirmwareChunk) -> None:
+        if self.firmware is None:
+            return
+        await self._request_firmware(await self.firmware.chunk(chunk))
+
+    async def _request_firmware(self, request: wire.FirmwareRequest | None) -> None:
+        if request is not None and self._client is not None:
+            await self._publish(self._client, self.topics.firmware_request, request)
