@@ -20,7 +20,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, parse_timestamp, utc_now
 from edge.files.store import FileDirectory, FileNameError
 from edge.ocpp.payloads import camel_case
 from edge.ocpp.security import hash_password
@@ -36,6 +36,7 @@ from edge.store import (
     transactions,
 )
 from edge.store.database import StoreError, open_database, open_readonly
+from edge.sync import outbox
 from edge.tables import render_table
 
 DEMO_CHARGERS = 3
@@ -154,6 +155,10 @@ def _parser() -> argparse.ArgumentParser:
     firmware.add_argument("path", nargs="?", type=Path, help="with add: the image file")
     firmware.add_argument("--name", help="with add: the name chargers download it as")
     firmware.set_defaults(command=cmd_firmware)
+
+    sync = commands.add_parser("sync", parents=[common], help="the link to the cloud")
+    sync.add_argument("action", choices=["status"])
+    sync.set_defaults(command=cmd_sync)
 
     events = commands.add_parser(
         "security-events", parents=[common], help="security events chargers reported"
@@ -465,6 +470,27 @@ def cmd_taps(arguments: argparse.Namespace) -> int:
             rows,
         )
     )
+    return 0
+
+
+def cmd_sync(arguments: argparse.Namespace) -> int:
+    settings, db = _read_store(arguments)
+    held = outbox.backlog(db)
+    sync = settings.sync
+    where = (
+        f"{sync.broker_host}:{sync.broker_port} as {sync.edge_id}"
+        if sync.enabled
+        else "off (no [sync] broker_host): nothing is kept for the cloud"
+    )
+    age = "-"
+    if held.oldest_at is not None:
+        seconds = (datetime.now(UTC) - parse_timestamp(held.oldest_at)).total_seconds()
+        age = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds:.0f} s"
+    print(f"cloud link:      {where}")
+    print(f"backlog:         {held.events} events not yet acknowledged")
+    print(f"oldest waiting:  {held.oldest_at or '-'} ({age} old)")
+    print(f"last ack:        seq {held.acked_seq} at {held.acked_at or 'never'}")
+    print(f"card list held:  version {held.cards_version}")
     return 0
 
 

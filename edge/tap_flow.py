@@ -29,7 +29,6 @@ from edge.ocpp.commands import CommandError, send_command
 from edge.readers.taps import CardTap
 from edge.settings import AuthorizationSettings, TapSettings
 from edge.store import card_decisions, id_tags
-from edge.sync import protocol as wire
 from edge.tap_decision import (
     ConnectorView,
     InProgress,
@@ -186,6 +185,7 @@ class TapFlow:
                 )
             decision_id = card_decisions.record_card_decision(
                 db,
+                outbox,
                 id_tag=tap.uid,
                 source="reader",
                 action=_ACTIONS[type(plan)],
@@ -199,20 +199,6 @@ class TapFlow:
             if authorization.remember_unknown:
                 where = f"reader {post.reader_id}"
                 card_decisions.remember_unknown_card(db, tap.uid, authorization, where, now)
-            outbox.append(
-                db,
-                wire.CardUsed(
-                    id_tag=tap.uid,
-                    source="reader",
-                    action=_ACTIONS[type(plan)],
-                    status=authorization.status,
-                    reason=_reason(plan, authorization),
-                    charger_id=charger_id,
-                    connector_id=getattr(plan, "connector_id", None),
-                    reader_id=post.reader_id,
-                ),
-                now,
-            )
             return plan, decision_id
 
         plan, decision_id = await self.server.context.store.run(decide)

@@ -32,6 +32,8 @@ class RunningEdge:
     db_path: Path
     api_port: int
     site: Site
+    stop: asyncio.Event
+    task: asyncio.Task[None]
 
     @property
     def url(self) -> str:
@@ -60,6 +62,12 @@ class RunningEdge:
 
 
 StartEdge = Callable[..., Awaitable[RunningEdge]]
+
+
+async def stop_edge(edge: RunningEdge) -> None:
+    """Stop the daemon as SIGTERM would, and wait until it is down."""
+    edge.stop.set()
+    await asyncio.wait_for(edge.task, timeout=15)
 
 
 def make_settings(
@@ -125,7 +133,7 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
             task.result()  # raises what stopped the edge from starting
         site = ready.result()
         api_port = site.api.port if site.api else 0
-        return RunningEdge(settings, site.ocpp, settings.store.path, api_port, site)
+        return RunningEdge(settings, site.ocpp, settings.store.path, api_port, site, stop, task)
 
     yield start
     for stop, task in running:

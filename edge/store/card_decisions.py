@@ -8,10 +8,13 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.authorization import Authorization
+from edge.sync import protocol as wire
+from edge.sync.outbox import Outbox
 
 
 def record_card_decision(
     db: Database,
+    outbox: Outbox,
     *,
     id_tag: str,
     source: str,
@@ -23,7 +26,22 @@ def record_card_decision(
     charger_id: str | None = None,
     connector_id: int | None = None,
 ) -> int:
-    """Store one decision with its reason; returns its id (a tap's outcome is added later)."""
+    """Store one decision with its reason, and its `card.used` event for the cloud;
+    returns its id (a tap's outcome is added later)."""
+    outbox.append(
+        db,
+        wire.CardUsed(
+            id_tag=id_tag,
+            source="reader" if reader_id else "charger",
+            action=action,
+            status=authorization.status,
+            reason=reason,
+            charger_id=charger_id,
+            connector_id=connector_id,
+            reader_id=reader_id,
+        ),
+        now,
+    )
     cursor = db.execute(
         "INSERT INTO card_decisions (decided_at, id_tag, source, reader_id, charger_id, "
         "connector_id, action, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

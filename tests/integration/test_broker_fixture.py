@@ -19,4 +19,3 @@ async def test_broker_round_trip_and_restart_empty(broker: Mosquitto) -> None:
         message = await anext(client.messages)
         # The retained message died with the broker's state: only the live one arrives.
         assert (str(message.topic), message.payload) == ("t/live", b"hello")
-

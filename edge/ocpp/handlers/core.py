@@ -119,6 +119,7 @@ def decide_card_at_charger(
     )
     card_decisions.record_card_decision(
         db,
+        outbox,
         id_tag=id_tag,
         source="charger",
         action=action,
