@@ -48,13 +48,18 @@ class FileDirectory:
         target = self.firmware / name
         shutil.copyfile(source, target)
         size, digest = target.stat().st_size, sha256_of(target)
-        db.conn.execute(
-            "INSERT INTO firmware_images (name, size, sha256, added_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT (name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-            "added_at = excluded.added_at",
-            (name, size, digest, utc_now()),
-        )
+        record_firmware(db, name, size, digest)
         return name, size, digest
+
+
+def record_firmware(db: Database, name: str, size: int, digest: str) -> None:
+    """Record an image now in the firmware directory: the file server serves only these."""
+    db.conn.execute(
+        "INSERT INTO firmware_images (name, size, sha256, added_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
+        "added_at = excluded.added_at",
+        (name, size, digest, utc_now()),
+    )
 
 
 def record_received_file(db: Database, path: Path, via: str) -> None:

@@ -1,0 +1,452 @@
+"""Firmware images the cloud offers this edge: fetched in chunks into a partial file,
+resumed from that file after any interruption, and moved where the chargers' file server
+serves them only once their size, SHA-256 and Ed25519 signature by the fleet's key match.
+
+`FirmwareDownloads` holds that state (durable in the `firmware_downloads` table and the
+partial files); the MQTT link feeds it offers and chunks and publishes the requests it
+returns. Nothing here talks to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import sqlite_utils
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge.clock import utc_now
+from edge.files.store import FileDirectory, FileNameError, record_firmware, safe_name
+from edge.store.writer import StoreWriter
+from edge.sync.protocol import FirmwareChunk, FirmwareOffer, FirmwareProgress, FirmwareRequest
+
+log = logging.getLogger(__name__)
+
+Report = Callable[[FirmwareProgress], None]
+Status = Literal["downloading", "verified", "rejected"]
+# A `downloading` progress event each time another tenth of an image has arrived.
+PROGRESS_STEPS = 10
+
+
+class FirmwareError(Exception):
+    """Firmware cannot be fetched as configured; the message says what to change."""
+
+
+class FirmwarePublicKeyError(FirmwareError):
+    pass
+
+
+def parse_public_key(text: str) -> Ed25519PublicKey | None:
+    """The fleet's key from `[sync] firmware_public_key`; None when it is not set."""
+    if not text.strip():
+        return None
+    try:
+        raw = base64.b64decode(text.strip(), validate=True)
+    except binascii.Error as error:
+        raise FirmwarePublicKeyError(
+            f"sync.firmware_public_key is not base64 ({error}): set it to the fleet's "
+            "firmware public key, 44 characters ending in '='"
+        ) from error
+    if len(raw) != 32:
+        raise FirmwarePublicKeyError(
+            f"sync.firmware_public_key holds {len(raw)} bytes; an Ed25519 public key is 32"
+        )
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def signature_is_valid(public_key: Ed25519PublicKey, digest: bytes, signature: str) -> bool:
+    """Whether `signature` (base64) is the fleet's Ed25519 signature of the raw digest."""
+    try:
+        raw = base64.b64decode(signature, validate=True)
+        public_key.verify(raw, digest)
+    except (binascii.Error, ValueError, InvalidSignature):
+        return False
+    return True
+
+
+def next_request(offer: FirmwareOffer, received: int) -> FirmwareRequest | None:
+    """What to ask for after the first `received` bytes; None once the image is whole."""
+    if received >= offer.size:
+        return None
+    length = min(offer.chunk_size, offer.size - received)
+    return FirmwareRequest(image=offer.image, offset=received, length=length)
+
+
+def _same_offer(one: FirmwareOffer, other: FirmwareOffer) -> bool:
+    # The chunk size only shapes the requests: an offer repeated with another one is
+    # still the same image.
+    return (one.version, one.size, one.sha256, one.signature) == (
+        other.version,
+        other.size,
+        other.sha256,
+        other.signature,
+    )
+
+
+@dataclass
+class _Download:
+    offer: FirmwareOffer
+    status: Status
+    received: int = 0
+    # Tenths of the image reported so far as `downloading`.
+    reported_steps: int = 0
+
+
+class FirmwareDownloads:
+    """The images this edge is fetching, has verified, or refused.
+
+    `await offered(offer)` and `await chunk(chunk)` return the request to publish next
+    (None: nothing to ask); `await pending_requests()` gives what to ask again after a
+    reconnection or when no chunk came for a while. `report` receives progress events for
+    the cloud. Calls are serialised: one chunk is written and fsynced before the next.
+    """
+
+    def __init__(
+        self,
+        store: StoreWriter,
+        files: FileDirectory,
+        public_key: str,
+        report: Report | None = None,
+    ) -> None:
+        self._store = store
+        self._files = files
+        self._public_key = parse_public_key(public_key)
+        self._report = report or (lambda progress: None)
+        self._downloads: dict[str, _Download] | None = None
+        self._lock = asyncio.Lock()
+
+    def partial_path(self, image: str) -> Path:
+        """Where an image's bytes gather. The leading dot keeps it out of the file
+        server's reach: a served name starts with a letter or digit."""
+        return self._files.firmware / f".{image}.part"
+
+    def served_path(self, image: str) -> Path:
+        return self._files.firmware / image
+
+    async def offered(self, offer: FirmwareOffer) -> FirmwareRequest | None:
+        """Record an offer and return the first request for it, or None.
+
+        The same offer again is a no-op once verified, and resumes from the partial
+        file while it is being fetched; a new version of an image name (or an offer
+        refused before) starts over. An offer that cannot be accepted (no public key,
+        bad signature, unsafe name, no room) is refused at once, before any byte moves.
+        """
+        async with self._lock:
+            downloads = await self._loaded()
+            known = downloads.get(offer.image)
+            if known is not None and _same_offer(known.offer, offer):
+                if known.status == "verified":
+                    return None
+                if known.status == "downloading":
+                    return next_request(known.offer, known.received)
+            # Whatever was gathered for another offer of this name is of no use now.
+            await asyncio.to_thread(_remove, self.partial_path(offer.image))
+            refusal = await asyncio.to_thread(self._refusal, offer)
+            download = _Download(offer, "downloading")
+            if refusal is not None:
+                await self._settle(download, "rejected", refusal, new_offer=True)
+                downloads[offer.image] = download
+                return None
+            await self._store.run(lambda db: _record_offer(db, offer))
+            downloads[offer.image] = download
+            log.info(
+                "fetching firmware %s version %s (%d bytes)", offer.image, offer.version, offer.size
+            )
+            self._report_progress(download, "downloading")
+            return next_request(offer, 0)
+
+    async def chunk(self, chunk: FirmwareChunk) -> FirmwareRequest | None:
+        """Write a chunk if it is the next one expected and return the next request.
+
+        A chunk for an image not being fetched, at another offset (a repeat, or one
+        arriving late) or past the offered size is ignored: the request that is due
+        is asked again by `pending_requests`. The last chunk completes the image:
+        verified and served, or deleted and refused; either way None is returned.
+        """
+        async with self._lock:
+            download = (await self._loaded()).get(chunk.image)
+            if download is None or download.status != "downloading":
+                log.info("firmware chunk for %s, which is not being fetched: ignored", chunk.image)
+                return None
+            if chunk.offset != download.received:
+                log.debug(
+                    "firmware chunk %s@%d ignored: expecting offset %d",
+                    chunk.image,
+                    chunk.offset,
+                    download.received,
+                )
+                return None
+            try:
+                data = base64.b64decode(chunk.data, validate=True)
+            except binascii.Error:
+                log.warning(
+                    "firmware chunk %s@%d is not base64: ignored", chunk.image, chunk.offset
+                )
+                return None
+            if not data or chunk.offset + len(data) > download.offer.size:
+                log.warning(
+                    "firmware chunk %s@%d of %d bytes does not fit the offered %d: ignored",
+                    chunk.image,
+                    chunk.offset,
+                    len(data),
+                    download.offer.size,
+                )
+                return None
+            partial = self.partial_path(chunk.image)
+            try:
+                await asyncio.to_thread(_write_at, partial, chunk.offset, data)
+            except OSError as error:  # a full or failing disk: free it, say so
+                await asyncio.to_thread(_remove, partial)
+                await self._settle(download, "rejected", f"cannot write {partial}: {error}")
+                return None
+            download.received += len(data)
+            if download.received < download.offer.size:
+                await self._progress(download)
+                return next_request(download.offer, download.received)
+            await self._complete(download)
+            return None
+
+    async def pending_requests(self) -> list[FirmwareRequest]:
+        """The request due for every image being fetched, from where each stopped."""
+        async with self._lock:
+            downloads = await self._loaded()
+            return [
+                request
+                for download in downloads.values()
+                if download.status == "downloading"
+                and (request := next_request(download.offer, download.received)) is not None
+            ]
+
+    # -- inside ----------------------------------------------------------------------
+
+    def _refusal(self, offer: FirmwareOffer) -> str | None:
+        """Why an offer cannot be taken (blocking: asks the disk), or None."""
+        if self._public_key is None:
+            return (
+                "no firmware public key is configured ([sync] firmware_public_key): "
+                "this edge accepts only firmware signed by the fleet's key"
+            )
+        try:
+            safe_name(offer.image)
+        except FileNameError as error:
+            return str(error)
+        if not signature_is_valid(self._public_key, bytes.fromhex(offer.sha256), offer.signature):
+            return (
+                "the signature is not the fleet's: the image was signed with another key, "
+                "or this edge has another fleet's [sync] firmware_public_key"
+            )
+        free = shutil.disk_usage(self._files.firmware).free
+        if free < offer.size:
+            return f"not enough disk space: {offer.size} bytes offered, {free} free"
+        return None
+
+    async def _loaded(self) -> dict[str, _Download]:
+        """Every image's state, read once from the store and the partial files."""
+        if self._downloads is not None:
+            return self._downloads
+        rows = await self._store.run(
+            lambda db: list(db.query("SELECT * FROM firmware_downloads ORDER BY image"))
+        )
+        downloads: dict[str, _Download] = {}
+        for row in rows:
+            offer = FirmwareOffer(
+                image=row["image"],
+                version=row["version"],
+                size=row["size"],
+                sha256=row["sha256"],
+                signature=row["signature"],
+                chunk_size=row["chunk_size"],
+            )
+            download = _Download(offer, row["status"])
+            if download.status == "downloading":
+                # The partial file, fsynced chunk by chunk, is the truth about progress.
+                download.received = await asyncio.to_thread(
+                    _usable_size, self.partial_path(offer.image), offer.size
+                )
+                download.reported_steps = download.received * PROGRESS_STEPS // offer.size
+            downloads[offer.image] = download
+        self._downloads = downloads
+        for download in downloads.values():
+            if download.status != "downloading":
+                continue
+            if download.received == download.offer.size:
+                # Stopped between the last write and the check: check now.
+                await self._complete(download)
+            elif download.received == 0:
+                await self._recover_installed(download)
+        return downloads
+
+    async def _recover_installed(self, download: _Download) -> None:
+        """Record an image moved in place just before a stop that left it unrecorded
+        (the file server would otherwise announce the previous image's digest)."""
+        served = self.served_path(download.offer.image)
+        if not served.is_file() or served.stat().st_size != download.offer.size:
+            return
+        download.received = download.offer.size
+        failure = await asyncio.to_thread(
+            _verification_failure, served, download.offer, self._public_key
+        )
+        if failure is None:
+            await self._settle(download, "verified", "")
+        else:
+            download.received = 0
+
+    async def _progress(self, download: _Download) -> None:
+        steps = download.received * PROGRESS_STEPS // download.offer.size
+        if steps <= download.reported_steps:
+            return
+        download.reported_steps = steps
+        image, received = download.offer.image, download.received
+        await self._store.run(
+            lambda db: db.conn.execute(
+                "UPDATE firmware_downloads SET bytes_received = ?, updated_at = ? WHERE image = ?",
+                (received, utc_now(), image),
+            )
+        )
+        self._report_progress(download, "downloading")
+
+    async def _complete(self, download: _Download) -> None:
+        offer = download.offer
+        partial = self.partial_path(offer.image)
+        refusal = await asyncio.to_thread(_verification_failure, partial, offer, self._public_key)
+        if refusal is None:
+            try:
+                await asyncio.to_thread(_install, partial, self.served_path(offer.image))
+            except OSError as error:
+                refusal = f"cannot move the image in place: {error}"
+        if refusal is not None:
+            await asyncio.to_thread(_remove, partial)
+            await self._settle(download, "rejected", refusal)
+            return
+        await self._settle(download, "verified", "")
+
+    async def _settle(
+        self, download: _Download, status: Status, detail: str, *, new_offer: bool = False
+    ) -> None:
+        """Record the outcome (and a verified image for the file server) in one commit:
+        an offer refused at once is never on disk as one being fetched."""
+        offer, received = download.offer, download.received
+
+        def record(db: sqlite_utils.Database) -> None:
+            if new_offer:
+                _record_offer(db, offer)
+            db.conn.execute(
+                "UPDATE firmware_downloads SET status = ?, bytes_received = ?, detail = ?, "
+                "updated_at = ? WHERE image = ?",
+                (status, received, detail, utc_now(), offer.image),
+            )
+            if status == "verified":
+                record_firmware(db, offer.image, offer.size, offer.sha256)
+
+        await self._store.run(record)
+        download.status = status
+        if status == "verified":
+            log.info("firmware %s version %s verified", offer.image, offer.version)
+        else:
+            log.warning("firmware %s version %s refused: %s", offer.image, offer.version, detail)
+        self._report_progress(download, status, detail)
+
+    def _report_progress(self, download: _Download, status: Status, detail: str = "") -> None:
+        self._report(
+            FirmwareProgress(
+                image=download.offer.image, status=status, bytes=download.received, detail=detail
+            )
+        )
+
+
+def _record_offer(db: sqlite_utils.Database, offer: FirmwareOffer) -> None:
+    """The offer as the image's row, starting over from no bytes and no verdict."""
+    now = utc_now()
+    db.conn.execute(
+        "INSERT INTO firmware_downloads (image, version, size, sha256, signature, chunk_size, "
+        "status, bytes_received, detail, offered_at, updated_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'downloading', 0, '', ?, ?) "
+        "ON CONFLICT (image) DO UPDATE SET version = excluded.version, size = excluded.size, "
+        "sha256 = excluded.sha256, signature = excluded.signature, "
+        "chunk_size = excluded.chunk_size, status = excluded.status, bytes_received = 0, "
+        "detail = '', offered_at = excluded.offered_at, updated_at = excluded.updated_at",
+        (
+            offer.image,
+            offer.version,
+            offer.size,
+            offer.sha256,
+            offer.signature,
+            offer.chunk_size,
+            now,
+            now,
+        ),
+    )
+
+
+# -- blocking file work, run in a thread ------------------------------------------------
+
+
+def _write_at(path: Path, offset: int, data: bytes) -> None:
+    """Write `data` at `offset`, cut anything after it, and wait for the disk."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.pwrite(descriptor, data, offset)
+        os.ftruncate(descriptor, offset + len(data))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _usable_size(path: Path, size: int) -> int:
+    """How many bytes of a partial file can be kept: all of them, unless it outgrew the
+    offer (then it is not this offer's file and is removed)."""
+    try:
+        held = path.stat().st_size
+    except FileNotFoundError:
+        return 0
+    if held > size:
+        path.unlink()
+        return 0
+    return held
+
+
+def _verification_failure(
+    path: Path, offer: FirmwareOffer, key: Ed25519PublicKey | None
+) -> str | None:
+    """Why the received file is not the offered, signed image; None when it is."""
+    if key is None:  # the key was taken out of the settings while this was being fetched
+        return "no firmware public key is configured ([sync] firmware_public_key)"
+    size = path.stat().st_size
+    if size != offer.size:
+        return f"received {size} bytes, the offer says {offer.size}"
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    if digest.hexdigest() != offer.sha256:
+        return (
+            f"SHA-256 {digest.hexdigest()} is not the offered {offer.sha256}: the image "
+            "changed in the cloud after it was offered, or was damaged on the way"
+        )
+    if not signature_is_valid(key, digest.digest(), offer.signature):
+        return "the signature over the image's SHA-256 is not the fleet's"
+    return None
+
+
+def _install(partial: Path, target: Path) -> None:
+    """Move a verified image in place in one step and make the rename durable."""
+    os.replace(partial, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _remove(path: Path) -> None:
+    path.unlink(missing_ok=True)

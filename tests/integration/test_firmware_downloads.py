@@ -1,0 +1,251 @@
+"""The edge's firmware downloads over a real SQLite file and firmware directory, fed by
+the cloud's own offer and chunk functions (no broker: test_firmware_mqtt.py has one)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cloud.firmware import answer_request, make_offer, public_key_text
+from edge.files.store import FileDirectory
+from edge.store.writer import StoreWriter
+from edge.sync.firmware import FirmwareDownloads
+from edge.sync.protocol import FirmwareOffer, FirmwareProgress, FirmwareRequest
+
+CHUNK = 4096
+
+
+@pytest.fixture
+def fleet_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "cloud" / "cp-2.0.bin"
+    path.parent.mkdir()
+    write_random(path, 10 * CHUNK + 123)
+    return path
+
+
+def write_random(path: Path, size: int) -> None:
+    path.write_bytes(os.urandom(size))
+
+
+def same_bytes(one: Path, other: Path) -> bool:
+    return one.read_bytes() == other.read_bytes()
+
+
+def flip_bit(path: Path, offset: int) -> None:
+    content = bytearray(path.read_bytes())
+    content[offset] ^= 0x40
+    path.write_bytes(content)
+
+
+@pytest.fixture
+def offer(image: Path, fleet_key: Ed25519PrivateKey) -> FirmwareOffer:
+    return make_offer(image, "cp-2.0.bin", "2.0", fleet_key, chunk_size=CHUNK)
+
+
+class Edge:
+    """One run of the edge's firmware component over the site's files and store."""
+
+    def __init__(self, store: StoreWriter, files: FileDirectory, public_key: str) -> None:
+        self.files = files
+        self.db = store.path
+        self.reports: list[FirmwareProgress] = []
+        self.downloads = FirmwareDownloads(store, files, public_key, self.reports.append)
+
+    def row(self, image: str) -> dict[str, Any]:
+        with sqlite3.connect(self.db) as connection:
+            connection.row_factory = sqlite3.Row
+            found = connection.execute(
+                "SELECT * FROM firmware_downloads WHERE image = ?", (image,)
+            ).fetchone()
+        assert found is not None
+        return dict(found)
+
+    def served_images(self) -> list[str]:
+        with sqlite3.connect(self.db) as connection:
+            return [row[0] for row in connection.execute("SELECT name FROM firmware_images")]
+
+    async def fetch(
+        self, image: Path, request: FirmwareRequest | None, *, chunks: int | None = None
+    ) -> FirmwareRequest | None:
+        """Answer requests from `image` as the cloud would, `chunks` of them or to the end."""
+        while request is not None and (chunks is None or chunks > 0):
+            request = await self.downloads.chunk(answer_request(image, request, CHUNK))
+            chunks = None if chunks is None else chunks - 1
+        return request
+
+
+@asynccontextmanager
+async def running_edge(tmp_path: Path, public_key: str) -> AsyncIterator[Edge]:
+    files = FileDirectory(tmp_path / "files")
+    async with StoreWriter(tmp_path / "edge.db") as store:
+        yield Edge(store, files, public_key)
+
+
+async def test_offer_fetched_verified_and_served(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    async with running_edge(tmp_path, public_key_text(fleet_key)) as edge:
+        first = await edge.downloads.offered(offer)
+        assert first == FirmwareRequest(image="cp-2.0.bin", offset=0, length=CHUNK)
+        assert await edge.fetch(image, first) is None
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", image)
+        assert os.listdir(edge.files.firmware) == ["cp-2.0.bin"]  # the partial file is gone
+        assert edge.served_images() == ["cp-2.0.bin"]
+        row = edge.row("cp-2.0.bin")
+        assert (row["status"], row["bytes_received"], row["version"]) == (
+            "verified",
+            offer.size,
+            "2.0",
+        )
+        statuses = [report.status for report in edge.reports]
+        assert statuses[0] == "downloading" and statuses[-1] == "verified"
+        assert 3 <= statuses.count("downloading") <= 11  # every tenth or so, not every chunk
+        assert edge.reports[-1].bytes == offer.size
+        # The same offer again, as the cloud repeats it: nothing to fetch.
+        assert await edge.downloads.offered(offer) is None
+        assert await edge.downloads.pending_requests() == []
+
+
+async def test_tampered_byte_is_rejected_and_nothing_is_served(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    flip_bit(image, 5 * CHUNK + 7)
+    async with running_edge(tmp_path, public_key_text(fleet_key)) as edge:
+        assert await edge.fetch(image, await edge.downloads.offered(offer)) is None
+        assert os.listdir(edge.files.firmware) == []
+        assert edge.served_images() == []
+        row = edge.row("cp-2.0.bin")
+        assert row["status"] == "rejected" and "SHA-256" in row["detail"]
+        assert edge.reports[-1].status == "rejected" and "SHA-256" in edge.reports[-1].detail
+
+
+async def test_offer_signed_by_another_key_is_refused_before_fetching(
+    tmp_path: Path, image: Path
+) -> None:
+    offer = make_offer(image, "cp-2.0.bin", "2.0", Ed25519PrivateKey.generate(), chunk_size=CHUNK)
+    edge_key = public_key_text(Ed25519PrivateKey.generate())
+    async with running_edge(tmp_path, edge_key) as edge:
+        assert await edge.downloads.offered(offer) is None
+        assert await edge.downloads.pending_requests() == []
+        assert os.listdir(edge.files.firmware) == []
+        row = edge.row("cp-2.0.bin")
+        assert row["status"] == "rejected" and "signature" in row["detail"]
+        assert [report.status for report in edge.reports] == ["rejected"]
+
+
+async def test_no_public_key_refuses_every_offer(tmp_path: Path, offer: FirmwareOffer) -> None:
+    async with running_edge(tmp_path, "") as edge:
+        assert await edge.downloads.offered(offer) is None
+        assert "firmware_public_key" in edge.row("cp-2.0.bin")["detail"]
+        assert edge.reports[-1].status == "rejected"
+        assert os.listdir(edge.files.firmware) == []
+
+
+async def test_restart_resumes_from_the_partial_file(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    key = public_key_text(fleet_key)
+    async with running_edge(tmp_path, key) as edge:
+        due = await edge.fetch(image, await edge.downloads.offered(offer), chunks=3)
+        assert due == FirmwareRequest(image="cp-2.0.bin", offset=3 * CHUNK, length=CHUNK)
+    async with running_edge(tmp_path, key) as edge:
+        assert await edge.downloads.pending_requests() == [due]
+        # The cloud repeating its offer on reconnection resumes too.
+        assert await edge.downloads.offered(offer) == due
+        assert await edge.fetch(image, due) is None
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", image)
+
+
+async def test_repeated_or_out_of_order_chunks_are_ignored(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    async with running_edge(tmp_path, public_key_text(fleet_key)) as edge:
+        first = await edge.downloads.offered(offer)
+        assert first is not None
+        chunk = answer_request(image, first, CHUNK)
+        second = await edge.downloads.chunk(chunk)
+        assert second is not None and second.offset == CHUNK
+        assert await edge.downloads.chunk(chunk) is None  # a repeat
+        ahead = FirmwareRequest(image=offer.image, offset=3 * CHUNK, length=CHUNK)
+        assert await edge.downloads.chunk(answer_request(image, ahead, CHUNK)) is None
+        partial = edge.downloads.partial_path(offer.image)
+        assert partial.stat().st_size == CHUNK
+        assert await edge.downloads.pending_requests() == [second]
+        assert await edge.fetch(image, second) is None
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", image)
+
+
+async def test_a_new_version_starts_over_and_keeps_serving_the_old_until_verified(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    async with running_edge(tmp_path, public_key_text(fleet_key)) as edge:
+        await edge.fetch(image, await edge.downloads.offered(offer))
+        old = tmp_path / "old.bin"
+        shutil.copyfile(image, old)
+        write_random(image, 3 * CHUNK)
+        newer = make_offer(image, "cp-2.0.bin", "2.1", fleet_key, chunk_size=CHUNK)
+        first = await edge.downloads.offered(newer)
+        assert first == FirmwareRequest(image="cp-2.0.bin", offset=0, length=CHUNK)
+        await edge.fetch(image, first, chunks=1)
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", old)
+        # Offered again part way: another version makes the bytes held useless.
+        newest = make_offer(image, "cp-2.0.bin", "2.2", fleet_key, chunk_size=CHUNK)
+        assert await edge.downloads.offered(newest) == first
+        assert await edge.fetch(image, first) is None
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", image)
+        assert edge.row("cp-2.0.bin")["version"] == "2.2"
+
+
+def append_tail(partial: Path, image: Path, offset: int) -> None:
+    with partial.open("ab") as file:
+        file.write(image.read_bytes()[offset:])
+
+
+def forget_verification(db: Path, image: str) -> None:
+    with sqlite3.connect(db) as connection:
+        connection.execute(
+            "UPDATE firmware_downloads SET status = 'downloading' WHERE image = ?", (image,)
+        )
+        connection.execute("DELETE FROM firmware_images WHERE name = ?", (image,))
+
+
+async def test_stop_after_the_last_write_is_checked_at_restart(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    key = public_key_text(fleet_key)
+    async with running_edge(tmp_path, key) as edge:
+        due = await edge.fetch(image, await edge.downloads.offered(offer), chunks=10)
+        assert due is not None and due.offset == 10 * CHUNK
+        append_tail(edge.downloads.partial_path(offer.image), image, due.offset)
+    async with running_edge(tmp_path, key) as edge:
+        assert await edge.downloads.pending_requests() == []
+        assert edge.row("cp-2.0.bin")["status"] == "verified"
+        assert same_bytes(edge.files.firmware / "cp-2.0.bin", image)
+        assert edge.served_images() == ["cp-2.0.bin"]
+
+
+async def test_stop_after_the_move_before_its_record_is_recognised_at_restart(
+    tmp_path: Path, image: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    key = public_key_text(fleet_key)
+    async with running_edge(tmp_path, key) as edge:
+        assert await edge.fetch(image, await edge.downloads.offered(offer)) is None
+    forget_verification(tmp_path / "edge.db", "cp-2.0.bin")
+    async with running_edge(tmp_path, key) as edge:
+        assert await edge.downloads.pending_requests() == []
+        assert edge.row("cp-2.0.bin")["status"] == "verified"
+        assert edge.served_images() == ["cp-2.0.bin"]
+        assert [report.status for report in edge.reports] == ["verified"]
