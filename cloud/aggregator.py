@@ -86,6 +86,8 @@ class Aggregator:
             # MQTT 5: shared subscriptions ($share/...) are part of the standard.
             protocol=aiomqtt.ProtocolVersion.V5,
             timeout=10,
+            # No Nagle delay on acks and chunks (see edge/sync/link.py).
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _session(self, stop: asyncio.Event) -> None:

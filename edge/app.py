@@ -37,6 +37,7 @@ from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
 from edge.sync import protocol as wire
+from edge.sync.firmware import FirmwareDownloads
 from edge.sync.link import SyncLink
 from edge.sync.outbox import Outbox
 from edge.tap_flow import ReaderPost, TapFlow
@@ -155,7 +156,13 @@ async def run_edge(
                 readers = [demo_reader(settings.demo.chargers)]
             link = None
             if settings.sync.enabled:
-                link = SyncLink(settings.sync, server, outbox, settings.files)
+                downloads = FirmwareDownloads(
+                    store,
+                    FileDirectory(settings.files.directory),
+                    settings.sync.firmware_public_key,
+                    report=outbox.append,
+                )
+                link = SyncLink(settings.sync, server, outbox, settings.files, downloads)
                 tasks.create_task(link.run(stop), name="cloud-link")
                 tasks.create_task(_report_health(link, outbox, stop), name="edge-health")
             tap_flow = None

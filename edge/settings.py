@@ -8,6 +8,7 @@ came from the file, the line.
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import socket
@@ -310,6 +311,16 @@ class SyncSettings(_Section):
             raise ValueError("sync.broker_host is set: set sync.edge_id too")
         if (self.tls_certificate is None) != (self.tls_private_key is None):
             raise ValueError("set both sync.tls_certificate and sync.tls_private_key, or neither")
+        if self.firmware_public_key:
+            try:
+                raw = base64.b64decode(self.firmware_public_key, validate=True)
+            except ValueError:
+                raw = b""
+            if len(raw) != 32:
+                raise ValueError(
+                    "sync.firmware_public_key is not an Ed25519 public key "
+                    "(base64 of 32 bytes, as `ocpp-cloud key` prints it)"
+                )
         return self
 
 

@@ -32,7 +32,9 @@ from edge.sync.protocol import FirmwareChunk, FirmwareOffer, FirmwareProgress, F
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[FirmwareProgress], None]
+# Called inside the unit of work that records the change it reports (the sync link
+# appends it to the outbox there), so the change and its event commit together.
+Report = Callable[[sqlite_utils.Database, FirmwareProgress], None]
 Status = Literal["downloading", "verified", "rejected"]
 # A `downloading` progress event each time another tenth of an image has arrived.
 PROGRESS_STEPS = 10
@@ -121,7 +123,7 @@ class FirmwareDownloads:
         self._store = store
         self._files = files
         self._public_key = parse_public_key(public_key)
-        self._report = report or (lambda progress: None)
+        self._report = report or (lambda db, progress: None)
         self._downloads: dict[str, _Download] | None = None
         self._lock = asyncio.Lock()
 
@@ -157,12 +159,17 @@ class FirmwareDownloads:
                 await self._settle(download, "rejected", refusal, new_offer=True)
                 downloads[offer.image] = download
                 return None
-            await self._store.run(lambda db: _record_offer(db, offer))
+            starting = self._progress_event(download, "downloading")
+
+            def record(db: sqlite_utils.Database) -> None:
+                _record_offer(db, offer)
+                self._report(db, starting)
+
+            await self._store.run(record)
             downloads[offer.image] = download
             log.info(
                 "fetching firmware %s version %s (%d bytes)", offer.image, offer.version, offer.size
             )
-            self._report_progress(download, "downloading")
             return next_request(offer, 0)
 
     async def chunk(self, chunk: FirmwareChunk) -> FirmwareRequest | None:
@@ -307,13 +314,16 @@ class FirmwareDownloads:
             return
         download.reported_steps = steps
         image, received = download.offer.image, download.received
-        await self._store.run(
-            lambda db: db.conn.execute(
+        progress = self._progress_event(download, "downloading")
+
+        def record(db: sqlite_utils.Database) -> None:
+            db.conn.execute(
                 "UPDATE firmware_downloads SET bytes_received = ?, updated_at = ? WHERE image = ?",
                 (received, utc_now(), image),
             )
-        )
-        self._report_progress(download, "downloading")
+            self._report(db, progress)
+
+        await self._store.run(record)
 
     async def _complete(self, download: _Download) -> None:
         offer = download.offer
@@ -336,8 +346,10 @@ class FirmwareDownloads:
         """Record the outcome (and a verified image for the file server) in one commit:
         an offer refused at once is never on disk as one being fetched."""
         offer, received = download.offer, download.received
+        progress = self._progress_event(download, status, detail)
 
         def record(db: sqlite_utils.Database) -> None:
+            self._report(db, progress)
             if new_offer:
                 _record_offer(db, offer)
             db.conn.execute(
@@ -354,13 +366,11 @@ class FirmwareDownloads:
             log.info("firmware %s version %s verified", offer.image, offer.version)
         else:
             log.warning("firmware %s version %s refused: %s", offer.image, offer.version, detail)
-        self._report_progress(download, status, detail)
 
-    def _report_progress(self, download: _Download, status: Status, detail: str = "") -> None:
-        self._report(
-            FirmwareProgress(
-                image=download.offer.image, status=status, bytes=download.received, detail=detail
-            )
+    @staticmethod
+    def _progress_event(download: _Download, status: Status, detail: str = "") -> FirmwareProgress:
+        return FirmwareProgress(
+            image=download.offer.image, status=status, bytes=download.received, detail=detail
         )
 
 

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import shutil
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from importlib import metadata
@@ -37,6 +38,8 @@ Message = TypeVar("Message", bound=BaseModel)
 
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 60.0
+# Seconds without a firmware chunk after which the missing ones are asked for again.
+FIRMWARE_SILENCE_SECONDS = 5.0
 # A batch stays well under the aggregator's limit on one message.
 BATCH_MAX_BYTES = 512 * 1024
 
@@ -83,6 +86,7 @@ class SyncLink:
         outbox.on_append = self._outbox_grew.set
         self._commands: set[asyncio.Task[wire.CommandResult | None]] = set()
         self._client: aiomqtt.Client | None = None  # while connected, for replies
+        self._last_chunk_at = 0.0
 
     # -- the connection ------------------------------------------------------------
 
@@ -128,6 +132,9 @@ class SyncLink:
             tls_params=tls,
             will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
             timeout=10,
+            # Small messages waiting for a delayed ACK cost ~40 ms each (Nagle): measured on
+            # firmware chunks, 44 ms per 64 KiB chunk with it, 2.5 ms without.
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )
 
     async def _connected_session(self, stop: asyncio.Event) -> None:
@@ -156,6 +163,7 @@ class SyncLink:
                     tasks.create_task(self._receive(client)),
                     tasks.create_task(self._send_events(client)),
                     tasks.create_task(self._status_every_interval(client)),
+                    tasks.create_task(self._ask_again_for_silent_firmware(client)),
                 ]
                 stopping = tasks.create_task(stop.wait())
                 done, _ = await asyncio.wait(
@@ -301,7 +309,18 @@ class SyncLink:
     async def _on_chunk(self, chunk: wire.FirmwareChunk) -> None:
         if self.firmware is None:
             return
+        self._last_chunk_at = time.monotonic()
         await self._request_firmware(await self.firmware.chunk(chunk))
+
+    async def _ask_again_for_silent_firmware(self, client: aiomqtt.Client) -> None:
+        """A chunk lost with a broker restart is never answered: ask again for what is
+        missing when no chunk came for a while."""
+        while self.firmware is not None:
+            last = self._last_chunk_at
+            await asyncio.sleep(FIRMWARE_SILENCE_SECONDS)
+            if self._last_chunk_at == last:
+                for request in await self.firmware.pending_requests():
+                    await self._publish(client, self.topics.firmware_request, request)
 
     async def _request_firmware(self, request: wire.FirmwareRequest | None) -> None:
         if request is not None and self._client is not None:

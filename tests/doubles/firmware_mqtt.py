@@ -197,7 +197,7 @@ class ProgressRecorder:
         self.events: list[FirmwareProgress] = []
         self._arrived = asyncio.Event()
 
-    def __call__(self, progress: FirmwareProgress) -> None:
+    def __call__(self, db: object, progress: FirmwareProgress) -> None:
         self.events.append(progress)
         self._arrived.set()
 

@@ -62,7 +62,9 @@ class Edge:
         self.files = files
         self.db = store.path
         self.reports: list[FirmwareProgress] = []
-        self.downloads = FirmwareDownloads(store, files, public_key, self.reports.append)
+        self.downloads = FirmwareDownloads(
+            store, files, public_key, lambda db, progress: self.reports.append(progress)
+        )
 
     def row(self, image: str) -> dict[str, Any]:
         with sqlite3.connect(self.db) as connection:
