@@ -3,7 +3,8 @@
 Environment variables win over the file, the file wins over defaults. Nested keys
 use a double underscore: `OCPP_EDGE_OCPP__PORT=9100` overrides `[ocpp] port`.
 A wrong value stops the daemon with the key, the value, the reason and, when it
-came from the file, the line.
+came from the file, the line. `read_settings` and `locate_config_file` do the same for
+the cloud aggregator's settings (cloud/settings.py).
 """
 
 from __future__ import annotations
@@ -13,8 +14,9 @@ import os
 import re
 import socket
 import tomllib
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -376,20 +378,45 @@ class Settings(BaseSettings):
 
 def find_config_file(explicit: Path | None) -> Path | None:
     """The file to read: `--config`, then $OCPP_EDGE_CONFIG, then the default paths."""
-    if explicit is not None:
-        if not explicit.is_file():
-            raise ConfigError(f"config file {explicit} does not exist")
-        return explicit
-    from_env = os.environ.get(CONFIG_ENV_VAR)
-    if from_env:
-        if not Path(from_env).is_file():
-            raise ConfigError(f"config file {from_env} (from ${CONFIG_ENV_VAR}) does not exist")
-        return Path(from_env)
-    return next((path for path in DEFAULT_CONFIG_PATHS if path.is_file()), None)
+    return locate_config_file(explicit, CONFIG_ENV_VAR, DEFAULT_CONFIG_PATHS)
 
 
 def load_settings(path: Path | None) -> Settings:
     """Settings from `path` (or defaults when None) and the environment."""
+    return read_settings(Settings, path, union_tags=_READER_KINDS)
+
+
+_READER_KINDS = frozenset({"nfc", "rc522", "serial", "keyboard", "simulated"})
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
+
+
+def locate_config_file(
+    explicit: Path | None, env_var: str, default_paths: Sequence[Path]
+) -> Path | None:
+    """The file to read: `explicit` (a --config option), then the file named by `env_var`,
+    then the first of `default_paths` that exists; None when there is none."""
+    if explicit is not None:
+        if not explicit.is_file():
+            raise ConfigError(f"config file {explicit} does not exist")
+        return explicit
+    from_env = os.environ.get(env_var)
+    if from_env:
+        if not Path(from_env).is_file():
+            raise ConfigError(f"config file {from_env} (from ${env_var}) does not exist")
+        return Path(from_env)
+    return next((path for path in default_paths if path.is_file()), None)
+
+
+def read_settings(
+    settings_class: type[SettingsT],
+    path: Path | None,
+    *,
+    union_tags: Collection[str] = (),
+) -> SettingsT:
+    """`settings_class` from the TOML file at `path` (defaults when None) and the environment
+    (its `env_prefix`). A wrong value raises ConfigError naming the key, the value and the
+    file line or variable it came from. `union_tags` are the tags of tagged unions in lists
+    (reader kinds), which pydantic puts into error locations and a person never wrote."""
     text = ""
     data: dict[str, Any] = {}
     if path is not None:
@@ -399,19 +426,26 @@ def load_settings(path: Path | None) -> Settings:
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from error
     try:
-        return Settings(**data)
+        return settings_class(**data)
     except ValidationError as error:
-        raise ConfigError(_describe(error, path, text)) from error
+        env_prefix = str(settings_class.model_config.get("env_prefix", ""))
+        raise ConfigError(_describe(error, path, text, env_prefix, union_tags)) from error
 
 
-def _describe(error: ValidationError, path: Path | None, text: str) -> str:
+def _describe(
+    error: ValidationError,
+    path: Path | None,
+    text: str,
+    env_prefix: str,
+    union_tags: Collection[str],
+) -> str:
     lines = []
     for problem in error.errors():
-        loc = _without_union_tags(problem["loc"])
+        loc = _without_union_tags(problem["loc"], union_tags)
         key = ".".join(str(part) for part in loc)
         where = _line_of(text, loc) if text else None
         origin = f"{path}:{where}: " if where else (f"{path}: " if path else "")
-        env_name = "OCPP_EDGE_" + "__".join(str(part).upper() for part in loc)
+        env_name = env_prefix + "__".join(str(part).upper() for part in loc)
         if env_name in os.environ:
             origin = f"${env_name}: "
         value = problem.get("input")
@@ -420,13 +454,16 @@ def _describe(error: ValidationError, path: Path | None, text: str) -> str:
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def _without_union_tags(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """pydantic puts the reader kind into the location (readers.1.serial.baud): drop it."""
-    if len(loc) > 2 and loc[0] == "readers" and isinstance(loc[1], int):
-        kinds = {"nfc", "rc522", "serial", "keyboard", "simulated"}
-        if loc[2] in kinds:
-            return loc[:2] + loc[3:]
-    return loc
+def _without_union_tags(
+    loc: tuple[int | str, ...], union_tags: Collection[str]
+) -> tuple[int | str, ...]:
+    """pydantic puts a list item's union tag into the location (readers.1.serial.baud):
+    drop it."""
+    return tuple(
+        part
+        for index, part in enumerate(loc)
+        if not (index > 0 and isinstance(loc[index - 1], int) and part in union_tags)
+    )
 
 
 def _line_of(text: str, loc: tuple[int | str, ...]) -> int | None:

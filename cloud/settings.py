@@ -1,0 +1,174 @@
+"""The cloud aggregator's settings: one TOML file plus `OCPP_CLOUD_*` environment overrides.
+
+Read like the edge's (edge/settings.py): `--config`, else $OCPP_CLOUD_CONFIG, else
+./cloud.toml, else /etc/ocpp-cloud/cloud.toml; `OCPP_CLOUD_MQTT__BROKER_PORT=8883`
+overrides `[mqtt] broker_port`. A wrong value names the key, the value, the reason and the
+file line or variable. cloud.example.toml documents every key with its default.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from edge.settings import ApiSettings as EdgeApiSettings
+from edge.settings import locate_config_file, read_settings
+from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_PAYLOAD_BYTES
+
+CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
+DEFAULT_CONFIG_PATHS = (Path("cloud.toml"), Path("/etc/ocpp-cloud/cloud.toml"))
+# The largest payload MQTT can carry at all.
+MQTT_MAX_PAYLOAD_BYTES = 268_435_455
+_STORE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreSettings(_Section):
+    url: str = Field(
+        "sqlite:///cloud.db",
+        description="sqlite:///PATH (one process) or postgresql+psycopg://USER:PASSWORD@HOST/DB.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def known_database(cls, url: str) -> str:
+        try:
+            parsed = make_url(url)
+        except ArgumentError as error:
+            raise ValueError(f"not a database URL: {error}") from error
+        if parsed.drivername not in _STORE_DRIVERS:
+            raise ValueError("use sqlite:///PATH or postgresql+psycopg://USER:PASSWORD@HOST/DB")
+        if parsed.drivername.startswith("sqlite") and parsed.database in (None, "", ":memory:"):
+            raise ValueError("SQLite needs a file: sqlite:///cloud.db")
+        return url
+
+    @property
+    def is_sqlite(self) -> bool:
+        return make_url(self.url).drivername.startswith("sqlite")
+
+    def sqlite_path(self) -> Path | None:
+        """The SQLite file, or None for PostgreSQL."""
+        return Path(str(make_url(self.url).database)) if self.is_sqlite else None
+
+
+class MqttSettings(_Section):
+    broker_host: str = Field("127.0.0.1", description="The MQTT broker the edges publish to.")
+    broker_port: int = Field(1883, ge=1, le=65535, description="8883 for TLS, usually.")
+    username: str = ""
+    password: str = ""
+    tls_ca: Path | None = Field(None, description="CA of the broker's certificate: turns TLS on.")
+    tls_certificate: Path | None = Field(None, description="The aggregator's client certificate.")
+    tls_private_key: Path | None = Field(None, description="Its private key.")
+    topic_prefix: str = Field(DEFAULT_TOPIC_PREFIX, pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
+    share_group: str = Field(
+        "ocpp-cloud",
+        pattern=r"^([A-Za-z0-9._-]+)?$",
+        description="Replicas in one shared-subscription group split the edges' messages; "
+        "empty: a plain subscription (one replica only).",
+    )
+    client_id: str = Field("", description="MQTT client id; empty: HOSTNAME-PID.")
+    keepalive: int = Field(30, ge=5, le=3600, description="Seconds.")
+
+    @model_validator(mode="after")
+    def certificate_with_key(self) -> MqttSettings:
+        if (self.tls_certificate is None) != (self.tls_private_key is None):
+            raise ValueError("set both mqtt.tls_certificate and mqtt.tls_private_key, or neither")
+        return self
+
+    def effective_client_id(self) -> str:
+        """Each replica needs its own client id, or the broker drops one for the other."""
+        return self.client_id or f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ApiSettings(EdgeApiSettings):
+    port: int = Field(8090, ge=0, le=65535, description="0 turns the API off.")
+
+
+class DesiredSettings(_Section):
+    resend_interval: float = Field(
+        30.0,
+        gt=0,
+        le=3600,
+        description="Seconds between sends of desired state an edge has not reported yet.",
+    )
+
+
+class FirmwareSettings(_Section):
+    directory: Path = Field(Path("firmware"), description="Where firmware images are kept.")
+    signing_key: str = Field(
+        "",
+        description="The fleet's Ed25519 private key (PEM); empty: made at first start "
+        "beside the SQLite store.",
+    )
+
+
+class LimitSettings(_Section):
+    max_payload_bytes: int = Field(
+        MAX_PAYLOAD_BYTES,
+        ge=1024,
+        le=MQTT_MAX_PAYLOAD_BYTES,
+        description="A larger MQTT payload from an edge is refused unread.",
+    )
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    store: StoreSettings = StoreSettings()
+    mqtt: MqttSettings = MqttSettings()
+    api: ApiSettings = ApiSettings()
+    desired: DesiredSettings = DesiredSettings()
+    firmware: FirmwareSettings = FirmwareSettings()
+    limits: LimitSettings = LimitSettings()
+
+    @model_validator(mode="after")
+    def shared_signing_key(self) -> CloudSettings:
+        # Replicas on one PostgreSQL must sign with one key: a key made by each would
+        # give edges signatures that only some of them match.
+        if not self.store.is_sqlite and not self.firmware.signing_key:
+            raise ValueError(
+                "the store is PostgreSQL: set firmware.signing_key to the fleet's key file, "
+                "shared by every replica"
+            )
+        return self
+
+    def signing_key_path(self) -> Path:
+        """The fleet's signing key: as set, else fleet-signing.key beside the SQLite file."""
+        if self.firmware.signing_key:
+            return Path(self.firmware.signing_key)
+        sqlite_path = self.store.sqlite_path()
+        assert sqlite_path is not None  # PostgreSQL without a key is refused above
+        return sqlite_path.parent / "fleet-signing.key"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The file's content arrives as init arguments; the environment overrides it.
+        return env_settings, init_settings
+
+
+def find_config_file(explicit: Path | None) -> Path | None:
+    """The file to read: `--config`, then $OCPP_CLOUD_CONFIG, then the default paths."""
+    return locate_config_file(explicit, CONFIG_ENV_VAR, DEFAULT_CONFIG_PATHS)
+
+
+def load_settings(path: Path | None) -> CloudSettings:
+    """Settings from `path` (or defaults when None) and the environment."""
+    return read_settings(CloudSettings, path)

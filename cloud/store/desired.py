@@ -1,0 +1,314 @@
+"""Desired state: what the cloud wants each edge to hold, and what to send it until the
+edge reports it holds it (docs/sync-protocol.md, "Down").
+
+- Card lists: each change is a new version holding the full list; an edge is sent the
+  latest as a delta from the version it reported (when that version's list is known),
+  else in full, until it reports the latest.
+- Commands: created with an id and an expiry; sent until the edge reports a result or
+  they expire.
+- Firmware: images the cloud holds, offered to edges until they report them verified.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+
+from cloud.store.database import StoreError, reading
+from cloud.store.schema import card_lists, commands, edges, firmware_images, firmware_status
+from cloud.store.statements import lock_edge, upsert
+from cloud.store.times import iso, utc_now
+from edge.sync.protocol import (
+    MAX_PAYLOAD_BYTES,
+    CardEntry,
+    CardList,
+    FirmwareOffer,
+    OperatorCommand,
+)
+
+# Chunks of 256 KiB: a quarter of the largest payload once base64 grows them by a third.
+DEFAULT_CHUNK_SIZE = 262_144
+# Offers are sent again while the edge is fetching; after verified, rejected or failed
+# only a new offer_to sends the image again.
+_OFFER_STATES = ("offered", "downloading")
+_OPEN_COMMAND_STATES = ("pending", "sent")
+
+assert DEFAULT_CHUNK_SIZE <= MAX_PAYLOAD_BYTES // 2
+
+
+class DesiredStateError(StoreError):
+    """Desired state that cannot be set as asked; the message says why."""
+
+
+# -- card lists --------------------------------------------------------------------
+
+
+def set_card_list(engine: Engine, edge_id: str, cards: list[CardEntry]) -> int:
+    """Store `cards` as the edge's new card list; its version, above every version the
+    cloud or the edge has held."""
+    seen: set[str] = set()
+    for card in cards:
+        if card.id_tag in seen:
+            raise DesiredStateError(f"card {card.id_tag} is in the list twice")
+        seen.add(card.id_tag)
+    now = utc_now()
+    with engine.begin() as connection:
+        edge = lock_edge(connection, edge_id, now)
+        latest = _latest_card_version(connection, edge_id) or 0
+        version = max(latest, edge.cards_version_reported or 0) + 1
+        connection.execute(
+            insert(card_lists).values(
+                edge_id=edge_id,
+                version=version,
+                document=[card.model_dump(mode="json") for card in cards],
+                created_at=now,
+            )
+        )
+    return version
+
+
+def card_list_to_send(engine: Engine, edge_id: str) -> CardList | None:
+    """The CardList the edge lacks: None when it reported the latest version (or there
+    is no list); a delta from its version when that version's list is known; else full."""
+    with reading(engine) as connection:
+        reported = connection.execute(
+            select(edges.c.cards_version_reported).where(edges.c.id == edge_id)
+        ).scalar_one_or_none()
+        latest = _latest_card_version(connection, edge_id)
+        if latest is None or reported == latest:
+            return None
+        cards = _card_list(connection, edge_id, latest)
+        base = _card_list(connection, edge_id, reported) if reported else None
+    assert cards is not None
+    if base is None:
+        return CardList(version=latest, full=True, cards=list(cards.values()))
+    changed = [card for id_tag, card in cards.items() if base.get(id_tag) != card]
+    removed = [id_tag for id_tag in base if id_tag not in cards]
+    return CardList(
+        version=latest, full=False, base_version=reported, cards=changed, removed=removed
+    )
+
+
+def _latest_card_version(connection: Connection, edge_id: str) -> int | None:
+    latest = connection.execute(
+        select(func.max(card_lists.c.version)).where(card_lists.c.edge_id == edge_id)
+    ).scalar_one()
+    return None if latest is None else int(latest)
+
+
+def _card_list(connection: Connection, edge_id: str, version: int) -> dict[str, CardEntry] | None:
+    document = connection.execute(
+        select(card_lists.c.document).where(
+            card_lists.c.edge_id == edge_id, card_lists.c.version == version
+        )
+    ).scalar_one_or_none()
+    if document is None:
+        return None
+    entries = (CardEntry.model_validate(entry) for entry in document)
+    return {entry.id_tag: entry for entry in entries}
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def create_command(
+    engine: Engine,
+    edge_id: str,
+    charger_id: str,
+    action: str,
+    arguments: Mapping[str, Any],
+    expires_at: datetime,
+) -> OperatorCommand:
+    """A new command for a charger of the edge, pending until sent."""
+    now = utc_now()
+    if expires_at <= now:
+        raise DesiredStateError(f"the command would expire at {iso(expires_at)}, in the past")
+    try:
+        command = OperatorCommand(
+            id=uuid.uuid4().hex,
+            action=action,  # checked here, against the Literal
+            charger_id=charger_id,
+            arguments=dict(arguments),
+            expires_at=iso(expires_at),
+        )
+    except ValidationError as error:
+        problems = "; ".join(str(problem["msg"]) for problem in error.errors())
+        raise DesiredStateError(f"not a command an edge can run: {problems}") from error
+    with engine.begin() as connection:
+        lock_edge(connection, edge_id, now)
+        connection.execute(
+            insert(commands).values(
+                id=command.id,
+                edge_id=edge_id,
+                charger_id=charger_id,
+                action=action,
+                arguments=command.arguments,
+                expires_at=expires_at,
+                created_at=now,
+                status="pending",
+                detail="",
+            )
+        )
+    return command
+
+
+def commands_to_send(engine: Engine, edge_id: str, now: datetime) -> list[OperatorCommand]:
+    """The edge's commands with no result yet and not expired, oldest first; those past
+    their expiry are marked expired (a later result from the edge still wins)."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(commands)
+            .where(
+                commands.c.edge_id == edge_id,
+                commands.c.status.in_(_OPEN_COMMAND_STATES),
+                commands.c.expires_at <= now,
+            )
+            .values(status="expired", finished_at=now, detail="expired before the edge answered")
+        )
+        rows = connection.execute(
+            select(commands)
+            .where(commands.c.edge_id == edge_id, commands.c.status.in_(_OPEN_COMMAND_STATES))
+            .order_by(commands.c.created_at, commands.c.id)
+        ).all()
+    return [
+        OperatorCommand(
+            id=row.id,
+            action=row.action,
+            charger_id=row.charger_id,
+            arguments=row.arguments,
+            expires_at=iso(row.expires_at),
+        )
+        for row in rows
+    ]
+
+
+def mark_sent(engine: Engine, command_ids: Iterable[str], now: datetime) -> None:
+    """Record that these commands were published (the first time is kept)."""
+    ids = list(command_ids)
+    if not ids:
+        return
+    with engine.begin() as connection:
+        connection.execute(
+            update(commands)
+            .where(commands.c.id.in_(ids), commands.c.status == "pending")
+            .values(status="sent", sent_at=now)
+        )
+
+
+# -- firmware ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FirmwareImage:
+    name: str
+    version: str
+    size: int
+    sha256: str
+    signature: str  # base64 Ed25519 signature over the raw SHA-256 digest
+    path: str
+
+
+def add_firmware_image(
+    engine: Engine, name: str, version: str, size: int, sha256: str, signature: str, path: str
+) -> FirmwareImage:
+    """Register an image (already signed and written at `path`); the image as stored.
+    Adding the same image again is harmless; another image under a used name is refused."""
+    image = FirmwareImage(name, version, size, sha256, signature, path)
+    try:
+        _offer(image, DEFAULT_CHUNK_SIZE)  # the same checks an edge will make
+    except ValidationError as error:
+        problems = "; ".join(f"{problem['loc'][0]}: {problem['msg']}" for problem in error.errors())
+        raise DesiredStateError(f"firmware image {name!r} cannot be offered: {problems}") from error
+    with engine.begin() as connection:
+        existing = connection.execute(
+            select(firmware_images).where(firmware_images.c.name == name)
+        ).one_or_none()
+        if existing is not None:
+            if existing.sha256 != sha256:
+                raise DesiredStateError(
+                    f"another image is already called {name!r}: give this one a new name"
+                )
+            return _image(existing)
+        connection.execute(
+            insert(firmware_images).values(
+                name=name,
+                version=version,
+                size=size,
+                sha256=sha256,
+                signature=signature,
+                path=path,
+                created_at=utc_now(),
+            )
+        )
+    return image
+
+
+def firmware_image(engine: Engine, name: str) -> FirmwareImage | None:
+    with reading(engine) as connection:
+        row = connection.execute(
+            select(firmware_images).where(firmware_images.c.name == name)
+        ).one_or_none()
+    return None if row is None else _image(row)
+
+
+def offer_to(engine: Engine, edge_id: str, image: str) -> None:
+    """Offer the image to the edge (again, when it was verified, rejected or failed)."""
+    now = utc_now()
+    with engine.begin() as connection:
+        known = connection.execute(
+            select(firmware_images.c.name).where(firmware_images.c.name == image)
+        ).scalar_one_or_none()
+        if known is None:
+            raise DesiredStateError(f"no firmware image {image!r}: add it first")
+        lock_edge(connection, edge_id, now)
+        upsert(
+            connection,
+            firmware_status,
+            {
+                "edge_id": edge_id,
+                "image": image,
+                "status": "offered",
+                "bytes": 0,
+                "detail": "",
+                "offered_at": now,
+                "updated_at": now,
+            },
+            key=["edge_id", "image"],
+        )
+
+
+def offers_to_send(
+    engine: Engine, edge_id: str, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> list[FirmwareOffer]:
+    """Offers the edge has not verified yet (nor rejected, nor failed)."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(firmware_images)
+            .join(firmware_status, firmware_status.c.image == firmware_images.c.name)
+            .where(
+                firmware_status.c.edge_id == edge_id, firmware_status.c.status.in_(_OFFER_STATES)
+            )
+            .order_by(firmware_status.c.offered_at, firmware_images.c.name)
+        ).all()
+    return [_offer(_image(row), chunk_size) for row in rows]
+
+
+def _image(row: Row[Any]) -> FirmwareImage:
+    return FirmwareImage(row.name, row.version, row.size, row.sha256, row.signature, row.path)
+
+
+def _offer(image: FirmwareImage, chunk_size: int) -> FirmwareOffer:
+    return FirmwareOffer(
+        image=image.name,
+        version=image.version,
+        size=image.size,
+        sha256=image.sha256,
+        signature=image.signature,
+        chunk_size=chunk_size,
+    )

@@ -1,0 +1,1 @@
+"""Numbered migrations: 0001_initial, then one file per schema change."""

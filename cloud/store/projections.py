@@ -1,0 +1,277 @@
+"""The views events feed: each event kind updates the rows it describes, inside the
+transaction that stores the event, so views and events never disagree.
+
+One handler per kind, registered in `HANDLERS`. A handler only writes what its event
+says; it never refuses an event for what the store holds (a meter for a transaction
+started before the edge synced makes the row, a result for a command the cloud does not
+know changes nothing): refusing would stop the edge's whole outbox behind that event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, or_, update
+
+from cloud.store.schema import (
+    card_uses,
+    charger_jobs,
+    chargers,
+    commands,
+    connectors,
+    edges,
+    firmware_status,
+    transactions,
+)
+from cloud.store.statements import upsert
+from cloud.store.times import parse_time
+from edge.sync.protocol import (
+    CardsApplied,
+    CardUsed,
+    ChargerBoot,
+    ChargerConnection,
+    ChargerJob,
+    CommandResult,
+    ConnectorStatus,
+    EdgeHealth,
+    EventData,
+    FirmwareProgress,
+    TransactionMeter,
+    TransactionStarted,
+    TransactionStopped,
+)
+
+
+class InvalidEvent(ValueError):
+    """An event whose content cannot be used (a time that is not a time)."""
+
+
+@dataclass(frozen=True)
+class Applying:
+    """Where and when the event being applied happened."""
+
+    connection: Connection
+    edge_id: str
+    seq: int
+    at: datetime  # the event's time, edge clock, UTC
+
+
+def apply_event(applying: Applying, data: EventData) -> None:
+    HANDLERS[type(data)](applying, data)
+
+
+def _time(text: str, field: str) -> datetime:
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise InvalidEvent(f"{field} {text!r} is not an ISO 8601 time") from error
+
+
+def _charger(applying: Applying, charger_id: str, **values: Any) -> None:
+    """Make or update the charger's row; every charger event moves `updated_at`."""
+    upsert(
+        applying.connection,
+        chargers,
+        {"edge_id": applying.edge_id, "charger_id": charger_id, "updated_at": applying.at} | values,
+        key=["edge_id", "charger_id"],
+    )
+
+
+def on_charger_boot(applying: Applying, data: ChargerBoot) -> None:
+    _charger(
+        applying,
+        data.charger_id,
+        vendor=data.vendor,
+        model=data.model,
+        serial_number=data.serial_number,
+        firmware_version=data.firmware_version,
+        booted_at=applying.at,
+    )
+
+
+def on_charger_connection(applying: Applying, data: ChargerConnection) -> None:
+    _charger(applying, data.charger_id, connected=data.connected, connection_changed_at=applying.at)
+
+
+def on_connector_status(applying: Applying, data: ConnectorStatus) -> None:
+    _charger(applying, data.charger_id)
+    upsert(
+        applying.connection,
+        connectors,
+        {
+            "edge_id": applying.edge_id,
+            "charger_id": data.charger_id,
+            "connector_id": data.connector_id,
+            "status": data.status,
+            "error_code": data.error_code,
+            "info": data.info,
+            "status_at": applying.at,
+        },
+        key=["edge_id", "charger_id", "connector_id"],
+    )
+
+
+def _transaction(applying: Applying, charger_id: str, transaction_id: int, **values: Any) -> None:
+    _charger(applying, charger_id)
+    upsert(
+        applying.connection,
+        transactions,
+        {
+            "edge_id": applying.edge_id,
+            "transaction_id": transaction_id,
+            "charger_id": charger_id,
+            "updated_at": applying.at,
+        }
+        | values,
+        key=["edge_id", "transaction_id"],
+    )
+
+
+def on_transaction_started(applying: Applying, data: TransactionStarted) -> None:
+    _transaction(
+        applying,
+        data.charger_id,
+        data.transaction_id,
+        connector_id=data.connector_id,
+        id_tag=data.id_tag,
+        id_tag_status=data.id_tag_status,
+        meter_start_wh=data.meter_start_wh,
+        started_at=_time(data.started_at, "started_at"),
+    )
+
+
+def on_transaction_meter(applying: Applying, data: TransactionMeter) -> None:
+    _transaction(
+        applying,
+        data.charger_id,
+        data.transaction_id,
+        energy_wh=data.energy_wh,
+        power_w=data.power_w,
+    )
+
+
+def on_transaction_stopped(applying: Applying, data: TransactionStopped) -> None:
+    _transaction(
+        applying,
+        data.charger_id,
+        data.transaction_id,
+        meter_stop_wh=data.meter_stop_wh,
+        energy_wh=data.energy_wh,
+        power_w=None,
+        stopped_at=_time(data.stopped_at, "stopped_at"),
+        stop_reason=data.reason,
+    )
+
+
+def on_card_used(applying: Applying, data: CardUsed) -> None:
+    applying.connection.execute(
+        insert(card_uses).values(
+            edge_id=applying.edge_id,
+            seq=applying.seq,
+            at=applying.at,
+            id_tag=data.id_tag,
+            source=data.source,
+            action=data.action,
+            status=data.status,
+            reason=data.reason,
+            charger_id=data.charger_id,
+            connector_id=data.connector_id,
+            reader_id=data.reader_id,
+        )
+    )
+
+
+def on_charger_job(applying: Applying, data: ChargerJob) -> None:
+    _charger(applying, data.charger_id)
+    upsert(
+        applying.connection,
+        charger_jobs,
+        {
+            "edge_id": applying.edge_id,
+            "charger_id": data.charger_id,
+            "job": data.job,
+            "status": data.status,
+            "request_id": data.request_id,
+            "at": applying.at,
+        },
+        key=["edge_id", "charger_id", "job"],
+    )
+
+
+def on_command_result(applying: Applying, data: CommandResult) -> None:
+    # The edge's word is final, also over an `expired` the cloud set while waiting for it.
+    applying.connection.execute(
+        update(commands)
+        .where(commands.c.id == data.command_id, commands.c.edge_id == applying.edge_id)
+        .values(
+            status=data.status,
+            detail=data.detail,
+            response=data.response,
+            finished_at=applying.at,
+        )
+    )
+
+
+def on_cards_applied(applying: Applying, data: CardsApplied) -> None:
+    applying.connection.execute(
+        update(edges)
+        .where(edges.c.id == applying.edge_id)
+        .values(cards_version_reported=data.version)
+    )
+
+
+def on_firmware_progress(applying: Applying, data: FirmwareProgress) -> None:
+    upsert(
+        applying.connection,
+        firmware_status,
+        {
+            "edge_id": applying.edge_id,
+            "image": data.image,
+            "status": data.status,
+            "bytes": data.bytes,
+            "detail": data.detail,
+            "updated_at": applying.at,
+        },
+        key=["edge_id", "image"],
+    )
+
+
+def on_edge_health(applying: Applying, data: EdgeHealth) -> None:
+    connection, edge = applying.connection, edges.c
+    connection.execute(
+        update(edges)
+        .where(edge.id == applying.edge_id)
+        .values(
+            health=data.model_dump(mode="json"),
+            health_at=applying.at,
+            software_version=data.software_version,
+        )
+    )
+    # A health event from a backlog is older than the live status's figures: keep those.
+    connection.execute(
+        update(edges)
+        .where(
+            edge.id == applying.edge_id,
+            or_(edge.figures_at.is_(None), edge.figures_at < applying.at),
+        )
+        .values(backlog=data.backlog, oldest_age_s=data.oldest_age_s, figures_at=applying.at)
+    )
+
+
+HANDLERS: dict[type[Any], Callable[[Applying, Any], None]] = {
+    ChargerBoot: on_charger_boot,
+    ChargerConnection: on_charger_connection,
+    ConnectorStatus: on_connector_status,
+    TransactionStarted: on_transaction_started,
+    TransactionMeter: on_transaction_meter,
+    TransactionStopped: on_transaction_stopped,
+    CardUsed: on_card_used,
+    ChargerJob: on_charger_job,
+    CommandResult: on_command_result,
+    CardsApplied: on_cards_applied,
+    FirmwareProgress: on_firmware_progress,
+    EdgeHealth: on_edge_health,
+}

@@ -1,0 +1,293 @@
+"""The aggregator's tables (SQLAlchemy Core), one schema for SQLite and PostgreSQL.
+
+Each table holds one concept:
+
+- `edges`: one row per edge: `last_seq` (the newest event stored, what acks carry), the
+  edge-clock time of that event, presence (`state` unknown/online/offline, the last
+  `EdgeStatus` document and when it arrived), the figures it last reported (software
+  version, outbox backlog and its oldest age, and when), its last `edge.health`, the card
+  list version it holds, and how many repeated events it sent.
+- `events`: every event stored, once: key `(edge_id, seq)`. The views below are built from
+  them and could be rebuilt from them.
+- `chargers`, `connectors`: each edge's chargers as their events describe them.
+- `transactions`: key `(edge_id, transaction_id)` (the edge gives each transaction an id
+  of its own, never reused); energy in integer Wh.
+- `card_uses`: one row per `card.used` event, keyed like the event.
+- `charger_jobs`: the latest firmware/diagnostics/log status of each charger, per job.
+- `rejections`: payloads refused, counted per source (the topic's edge id, or the topic)
+  and reason, with the latest sample.
+- `card_lists`: each version of each edge's card list, as the full list (deltas are
+  computed when sent).
+- `firmware_images`, `firmware_status`: images the cloud offers, and each edge's progress
+  with each (no foreign key to the image: an edge may report one the cloud removed).
+- `commands`: operator commands, from creation to the edge's result.
+
+Times are aware UTC datetimes (`UtcDateTime`); JSON documents are JSONB on PostgreSQL.
+Migrations (cloud/store/migrations/versions) create exactly this; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes in, aware UTC datetimes out. SQLite keeps no offset, so every value
+    is turned to UTC before it is written."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"a naive datetime ({value}) cannot be stored: give it a time zone")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQL NULL for None (not JSON null), JSONB on PostgreSQL.
+Json = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+EDGE_ID = String(64)
+# Anything an edge sends is stored whole: a string too long for its column would stop
+# that edge's outbox behind the event. Ids the protocol bounds keep their length.
+CHARGER_ID = Text()
+EDGE_STATES = ("unknown", "online", "offline")
+FIRMWARE_STATES = ("offered", "downloading", "verified", "rejected", "installing", "failed")
+COMMAND_STATES = ("pending", "sent", "done", "failed", "expired", "rejected")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
+    quoted = ", ".join(f"'{value}'" for value in values)
+    return CheckConstraint(f"{column} IN ({quoted})", name=column)
+
+
+edges = Table(
+    "edges",
+    metadata,
+    Column("id", EDGE_ID, primary_key=True),
+    Column("last_seq", BigInteger, nullable=False, server_default="0"),
+    Column("last_event_at", UtcDateTime),
+    Column("state", String(16), nullable=False, server_default="unknown"),
+    Column("status", Json),
+    Column("status_at", UtcDateTime),
+    Column("software_version", Text),
+    Column("backlog", BigInteger),
+    Column("oldest_age_s", Float),
+    Column("figures_at", UtcDateTime),
+    Column("health", Json),
+    Column("health_at", UtcDateTime),
+    Column("cards_version_reported", Integer),
+    Column("duplicate_events", BigInteger, nullable=False, server_default="0"),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("first_seen_at", UtcDateTime),
+    Column("last_seen_at", UtcDateTime),
+    _one_of("state", EDGE_STATES),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("data", Json, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "seq"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+)
+
+chargers = Table(
+    "chargers",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("vendor", Text),
+    Column("model", Text),
+    Column("serial_number", Text),
+    Column("firmware_version", Text),
+    Column("booted_at", UtcDateTime),
+    Column("connected", Boolean),
+    Column("connection_changed_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "charger_id"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+)
+
+connectors = Table(
+    "connectors",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("connector_id", Integer, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error_code", Text, nullable=False),
+    Column("info", Text),
+    Column("status_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "charger_id", "connector_id"),
+    ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+)
+
+# Started fields are nullable: a meter or stop can arrive for a transaction started
+# before the edge synced.
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("transaction_id", BigInteger, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("connector_id", Integer),
+    Column("id_tag", Text),
+    Column("id_tag_status", Text),
+    Column("meter_start_wh", BigInteger),
+    Column("meter_stop_wh", BigInteger),
+    Column("energy_wh", BigInteger, nullable=False, server_default="0"),
+    Column("power_w", Float),
+    Column("started_at", UtcDateTime),
+    Column("stopped_at", UtcDateTime),
+    Column("stop_reason", Text),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "transaction_id"),
+    ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+    Index(None, "edge_id", "started_at"),
+)
+
+card_uses = Table(
+    "card_uses",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("id_tag", Text, nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("action", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("charger_id", CHARGER_ID),
+    Column("connector_id", Integer),
+    Column("reader_id", Text),
+    PrimaryKeyConstraint("edge_id", "seq"),
+    ForeignKeyConstraint(["edge_id", "seq"], ["events.edge_id", "events.seq"]),
+    Index(None, "id_tag"),
+)
+
+charger_jobs = Table(
+    "charger_jobs",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("job", Text, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("request_id", Integer),
+    Column("at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "charger_id", "job"),
+    ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+)
+
+rejections = Table(
+    "rejections",
+    metadata,
+    Column("source", Text, nullable=False),
+    Column("reason", String(32), nullable=False),
+    Column("count", BigInteger, nullable=False),
+    Column("first_at", UtcDateTime, nullable=False),
+    Column("last_at", UtcDateTime, nullable=False),
+    Column("sample", Text, nullable=False),
+    PrimaryKeyConstraint("source", "reason"),
+)
+
+card_lists = Table(
+    "card_lists",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("document", Json, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "version"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+)
+
+firmware_images = Table(
+    "firmware_images",
+    metadata,
+    Column("name", String(128), primary_key=True),
+    Column("version", Text, nullable=False),
+    Column("size", BigInteger, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("signature", Text, nullable=False),
+    Column("path", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+firmware_status = Table(
+    "firmware_status",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("image", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
+    Column("detail", Text, nullable=False),
+    Column("offered_at", UtcDateTime),
+    Column("updated_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "image"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    _one_of("status", FIRMWARE_STATES),
+)
+
+commands = Table(
+    "commands",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("arguments", Json, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("detail", Text, nullable=False),
+    Column("response", Json),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    _one_of("status", COMMAND_STATES),
+    Index(None, "edge_id", "status"),
+)

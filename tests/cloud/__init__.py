@@ -1,0 +1,1 @@
+"""Tests of the cloud aggregator: settings, and the store on SQLite and PostgreSQL."""

@@ -1,0 +1,60 @@
+"""Fixtures for the aggregator's store: every store test runs on a real SQLite file and on
+a real PostgreSQL (started once per test run, see tests/postgres.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from cloud.store.database import open_store
+from cloud.store.schema import metadata
+from tests.postgres import PostgresServer, PostgresUnavailable
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """$OCPP_TEST_POSTGRES_URL's server, or a private cluster; this run's databases are
+    dropped (and a private cluster stopped) at the end."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres: PostgresServer) -> Iterator[Engine]:
+    """One migrated database for the run; `engine` empties it before each test."""
+    engine = open_store(postgres.create_database().render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """An empty, migrated store."""
+    if request.param == "sqlite":
+        sqlite_engine = open_store(f"sqlite:///{tmp_path / 'cloud.db'}")
+        yield sqlite_engine
+        sqlite_engine.dispose()
+        return
+    postgres_engine: Engine = request.getfixturevalue("postgres_engine")
+    names = ", ".join(table.name for table in metadata.sorted_tables)
+    with postgres_engine.begin() as connection:
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    yield postgres_engine
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a database with no schema at all."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'cloud.db'}"
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    return postgres.create_database().render_as_string(hide_password=False)

@@ -1,0 +1,153 @@
+"""Desired state: card list versions and deltas, commands until a result or expiry,
+firmware offers until verified."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import Engine
+
+from cloud.store.desired import (
+    DesiredStateError,
+    add_firmware_image,
+    card_list_to_send,
+    commands_to_send,
+    create_command,
+    firmware_image,
+    mark_sent,
+    offer_to,
+    offers_to_send,
+    set_card_list,
+)
+from cloud.store.ingest import record_status, store_batch
+from cloud.store.schema import commands
+from cloud.store.times import utc_now
+from edge.sync.protocol import CardEntry, CardList
+from tests.cloud.payloads import batch, event, status
+from tests.cloud.rows import rows
+
+EDGE = "site-7"
+SHA = "ab" * 32
+
+
+def report(engine: Engine, seq: int, data: dict[str, object]) -> None:
+    result = store_batch(engine, EDGE, batch(EDGE, [event(seq, data)]), 1_048_576)
+    assert result.rejected is None, result.detail
+
+
+def test_card_lists_are_sent_full_then_as_deltas_until_reported(engine: Engine) -> None:
+    alice, bob = CardEntry(id_tag="ALICE"), CardEntry(id_tag="BOB", label="Bob")
+    assert card_list_to_send(engine, EDGE) is None  # nothing desired yet
+    assert set_card_list(engine, EDGE, [alice, bob]) == 1
+    assert card_list_to_send(engine, EDGE) == CardList(version=1, full=True, cards=[alice, bob])
+
+    report(engine, 1, {"kind": "cards.applied", "version": 1, "cards": 2})
+    assert card_list_to_send(engine, EDGE) is None
+
+    blocked_bob, carol = CardEntry(id_tag="BOB", status="Blocked"), CardEntry(id_tag="CAROL")
+    assert set_card_list(engine, EDGE, [alice, blocked_bob, carol]) == 2
+    assert set_card_list(engine, EDGE, [blocked_bob, carol]) == 3
+    assert card_list_to_send(engine, EDGE) == CardList(
+        version=3, full=False, base_version=1, cards=[blocked_bob, carol], removed=["ALICE"]
+    )
+    report(engine, 2, {"kind": "cards.applied", "version": 3, "cards": 2})
+    assert card_list_to_send(engine, EDGE) is None
+
+
+def test_a_version_the_cloud_never_had_gets_the_full_list_above_it(engine: Engine) -> None:
+    # The edge holds version 7 of a list this store never held (a restored backup).
+    assert record_status(engine, EDGE, status(cards_version=7))
+    assert set_card_list(engine, EDGE, [CardEntry(id_tag="ALICE")]) == 8
+    assert card_list_to_send(engine, EDGE) == CardList(
+        version=8, full=True, cards=[CardEntry(id_tag="ALICE")]
+    )
+
+
+def test_a_card_twice_in_a_list_is_refused(engine: Engine) -> None:
+    with pytest.raises(DesiredStateError, match="ALICE is in the list twice"):
+        set_card_list(engine, EDGE, [CardEntry(id_tag="ALICE"), CardEntry(id_tag="ALICE")])
+
+
+def test_commands_are_sent_until_a_result_or_their_expiry(engine: Engine) -> None:
+    now = utc_now()
+    reset = create_command(
+        engine, EDGE, "CP-1", "reset", {"type": "Soft"}, now + timedelta(minutes=1)
+    )
+    unlock = create_command(
+        engine, EDGE, "CP-2", "unlock", {"connector_id": 1}, now + timedelta(hours=1)
+    )
+    assert reset.arguments == {"type": "Soft"} and reset.expires_at.endswith("Z")
+    assert commands_to_send(engine, EDGE, now) == [reset, unlock]
+    mark_sent(engine, [reset.id], now)
+    assert commands_to_send(engine, EDGE, now) == [reset, unlock]  # sent again until answered
+
+    report(
+        engine,
+        1,
+        {
+            "kind": "command.result",
+            "command_id": unlock.id,
+            "status": "done",
+            "response": {"status": "Unlocked"},
+        },
+    )
+    assert commands_to_send(engine, EDGE, now) == [reset]
+    assert commands_to_send(engine, EDGE, now + timedelta(minutes=2)) == []
+    by_id = {row.id: row for row in rows(engine, commands)}
+    assert by_id[unlock.id].status == "done" and by_id[unlock.id].response == {"status": "Unlocked"}
+    assert by_id[reset.id].status == "expired" and by_id[reset.id].sent_at is not None
+
+    # The edge had run it just before it expired: its result is the truth.
+    report(engine, 2, {"kind": "command.result", "command_id": reset.id, "status": "done"})
+    assert {row.id: row.status for row in rows(engine, commands)}[reset.id] == "done"
+
+
+def test_a_command_result_from_another_edge_changes_nothing(engine: Engine) -> None:
+    command = create_command(
+        engine, "site-8", "CP-1", "reset", {}, utc_now() + timedelta(minutes=5)
+    )
+    report(engine, 1, {"kind": "command.result", "command_id": command.id, "status": "failed"})
+    assert [row.status for row in rows(engine, commands)] == ["pending"]
+
+
+def test_commands_an_edge_cannot_run_are_refused(engine: Engine) -> None:
+    later = utc_now() + timedelta(minutes=5)
+    with pytest.raises(DesiredStateError, match="not a command an edge can run"):
+        create_command(engine, EDGE, "CP-1", "explode", {}, later)
+    with pytest.raises(DesiredStateError, match="in the past"):
+        create_command(engine, EDGE, "CP-1", "reset", {}, utc_now() - timedelta(seconds=1))
+    assert rows(engine, commands) == []
+
+
+def test_firmware_is_offered_until_the_edge_verified_it(engine: Engine) -> None:
+    image = add_firmware_image(engine, "ac22-1.2.bin", "1.2", 4096, SHA, "c2ln", "/fw/ac22-1.2.bin")
+    assert add_firmware_image(engine, "ac22-1.2.bin", "1.2", 4096, SHA, "c2ln", "/fw/x") == image
+    assert firmware_image(engine, "ac22-1.2.bin") == image
+    assert offers_to_send(engine, EDGE) == []
+    offer_to(engine, EDGE, "ac22-1.2.bin")
+    (offer,) = offers_to_send(engine, EDGE, chunk_size=65536)
+    assert (offer.image, offer.size, offer.sha256, offer.signature, offer.chunk_size) == (
+        "ac22-1.2.bin",
+        4096,
+        SHA,
+        "c2ln",
+        65536,
+    )
+    progress = {"kind": "firmware.progress", "image": "ac22-1.2.bin", "bytes": 4096}
+    report(engine, 1, progress | {"status": "downloading"})
+    assert len(offers_to_send(engine, EDGE)) == 1
+    report(engine, 2, progress | {"status": "verified"})
+    assert offers_to_send(engine, EDGE) == []
+    offer_to(engine, EDGE, "ac22-1.2.bin")  # offered again on purpose
+    assert len(offers_to_send(engine, EDGE)) == 1
+
+
+def test_firmware_that_cannot_be_offered_is_refused(engine: Engine) -> None:
+    with pytest.raises(DesiredStateError, match="sha256"):
+        add_firmware_image(engine, "a.bin", "1", 10, "not-a-digest", "c2ln", "/fw/a.bin")
+    add_firmware_image(engine, "a.bin", "1", 10, SHA, "c2ln", "/fw/a.bin")
+    with pytest.raises(DesiredStateError, match="give this one a new name"):
+        add_firmware_image(engine, "a.bin", "2", 10, "cd" * 32, "c2ln", "/fw/a2.bin")
+    with pytest.raises(DesiredStateError, match=r"no firmware image 'b\.bin'"):
+        offer_to(engine, EDGE, "b.bin")
