@@ -29,6 +29,7 @@ from edge.sync.protocol import (
     CardEntry,
     CardList,
     FirmwareOffer,
+    FirmwareRequest,
     OperatorCommand,
 )
 
@@ -312,3 +313,23 @@ def _offer(image: FirmwareImage, chunk_size: int) -> FirmwareOffer:
         signature=image.signature,
         chunk_size=chunk_size,
     )
+
+
+def firmware_path_for(engine: Engine, edge_id: str, request: FirmwareRequest) -> str | None:
+    """The file behind an image this edge was offered (None: it was not offered it)."""
+    with reading(engine) as connection:
+        return connection.execute(
+            select(firmware_images.c.path)
+            .join(firmware_status, firmware_status.c.image == firmware_images.c.name)
+            .where(firmware_status.c.edge_id == edge_id, firmware_images.c.name == request.image)
+        ).scalar_one_or_none()
+
+
+def online_edges(engine: Engine) -> list[str]:
+    """Edges whose last presence said online: the ones to send desired state to."""
+    with reading(engine) as connection:
+        return list(
+            connection.execute(
+                select(edges.c.id).where(edges.c.state == "online").order_by(edges.c.id)
+            ).scalars()
+        )
