@@ -11,12 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import Engine
 
+from cloud.app import CloudSite, run_cloud
+from cloud.settings import CloudSettings
+from cloud.store.database import open_store
 from edge.app import Site, run_edge
 from edge.hardware import Hardware
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
 from tests.mosquitto import Mosquitto
+from tests.postgres import PostgresServer, PostgresUnavailable
 
 
 def free_port() -> int:
@@ -153,3 +158,80 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
     mosquitto.start()
     yield mosquitto
     mosquitto.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """$OCPP_TEST_POSTGRES_URL's server, or a private cluster; this run's databases are
+    dropped (and a private cluster stopped) at the end."""
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as error:
+        pytest.fail(str(error))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_engine(postgres: PostgresServer) -> Iterator[Engine]:
+    """One migrated database for the run; `engine` empties it before each test."""
+    engine = open_store(postgres.create_database().render_as_string(hide_password=False))
+    yield engine
+    engine.dispose()
+
+
+@dataclass
+class RunningCloud:
+    settings: CloudSettings
+    site: CloudSite
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+    @property
+    def engine(self) -> Engine:
+        return self.site.engine
+
+    @property
+    def api_url(self) -> str:
+        assert self.site.api is not None
+        return f"http://127.0.0.1:{self.site.api.port}"
+
+
+StartCloud = Callable[..., Awaitable[RunningCloud]]
+
+
+@pytest.fixture
+async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
+    """`cloud = await start_cloud(broker, store_url=...)`: the aggregator in this event
+    loop, SQLite in tmp_path by default; stopped at teardown."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+
+    async def start(
+        broker: Mosquitto, *, store_url: str | None = None, **sections: Any
+    ) -> RunningCloud:
+        directory = tmp_path / f"cloud-{len(running)}"
+        directory.mkdir()
+        settings = CloudSettings(
+            store={"url": store_url or f"sqlite:///{directory / 'cloud.db'}"},
+            mqtt={"broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5},
+            api={"port": free_port()},
+            desired={"resend_interval": 1.0},
+            firmware={
+                "directory": directory / "firmware",
+                "signing_key": str(directory / "fleet.key"),
+            },
+            **sections,
+        )
+        stop = asyncio.Event()
+        ready: asyncio.Future[CloudSite] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(run_cloud(settings, stop=stop, on_ready=ready.set_result))
+        running.append((stop, task))
+        await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        if task.done():
+            task.result()
+        return RunningCloud(settings, ready.result(), stop, task)
+
+    yield start
+    for stop, task in running:
+        stop.set()
+        await asyncio.wait_for(task, timeout=15)

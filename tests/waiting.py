@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 
 async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None:
@@ -12,3 +12,10 @@ async def eventually(predicate: Callable[[], bool], within: float = 5.0) -> None
     async with asyncio.timeout(within):
         while not predicate():  # noqa: ASYNC110 - nothing to await across the boundary
             await asyncio.sleep(0.01)
+
+
+async def eventually_answers(predicate: Callable[[], Awaitable[bool]], within: float = 5.0) -> None:
+    """Like `eventually`, for a predicate that has to ask a server (an HTTP API)."""
+    async with asyncio.timeout(within):
+        while not await predicate():  # noqa: ASYNC110 - the server has no event to give
+            await asyncio.sleep(0.02)

@@ -333,3 +333,25 @@ def online_edges(engine: Engine) -> list[str]:
                 select(edges.c.id).where(edges.c.state == "online").order_by(edges.c.id)
             ).scalars()
         )
+
+
+def list_commands(engine: Engine, edge_id: str, limit: int = 100) -> list[dict[str, Any]]:
+    """An edge's operator commands, newest first, with their status and result."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(commands)
+            .where(commands.c.edge_id == edge_id)
+            .order_by(commands.c.created_at.desc())
+            .limit(limit)
+        ).mappings()
+        return [dict(row) for row in rows]
+
+
+def current_card_list(engine: Engine, edge_id: str) -> tuple[int, list[CardEntry]] | None:
+    """The latest version of an edge's card list, and its cards."""
+    with reading(engine) as connection:
+        version = _latest_card_version(connection, edge_id)
+        if version is None:
+            return None
+        cards = _card_list(connection, edge_id, version) or {}
+    return version, list(cards.values())

@@ -7,7 +7,6 @@ busy, 422 bad arguments, 502 the charger refused (CALLERROR), 504 no answer in t
 
 from __future__ import annotations
 
-import hmac
 import json
 from datetime import UTC, datetime
 from importlib import resources
@@ -17,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from sqlite_utils import Database
 
+from edge.api.tokens import bearer_token_check
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import (
     CSMS_INITIATED,
@@ -53,7 +53,7 @@ def create_api(server: OcppServer, settings: Settings, taps: TapFlow | None = No
         title="ocpp-edge local API",
         description="Read the site and send OCPP 1.6 commands to its chargers.",
         version="1",
-        dependencies=[Depends(_token_check(settings.api.token))],
+        dependencies=[Depends(bearer_token_check(settings.api.token))],
     )
     store = server.context.store
 
@@ -261,14 +261,3 @@ def _chargers_view(db: Database, settings: Settings) -> list[dict[str, Any]]:
         }
         for row in chargers.list_chargers(db)
     ]
-
-
-def _token_check(token: str) -> Any:
-    async def check(request: Request) -> None:
-        if not token:
-            return
-        offered = request.headers.get("authorization", "")
-        if not hmac.compare_digest(offered.encode(), f"Bearer {token}".encode()):
-            raise HTTPException(401, "this API needs `Authorization: Bearer <api.token>`")
-
-    return check

@@ -11,29 +11,9 @@ from sqlalchemy import Engine, text
 
 from cloud.store.database import open_store
 from cloud.store.schema import metadata
-from tests.postgres import PostgresServer, PostgresUnavailable
+from tests.postgres import PostgresServer
 
 BACKENDS = ["sqlite", "postgresql"]
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """$OCPP_TEST_POSTGRES_URL's server, or a private cluster; this run's databases are
-    dropped (and a private cluster stopped) at the end."""
-    try:
-        server = PostgresServer.start()
-    except PostgresUnavailable as error:
-        pytest.fail(str(error))
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def postgres_engine(postgres: PostgresServer) -> Iterator[Engine]:
-    """One migrated database for the run; `engine` empties it before each test."""
-    engine = open_store(postgres.create_database().render_as_string(hide_password=False))
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,0 +1,191 @@
+"""The aggregator's REST API, for fleet managers' tools and the fleet web view: edges
+with presence and sync lag, chargers, transactions, refused payloads; and desired state
+to set: card lists, firmware images and offers, operator commands.
+
+Bound to loopback by default; beyond it a bearer token is required. Errors are JSON
+with a sentence in `detail`: 404 unknown edge or image, 422 bad arguments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import re
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Literal
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import Engine
+
+from cloud.firmware import make_offer
+from cloud.settings import CloudSettings
+from cloud.store import desired, fleet
+from cloud.store.database import StoreError
+from edge.api.tokens import bearer_token_check
+from edge.sync import protocol as wire
+
+IMAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class CommandRequest(BaseModel):
+    charger_id: str = Field(min_length=1)
+    action: Literal[
+        "remote_start",
+        "remote_stop",
+        "reset",
+        "change_availability",
+        "unlock",
+        "trigger",
+        "firmware_rollout",
+        "ocpp",
+    ]
+    arguments: dict[str, Any] = {}
+    expires_in_s: float = Field(3600.0, gt=0, le=30 * 86400)
+
+
+def create_cloud_api(
+    settings: CloudSettings,
+    engine: Engine,
+    signing_key: Ed25519PrivateKey,
+    desired_changed: Any = None,
+) -> FastAPI:
+    """`desired_changed(edge_id)` is told when an edge has new desired state to send."""
+    api = FastAPI(
+        title="ocpp-cloud API",
+        description="The fleet: edges, chargers, transactions; cards, firmware, commands.",
+        version="1",
+        dependencies=[Depends(bearer_token_check(settings.api.token))],
+    )
+
+    def tell(edge_id: str) -> None:
+        if desired_changed is not None:
+            desired_changed(edge_id)
+
+    async def known_edge(edge_id: str) -> fleet.EdgeView:
+        edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))
+        for edge in edges:
+            if edge.edge_id == edge_id:
+                return edge
+        raise HTTPException(404, f"no edge {edge_id} has been in touch with this cloud")
+
+    @api.get("/api/edges", summary="Edges: presence, sync lag, backlog, version")
+    async def list_edges() -> list[dict[str, Any]]:
+        edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))
+        return [_view(edge) | {"online": edge.online} for edge in edges]
+
+    @api.get("/api/edges/{edge_id}", summary="One edge")
+    async def get_edge(edge_id: str) -> dict[str, Any]:
+        edge = await known_edge(edge_id)
+        return _view(edge) | {"online": edge.online}
+
+    @api.get("/api/chargers", summary="Chargers and their connectors, of one edge or all")
+    async def list_chargers(edge: str | None = None) -> list[dict[str, Any]]:
+        return [_view(c) for c in await asyncio.to_thread(fleet.list_chargers, engine, edge)]
+
+    @api.get("/api/transactions", summary="Transactions, newest first, energy in Wh")
+    async def list_transactions(
+        edge: str | None = None, limit: int = Query(100, ge=1, le=10_000)
+    ) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(fleet.list_transactions, engine, edge, limit)
+        return [_view(row) | {"running": row.running} for row in rows]
+
+    @api.get("/api/rejections", summary="Payloads refused, per edge (or topic) and reason")
+    async def list_rejections() -> list[dict[str, Any]]:
+        return [_view(row) for row in await asyncio.to_thread(fleet.rejection_counts, engine)]
+
+    @api.get("/api/edges/{edge_id}/cards", summary="An edge's card list, latest version")
+    async def get_cards(edge_id: str) -> dict[str, Any]:
+        current = await asyncio.to_thread(desired.current_card_list, engine, edge_id)
+        edge = await known_edge(edge_id)
+        version, cards = current or (0, [])
+        return {
+            "edge_id": edge_id,
+            "version": version,
+            "applied_version": edge.cards_version_reported,
+            "cards": [card.model_dump() for card in cards],
+        }
+
+    @api.get("/api/edges/{edge_id}/commands", summary="An edge's commands and their results")
+    async def list_commands(edge_id: str) -> list[dict[str, Any]]:
+        await known_edge(edge_id)
+        return await asyncio.to_thread(desired.list_commands, engine, edge_id)
+
+    @api.put("/api/edges/{edge_id}/cards", summary="Set an edge's card list (a new version)")
+    async def set_cards(edge_id: str, cards: list[wire.CardEntry]) -> dict[str, Any]:
+        version = await asyncio.to_thread(desired.set_card_list, engine, edge_id, cards)
+        tell(edge_id)
+        return {"edge_id": edge_id, "version": version, "cards": len(cards)}
+
+    @api.put("/api/firmware/{name}", summary="Upload a firmware image (the raw bytes)")
+    async def upload_firmware(name: str, request: Request, version: str) -> dict[str, Any]:
+        if not _safe_image_name(name):
+            raise HTTPException(422, f"{name!r} is not a firmware image name")
+        body = await request.body()
+        if not body:
+            raise HTTPException(422, "the body is the image's bytes: it is empty")
+        path = settings.firmware.directory / name
+        offer = await asyncio.to_thread(_store_and_sign, path, body, name, version, signing_key)
+        await asyncio.to_thread(
+            desired.add_firmware_image,
+            engine,
+            name,
+            version,
+            offer.size,
+            offer.sha256,
+            offer.signature,
+            str(path),
+        )
+        return {"name": name, "version": version, "size": offer.size, "sha256": offer.sha256}
+
+    @api.post("/api/edges/{edge_id}/firmware/{name}", summary="Offer an image to an edge")
+    async def offer_firmware(edge_id: str, name: str) -> dict[str, Any]:
+        await known_edge(edge_id)
+        try:
+            await asyncio.to_thread(desired.offer_to, engine, edge_id, name)
+        except StoreError as error:
+            raise HTTPException(404, str(error)) from error
+        tell(edge_id)
+        return {"edge_id": edge_id, "image": name, "status": "offered"}
+
+    @api.post("/api/edges/{edge_id}/commands", summary="An operator command for an edge")
+    async def create_command(edge_id: str, command: CommandRequest) -> dict[str, Any]:
+        await known_edge(edge_id)
+        expires_at = datetime.now(UTC) + timedelta(seconds=command.expires_in_s)
+        created = await asyncio.to_thread(
+            desired.create_command,
+            engine,
+            edge_id,
+            command.charger_id,
+            command.action,
+            command.arguments,
+            expires_at,
+        )
+        tell(edge_id)
+        return created.model_dump()
+
+    return api
+
+
+def _store_and_sign(
+    path: Path, body: bytes, name: str, version: str, key: Ed25519PrivateKey
+) -> wire.FirmwareOffer:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.upload")
+    partial.write_bytes(body)
+    partial.replace(path)
+    offer = make_offer(path, name, version, key)
+    assert offer.sha256 == hashlib.sha256(body).hexdigest()
+    return offer
+
+
+def _safe_image_name(name: str) -> bool:
+    return re.fullmatch(IMAGE_NAME, name) is not None
+
+
+def _view(row: Any) -> dict[str, Any]:
+    # FastAPI turns the datetimes into ISO-8601 text.
+    return dataclasses.asdict(row)

@@ -1,0 +1,72 @@
+"""The aggregator's composition root: opens the store (migrating it), loads the fleet's
+signing key, runs the MQTT side and the REST API on one event loop until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine
+
+from cloud.aggregator import Aggregator
+from cloud.api import create_cloud_api
+from cloud.firmware import load_or_create_signing_key
+from cloud.settings import CloudSettings
+from cloud.store.database import open_store
+from edge.api.serving import EmbeddedHttpServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class CloudSite:
+    """The running parts, for whoever started the aggregator (tests, benchmarks)."""
+
+    aggregator: Aggregator
+    api: EmbeddedHttpServer | None
+    engine: Engine
+    signing_key: Ed25519PrivateKey
+
+
+async def run_cloud(
+    settings: CloudSettings,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[CloudSite], None] | None = None,
+) -> None:
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    engine = await asyncio.to_thread(open_store, settings.store.url)
+    try:
+        key = await asyncio.to_thread(load_or_create_signing_key, settings.signing_key_path())
+        aggregator = Aggregator(settings, engine)
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(aggregator.run(stop), name="aggregator")
+            api = None
+            if settings.api.port:
+                app = create_cloud_api(settings, engine, key, aggregator.want_desired_state_sent)
+                api = EmbeddedHttpServer(app, settings.api.host, settings.api.port)
+                tasks.create_task(api.serve(), name="cloud-api")
+                while not api.started:  # noqa: ASYNC110 - uvicorn gives no event
+                    await asyncio.sleep(0.01)
+                log.info("REST API on http://%s:%s/docs", settings.api.host, api.port)
+            if on_ready is not None:
+                on_ready(CloudSite(aggregator, api, engine, key))
+            await stop.wait()
+            if api is not None:
+                api.stop()
+    finally:
+        engine.dispose()
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for number in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(number, stop.set)
+        except (NotImplementedError, RuntimeError):
+            return  # not the main thread: the caller stops it

@@ -1,0 +1,172 @@
+"""`ocpp-cloud`: run the aggregator, look at the fleet, and set what edges should hold."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from cloud.firmware import load_or_create_signing_key, make_offer, public_key_text
+from cloud.settings import CloudSettings, find_config_file, load_settings
+from cloud.store import desired, fleet
+from cloud.store.database import StoreError, open_store
+from edge.cli import configure_logging
+from edge.settings import ConfigError
+from edge.sync import protocol as wire
+from edge.tables import render_table
+
+CARD_LIST = TypeAdapter(list[wire.CardEntry])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "command"):
+        parser.print_help()
+        return 2
+    try:
+        return int(arguments.command(arguments))
+    except (ConfigError, StoreError) as error:
+        print(f"ocpp-cloud: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (default: search path)")
+    parser = argparse.ArgumentParser(prog="ocpp-cloud", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+
+    run = commands.add_parser("run", parents=[common], help="run the aggregator")
+    run.set_defaults(command=cmd_run)
+    edges = commands.add_parser("edges", parents=[common], help="edges, presence and sync lag")
+    edges.set_defaults(command=cmd_edges)
+    key = commands.add_parser("key", parents=[common], help="the fleet's firmware public key")
+    key.set_defaults(command=cmd_key)
+
+    cards = commands.add_parser("cards", parents=[common], help="set an edge's card list")
+    cards.add_argument("edge_id")
+    cards.add_argument("file", type=Path, help="JSON list of cards ({id_tag, status, ...})")
+    cards.set_defaults(command=cmd_cards)
+
+    firmware = commands.add_parser("firmware", parents=[common], help="firmware images")
+    firmware.add_argument("action", choices=["add", "offer"])
+    firmware.add_argument("target", help="add: the image file; offer: the edge id")
+    firmware.add_argument("--name", help="the image's name (add: default the file's name)")
+    firmware.add_argument("--version", help="add: the image's version")
+    firmware.set_defaults(command=cmd_firmware)
+
+    command = commands.add_parser("command", parents=[common], help="an operator command")
+    command.add_argument("edge_id")
+    command.add_argument("charger_id")
+    command.add_argument("action", help="remote_start, reset, unlock, ... or ocpp")
+    command.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
+    command.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
+    command.set_defaults(command=cmd_command)
+    return parser
+
+
+def _settings(arguments: argparse.Namespace) -> CloudSettings:
+    return load_settings(find_config_file(arguments.config))
+
+
+def cmd_run(arguments: argparse.Namespace) -> int:
+    from cloud.app import run_cloud
+
+    settings = _settings(arguments)
+    configure_logging("INFO")
+    asyncio.run(run_cloud(settings))
+    return 0
+
+
+def cmd_edges(arguments: argparse.Namespace) -> int:
+    engine = open_store(_settings(arguments).store.url)
+    rows = [
+        (
+            edge.edge_id,
+            edge.state,
+            "-" if edge.sync_lag_s is None else f"{edge.sync_lag_s:.0f} s",
+            edge.backlog,
+            edge.last_seq,
+            edge.software_version,
+            edge.cards_version_reported,
+            edge.rejections,
+        )
+        for edge in fleet.list_edges(engine, datetime.now(UTC))
+    ]
+    headers = ["edge", "state", "lag", "backlog", "last seq", "version", "cards", "refused"]
+    print(render_table(headers, rows))
+    return 0
+
+
+def cmd_key(arguments: argparse.Namespace) -> int:
+    settings = _settings(arguments)
+    print(public_key_text(load_or_create_signing_key(settings.signing_key_path())))
+    return 0
+
+
+def cmd_cards(arguments: argparse.Namespace) -> int:
+    try:
+        cards = CARD_LIST.validate_json(arguments.file.read_bytes())
+    except (OSError, ValidationError) as error:
+        print(f"{arguments.file}: not a card list: {error}", file=sys.stderr)
+        return 2
+    engine = open_store(_settings(arguments).store.url)
+    version = desired.set_card_list(engine, arguments.edge_id, cards)
+    print(f"{arguments.edge_id}: card list version {version} ({len(cards)} cards)")
+    return 0
+
+
+def cmd_firmware(arguments: argparse.Namespace) -> int:
+    settings = _settings(arguments)
+    engine = open_store(settings.store.url)
+    if arguments.action == "offer":
+        if not arguments.name:
+            print("firmware offer needs --name", file=sys.stderr)
+            return 2
+        desired.offer_to(engine, arguments.target, arguments.name)
+        print(f"{arguments.name} offered to {arguments.target}")
+        return 0
+    source = Path(arguments.target)
+    if not arguments.version or not source.is_file():
+        print("firmware add needs an image file and --version", file=sys.stderr)
+        return 2
+    name = arguments.name or source.name
+    path = settings.firmware.directory / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(source.read_bytes())
+    key = load_or_create_signing_key(settings.signing_key_path())
+    offer = make_offer(path, name, arguments.version, key)
+    desired.add_firmware_image(
+        engine, name, arguments.version, offer.size, offer.sha256, offer.signature, str(path)
+    )
+    print(f"{name} {arguments.version}: {offer.size} bytes, sha256 {offer.sha256}")
+    return 0
+
+
+def cmd_command(arguments: argparse.Namespace) -> int:
+    fields: dict[str, object] = {}
+    for item in arguments.arg:
+        key, separator, text = item.partition("=")
+        if not separator:
+            print(f"--arg {item!r}: write KEY=VALUE", file=sys.stderr)
+            return 2
+        try:
+            fields[key] = json.loads(text)
+        except json.JSONDecodeError:
+            fields[key] = text
+    engine = open_store(_settings(arguments).store.url)
+    expires = datetime.now(UTC) + timedelta(seconds=arguments.expires_in)
+    created = desired.create_command(
+        engine, arguments.edge_id, arguments.charger_id, arguments.action, fields, expires
+    )
+    print(f"command {created.id} for {arguments.edge_id}: sent when the edge is online")
+    return 0
