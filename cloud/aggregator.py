@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -53,12 +52,12 @@ class Aggregator:
             try:
                 await self._session(stop)
                 retry_in = FIRST_RETRY_SECONDS
-            except aiomqtt.MqttError as error:
+            except* aiomqtt.MqttError as errors:
                 log.warning(
                     "broker %s:%s unreachable: %s; trying again in %.0f s",
                     self.settings.mqtt.broker_host,
                     self.settings.mqtt.broker_port,
-                    error,
+                    errors.exceptions[0],
                     retry_in,
                 )
             self.connected, self._client = False, None
@@ -78,7 +77,7 @@ class Aggregator:
         return aiomqtt.Client(
             mqtt.broker_host,
             mqtt.broker_port,
-            identifier=mqtt.client_id or f"ocpp-cloud-{socket.gethostname()}-{os.getpid()}",
+            identifier=mqtt.effective_client_id(),
             username=mqtt.username or None,
             password=mqtt.password or None,
             keepalive=mqtt.keepalive,

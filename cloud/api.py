@@ -21,6 +21,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
+from cloud.aggregator import Aggregator
 from cloud.firmware import make_offer
 from cloud.settings import CloudSettings
 from cloud.store import desired, fleet
@@ -51,9 +52,9 @@ def create_cloud_api(
     settings: CloudSettings,
     engine: Engine,
     signing_key: Ed25519PrivateKey,
-    desired_changed: Any = None,
+    aggregator: Aggregator | None = None,
 ) -> FastAPI:
-    """`desired_changed(edge_id)` is told when an edge has new desired state to send."""
+    """`aggregator` (when running) is told when an edge has new desired state to send."""
     api = FastAPI(
         title="ocpp-cloud API",
         description="The fleet: edges, chargers, transactions; cards, firmware, commands.",
@@ -62,8 +63,16 @@ def create_cloud_api(
     )
 
     def tell(edge_id: str) -> None:
-        if desired_changed is not None:
-            desired_changed(edge_id)
+        if aggregator is not None:
+            aggregator.want_desired_state_sent(edge_id)
+
+    @api.get("/api/stats", summary="This replica: its MQTT link and what it stored")
+    async def stats() -> dict[str, Any]:
+        return {
+            "replica": settings.mqtt.effective_client_id(),
+            "connected": aggregator.connected if aggregator else False,
+            "batches_stored": aggregator.batches_stored if aggregator else 0,
+        }
 
     async def known_edge(edge_id: str) -> fleet.EdgeView:
         edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))

@@ -48,7 +48,7 @@ async def run_cloud(
             tasks.create_task(aggregator.run(stop), name="aggregator")
             api = None
             if settings.api.port:
-                app = create_cloud_api(settings, engine, key, aggregator.want_desired_state_sent)
+                app = create_cloud_api(settings, engine, key, aggregator)
                 api = EmbeddedHttpServer(app, settings.api.host, settings.api.port)
                 tasks.create_task(api.serve(), name="cloud-api")
                 while not api.started:  # noqa: ASYNC110 - uvicorn gives no event

@@ -54,9 +54,9 @@ class Mosquitto:
             "persistence true",
             f"persistence_location {self.data}/",
             "autosave_interval 1",
-            # An offline edge's backlog must not be cut at the default of 1000.
-            "max_queued_messages 0",
-            "max_inflight_messages 0",
+            # An offline edge's backlog must not be cut at the default of 1000 (and 0, no
+            # limit, makes mosquitto 2.0.11 drop MQTT 5 clients after an ACL refusal).
+            "max_queued_messages 1000000",
             # Acks and firmware chunks are small: no Nagle delay (~40 ms each otherwise).
             "set_tcp_nodelay true",
             "log_type error",

@@ -97,14 +97,18 @@ class SyncLink:
             try:
                 await self._connected_session(stop)
                 retry_in = FIRST_RETRY_SECONDS
-            except aiomqtt.MqttError as error:
+            except* aiomqtt.MqttError as errors:
                 log.warning(
                     "cloud link to %s:%s down: %s; trying again in %.0f s",
                     self.settings.broker_host,
                     self.settings.broker_port,
-                    error,
+                    errors.exceptions[0],
                     retry_in,
                 )
+            except* Exception:
+                # The site goes on without the cloud: a failing link is retried, never
+                # allowed to stop the daemon.
+                log.exception("cloud link failed; trying again in %.0f s", retry_in)
             self.connected = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=retry_in)

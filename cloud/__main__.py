@@ -1,0 +1,7 @@
+"""`python -m cloud`: the same as the `ocpp-cloud` command."""
+
+import sys
+
+from cloud.cli import main
+
+sys.exit(main())
