@@ -1,6 +1,8 @@
 """A real mosquitto broker for tests: its own process on a free loopback port, its own
 config and persistence directory, that a test can kill with SIGKILL and restart (with
-what it had persisted, or empty)."""
+what it had persisted, or empty). Optionally with a password file, an ACL and a TLS
+listener that takes client certificates; or running the shipped production config
+(cloud/mosquitto/) with only its ports and paths moved into the test's directory."""
 
 from __future__ import annotations
 
@@ -10,9 +12,15 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+SHIPPED = Path(__file__).resolve().parent.parent / "cloud" / "mosquitto"
+SHIPPED_CONFIG = SHIPPED / "mosquitto.conf"
+SHIPPED_ACL = SHIPPED / "acl"
 
 
 def free_port() -> int:
@@ -21,19 +29,62 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def write_password_file(path: Path, users: Mapping[str, str]) -> Path:
+    """A mosquitto password file for `users` (name: password), hashed by mosquitto_passwd."""
+    path.write_text("".join(f"{name}:{password}\n" for name, password in users.items()))
+    subprocess.run([MOSQUITTO_PASSWD, "-U", str(path)], check=True, capture_output=True)
+    return path
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """The broker's side of a TLS listener: the CA whose client certificates it takes,
+    its own certificate and key, and how it treats the client's certificate."""
+
+    ca: Path
+    certificate: Path
+    key: Path
+    require_certificate: bool = True
+    use_identity_as_username: bool = True
+
+    def config(self, port: int) -> list[str]:
+        return [
+            f"listener {port} 127.0.0.1",
+            f"cafile {self.ca}",
+            f"certfile {self.certificate}",
+            f"keyfile {self.key}",
+            f"require_certificate {str(self.require_certificate).lower()}",
+            f"use_identity_as_username {str(self.use_identity_as_username).lower()}",
+        ]
+
+
 class Mosquitto:
     """`broker = Mosquitto(tmp_path / "broker"); broker.start()`; `broker.kill()`,
     `broker.start(empty=True)` for a broker that lost everything; `broker.stop()`.
 
-    `extra_config` lines are added to the generated mosquitto.conf (listeners with TLS,
-    password files, ACLs); the plain listener is on `port`.
+    The plain listener is on `port`; with `tls`, a TLS listener on `tls_port`.
+    `password_file` (see `write_password_file`) and `acl_file` apply to every listener.
+    `extra_config` lines are added to the generated mosquitto.conf.
     """
 
-    def __init__(self, directory: Path, extra_config: str = "", *, anonymous: bool = True) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        extra_config: str = "",
+        *,
+        anonymous: bool = True,
+        password_file: Path | None = None,
+        acl_file: Path | None = None,
+        tls: TlsListener | None = None,
+    ) -> None:
         self.directory = directory
         self.port = free_port()
         self.extra_config = extra_config
         self.anonymous = anonymous
+        self.password_file = password_file
+        self.acl_file = acl_file
+        self.tls = tls
+        self.tls_port = free_port() if tls is not None else 0
         self.process: subprocess.Popen[bytes] | None = None
         self.log = directory / "mosquitto.log"
         self.data = directory / "data"
@@ -63,7 +114,10 @@ class Mosquitto:
             "log_type warning",
             "log_type notice",
             f"log_dest file {self.log}",
+            f"password_file {self.password_file}" if self.password_file else "",
+            f"acl_file {self.acl_file}" if self.acl_file else "",
             self.extra_config,
+            *(self.tls.config(self.tls_port) if self.tls is not None else []),
         ]
         self.config_path.write_text("\n".join(line for line in lines if line) + "\n")
 
@@ -110,3 +164,73 @@ class Mosquitto:
     @property
     def running(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+
+class ShippedMosquitto(Mosquitto):
+    """mosquitto running the shipped cloud/mosquitto/mosquitto.conf line for line, except:
+    its two listeners move to free loopback ports (the aggregator's password listener to
+    `port`, the edges' TLS listener to `tls_port`), its files (certificates, password file,
+    ACL, persistence, log, pid) into the test's, and as root it stays root. Options named
+    in `leave_out` are dropped, to show what mosquitto does without them. Of `tls` only
+    the files count: how the listener treats certificates is the shipped file's business.
+    """
+
+    AGGREGATOR_LISTENER = "listener 1883 127.0.0.1"
+    EDGE_LISTENER = "listener 8883"
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        tls: TlsListener,
+        password_file: Path,
+        acl_file: Path = SHIPPED_ACL,
+        config: Path = SHIPPED_CONFIG,
+        leave_out: Collection[str] = (),
+    ) -> None:
+        super().__init__(
+            directory, anonymous=False, password_file=password_file, acl_file=acl_file, tls=tls
+        )
+        self.shipped_config = config
+        self.leave_out = frozenset(leave_out)
+
+    def write_config(self) -> None:
+        assert self.tls is not None and self.password_file is not None
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.data.mkdir(exist_ok=True)
+        paths = {
+            "pid_file": self.directory / "mosquitto.pid",
+            "persistence_location": f"{self.data}/",
+            "cafile": self.tls.ca,
+            "certfile": self.tls.certificate,
+            "keyfile": self.tls.key,
+            "password_file": self.password_file,
+            "acl_file": self.acl_file,
+        }
+        listeners = {
+            self.AGGREGATOR_LISTENER: f"listener {self.port} 127.0.0.1",
+            self.EDGE_LISTENER: f"listener {self.tls_port} 127.0.0.1",
+        }
+        lines: list[str] = []
+        for line in self.shipped_config.read_text().splitlines():
+            option = line.split(" ", 1)[0]
+            if not line or line.startswith("#") or option in self.leave_out:
+                continue
+            if option == "listener":
+                if line not in listeners:
+                    raise ValueError(f"the shipped config has an unknown listener: {line!r}")
+                lines.append(listeners.pop(line))
+            elif option in paths:
+                lines.append(f"{option} {paths[option]}")
+            elif line.startswith("log_dest file "):
+                lines.append(f"log_dest file {self.log}")
+            elif option == "user" and os.getuid() == 0:
+                # As root mosquitto would switch to its user, who cannot read the test's files.
+                lines.append("user root")
+            elif option in ("include_dir", "crlfile"):
+                raise ValueError(f"{option} in the shipped config needs a test path: {line!r}")
+            else:
+                lines.append(line)
+        if listeners:
+            raise ValueError(f"the shipped config lacks {', '.join(listeners)}")
+        self.config_path.write_text("\n".join(lines) + "\n")
