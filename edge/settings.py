@@ -296,7 +296,7 @@ class SyncSettings(_Section):
     tls_private_key: Path | None = Field(None, description="Its private key.")
     topic_prefix: str = Field("ocpp-edge/v1", pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")
     keepalive: int = Field(30, ge=2, le=3600, description="Seconds; the cloud sees a drop.")
-    batch_max_events: int = Field(500, ge=1, le=10_000)
+    batch_max_events: int = Field(1000, ge=1, le=10_000)
     ack_timeout: float = Field(10.0, gt=0, le=600, description="Seconds before resending.")
     status_interval: float = Field(60.0, gt=0, description="Seconds between presence updates.")
     firmware_public_key: str = Field(

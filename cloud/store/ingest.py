@@ -27,7 +27,7 @@ from sqlalchemy.exc import DataError, SQLAlchemyError
 from cloud.store.database import StoreError
 from cloud.store.projections import Applying, InvalidEvent, apply_event
 from cloud.store.schema import edges, events, rejections
-from cloud.store.statements import lock_edge, upsert
+from cloud.store.statements import PendingWrites, lock_edge, upsert
 from cloud.store.times import parse_time, utc_now
 from edge.sync.protocol import EDGE_ID_PATTERN, MAX_PAYLOAD_BYTES, EdgeStatus, EventBatch
 
@@ -163,8 +163,10 @@ def _store_in_order(
                 for event, at in fresh
             ],
         )
+        pending = PendingWrites()
         for event, at in fresh:
-            apply_event(Applying(connection, edge_id, event.seq, at), event.data)
+            apply_event(Applying(connection, edge_id, event.seq, at, pending), event.data)
+        pending.flush(connection)
     duplicates = len(batch.events) - len(fresh)
     connection.execute(
         update(edges)

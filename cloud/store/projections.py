@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, update
+from sqlalchemy import Connection, or_, update
 
 from cloud.store.schema import (
     card_uses,
@@ -26,7 +26,7 @@ from cloud.store.schema import (
     firmware_status,
     transactions,
 )
-from cloud.store.statements import upsert
+from cloud.store.statements import PendingWrites
 from cloud.store.times import parse_time
 from edge.sync.protocol import (
     CardsApplied,
@@ -57,6 +57,8 @@ class Applying:
     edge_id: str
     seq: int
     at: datetime  # the event's time, edge clock, UTC
+    # Row writes, sent together once the batch is applied (statements.PendingWrites).
+    pending: PendingWrites
 
 
 def apply_event(applying: Applying, data: EventData) -> None:
@@ -72,8 +74,7 @@ def _time(text: str, field: str) -> datetime:
 
 def _charger(applying: Applying, charger_id: str, **values: Any) -> None:
     """Make or update the charger's row; every charger event moves `updated_at`."""
-    upsert(
-        applying.connection,
+    applying.pending.upsert(
         chargers,
         {"edge_id": applying.edge_id, "charger_id": charger_id, "updated_at": applying.at} | values,
         key=["edge_id", "charger_id"],
@@ -98,8 +99,7 @@ def on_charger_connection(applying: Applying, data: ChargerConnection) -> None:
 
 def on_connector_status(applying: Applying, data: ConnectorStatus) -> None:
     _charger(applying, data.charger_id)
-    upsert(
-        applying.connection,
+    applying.pending.upsert(
         connectors,
         {
             "edge_id": applying.edge_id,
@@ -116,8 +116,7 @@ def on_connector_status(applying: Applying, data: ConnectorStatus) -> None:
 
 def _transaction(applying: Applying, charger_id: str, transaction_id: int, **values: Any) -> None:
     _charger(applying, charger_id)
-    upsert(
-        applying.connection,
+    applying.pending.upsert(
         transactions,
         {
             "edge_id": applying.edge_id,
@@ -167,27 +166,27 @@ def on_transaction_stopped(applying: Applying, data: TransactionStopped) -> None
 
 
 def on_card_used(applying: Applying, data: CardUsed) -> None:
-    applying.connection.execute(
-        insert(card_uses).values(
-            edge_id=applying.edge_id,
-            seq=applying.seq,
-            at=applying.at,
-            id_tag=data.id_tag,
-            source=data.source,
-            action=data.action,
-            status=data.status,
-            reason=data.reason,
-            charger_id=data.charger_id,
-            connector_id=data.connector_id,
-            reader_id=data.reader_id,
-        )
+    applying.pending.insert(
+        card_uses,
+        {
+            "edge_id": applying.edge_id,
+            "seq": applying.seq,
+            "at": applying.at,
+            "id_tag": data.id_tag,
+            "source": data.source,
+            "action": data.action,
+            "status": data.status,
+            "reason": data.reason,
+            "charger_id": data.charger_id,
+            "connector_id": data.connector_id,
+            "reader_id": data.reader_id,
+        },
     )
 
 
 def on_charger_job(applying: Applying, data: ChargerJob) -> None:
     _charger(applying, data.charger_id)
-    upsert(
-        applying.connection,
+    applying.pending.upsert(
         charger_jobs,
         {
             "edge_id": applying.edge_id,
@@ -224,8 +223,7 @@ def on_cards_applied(applying: Applying, data: CardsApplied) -> None:
 
 
 def on_firmware_progress(applying: Applying, data: FirmwareProgress) -> None:
-    upsert(
-        applying.connection,
+    applying.pending.upsert(
         firmware_status,
         {
             "edge_id": applying.edge_id,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from cloud.store.database import open_store
 from cloud.store.schema import edges, events
@@ -56,9 +56,21 @@ def cloud_seqs(engine: Engine) -> list[int]:
         )
 
 
+def status_events(engine: Engine) -> int:
+    with engine.connect() as connection:
+        query = select(func.count()).select_from(events)
+        return int(
+            connection.execute(
+                query.where(events.c.edge_id == EDGE, events.c.kind == "charger.status")
+            ).scalar_one()
+        )
+
+
 async def delivered(engine: Engine, storm: Storm, within: float = 60.0) -> list[str]:
     """Wait until every acknowledged marker is in the cloud; the markers stored."""
-    await eventually(lambda: storm.acknowledged <= set(cloud_markers(engine)), within=within)
+    # Counting is cheap; reading every marker is not, so only once the count is there.
+    await eventually(lambda: status_events(engine) >= len(storm.acknowledged), within=within)
+    await eventually(lambda: storm.acknowledged <= set(cloud_markers(engine)), within=10)
     return cloud_markers(engine)
 
 
