@@ -211,9 +211,10 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
     ) -> RunningCloud:
         directory = tmp_path / f"cloud-{len(running)}"
         directory.mkdir()
+        mqtt = {"broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5}
         settings = CloudSettings(
             store={"url": store_url or f"sqlite:///{directory / 'cloud.db'}"},
-            mqtt={"broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5},
+            mqtt=mqtt | sections.pop("mqtt", {}),
             api={"port": free_port()},
             desired={"resend_interval": 1.0},
             firmware={

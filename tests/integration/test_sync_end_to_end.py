@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,6 +21,7 @@ from cloud.store import fleet
 from cloud.store.schema import events
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import PostgresServer, RunningCloud, RunningEdge, StartCloud, StartEdge
+from tests.integration.test_broker_security import AGGREGATOR, AGGREGATOR_PASSWORD, start_fleet
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually, eventually_answers
 
@@ -208,3 +210,46 @@ def edge_view_of(engine: Engine, edge_id: str) -> fleet.EdgeView | None:
     return next(
         (e for e in fleet.list_edges(engine, datetime.now(UTC)) if e.edge_id == edge_id), None
     )
+
+
+async def test_real_links_through_the_shipped_broker_with_tls_and_acl(
+    tmp_path: Path, start_edge: StartEdge, start_cloud: StartCloud
+) -> None:
+    """The edge's link with its client certificate (CN = edge id) on the TLS listener, the
+    aggregator with its password on loopback, the shipped config and ACL unchanged."""
+    fleet = start_fleet(tmp_path / "fleet")
+    try:
+        identity = fleet.edge_ca.issue(EDGE)
+        cloud = await start_cloud(
+            fleet.broker,
+            mqtt={
+                "broker_host": "127.0.0.1",
+                "broker_port": fleet.broker.port,
+                "username": AGGREGATOR,
+                "password": AGGREGATOR_PASSWORD,
+            },
+        )
+        sync = {
+            "edge_id": EDGE,
+            "broker_host": "localhost",
+            "broker_port": fleet.broker.tls_port,
+            "tls_ca": str(fleet.edge_ca.files.certificate),
+            "tls_certificate": str(identity.certificate),
+            "tls_private_key": str(identity.key),
+        }
+        edge = await start_edge(sections={"sync": sync})
+        async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as link:
+            charger = SimulatedCharger("CP1", link, SimulatedChargerConfig(connectors=1))
+            listener = asyncio.create_task(charger.start())
+            await charger.boot()
+            await eventually(lambda: bool(fleet_chargers(cloud.engine)), within=15)
+            listener.cancel()
+        await eventually(lambda: edge.query("SELECT count(*) FROM outbox")[0][0] == 0)
+        view = edge_view(cloud.engine)
+        assert view is not None and view.online and view.last_seq >= 2
+    finally:
+        fleet.broker.stop()
+
+
+def fleet_chargers(engine: Engine) -> list[str]:
+    return [charger.charger_id for charger in fleet.list_chargers(engine, EDGE)]
