@@ -97,6 +97,9 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
         arguments = {snake_case(key): value for key, value in dict(inner).items()}
     else:
         action = OCPP_ACTION[command.action]
+    if command.action == "firmware_rollout":
+        # Install at once unless the operator set a time.
+        arguments.setdefault("retrieve_date", utc_now())
     return action, resolve_file_locations(action, arguments, files)
 
 

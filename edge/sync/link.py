@@ -27,7 +27,7 @@ from edge.settings import FilesSettings, SyncSettings
 from edge.sync import protocol as wire
 from edge.sync.cards import apply_card_list
 from edge.sync.commands import run_command
-from edge.sync.outbox import Backlog, Outbox, acknowledge, backlog, pending_events
+from edge.sync.outbox import Backlog, Outbox, acknowledge, backlog, pending_batch
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -194,25 +194,25 @@ class SyncLink:
     async def _send_events(self, client: aiomqtt.Client) -> None:
         """One batch in flight: send the oldest unacknowledged events, wait for the
         aggregator's ack (resend after `ack_timeout`), then the next batch."""
-        limit = self.settings.batch_max_events
+        limit, edge_id = self.settings.batch_max_events, self.settings.edge_id
         while True:
             self._outbox_grew.clear()
-            events = await self.store.run(lambda db: pending_events(db, limit, BATCH_MAX_BYTES))
-            if not events:
+            batch = await self.store.run(
+                lambda db: pending_batch(db, edge_id, limit, BATCH_MAX_BYTES)
+            )
+            if batch is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._outbox_grew.wait(), timeout=5.0)
                 continue
-            batch = wire.EventBatch(edge_id=self.settings.edge_id, events=events)
-            last = events[-1].seq
-            await self._publish(client, self.topics.events, batch)
+            await client.publish(self.topics.events, batch.payload, qos=1)
             try:
                 async with asyncio.timeout(self.settings.ack_timeout):
-                    await self._acked_up_to(last)
+                    await self._acked_up_to(batch.last_seq)
             except TimeoutError:
                 log.info(
                     "no ack for events %s-%s within %.0f s: sending again",
-                    events[0].seq,
-                    last,
+                    batch.first_seq,
+                    batch.last_seq,
                     self.settings.ack_timeout,
                 )
 

@@ -4,13 +4,14 @@ link and deleted once the cloud acknowledged them."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlite_utils import Database
 
 from edge.clock import utc_now
-from edge.sync.protocol import EVENT_DATA, Event, EventData
+from edge.sync.protocol import EventData
 
 
 class Outbox:
@@ -43,19 +44,35 @@ class Backlog:
     cards_version: int
 
 
-def pending_events(db: Database, limit: int, max_bytes: int) -> list[Event]:
-    """The oldest unacknowledged events, in order: at most `limit`, and no more than
-    about `max_bytes` of data (at least one)."""
-    events: list[Event] = []
-    size = 0
+@dataclass(frozen=True, slots=True)
+class PendingBatch:
+    """The oldest unacknowledged events as one `EventBatch` payload, ready to publish."""
+
+    first_seq: int
+    last_seq: int
+    count: int
+    payload: bytes
+
+
+def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> PendingBatch | None:
+    """At most `limit` of the oldest unacknowledged events, and no more than about
+    `max_bytes` (at least one), as an EventBatch's JSON. Each event's data was validated
+    when it was appended, so the stored JSON is used as it is (no second parse)."""
+    parts: list[str] = []
+    size, first, last = 0, 0, 0
     for seq, at, data in db.conn.execute(
         "SELECT seq, at, data FROM outbox ORDER BY seq LIMIT ?", (limit,)
     ):
-        size += len(data) + 64
-        if events and size > max_bytes:
+        part = f'{{"seq":{seq},"at":{json.dumps(at)},"data":{data}}}'
+        size += len(part) + 1
+        if parts and size > max_bytes:
             break
-        events.append(Event(seq=seq, at=at, data=EVENT_DATA.validate_json(data)))
-    return events
+        parts.append(part)
+        first, last = first or seq, seq
+    if not parts:
+        return None
+    payload = f'{{"edge_id":{json.dumps(edge_id)},"events":[{",".join(parts)}]}}'
+    return PendingBatch(first, last, len(parts), payload.encode())
 
 
 def acknowledge(db: Database, seq: int, now: str) -> int:
