@@ -20,7 +20,14 @@ from cloud.firmware import public_key_text
 from cloud.store import fleet
 from cloud.store.schema import events
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.conftest import PostgresServer, RunningCloud, RunningEdge, StartCloud, StartEdge
+from tests.conftest import (
+    PostgresServer,
+    RunningCloud,
+    RunningEdge,
+    StartCloud,
+    StartEdge,
+    stop_edge,
+)
 from tests.integration.test_broker_security import AGGREGATOR, AGGREGATOR_PASSWORD, start_fleet
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually, eventually_answers
@@ -247,6 +254,10 @@ async def test_real_links_through_the_shipped_broker_with_tls_and_acl(
         await eventually(lambda: edge.query("SELECT count(*) FROM outbox")[0][0] == 0)
         view = edge_view(cloud.engine)
         assert view is not None and view.online and view.last_seq >= 2
+        # Both ends go before the broker does.
+        await stop_edge(edge)
+        cloud.stop.set()
+        await asyncio.wait_for(cloud.task, timeout=15)
     finally:
         fleet.broker.stop()
 
