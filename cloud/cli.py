@@ -165,8 +165,12 @@ def cmd_command(arguments: argparse.Namespace) -> int:
             fields[key] = text
     engine = open_store(_settings(arguments).store.url)
     expires = datetime.now(UTC) + timedelta(seconds=arguments.expires_in)
-    created = desired.create_command(
-        engine, arguments.edge_id, arguments.charger_id, arguments.action, fields, expires
-    )
+    try:
+        created = desired.create_command(
+            engine, arguments.edge_id, arguments.charger_id, arguments.action, fields, expires
+        )
+    except ValidationError as error:
+        print(f"not a command: {error.errors(include_url=False)[0]['msg']}", file=sys.stderr)
+        return 2
     print(f"command {created.id} for {arguments.edge_id}: sent when the edge is online")
     return 0

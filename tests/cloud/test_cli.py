@@ -1,0 +1,49 @@
+"""`ocpp-cloud` from a shell: the fleet's key, card lists, firmware, commands, edges."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cloud.cli import main
+from cloud.store import desired
+from cloud.store.database import open_store
+
+
+def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "cloud.toml"
+    config.write_text(
+        f'[store]\nurl = "sqlite:///{tmp_path / "cloud.db"}"\n'
+        f'[firmware]\ndirectory = "{tmp_path / "firmware"}"\n'
+    )
+
+    def cli(*arguments: str) -> tuple[int, str]:
+        code = main([*arguments, "--config", str(config)])
+        captured = capsys.readouterr()
+        return code, captured.out + captured.err
+
+    code, key = cli("key")
+    assert code == 0 and len(key.strip()) == 44  # base64 of 32 bytes
+    assert cli("key")[1] == key  # made once, then kept
+    cards = tmp_path / "cards.json"
+    cards.write_text(json.dumps([{"id_tag": "AA01"}, {"id_tag": "AA02", "status": "Blocked"}]))
+    assert cli("cards", "site-1", str(cards)) == (0, "site-1: card list version 1 (2 cards)\n")
+    cards.write_text('[{"id_tag": 5}]')
+    code, out = cli("cards", "site-1", str(cards))
+    assert code == 2 and "not a card list" in out
+    image = tmp_path / "cp.bin"
+    image.write_bytes(b"\x01" * 1000)
+    code, out = cli("firmware", "add", str(image), "--version", "1.0")
+    assert code == 0 and "cp.bin 1.0: 1000 bytes" in out
+    assert cli("firmware", "offer", "site-1", "--name", "cp.bin")[0] == 0
+    assert cli("command", "site-1", "CP1", "reset", "--arg", "type=Soft")[0] == 0
+    code, out = cli("command", "site-1", "CP1", "explode")
+    assert code == 2 and "not a command" in out
+    code, out = cli("edges")
+    assert code == 0 and "site-1" in out
+    engine = open_store(f"sqlite:///{tmp_path / 'cloud.db'}")
+    offers = desired.offers_to_send(engine, "site-1")
+    assert [offer.image for offer in offers] == ["cp.bin"]
+    engine.dispose()
