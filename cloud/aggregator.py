@@ -60,6 +60,10 @@ class Aggregator:
                     errors.exceptions[0],
                     retry_in,
                 )
+            except* Exception:
+                # A failing store or a bug in one message must not end the service: what
+                # was not acknowledged is sent again by the edges.
+                log.exception("aggregator session failed; starting again in %.0f s", retry_in)
             self.connected, self._client = False, None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=retry_in)
@@ -84,7 +88,8 @@ class Aggregator:
             tls_params=tls,
             # MQTT 5: shared subscriptions ($share/...) are part of the standard.
             protocol=aiomqtt.ProtocolVersion.V5,
-            timeout=10,
+            # Bounds connecting, publishing and the goodbye at shutdown.
+            timeout=5,
             # No Nagle delay on acks and chunks (see edge/sync/link.py).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         )

@@ -143,7 +143,7 @@ async def start_edge(tmp_path: Path) -> AsyncIterator[StartEdge]:
     yield start
     for stop, task in running:
         stop.set()
-        await asyncio.wait_for(task, timeout=15)
+        await asyncio.wait_for(task, timeout=30)
 
 
 @pytest.fixture
@@ -235,4 +235,4 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
     yield start
     for stop, task in running:
         stop.set()
-        await asyncio.wait_for(task, timeout=15)
+        await asyncio.wait_for(task, timeout=30)

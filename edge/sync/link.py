@@ -135,7 +135,8 @@ class SyncLink:
             keepalive=settings.keepalive,
             tls_params=tls,
             will=aiomqtt.Will(self.topics.status, offline, qos=1, retain=True),
-            timeout=10,
+            # Bounds connecting, publishing and the goodbye at shutdown.
+            timeout=5,
             # Small messages waiting for a delayed ACK cost ~40 ms each (Nagle): measured on
             # firmware chunks, 44 ms per 64 KiB chunk with it, 2.5 ms without.
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],

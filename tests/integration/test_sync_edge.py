@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from edge.cli import main
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from edge.sync import protocol as wire
 from tests.conftest import RunningEdge, StartEdge, free_port, stop_edge
@@ -297,3 +298,28 @@ async def next_status(client: aiomqtt.Client) -> wire.EdgeStatus:
     payload = message.payload
     assert isinstance(payload, bytes)
     return wire.EdgeStatus.model_validate_json(payload)
+
+
+async def test_sync_status_shows_the_backlog(
+    cloud: StandInCloud,
+    charger: tuple[RunningEdge, SimulatedCharger],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    edge, simulated = charger
+    config = tmp_path / "cli.toml"
+    sync = edge.settings.sync
+    config.write_text(
+        f'[store]\npath = "{edge.db_path}"\n[sync]\nedge_id = "{sync.edge_id}"\n'
+        f'broker_host = "{sync.broker_host}"\nbroker_port = {sync.broker_port}\n'
+    )
+    await eventually(lambda: outbox_size(edge) == 0)
+    cloud.acknowledge = False
+    await simulated.send_status(1, "Unavailable")
+    await eventually(lambda: outbox_size(edge) == 1)
+    assert await asyncio.to_thread(main, ["sync", "status", "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert f"127.0.0.1:{sync.broker_port} as {EDGE}" in shown
+    assert "1 events not yet acknowledged" in shown
+    acked = edge.query("SELECT acked_seq FROM sync_state")[0][0]
+    assert f"last ack:        seq {acked} at 20" in shown
