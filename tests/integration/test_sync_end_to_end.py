@@ -26,6 +26,7 @@ from tests.conftest import (
     RunningEdge,
     StartCloud,
     StartEdge,
+    free_port,
     stop_edge,
 )
 from tests.integration.test_broker_security import AGGREGATOR, AGGREGATOR_PASSWORD, start_fleet
@@ -57,7 +58,8 @@ async def site(
         "keepalive": 5,
         "firmware_public_key": public_key_text(cloud.site.signing_key),
     }
-    edge = await start_edge(sections={"sync": sync}, files={"port": 0})
+    files = {"host": "127.0.0.1", "port": free_port()}
+    edge = await start_edge(sections={"sync": sync}, files=files)
     async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
         charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
         listener = asyncio.create_task(charger.start())
@@ -155,11 +157,19 @@ async def test_fleet_manager_sets_cards_commands_and_firmware(
         assert answer.status_code == 200, answer.text
         served = edge.settings.files.directory / "firmware" / "cp-2.0.bin"
         await eventually(lambda: served.is_file() and served.read_bytes() == image, within=15)
+        # Verified on the edge: roll it out to the charger, which downloads it from the edge.
+        rollout = {
+            "charger_id": "CP1",
+            "action": "firmware_rollout",
+            "arguments": {"image": "cp-2.0.bin"},
+        }
+        answer = await api.post(f"/api/edges/{EDGE}/commands", json=rollout)
+        assert answer.status_code == 200, answer.text
+        await eventually(lambda: charger.firmware == image, within=15)
         assert (await api.post("/api/edges/nowhere/firmware/cp-2.0.bin")).status_code == 404
         assert (
             await api.put("/api/firmware/..%2Fx", params={"version": "1"}, content=b"x")
         ).status_code in (404, 422)
-    del charger
 
 
 async def test_bad_payloads_are_refused_counted_and_change_nothing(
