@@ -1,0 +1,40 @@
+"""`ocpp-edge`: run the daemon, simulate chargers, and look at a site from its terminal."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from edge.cli import cards, daemon, remote, site
+from edge.cli.common import configure_logging
+from edge.settings import ConfigError
+from edge.store.database import StoreError
+
+__all__ = ["configure_logging", "main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "command"):
+        parser.print_help()
+        return 2
+    try:
+        return int(arguments.command(arguments))
+    except (ConfigError, StoreError) as error:
+        print(f"ocpp-edge: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="TOML config file (default: search path)")
+    parser = argparse.ArgumentParser(prog="ocpp-edge", description=__doc__)
+    commands = parser.add_subparsers(title="commands")
+    for group in (daemon, site, cards, remote):
+        group.register(commands, common)
+    return parser
