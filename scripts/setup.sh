@@ -19,8 +19,16 @@ command -v gcc >/dev/null || packages+=(gcc)
 python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' 2>/dev/null \
     || packages+=(python3-dev)
 ldconfig -p 2>/dev/null | grep -q libusb-1.0 || packages+=(libusb-1.0-0)
+# systemd-python (journald, sd_notify) builds against libsystemd.
+if command -v systemctl >/dev/null || [ "$dev" -eq 1 ]; then
+    [ -e /usr/include/systemd/sd-daemon.h ] || packages+=(libsystemd-dev)
+    command -v pkg-config >/dev/null || packages+=(pkg-config)
+fi
 if [ "$dev" -eq 1 ]; then
-    # The tests start their own mosquitto and PostgreSQL servers.
+    # The tests: their own mosquitto and PostgreSQL servers, systemd-analyze for the unit,
+    # debootstrap for the root the Ansible role is applied to.
+    command -v systemd-analyze >/dev/null || packages+=(systemd)
+    command -v debootstrap >/dev/null || packages+=(debootstrap)
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 fi
@@ -33,6 +41,8 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [ "$dev" -eq 1 ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
+elif [ -e /usr/include/systemd/sd-daemon.h ]; then
+    .venv/bin/python -m pip install -q -e '.[systemd]'
 else
     .venv/bin/python -m pip install -q -e .
 fi
