@@ -5,7 +5,7 @@ the edge acknowledged to a charger must reach the cloud exactly once, in order."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -87,59 +87,61 @@ def assert_exactly_once_in_order(engine: Engine, storm: Storm, markers: list[str
     assert all(numbers == sorted(numbers) for numbers in by_charger.values())
 
 
-async def test_broker_killed_mid_stream_and_restarted_empty(
-    stack: tuple[Daemon, int, Path, Daemon, str], broker: Mosquitto
+async def storm_through(
+    stack: tuple[Daemon, int, Path, Daemon, str], fault: Callable[[], Awaitable[None]]
 ) -> None:
+    """6,000 StatusNotifications with `fault` striking once 500 are acknowledged; then
+    every acknowledged one must reach the cloud exactly once, in order."""
     _, ocpp_port, database, _, store_url = stack
-    storm = Storm(f"ws://127.0.0.1:{ocpp_port}/ocpp", chargers=10, per_charger=200)
+    storm = Storm(f"ws://127.0.0.1:{ocpp_port}/ocpp", chargers=10, per_charger=600)
     running = asyncio.create_task(storm.run())
     await eventually(lambda: len(storm.acknowledged) > 500, within=30)
-    broker.kill()
-    await asyncio.sleep(1.0)
-    broker.start(empty=True)
+    await fault()
     await running
     engine = open_store(store_url)
     markers = await delivered(engine, storm)
     assert_exactly_once_in_order(engine, storm, markers)
     await eventually(lambda: outbox_size(database) == 0, within=20)
     engine.dispose()
+
+
+async def test_broker_killed_mid_stream_and_restarted_empty(
+    stack: tuple[Daemon, int, Path, Daemon, str], broker: Mosquitto
+) -> None:
+    async def kill_broker() -> None:
+        broker.kill()
+        await asyncio.sleep(1.0)
+        broker.start(empty=True)
+
+    await storm_through(stack, kill_broker)
 
 
 async def test_edge_killed_mid_stream_and_restarted(
     stack: tuple[Daemon, int, Path, Daemon, str],
 ) -> None:
-    edge, ocpp_port, database, _, store_url = stack
-    storm = Storm(f"ws://127.0.0.1:{ocpp_port}/ocpp", chargers=10, per_charger=200)
-    running = asyncio.create_task(storm.run())
-    await eventually(lambda: len(storm.acknowledged) > 500, within=30)
-    edge.kill()
-    await asyncio.sleep(0.5)
-    edge.start()
-    await running
-    engine = open_store(store_url)
-    markers = await delivered(engine, storm)
-    assert_exactly_once_in_order(engine, storm, markers)
-    await eventually(lambda: outbox_size(database) == 0, within=20)
-    engine.dispose()
+    edge = stack[0]
+
+    async def kill_edge() -> None:
+        edge.kill()
+        await asyncio.sleep(0.5)
+        edge.start()
+
+    await storm_through(stack, kill_edge)
 
 
 async def test_aggregator_killed_before_it_acknowledges(
     stack: tuple[Daemon, int, Path, Daemon, str],
 ) -> None:
-    _, ocpp_port, _, cloud, store_url = stack
-    storm = Storm(f"ws://127.0.0.1:{ocpp_port}/ocpp", chargers=10, per_charger=200)
-    running = asyncio.create_task(storm.run())
-    await eventually(lambda: len(storm.acknowledged) > 500, within=30)
-    for _ in range(2):
-        cloud.kill()
-        await asyncio.sleep(0.5)
-        cloud.start()
-        await asyncio.sleep(1.0)
-    await running
-    engine = open_store(store_url)
-    markers = await delivered(engine, storm)
-    assert_exactly_once_in_order(engine, storm, markers)
-    engine.dispose()
+    cloud = stack[3]
+
+    async def kill_aggregator_twice() -> None:
+        for _ in range(2):
+            cloud.kill()
+            await asyncio.sleep(0.5)
+            cloud.start()
+            await asyncio.sleep(1.0)
+
+    await storm_through(stack, kill_aggregator_twice)
 
 
 async def test_broker_down_for_100000_events(
