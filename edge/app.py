@@ -31,6 +31,7 @@ from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
+from edge.service import ServiceNotifier
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
@@ -181,9 +182,13 @@ async def run_edge(
                     await asyncio.sleep(0.01)
             if api is not None:
                 log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
+            site = Site(server, api, file_server, tap_flow, link)
+            service = ServiceNotifier()
+            service.started(site, tasks, stop)
             if on_ready is not None:
-                on_ready(Site(server, api, file_server, tap_flow, link))
+                on_ready(site)
             await stop.wait()
+            service.stopping()
             for http_server in (api, file_server):
                 if http_server is not None:
                     http_server.stop()

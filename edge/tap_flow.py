@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
+from edge import log_context
 from edge.authorization import Authorization, authorize_card
 from edge.clock import format_utc, utc_now
 from edge.events import (
@@ -117,13 +118,15 @@ class TapFlow:
         task.add_done_callback(self._handling.discard)
 
     async def _handle_safely(self, tap: CardTap) -> None:
-        try:
-            await self.handle_tap(tap)
-        except Exception:
-            log.exception("tap %s at reader %s failed", tap.uid, tap.reader_id)
-            post = self.posts.get(tap.reader_id)
-            if post is not None:
-                post.feedback.signal(Signal.ERROR, "Edge error")
+        post = self.posts.get(tap.reader_id)
+        charger_id = post.charger_id if post is not None else None
+        with log_context.concerning(reader_id=tap.reader_id, charger_id=charger_id):
+            try:
+                await self.handle_tap(tap)
+            except Exception:
+                log.exception("tap %s at reader %s failed", tap.uid, tap.reader_id)
+                if post is not None:
+                    post.feedback.signal(Signal.ERROR, "Edge error")
 
     async def close(self) -> None:
         """Wait for taps being handled, then turn the feedback off."""

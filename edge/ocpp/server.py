@@ -22,6 +22,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from edge import log_context
 from edge.clock import utc_now
 from edge.events import ChargerConnection
 from edge.ocpp.handlers import ChargerSession
@@ -98,6 +99,7 @@ class OcppServer:
                 "a charger id is 1-48 characters of A-Z a-z 0-9 . _ : - "
                 "starting with a letter or digit",
             )
+        log_context.CHARGER_ID.set(charger_id)  # this connection's task: refusals say whose
         offered = _offered_subprotocols(request.headers)
         if SUBPROTOCOL not in offered:
             return _refuse(
@@ -182,6 +184,7 @@ class OcppServer:
     async def _handle(self, connection: ServerConnection) -> None:
         charger_id = self.charger_id_of(connection.request.path)  # type: ignore[union-attr]
         assert charger_id is not None  # the handshake checked it
+        log_context.CHARGER_ID.set(charger_id)  # the connection's own task: all it logs
         session = ChargerSession(charger_id, connection, self.context)
         store, now = self.context.store, utc_now()
 

@@ -28,6 +28,7 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
+from edge import log_context
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
 from edge.events import SiteEvent, SiteEvents
@@ -131,7 +132,8 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         action = frame.action if isinstance(frame, Call) else None
         self._log_frame("in", raw_msg, frame.message_type_id, frame.unique_id, action, at_ms)
         if isinstance(frame, Call):
-            await self._answer(frame)
+            with log_context.concerning(transaction_id=frame.payload.get("transactionId")):
+                await self._answer(frame)
         else:
             # A response to one of our calls: `ChargePoint.call()` is waiting for it.
             self._response_queue.put_nowait(frame)
