@@ -1,29 +1,20 @@
 """Enrolling this edge with the cloud: the wire contract of the exchange (shared with
-cloud/enrollment.py), a new key and certificate request, the two HTTP calls, and the
-identity files the settings loader reads (edge/settings.py, `[sync] identity_directory`).
+cloud/enrollment.py), a new key and certificate request, and the two HTTP calls.
+edge/sync/identity.py writes what they bring.
 
 The exchange: `POST /api/enroll/code {code}` answers the edge id the one-time code was
 made for, and leaves the code unused; the edge makes an EC P-256 key and a CSR with that
 id as its CN; `POST /api/enroll {code, csr}` uses the code and answers the certificate
 signed by the fleet's edge CA, the broker's CA, address and port, the topic prefix and the
 fleet's firmware key. Nothing is written before the second answer is checked.
-
-The identity directory holds `identity.toml` and one subdirectory per enrollment with the
-key (mode 0600), the certificate and the broker's CA. `identity.toml` names the files of
-the current one and is replaced last, by rename: a crash leaves the old identity or the
-new one, never a key of one with the certificate of the other.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
 import ssl
-import tempfile
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -35,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge.settings import IDENTITY_FILE
+from edge.settings import SyncSettings
 from edge.sync.protocol import EDGE_ID_PATTERN
 
 CODE_PATH = "/api/enroll/code"
@@ -43,9 +34,6 @@ ENROLL_PATH = "/api/enroll"
 # Codes are typed by people: generous, but bounded, room for separators and spaces.
 MAX_CODE_LENGTH = 64
 MAX_CSR_LENGTH = 16_384
-KEY_FILE = "edge.key"
-CERTIFICATE_FILE = "edge.crt"
-BROKER_CA_FILE = "broker-ca.crt"
 
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -145,13 +133,27 @@ def request_certificate(
 
 
 def check_answer(answer: EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str) -> None:
-    """The certificate must be for this key and this edge, the broker CA a certificate."""
+    """The certificate must be for this key and this edge, the broker CA a certificate, and
+    the settings valid ones: nothing is written otherwise."""
     try:
         chain = x509.load_pem_x509_certificates(answer.certificate.encode())
         x509.load_pem_x509_certificates(answer.broker_ca.encode())
     except ValueError as error:
         raise EnrollmentError(
             f"the cloud answered a certificate that is not PEM: {error}"
+        ) from error
+    try:
+        SyncSettings(
+            edge_id=answer.edge_id,
+            broker_host=answer.broker_host,
+            broker_port=answer.broker_port,
+            topic_prefix=answer.topic_prefix,
+            firmware_public_key=answer.firmware_public_key,
+        )
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]["msg"]
+        raise EnrollmentError(
+            f"the cloud answered settings this edge cannot use: {problem}"
         ) from error
     certificate = chain[0]
     if certificate.public_key() != key.public_key():
@@ -205,127 +207,3 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-# -- the identity files -----------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class WrittenIdentity:
-    identity_file: Path
-    private_key: Path
-    certificate: Path
-    broker_ca: Path
-    not_after: datetime
-    values: dict[str, str | int]  # the [sync] values identity_file holds
-
-
-def existing_identity(directory: Path) -> Path | None:
-    """The identity file already in `directory`, if any."""
-    path = directory / IDENTITY_FILE
-    return path if path.exists() else None
-
-
-def write_identity(
-    directory: Path,
-    key: ec.EllipticCurvePrivateKey,
-    answer: EnrollmentAnswer,
-    source: str,
-    now: datetime | None = None,
-) -> WrittenIdentity:
-    """Write the key, certificate and broker CA into a new subdirectory of `directory`,
-    then `identity.toml` naming them (by rename), then remove earlier enrollments' files.
-    Run as root, every file gets the owner of `directory`'s parent (the store's
-    directory), so that the daemon's user can read its key."""
-    now = now or datetime.now(UTC)
-    owner = _owner_of(directory.parent) if os.geteuid() == 0 else None
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    _give(directory, owner)
-    stamp = now.strftime("%Y%m%dT%H%M%SZ")
-    generation = Path(tempfile.mkdtemp(dir=directory, prefix=f"{answer.edge_id}-{stamp}-"))
-    _give(generation, owner)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    files = {
-        KEY_FILE: (key_pem, 0o600),
-        CERTIFICATE_FILE: (answer.certificate.encode(), 0o644),
-        BROKER_CA_FILE: (answer.broker_ca.encode(), 0o644),
-    }
-    for name, (content, mode) in files.items():
-        _write_file(generation / name, content, mode, owner)
-    _fsync_directory(generation)
-    values: dict[str, str | int] = {
-        "edge_id": answer.edge_id,
-        "broker_host": answer.broker_host,
-        "broker_port": answer.broker_port,
-        "tls_ca": str((generation / BROKER_CA_FILE).resolve()),
-        "tls_certificate": str((generation / CERTIFICATE_FILE).resolve()),
-        "tls_private_key": str((generation / KEY_FILE).resolve()),
-        "topic_prefix": answer.topic_prefix,
-        "firmware_public_key": answer.firmware_public_key,
-    }
-    text = (
-        f"# This edge's identity in its fleet, written by `ocpp-edge enroll` from {source}\n"
-        f"# at {now.isoformat(timespec='seconds')}. A key set in the config file's [sync]\n"
-        "# section wins over the same key here.\n[sync]\n"
-        + "".join(f"{name} = {_toml_value(value)}\n" for name, value in values.items())
-    )
-    identity_file = directory / IDENTITY_FILE
-    _write_file(identity_file, text.encode(), 0o644, owner)
-    _fsync_directory(directory)
-    for earlier in directory.iterdir():
-        if earlier.is_dir() and earlier != generation:
-            shutil.rmtree(earlier)
-    certificate = x509.load_pem_x509_certificates(answer.certificate.encode())[0]
-    return WrittenIdentity(
-        identity_file,
-        generation / KEY_FILE,
-        generation / CERTIFICATE_FILE,
-        generation / BROKER_CA_FILE,
-        certificate.not_valid_after_utc,
-        values,
-    )
-
-
-def _write_file(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    """Write whole under a temporary name in the same directory, then rename into place."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), mode)
-            if owner is not None:
-                os.fchown(file.fileno(), *owner)
-            file.write(content)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def _owner_of(path: Path) -> tuple[int, int] | None:
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return None
-    return status.st_uid, status.st_gid
-
-
-def _give(path: Path, owner: tuple[int, int] | None) -> None:
-    if owner is not None:
-        os.chown(path, *owner)
-
-
-def _toml_value(value: str | int) -> str:
-    # A JSON string is a TOML basic string: the same quotes and escapes.
-    return str(value) if isinstance(value, int) else json.dumps(value, ensure_ascii=False)

@@ -13,7 +13,7 @@ from edge.cli.common import settings_of
 from edge.settings import find_config_file, load_settings
 
 if TYPE_CHECKING:
-    from edge.enrollment import WrittenIdentity
+    from edge.sync.identity import WrittenIdentity
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -42,11 +42,10 @@ def cmd_enroll(arguments: argparse.Namespace) -> int:
         EnrollmentError,
         cloud_client,
         edge_id_for_code,
-        existing_identity,
         new_private_key,
         request_certificate,
-        write_identity,
     )
+    from edge.sync.identity import existing_identity, write_identity
 
     config_path = find_config_file(arguments.config)
     # Without the identity: a damaged one must not stop `--force` from replacing it.

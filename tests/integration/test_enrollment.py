@@ -298,6 +298,7 @@ async def test_enrolling_through_https_with_a_private_ca_and_replacing_with_forc
         first_key = load_settings(edge_config).sync.tls_private_key
         assert first_key is not None and first_key.is_file()
 
+        (tmp_path / "sync-identity" / "notes").mkdir()  # not an enrollment's
         second = await make_code(cloud)
         status, out = await enroll(
             capsys, edge_config, second, "--cloud", url, "--ca", str(web_ca.files.certificate)
@@ -319,9 +320,9 @@ async def test_enrolling_through_https_with_a_private_ca_and_replacing_with_forc
         assert status == 0, out
     replaced = load_settings(edge_config).sync.tls_private_key
     assert replaced is not None and replaced.is_file() and replaced != first_key
-    assert not first_key.exists()  # the earlier enrollment's files are gone
-    directories = [p for p in (tmp_path / "sync-identity").iterdir() if p.is_dir()]
-    assert directories == [replaced.parent]
+    assert not first_key.exists()  # the earlier enrollment's files are gone, not others
+    directories = {p for p in (tmp_path / "sync-identity").iterdir() if p.is_dir()}
+    assert directories == {replaced.parent, tmp_path / "sync-identity" / "notes"}
 
 
 async def test_a_config_file_value_that_hides_the_identity_is_named(
