@@ -1,32 +1,47 @@
 """The aggregator's REST API, for fleet managers' tools and the fleet web view: edges
-with presence and sync lag, chargers, transactions, refused payloads; and desired state
-to set: card lists, firmware images and offers, operator commands.
+with presence and sync lag, chargers, transactions, refused payloads; desired state
+to set: card lists, firmware images and offers, operator commands; enrollment codes.
 
-Bound to loopback by default; beyond it a bearer token is required. Errors are JSON
-with a sentence in `detail`: 404 unknown edge or image, 422 bad arguments.
+Bound to loopback by default; beyond it a bearer token is required, except by the two
+routes edges enroll with (`/api/enroll/code`, `/api/enroll`), whose credential is the
+one-time code. Errors are JSON with a sentence in `detail`: 404 unknown edge or image,
+422 bad arguments; enrolling: 403 wrong, used or expired code, 422 bad certificate
+request, 429 too many wrong codes from one address, 503 enrollment not set up.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
+import math
 import re
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from cloud.aggregator import Aggregator
-from cloud.firmware import make_offer
+from cloud.enrollment import (
+    CertificateRequestRefused,
+    CodeRefused,
+    Enrollment,
+    EnrollmentError,
+    EnrollmentNotConfigured,
+    TooManyFailures,
+)
+from cloud.firmware import make_offer, public_key_text
 from cloud.settings import CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
 from edge.api.tokens import bearer_token_check
+from edge.enrollment import CodeAnswer, CodeQuery, EnrollmentAnswer, EnrollmentRequest
 from edge.sync import protocol as wire
 
 IMAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
@@ -48,6 +63,10 @@ class CommandRequest(BaseModel):
     expires_in_s: float = Field(3600.0, gt=0, le=30 * 86400)
 
 
+class CodeOrder(BaseModel):
+    valid_for_s: float = Field(86400.0, ge=60, le=30 * 86400)
+
+
 def create_cloud_api(
     settings: CloudSettings,
     engine: Engine,
@@ -57,16 +76,19 @@ def create_cloud_api(
     """`aggregator` (when running) is told when an edge has new desired state to send."""
     api = FastAPI(
         title="ocpp-cloud API",
-        description="The fleet: edges, chargers, transactions; cards, firmware, commands.",
+        description="The fleet: edges, chargers, transactions; cards, firmware, commands; "
+        "enrolling edges.",
         version="1",
-        dependencies=[Depends(bearer_token_check(settings.api.token))],
     )
+    enrollment = Enrollment(settings, engine, public_key_text(signing_key))
+    # Every route but enrolling's: an edge has no API token, its code is its credential.
+    routes = APIRouter(dependencies=[Depends(bearer_token_check(settings.api.token))])
 
     def tell(edge_id: str) -> None:
         if aggregator is not None:
             aggregator.want_desired_state_sent(edge_id)
 
-    @api.get("/api/stats", summary="This replica: its MQTT link and what it stored")
+    @routes.get("/api/stats", summary="This replica: its MQTT link and what it stored")
     async def stats() -> dict[str, Any]:
         return {
             "replica": settings.mqtt.effective_client_id(),
@@ -81,32 +103,32 @@ def create_cloud_api(
                 return edge
         raise HTTPException(404, f"no edge {edge_id} has been in touch with this cloud")
 
-    @api.get("/api/edges", summary="Edges: presence, sync lag, backlog, version")
+    @routes.get("/api/edges", summary="Edges: presence, sync lag, backlog, version")
     async def list_edges() -> list[dict[str, Any]]:
         edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))
         return [_view(edge) | {"online": edge.online} for edge in edges]
 
-    @api.get("/api/edges/{edge_id}", summary="One edge")
+    @routes.get("/api/edges/{edge_id}", summary="One edge")
     async def get_edge(edge_id: str) -> dict[str, Any]:
         edge = await known_edge(edge_id)
         return _view(edge) | {"online": edge.online}
 
-    @api.get("/api/chargers", summary="Chargers and their connectors, of one edge or all")
+    @routes.get("/api/chargers", summary="Chargers and their connectors, of one edge or all")
     async def list_chargers(edge: str | None = None) -> list[dict[str, Any]]:
         return [_view(c) for c in await asyncio.to_thread(fleet.list_chargers, engine, edge)]
 
-    @api.get("/api/transactions", summary="Transactions, newest first, energy in Wh")
+    @routes.get("/api/transactions", summary="Transactions, newest first, energy in Wh")
     async def list_transactions(
         edge: str | None = None, limit: int = Query(100, ge=1, le=10_000)
     ) -> list[dict[str, Any]]:
         rows = await asyncio.to_thread(fleet.list_transactions, engine, edge, limit)
         return [_view(row) | {"running": row.running} for row in rows]
 
-    @api.get("/api/rejections", summary="Payloads refused, per edge (or topic) and reason")
+    @routes.get("/api/rejections", summary="Payloads refused, per edge (or topic) and reason")
     async def list_rejections() -> list[dict[str, Any]]:
         return [_view(row) for row in await asyncio.to_thread(fleet.rejection_counts, engine)]
 
-    @api.get("/api/edges/{edge_id}/cards", summary="An edge's card list, latest version")
+    @routes.get("/api/edges/{edge_id}/cards", summary="An edge's card list, latest version")
     async def get_cards(edge_id: str) -> dict[str, Any]:
         current = await asyncio.to_thread(desired.current_card_list, engine, edge_id)
         edge = await known_edge(edge_id)
@@ -118,18 +140,18 @@ def create_cloud_api(
             "cards": [card.model_dump() for card in cards],
         }
 
-    @api.get("/api/edges/{edge_id}/commands", summary="An edge's commands and their results")
+    @routes.get("/api/edges/{edge_id}/commands", summary="An edge's commands and their results")
     async def list_commands(edge_id: str) -> list[dict[str, Any]]:
         await known_edge(edge_id)
         return await asyncio.to_thread(desired.list_commands, engine, edge_id)
 
-    @api.put("/api/edges/{edge_id}/cards", summary="Set an edge's card list (a new version)")
+    @routes.put("/api/edges/{edge_id}/cards", summary="Set an edge's card list (a new version)")
     async def set_cards(edge_id: str, cards: list[wire.CardEntry]) -> dict[str, Any]:
         version = await asyncio.to_thread(desired.set_card_list, engine, edge_id, cards)
         tell(edge_id)
         return {"edge_id": edge_id, "version": version, "cards": len(cards)}
 
-    @api.put("/api/firmware/{name}", summary="Upload a firmware image (the raw bytes)")
+    @routes.put("/api/firmware/{name}", summary="Upload a firmware image (the raw bytes)")
     async def upload_firmware(name: str, request: Request, version: str) -> dict[str, Any]:
         if not _safe_image_name(name):
             raise HTTPException(422, f"{name!r} is not a firmware image name")
@@ -150,7 +172,7 @@ def create_cloud_api(
         )
         return {"name": name, "version": version, "size": offer.size, "sha256": offer.sha256}
 
-    @api.post("/api/edges/{edge_id}/firmware/{name}", summary="Offer an image to an edge")
+    @routes.post("/api/edges/{edge_id}/firmware/{name}", summary="Offer an image to an edge")
     async def offer_firmware(edge_id: str, name: str) -> dict[str, Any]:
         await known_edge(edge_id)
         try:
@@ -160,7 +182,7 @@ def create_cloud_api(
         tell(edge_id)
         return {"edge_id": edge_id, "image": name, "status": "offered"}
 
-    @api.post("/api/edges/{edge_id}/commands", summary="An operator command for an edge")
+    @routes.post("/api/edges/{edge_id}/commands", summary="An operator command for an edge")
     async def create_command(edge_id: str, command: CommandRequest) -> dict[str, Any]:
         await known_edge(edge_id)
         expires_at = datetime.now(UTC) + timedelta(seconds=command.expires_in_s)
@@ -176,7 +198,61 @@ def create_cloud_api(
         tell(edge_id)
         return created.model_dump()
 
+    @routes.post(
+        "/api/edges/{edge_id}/enrollment-codes",
+        summary="A one-time code for an edge to enroll with (shown once)",
+    )
+    async def create_enrollment_code(edge_id: str, order: CodeOrder) -> dict[str, Any]:
+        valid_for = timedelta(seconds=order.valid_for_s)
+        try:
+            new = await asyncio.to_thread(enrollment.create_code, edge_id, valid_for)
+        except EnrollmentNotConfigured as error:
+            raise HTTPException(503, str(error)) from error
+        except EnrollmentError as error:
+            raise HTTPException(422, str(error)) from error
+        return dataclasses.asdict(new)
+
+    api.include_router(routes)
+    api.include_router(_enrollment_routes(enrollment))
     return api
+
+
+def _enrollment_routes(enrollment: Enrollment) -> APIRouter:
+    routes = APIRouter()
+
+    @routes.post("/api/enroll/code", summary="The edge id a code is for (the code stays unused)")
+    async def code_for(query: CodeQuery, request: Request) -> CodeAnswer:
+        with _answers_for_enrollment():
+            return await asyncio.to_thread(enrollment.edge_for_code, query.code, _client(request))
+
+    @routes.post("/api/enroll", summary="Use a code: a certificate for the edge's CSR")
+    async def enroll(body: EnrollmentRequest, request: Request) -> EnrollmentAnswer:
+        with _answers_for_enrollment():
+            client = _client(request)
+            return await asyncio.to_thread(enrollment.enroll, body.code, body.csr, client)
+
+    return routes
+
+
+@contextlib.contextmanager
+def _answers_for_enrollment() -> Iterator[None]:
+    """Enrollment's refusals as HTTP answers with the sentence in `detail`."""
+    try:
+        yield
+    except CodeRefused as error:
+        raise HTTPException(403, str(error)) from error
+    except CertificateRequestRefused as error:
+        raise HTTPException(422, str(error)) from error
+    except TooManyFailures as error:
+        retry_after = {"Retry-After": str(math.ceil(error.retry_after_s))}
+        raise HTTPException(429, str(error), headers=retry_after) from error
+    except EnrollmentNotConfigured as error:
+        raise HTTPException(503, str(error)) from error
+
+
+def _client(request: Request) -> str:
+    # Behind a reverse proxy on this machine, uvicorn puts X-Forwarded-For's address here.
+    return request.client.host if request.client else "unknown"
 
 
 def _store_and_sign(

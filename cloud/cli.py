@@ -16,6 +16,7 @@ from cloud.firmware import load_or_create_signing_key, make_offer, public_key_te
 from cloud.settings import CloudSettings, find_config_file, load_settings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError, open_store
+from cloud.store.times import iso
 from edge.cli import configure_logging
 from edge.settings import ConfigError
 from edge.sync import protocol as wire
@@ -71,6 +72,15 @@ def _parser() -> argparse.ArgumentParser:
     command.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     command.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
     command.set_defaults(command=cmd_command)
+
+    enroll_code = commands.add_parser(
+        "enroll-code", parents=[common], help="a one-time code for an edge to enroll with"
+    )
+    enroll_code.add_argument("edge_id")
+    enroll_code.add_argument(
+        "--valid-for", default="24h", help="how long the code may be used: 30m, 24h, 7d"
+    )
+    enroll_code.set_defaults(command=cmd_enroll_code)
     return parser
 
 
@@ -173,4 +183,33 @@ def cmd_command(arguments: argparse.Namespace) -> int:
         print(f"not a command: {error.errors(include_url=False)[0]['msg']}", file=sys.stderr)
         return 2
     print(f"command {created.id} for {arguments.edge_id}: sent when the edge is online")
+    return 0
+
+
+def cmd_enroll_code(arguments: argparse.Namespace) -> int:
+    from cloud.enrollment import Enrollment, EnrollmentError, parse_duration
+
+    try:
+        valid_for = parse_duration(arguments.valid_for)
+    except ValueError as error:
+        print(f"--valid-for: {error}", file=sys.stderr)
+        return 2
+    settings = _settings(arguments)
+    engine = open_store(settings.store.url)
+    key = load_or_create_signing_key(settings.signing_key_path())
+    try:
+        new = Enrollment(settings, engine, public_key_text(key)).create_code(
+            arguments.edge_id, valid_for
+        )
+    except EnrollmentError as error:
+        print(f"ocpp-cloud: {error}", file=sys.stderr)
+        return 2
+    finally:
+        engine.dispose()
+    print(
+        f"Enrollment code for edge {new.edge_id}, valid until {iso(new.expires_at)}, once:\n"
+        f"\n    {new.code}\n\n"
+        "It is shown only this time. On the edge, as the daemon's user:\n"
+        f"    ocpp-edge enroll {new.code} --cloud https://<this cloud's API address>"
+    )
     return 0

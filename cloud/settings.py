@@ -120,6 +120,48 @@ class LimitSettings(_Section):
     )
 
 
+class EnrollmentSettings(_Section):
+    """Edges enrolling with a one-time code (cloud/enrollment.py); off while
+    ca_certificate is empty."""
+
+    ca_certificate: Path | None = Field(
+        None, description="The edge CA (PEM): the CA the broker takes edges' certificates from."
+    )
+    ca_private_key: Path | None = Field(None, description="Its private key (PEM, EC or RSA).")
+    broker_ca: Path | None = Field(
+        None, description="The CA of the broker's own certificate, handed to edges (PEM)."
+    )
+    broker_host: str = Field("", description="The broker as edges reach it (DNS name).")
+    broker_port: int = Field(8883, ge=1, le=65535, description="Its TLS port for edges.")
+    certificate_days: int = Field(
+        730, ge=1, le=3650, description="Days an edge's certificate is valid."
+    )
+    max_failed_attempts: int = Field(
+        10, ge=1, description="Wrong codes from one address before it is turned away..."
+    )
+    failed_attempts_window: float = Field(
+        900.0, gt=0, le=86400, description="...for this many seconds."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.ca_certificate is not None
+
+    @model_validator(mode="after")
+    def complete_when_enabled(self) -> EnrollmentSettings:
+        if self.ca_certificate is None:
+            return self
+        needed = {
+            "ca_private_key": self.ca_private_key,
+            "broker_ca": self.broker_ca,
+            "broker_host": self.broker_host,
+        }
+        for key, value in needed.items():
+            if not value:
+                raise ValueError(f"enrollment.ca_certificate is set: set enrollment.{key} too")
+        return self
+
+
 class CloudSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -131,6 +173,7 @@ class CloudSettings(BaseSettings):
     desired: DesiredSettings = DesiredSettings()
     firmware: FirmwareSettings = FirmwareSettings()
     limits: LimitSettings = LimitSettings()
+    enrollment: EnrollmentSettings = EnrollmentSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

@@ -5,6 +5,11 @@ use a double underscore: `OCPP_EDGE_OCPP__PORT=9100` overrides `[ocpp] port`.
 A wrong value stops the daemon with the key, the value, the reason and, when it
 came from the file, the line. `read_settings` and `locate_config_file` do the same for
 the cloud aggregator's settings (cloud/settings.py).
+
+`ocpp-edge enroll` writes this edge's fleet identity to `identity.toml` in
+`[sync] identity_directory`; `load_settings` fills from it the `[sync]` keys the file does
+not set. So the order is: environment, then the config file, then the identity, then
+defaults.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import os
 import re
 import socket
 import tomllib
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -23,6 +28,20 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 CONFIG_ENV_VAR = "OCPP_EDGE_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/ocpp-edge/config.toml"))
+IDENTITY_FILE = "identity.toml"
+# The [sync] keys an identity file may hold: who this edge is and where its broker is.
+IDENTITY_KEYS = frozenset(
+    {
+        "edge_id",
+        "broker_host",
+        "broker_port",
+        "tls_ca",
+        "tls_certificate",
+        "tls_private_key",
+        "topic_prefix",
+        "firmware_public_key",
+    }
+)
 
 
 class ConfigError(Exception):
@@ -84,8 +103,19 @@ class OcppSettings(_Section):
         return self
 
 
+DEFAULT_STORE_PATH = Path("edge.db")
+DEFAULT_IDENTITY_DIRECTORY = Path("sync-identity")
+
+
+def identity_directory_of(store_path: Path, identity_directory: Path) -> Path:
+    """`[sync] identity_directory`: a relative one is taken from the store's directory."""
+    if identity_directory.is_absolute():
+        return identity_directory
+    return store_path.parent / identity_directory
+
+
 class StoreSettings(_Section):
-    path: Path = Path("edge.db")
+    path: Path = DEFAULT_STORE_PATH
     message_log_days: int = Field(
         30, ge=0, description="Days of OCPP frames kept in the message log (0 = forever)."
     )
@@ -302,10 +332,18 @@ class SyncSettings(_Section):
     firmware_public_key: str = Field(
         "", description="The fleet's Ed25519 public key (base64 of its 32 bytes)."
     )
+    identity_directory: Path = Field(
+        DEFAULT_IDENTITY_DIRECTORY,
+        description="Where `ocpp-edge enroll` keeps this edge's key, certificate and "
+        "identity.toml; relative to the store's directory.",
+    )
 
     @property
     def enabled(self) -> bool:
         return bool(self.broker_host)
+
+    def identity_path(self, store_path: Path) -> Path:
+        return identity_directory_of(store_path, self.identity_directory)
 
     @model_validator(mode="after")
     def edge_id_when_enabled(self) -> SyncSettings:
@@ -381,9 +419,82 @@ def find_config_file(explicit: Path | None) -> Path | None:
     return locate_config_file(explicit, CONFIG_ENV_VAR, DEFAULT_CONFIG_PATHS)
 
 
-def load_settings(path: Path | None) -> Settings:
-    """Settings from `path` (or defaults when None) and the environment."""
-    return read_settings(Settings, path, union_tags=_READER_KINDS)
+def load_settings(path: Path | None, *, with_identity: bool = True) -> Settings:
+    """Settings from `path` (or defaults when None) and the environment, with the
+    `[sync]` keys neither sets taken from the enrolled identity, when there is one
+    (and `with_identity`)."""
+    identity = _identity_file(path) if with_identity else None
+    if identity is None:
+        return read_settings(Settings, path, union_tags=_READER_KINDS)
+    enrolled = read_identity(identity)
+    return read_settings(Settings, path, union_tags=_READER_KINDS, beneath={"sync": enrolled})
+
+
+class _Ignoring(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class _StoreLocation(_Ignoring):
+    path: Path = DEFAULT_STORE_PATH
+
+
+class _IdentityLocation(_Ignoring):
+    identity_directory: Path = DEFAULT_IDENTITY_DIRECTORY
+
+
+class _WhereTheIdentityIs(BaseSettings):
+    """The two settings that locate the identity, read before the others, which may be
+    incomplete without it (a broker_host in the file, the edge_id in the identity)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="OCPP_EDGE_", env_nested_delimiter="__", extra="ignore"
+    )
+    store: _StoreLocation = _StoreLocation()
+    sync: _IdentityLocation = _IdentityLocation()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+
+def _identity_file(path: Path | None) -> Path | None:
+    """The identity file the settings at `path` point at, if it exists. A file that cannot
+    say (bad TOML, a wrong store.path) has its error told by the full read instead."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8")) if path is not None else {}
+        where = _WhereTheIdentityIs(**data)
+    except (tomllib.TOMLDecodeError, ValidationError, OSError):
+        return None
+    directory = identity_directory_of(where.store.path, where.sync.identity_directory)
+    identity = directory / IDENTITY_FILE
+    return identity if identity.is_file() else None
+
+
+def read_identity(path: Path) -> dict[str, Any]:
+    """The `[sync]` values of an identity file written by `ocpp-edge enroll`, checked."""
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}; enroll again") from error
+    values = data.get("sync")
+    if set(data) != {"sync"} or not isinstance(values, dict):
+        raise ConfigError(f"{path}: an identity file holds a [sync] section and nothing else")
+    unknown = sorted(set(values) - IDENTITY_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: [sync] {', '.join(unknown)} cannot be set by an identity")
+    try:
+        SyncSettings(**values)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path, text, "", (), within=("sync",))) from error
+    return values
 
 
 _READER_KINDS = frozenset({"nfc", "rc522", "serial", "keyboard", "simulated"})
@@ -412,11 +523,13 @@ def read_settings(
     path: Path | None,
     *,
     union_tags: Collection[str] = (),
+    beneath: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> SettingsT:
     """`settings_class` from the TOML file at `path` (defaults when None) and the environment
     (its `env_prefix`). A wrong value raises ConfigError naming the key, the value and the
     file line or variable it came from. `union_tags` are the tags of tagged unions in lists
-    (reader kinds), which pydantic puts into error locations and a person never wrote."""
+    (reader kinds), which pydantic puts into error locations and a person never wrote.
+    `beneath` gives values per section for the keys the file leaves out."""
     text = ""
     data: dict[str, Any] = {}
     if path is not None:
@@ -425,6 +538,10 @@ def read_settings(
             data = tomllib.loads(text)
         except tomllib.TOMLDecodeError as error:
             raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    for section, values in (beneath or {}).items():
+        own = data.get(section, {})
+        if isinstance(own, dict):
+            data[section] = {**values, **own}
     try:
         return settings_class(**data)
     except ValidationError as error:
@@ -438,15 +555,17 @@ def _describe(
     text: str,
     env_prefix: str,
     union_tags: Collection[str],
+    within: tuple[str, ...] = (),
 ) -> str:
+    """`within`: the section a model of one section was read from."""
     lines = []
     for problem in error.errors():
-        loc = _without_union_tags(problem["loc"], union_tags)
+        loc = within + _without_union_tags(problem["loc"], union_tags)
         key = ".".join(str(part) for part in loc)
         where = _line_of(text, loc) if text else None
         origin = f"{path}:{where}: " if where else (f"{path}: " if path else "")
         env_name = env_prefix + "__".join(str(part).upper() for part in loc)
-        if env_name in os.environ:
+        if env_prefix and env_name in os.environ:
             origin = f"${env_name}: "
         value = problem.get("input")
         shown = "" if problem["type"] == "missing" else f" = {value!r}"

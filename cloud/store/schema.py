@@ -21,6 +21,9 @@ Each table holds one concept:
 - `firmware_images`, `firmware_status`: images the cloud offers, and each edge's progress
   with each (no foreign key to the image: an edge may report one the cloud removed).
 - `commands`: operator commands, from creation to the edge's result.
+- `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
+  (never the code), with the edge id, the expiry, and when, from where and for which
+  certificate (serial) it was used. No foreign key: the edge has not been in touch yet.
 
 Times are aware UTC datetimes (`UtcDateTime`); JSON documents are JSONB on PostgreSQL.
 Migrations (cloud/store/migrations/versions) create exactly this; a test compares them.
@@ -290,4 +293,16 @@ commands = Table(
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     _one_of("status", COMMAND_STATES),
     Index(None, "edge_id", "status"),
+)
+
+enrollment_codes = Table(
+    "enrollment_codes",
+    metadata,
+    Column("code_sha256", String(64), primary_key=True),
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("used_at", UtcDateTime),
+    Column("used_by", Text),
+    Column("certificate_serial", Text),
 )

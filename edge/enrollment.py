@@ -1,0 +1,209 @@
+"""Enrolling this edge with the cloud: the wire contract of the exchange (shared with
+cloud/enrollment.py), a new key and certificate request, and the two HTTP calls.
+edge/sync/identity.py writes what they bring.
+
+The exchange: `POST /api/enroll/code {code}` answers the edge id the one-time code was
+made for, and leaves the code unused; the edge makes an EC P-256 key and a CSR with that
+id as its CN; `POST /api/enroll {code, csr}` uses the code and answers the certificate
+signed by the fleet's edge CA, the broker's CA, address and port, the topic prefix and the
+fleet's firmware key. Nothing is written before the second answer is checked.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+from datetime import datetime
+from pathlib import Path
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import httpx
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from edge.settings import SyncSettings
+from edge.sync.protocol import EDGE_ID_PATTERN
+
+CODE_PATH = "/api/enroll/code"
+ENROLL_PATH = "/api/enroll"
+# Codes are typed by people: generous, but bounded, room for separators and spaces.
+MAX_CODE_LENGTH = 64
+MAX_CSR_LENGTH = 16_384
+
+
+Answer = TypeVar("Answer", bound=BaseModel)
+
+
+class EnrollmentError(Exception):
+    """Enrolling did not happen; the message says what to do."""
+
+
+# -- the wire contract ----------------------------------------------------------------
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class CodeQuery(_Message):
+    code: str = Field(min_length=1, max_length=MAX_CODE_LENGTH)
+
+
+class CodeAnswer(_Message):
+    edge_id: str = Field(pattern=EDGE_ID_PATTERN)
+    expires_at: datetime
+
+
+class EnrollmentRequest(_Message):
+    code: str = Field(min_length=1, max_length=MAX_CODE_LENGTH)
+    csr: str = Field(min_length=1, max_length=MAX_CSR_LENGTH, description="PEM, CN = edge id")
+
+
+class EnrollmentAnswer(_Message):
+    edge_id: str = Field(pattern=EDGE_ID_PATTERN)
+    certificate: str = Field(description="PEM: the edge's certificate, then the edge CA's")
+    broker_ca: str = Field(description="PEM: the CA(s) of the broker's certificate")
+    broker_host: str = Field(min_length=1)
+    broker_port: int = Field(ge=1, le=65535)
+    topic_prefix: str
+    firmware_public_key: str = Field(description="base64 of the fleet's Ed25519 key")
+
+
+# -- key and request ------------------------------------------------------------------
+
+
+def new_private_key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def certificate_request(key: ec.EllipticCurvePrivateKey, edge_id: str) -> str:
+    """A PEM CSR with CN = `edge_id`, signed by `key`."""
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, edge_id)])
+    request = x509.CertificateSigningRequestBuilder().subject_name(subject)
+    return request.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()
+
+
+# -- the exchange -----------------------------------------------------------------------
+
+
+def cloud_client(
+    cloud_url: str, ca_file: Path | None = None, timeout: float = 30.0
+) -> httpx.Client:
+    """An HTTP client for the cloud's API. The code is a credential: https only, verified
+    against the system's CAs or `ca_file`; plain http only to this machine (a tunnel)."""
+    parts = urlsplit(cloud_url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise EnrollmentError(f"{cloud_url!r} is not the cloud's address: write https://HOST:PORT")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise EnrollmentError(
+            f"{cloud_url} is plain http: the code would cross the network in clear; "
+            "use the cloud's https address"
+        )
+    verify: ssl.SSLContext | bool = True
+    if ca_file is not None:
+        try:
+            verify = ssl.create_default_context(cafile=str(ca_file))
+        except (OSError, ssl.SSLError) as error:
+            raise EnrollmentError(
+                f"--ca {ca_file}: not a readable PEM CA file ({error})"
+            ) from error
+    return httpx.Client(
+        base_url=cloud_url.rstrip("/"), verify=verify, timeout=timeout, follow_redirects=False
+    )
+
+
+def edge_id_for_code(client: httpx.Client, code: str) -> CodeAnswer:
+    """The edge id the code was made for; the code stays unused."""
+    return _parse(CodeAnswer, _post(client, CODE_PATH, CodeQuery(code=code)))
+
+
+def request_certificate(
+    client: httpx.Client, code: str, key: ec.EllipticCurvePrivateKey, edge_id: str
+) -> EnrollmentAnswer:
+    """Use the code: the cloud's answer to a CSR for `key` with CN = `edge_id`, checked."""
+    request = EnrollmentRequest(code=code, csr=certificate_request(key, edge_id))
+    answer = _parse(EnrollmentAnswer, _post(client, ENROLL_PATH, request))
+    check_answer(answer, key, edge_id)
+    return answer
+
+
+def check_answer(answer: EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str) -> None:
+    """The certificate must be for this key and this edge, the broker CA a certificate, and
+    the settings valid ones: nothing is written otherwise."""
+    try:
+        chain = x509.load_pem_x509_certificates(answer.certificate.encode())
+        x509.load_pem_x509_certificates(answer.broker_ca.encode())
+    except ValueError as error:
+        raise EnrollmentError(
+            f"the cloud answered a certificate that is not PEM: {error}"
+        ) from error
+    try:
+        SyncSettings(
+            edge_id=answer.edge_id,
+            broker_host=answer.broker_host,
+            broker_port=answer.broker_port,
+            topic_prefix=answer.topic_prefix,
+            firmware_public_key=answer.firmware_public_key,
+        )
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]["msg"]
+        raise EnrollmentError(
+            f"the cloud answered settings this edge cannot use: {problem}"
+        ) from error
+    certificate = chain[0]
+    if certificate.public_key() != key.public_key():
+        raise EnrollmentError("the cloud answered a certificate for another key")
+    names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if answer.edge_id != edge_id or [name.value for name in names] != [edge_id]:
+        raise EnrollmentError(f"the cloud answered a certificate that is not for {edge_id}")
+
+
+def _post(client: httpx.Client, path: str, body: BaseModel) -> bytes:
+    try:
+        response = client.post(
+            path, content=body.model_dump_json(), headers={"content-type": "application/json"}
+        )
+    except httpx.TransportError as error:
+        hint = " (a private CA? give it with --ca)" if "CERTIFICATE" in str(error).upper() else ""
+        raise EnrollmentError(
+            f"cannot reach the cloud at {client.base_url}: {error}{hint}"
+        ) from error
+    if response.status_code != 200:
+        raise EnrollmentError(f"the cloud refused ({response.status_code}): {_detail(response)}")
+    return response.content
+
+
+def _parse(model: type[Answer], content: bytes) -> Answer:
+    try:
+        return model.model_validate_json(content)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise EnrollmentError(
+            f"the cloud's answer is not what this edge expects ({where}: {problem['msg']}): "
+            "is --cloud the fleet's ocpp-cloud?"
+        ) from error
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str):
+        return detail
+    return json.dumps(detail) if detail is not None else response.text[:200]
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
