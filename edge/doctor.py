@@ -78,39 +78,50 @@ async def run_checks(config: Path | None, *, hardware: Hardware | None = None) -
     configuration, settings = check_configuration(config)
     if settings is None:
         return [configuration]
+    # Here, not in a thread: silencing gpiozero's warnings changes process-wide filters.
+    gpio = check_gpio(hardware)
     daemon = await asyncio.to_thread(daemon_running, settings)
     running = CheckResult(
         "daemon", Status.OK, f"running: {daemon}" if daemon else "not running (nothing answers)"
     )
-    checks: list[Callable[[], Awaitable[CheckResult | list[CheckResult]]]] = [
-        lambda: asyncio.to_thread(check_store, settings),
-        lambda: asyncio.to_thread(check_readers, settings, hardware, daemon is not None),
-        lambda: asyncio.to_thread(check_gpio, hardware),
-        lambda: asyncio.to_thread(check_ports, settings),
-        lambda: asyncio.to_thread(check_chargers, settings, datetime.now(UTC)),
-        lambda: check_broker(settings),
-        lambda: asyncio.to_thread(lambda: clock_result(clock_state())),
-        lambda: asyncio.to_thread(check_disk_space, settings.store.path),
+    store, readers, ports, chargers, broker, clock, disk = await asyncio.gather(
+        _reported(lambda: asyncio.to_thread(check_store, settings)),
+        _reported(lambda: asyncio.to_thread(check_readers, settings, hardware, bool(daemon))),
+        _reported(lambda: asyncio.to_thread(check_ports, settings)),
+        _reported(lambda: asyncio.to_thread(check_chargers, settings, datetime.now(UTC))),
+        _reported(lambda: check_broker(settings)),
+        _reported(lambda: asyncio.to_thread(lambda: clock_result(clock_state()))),
+        _reported(lambda: asyncio.to_thread(check_disk_space, settings.store.path)),
+    )
+    # GPIO after the readers, whose lights and buzzers it drives.
+    return [
+        configuration,
+        running,
+        *store,
+        *readers,
+        gpio,
+        *ports,
+        *chargers,
+        *broker,
+        *clock,
+        *disk,
     ]
-    gathered = await asyncio.gather(*(_reported(check) for check in checks))
-    results = [configuration, running]
-    for outcome in gathered:
-        results.extend(outcome if isinstance(outcome, list) else [outcome])
-    return results
 
 
 async def _reported(
     check: Callable[[], Awaitable[CheckResult | list[CheckResult]]],
-) -> CheckResult | list[CheckResult]:
+) -> list[CheckResult]:
+    """What `check` found; a check that breaks is one more thing to report."""
     try:
-        return await check()
-    except Exception as error:  # a check that breaks is one more thing to report
-        return CheckResult(
+        outcome = await check()
+    except Exception as error:
+        outcome = CheckResult(
             "doctor",
             Status.ERROR,
             f"a check failed: {type(error).__name__}: {error}",
             "report this with the output of ocpp-edge doctor",
         )
+    return outcome if isinstance(outcome, list) else [outcome]
 
 
 def check_configuration(explicit: Path | None) -> tuple[CheckResult, Settings | None]:

@@ -52,8 +52,11 @@ def cmd_readers(arguments: argparse.Namespace) -> int:
     # lines (nfcpy logs every attempt) would only repeat them.
     logging.disable(logging.ERROR)
     write = functools.partial(print, flush=True)
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
-        asyncio.run(show_readers(settings, watch_seconds=arguments.watch, write=write))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
+            asyncio.run(show_readers(settings, watch_seconds=arguments.watch, write=write))
+    finally:
+        logging.disable(logging.NOTSET)
     return 0
 
 
