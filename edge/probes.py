@@ -62,6 +62,10 @@ def port_state(service: Service, host: str, port: int, *, tls: bool = False) -> 
     if answers_as_edge(service, host, port, tls=tls):
         return PortState(daemon=True)
     holder = listening_process(port)
+    if holder is not None and holder.startswith(f"{OUR_NAME} "):
+        # The daemon's own process (its command name) even where the probe cannot tell,
+        # e.g. OCPP security profile 3, whose handshake needs a client certificate.
+        return PortState(daemon=True)
     named = f" by {holder}" if holder else ""
     return PortState(problem=f"in use{named}, not by the ocpp-edge daemon", errno=errno.EADDRINUSE)
 
