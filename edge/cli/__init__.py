@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.cli import cards, daemon, enroll, remote, site
+from edge.cli import cards, daemon, doctor, enroll, readers, remote, site
 from edge.cli.common import configure_logging
 from edge.settings import ConfigError
 from edge.store.database import StoreError
@@ -35,6 +35,6 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="TOML config file (default: search path)")
     parser = argparse.ArgumentParser(prog="ocpp-edge", description=__doc__)
     commands = parser.add_subparsers(title="commands")
-    for group in (daemon, site, cards, remote, enroll):
+    for group in (daemon, site, cards, remote, doctor, readers, enroll):
         group.register(commands, common)
     return parser
