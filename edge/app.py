@@ -174,7 +174,9 @@ async def run_edge(
             api = None
             if settings.api.port:
                 api = EmbeddedHttpServer(
-                    create_api(server, settings, tap_flow), settings.api.host, settings.api.port
+                    create_api(server, settings, tap_flow, link),
+                    settings.api.host,
+                    settings.api.port,
                 )
                 tasks.create_task(api.serve())
             for http_server in (api, file_server):

@@ -22,7 +22,14 @@ from edge.clock import parse_timestamp
 from edge.clock_sync import ClockState, clock_state
 from edge.hardware import Hardware
 from edge.presence import presence
-from edge.probes import PortState, Service, daemon_reader_states, daemon_running, port_state
+from edge.probes import (
+    PortState,
+    Service,
+    daemon_reader_states,
+    daemon_running,
+    daemon_sync_state,
+    port_state,
+)
 from edge.readers.devices import (
     FoundDevices,
     check_reader_device,
@@ -438,6 +445,16 @@ async def check_broker(settings: Settings) -> CheckResult:
     if not sync.enabled:
         return CheckResult(
             "cloud broker", Status.OK, "cloud sync is off ([sync] broker_host unset)"
+        )
+    running = await asyncio.to_thread(daemon_sync_state, settings)
+    if running is not None and running.get("connected"):
+        # Ask the daemon rather than connect beside it: a broker that takes the client id
+        # from the certificate would hand the doctor the daemon's session.
+        return CheckResult(
+            "cloud broker",
+            Status.OK,
+            f"the daemon is connected to {running['broker']} as {running['edge_id']} "
+            f"({running['backlog']} events waiting)",
         )
     attempt = await attempt_connection(
         sync, identifier=f"edge-{sync.edge_id}-doctor", step_seconds=BROKER_STEP_SECONDS

@@ -209,16 +209,28 @@ def daemon_running(settings: Settings) -> str | None:
 def daemon_reader_states(settings: Settings) -> dict[str, tuple[bool | None, str]] | None:
     """{reader id: (online, reason)} from the daemon's local API; None when it is off or
     does not answer."""
+    views = _ask_daemon(settings, "/api/readers")
+    if not isinstance(views, list):
+        return None
+    return {str(view["id"]): (view["online"], str(view["reason"])) for view in views}
+
+
+def daemon_sync_state(settings: Settings) -> dict[str, Any] | None:
+    """The running daemon's cloud link (`GET /api/sync`); None when it does not answer."""
+    state = _ask_daemon(settings, "/api/sync")
+    return state if isinstance(state, dict) else None
+
+
+def _ask_daemon(settings: Settings, path: str) -> Any:
     api = settings.api
     if not api.port:
         return None
     host = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(api.host, api.host)
-    request = urllib.request.Request(f"http://{host}:{api.port}/api/readers")
+    request = urllib.request.Request(f"http://{host}:{api.port}{path}")
     if api.token:
         request.add_header("Authorization", f"Bearer {api.token}")
     try:
         with urllib.request.urlopen(request, timeout=PROBE_SECONDS) as response:
-            views: list[dict[str, Any]] = json.loads(response.read())
+            return json.loads(response.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
-    return {str(view["id"]): (view["online"], str(view["reason"])) for view in views}

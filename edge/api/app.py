@@ -33,6 +33,8 @@ from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import Settings
 from edge.store import card_decisions, chargers, transactions
+from edge.sync import outbox
+from edge.sync.link import SyncLink
 from edge.tap_flow import TapFlow
 
 STATUS_FOR = {
@@ -48,7 +50,12 @@ class ConnectorBusy(CommandError):
     kind = "busy"
 
 
-def create_api(server: OcppServer, settings: Settings, taps: TapFlow | None = None) -> FastAPI:
+def create_api(
+    server: OcppServer,
+    settings: Settings,
+    taps: TapFlow | None = None,
+    sync: SyncLink | None = None,
+) -> FastAPI:
     api = FastAPI(
         title="ocpp-edge local API",
         description="Read the site and send OCPP 1.6 commands to its chargers.",
@@ -85,6 +92,21 @@ def create_api(server: OcppServer, settings: Settings, taps: TapFlow | None = No
                 }
             )
         return views
+
+    @api.get("/api/sync", summary="The cloud link: connected or not, backlog, last ack")
+    async def sync_state() -> dict[str, Any]:
+        held = await store.run(outbox.backlog)
+        return {
+            "enabled": sync is not None,
+            "connected": sync.connected if sync else False,
+            "broker": f"{settings.sync.broker_host}:{settings.sync.broker_port}",
+            "edge_id": settings.sync.edge_id,
+            "backlog": held.events,
+            "oldest_at": held.oldest_at,
+            "acked_seq": held.acked_seq,
+            "acked_at": held.acked_at,
+            "cards_version": held.cards_version,
+        }
 
     @api.get("/api/card-decisions", summary="Decisions on cards, newest first, with reasons")
     async def list_card_decisions(limit: int = Query(50, ge=1, le=1000)) -> list[dict[str, Any]]:
