@@ -132,8 +132,11 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         action = frame.action if isinstance(frame, Call) else None
         self._log_frame("in", raw_msg, frame.message_type_id, frame.unique_id, action, at_ms)
         if isinstance(frame, Call):
-            with log_context.concerning(transaction_id=frame.payload.get("transactionId")):
-                await self._answer(frame)
+            # This connection's task has its own context: the call's transaction (or
+            # none) stands for the lines logged while it is handled, until the next call.
+            transaction = frame.payload.get("transactionId")
+            log_context.TRANSACTION_ID.set(None if transaction is None else str(transaction))
+            await self._answer(frame)
         else:
             # A response to one of our calls: `ChargePoint.call()` is waiting for it.
             self._response_queue.put_nowait(frame)
