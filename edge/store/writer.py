@@ -18,9 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import queue
-import sqlite3
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -48,14 +45,12 @@ class StoreWriter:
         self._buffered: dict[str, list[tuple[Any, ...]]] = {}
         self._wake = asyncio.Event()
         self._flusher: asyncio.Task[None] | None = None
-        self._committer: _CommitThread | None = None
         self._closing = False
         self.commits = 0
         self.units_committed = 0
 
     async def __aenter__(self) -> StoreWriter:
         self._db = await asyncio.to_thread(open_database, self.path)
-        self._committer = _CommitThread(self._db.conn, asyncio.get_running_loop())
         self._flusher = asyncio.create_task(self._flush_forever(), name="store-writer")
         return self
 
@@ -75,8 +70,6 @@ class StoreWriter:
         self._wake.set()
         flusher, self._flusher = self._flusher, None
         await flusher
-        if self._committer is not None:
-            await asyncio.to_thread(self._committer.stop)
         self._db.conn.close()
         self._db = None
 
@@ -128,8 +121,7 @@ class StoreWriter:
             for sql, rows in buffered.items():
                 connection.executemany(sql, rows)
             outcomes = [_run_unit(db, work, future) for work, future in batch]
-            assert self._committer is not None
-            await self._committer.commit()
+            await asyncio.to_thread(connection.execute, "COMMIT")
         except Exception as failure:  # a failed commit fails every caller
             log.exception("store commit failed")
             if connection.in_transaction:
@@ -146,49 +138,6 @@ class StoreWriter:
                 future.set_exception(error)
             else:
                 future.set_result(result)
-
-
-class _CommitThread:
-    """The one thread that runs COMMIT, so that the loop never waits for the disk.
-
-    A thread of its own, fed by a queue, rather than `asyncio.to_thread`: handing each
-    commit to the default executor cost more per commit than the commit itself under
-    load (see docs/performance.md).
-    """
-
-    def __init__(self, connection: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        self._connection = connection
-        self._loop = loop
-        self._requests: queue.SimpleQueue[asyncio.Future[None] | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="store-commit", daemon=True)
-        self._thread.start()
-
-    def commit(self) -> asyncio.Future[None]:
-        done: asyncio.Future[None] = self._loop.create_future()
-        self._requests.put(done)
-        return done
-
-    def stop(self) -> None:
-        self._requests.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while (done := self._requests.get()) is not None:
-            try:
-                self._connection.execute("COMMIT")
-            except BaseException as error:  # handed to the waiting batch
-                self._loop.call_soon_threadsafe(_settle, done, error)
-            else:
-                self._loop.call_soon_threadsafe(_settle, done, None)
-
-
-def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
-    if done.done():
-        return
-    if error is None:
-        done.set_result(None)
-    else:
-        done.set_exception(error)
 
 
 def _run_unit(
