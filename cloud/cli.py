@@ -17,7 +17,7 @@ from cloud.settings import CloudSettings, find_config_file, load_settings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError, open_store
 from cloud.store.times import iso
-from edge.cli import configure_logging
+from edge.cli.common import configure_logging, run_parsed
 from edge.settings import ConfigError
 from edge.sync import protocol as wire
 from edge.tables import render_table
@@ -26,18 +26,7 @@ CARD_LIST = TypeAdapter(list[wire.CardEntry])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    arguments = parser.parse_args(argv)
-    if not hasattr(arguments, "command"):
-        parser.print_help()
-        return 2
-    try:
-        return int(arguments.command(arguments))
-    except (ConfigError, StoreError) as error:
-        print(f"ocpp-cloud: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_parsed(_parser(), argv, (ConfigError, StoreError))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from edge.cli import cards, daemon, doctor, enroll, readers, remote, site
-from edge.cli.common import configure_logging
-from edge.settings import ConfigError
-from edge.store.database import StoreError
+from edge.cli.common import configure_logging, run_parsed
 
 __all__ = ["configure_logging", "main"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
-    arguments = parser.parse_args(argv)
-    if not hasattr(arguments, "command"):
-        parser.print_help()
-        return 2
-    try:
-        return int(arguments.command(arguments))
-    except (ConfigError, StoreError) as error:
-        print(f"ocpp-edge: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    return run_parsed(_parser(), argv)
 
 
 def _parser() -> argparse.ArgumentParser:

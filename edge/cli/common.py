@@ -7,7 +7,7 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -15,8 +15,8 @@ from sqlite_utils import Database
 
 from edge.log_context import LogContextFilter
 from edge.service import BINDINGS_SWITCH
-from edge.settings import Settings, find_config_file, load_settings
-from edge.store.database import open_database, open_readonly
+from edge.settings import ConfigError, Settings, find_config_file, load_settings
+from edge.store.database import StoreError, open_database, open_readonly
 
 
 def settings_of(arguments: argparse.Namespace) -> tuple[Settings, Path | None]:
@@ -76,3 +76,23 @@ def _is_journal_stream(environ: Mapping[str, str], stream: TextIO) -> bool:
 
 def shorten(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def run_parsed(
+    parser: argparse.ArgumentParser,
+    argv: Sequence[str] | None,
+    problems: tuple[type[Exception], ...] = (ConfigError, StoreError),
+) -> int:
+    """Run the command `argv` names; a configuration or store problem (`problems`) is
+    one line on stderr and exit status 2, not a traceback."""
+    arguments = parser.parse_args(argv)
+    if not hasattr(arguments, "command"):
+        parser.print_help()
+        return 2
+    try:
+        return int(arguments.command(arguments))
+    except problems as error:
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
