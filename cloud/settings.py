@@ -13,12 +13,12 @@ import socket
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from edge.settings import ApiSettings as EdgeApiSettings
-from edge.settings import locate_config_file, read_settings
+from edge.settings import FileThenEnvironment, locate_config_file, read_settings
 from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_PAYLOAD_BYTES
 
 CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
@@ -162,7 +162,7 @@ class EnrollmentSettings(_Section):
         return self
 
 
-class CloudSettings(BaseSettings):
+class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
     )
@@ -193,18 +193,6 @@ class CloudSettings(BaseSettings):
         sqlite_path = self.store.sqlite_path()
         assert sqlite_path is not None  # PostgreSQL without a key is refused above
         return sqlite_path.parent / "fleet-signing.key"
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's content arrives as init arguments; the environment overrides it.
-        return env_settings, init_settings
 
 
 def find_config_file(explicit: Path | None) -> Path | None:

@@ -374,7 +374,23 @@ class DemoSettings(_Section):
     )
 
 
-class Settings(BaseSettings):
+class FileThenEnvironment(BaseSettings):
+    """Settings read from a file (passed as init arguments) that the environment
+    overrides; no .env or secrets directory."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return env_settings, init_settings
+
+
+class Settings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_EDGE_", env_nested_delimiter="__", extra="forbid"
     )
@@ -400,18 +416,6 @@ class Settings(BaseSettings):
                 raise ValueError(f"two readers have the id {reader.id!r}")
             seen.add(reader.id)
         return self
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The file's content arrives as init arguments; the environment overrides it.
-        return env_settings, init_settings
 
 
 def find_config_file(explicit: Path | None) -> Path | None:
@@ -442,7 +446,7 @@ class _IdentityLocation(_Ignoring):
     identity_directory: Path = DEFAULT_IDENTITY_DIRECTORY
 
 
-class _WhereTheIdentityIs(BaseSettings):
+class _WhereTheIdentityIs(FileThenEnvironment):
     """The two settings that locate the identity, read before the others, which may be
     incomplete without it (a broker_host in the file, the edge_id in the identity)."""
 
@@ -451,17 +455,6 @@ class _WhereTheIdentityIs(BaseSettings):
     )
     store: _StoreLocation = _StoreLocation()
     sync: _IdentityLocation = _IdentityLocation()
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return env_settings, init_settings
 
 
 def _identity_file(path: Path | None) -> Path | None:
