@@ -9,7 +9,12 @@ from websockets.typing import Subprotocol
 
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.conftest import StartEdge
+from tests.conftest import RunningEdge, StartEdge
+from tests.waiting import eventually_answers
+
+
+async def nobody_behind(edge: RunningEdge) -> bool:
+    return await chargers_behind(edge.server) == []
 
 
 async def test_list_pushed_after_boot_and_resent_when_behind(start_edge: StartEdge) -> None:
@@ -25,7 +30,8 @@ async def test_list_pushed_after_boot_and_resent_when_behind(start_edge: StartEd
             while charger.local_list_version == 0:  # noqa: ASYNC110 - the charger has no event for it
                 await asyncio.sleep(0.01)
         assert charger.local_list == {"CARD1": {"status": "Accepted"}}
-        assert await chargers_behind(edge.server) == []
+        # The charger holds the list; the edge records its answer a moment later.
+        await eventually_answers(lambda: nobody_behind(edge))
 
         await edge.execute("UPDATE id_tags SET status = 'Blocked' WHERE id_tag = 'CARD1'")
         assert await chargers_behind(edge.server) == ["SIM1"]
