@@ -166,6 +166,9 @@ async def test_fleet_manager_sets_cards_commands_and_firmware(
         answer = await api.post(f"/api/edges/{EDGE}/commands", json=rollout)
         assert answer.status_code == 200, answer.text
         await eventually(lambda: charger.firmware == image, within=15)
+        # The charger reports the install; that report reaches the cloud too.
+        installed = "SELECT count(*) FROM charger_job_status WHERE status = 'Installed'"
+        await eventually(lambda: edge.query(installed)[0][0] == 1, within=15)
         assert (await api.post("/api/edges/nowhere/firmware/cp-2.0.bin")).status_code == 404
         assert (
             await api.put("/api/firmware/..%2Fx", params={"version": "1"}, content=b"x")
