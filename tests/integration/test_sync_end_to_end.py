@@ -18,7 +18,7 @@ from websockets.typing import Subprotocol
 
 from cloud.firmware import public_key_text
 from cloud.store import fleet
-from cloud.store.schema import events
+from cloud.store.schema import charger_jobs, events
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import (
     PostgresServer,
@@ -169,6 +169,7 @@ async def test_fleet_manager_sets_cards_commands_and_firmware(
         # The charger reports the install; that report reaches the cloud too.
         installed = "SELECT count(*) FROM charger_job_status WHERE status = 'Installed'"
         await eventually(lambda: edge.query(installed)[0][0] == 1, within=15)
+        await eventually(lambda: cloud_job(cloud.engine) == ("firmware", "Installed"), within=15)
         assert (await api.post("/api/edges/nowhere/firmware/cp-2.0.bin")).status_code == 404
         assert (
             await api.put("/api/firmware/..%2Fx", params={"version": "1"}, content=b"x")
@@ -273,6 +274,17 @@ async def test_real_links_through_the_shipped_broker_with_tls_and_acl(
         await asyncio.wait_for(cloud.task, timeout=15)
     finally:
         fleet.broker.stop()
+
+
+def cloud_job(engine: Engine) -> tuple[str, str] | None:
+    """The charger's latest firmware/diagnostics job status as the cloud holds it."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(charger_jobs.c.job, charger_jobs.c.status).where(
+                charger_jobs.c.edge_id == EDGE, charger_jobs.c.charger_id == "CP1"
+            )
+        ).first()
+    return None if row is None else (row[0], row[1])
 
 
 def fleet_chargers(engine: Engine) -> list[str]:
