@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ocpp_throughput", "tap_latency")
+BENCHMARKS = ("ocpp_throughput", "tap_latency", "sync_drain")
 
 
 def main() -> int:
