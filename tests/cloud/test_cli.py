@@ -36,8 +36,19 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     image = tmp_path / "cp.bin"
     image.write_bytes(b"\x01" * 1000)
     code, out = cli("firmware", "add", str(image), "--version", "1.0")
-    assert code == 0 and "cp.bin 1.0: 1000 bytes" in out
-    assert cli("firmware", "offer", "site-1", "--name", "cp.bin")[0] == 0
+    assert code == 2 and "--target VENDOR/MODEL" in out
+    code, out = cli("firmware", "add", str(image), "--version", "1.0", "--target", "ACME")
+    assert code == 2 and "write VENDOR/MODEL" in out
+    arguments = ("--version", "1.0", "--target", "ACME/AC22*", "--target", "*/Wallbox")
+    code, out = cli("firmware", "add", str(image), *arguments)
+    assert code == 0 and "cp.bin 1.0: 1000 bytes" in out and "ACME/AC22*, */Wallbox" in out
+    code, out = cli("firmware", "list")
+    assert code == 0 and "ACME/AC22*, */Wallbox" in out
+    assert cli("firmware", "offer", "site-1", "--name", "cp.bin", "--force")[0] == 0
+    code, out = cli("firmware", "offer", "site-1", "--name", "nothing.bin")
+    assert code == 2 and "no firmware image" in out
+    code, out = cli("command", "site-1", "CP1", "firmware_rollout", "--arg", "location=http://x")
+    assert code != 0 and "not a location" in out
     assert cli("command", "site-1", "CP1", "reset", "--arg", "type=Soft")[0] == 0
     code, out = cli("command", "site-1", "CP1", "explode")
     assert code == 2 and "not a command" in out
@@ -45,5 +56,5 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0 and "site-1" in out
     engine = open_store(f"sqlite:///{tmp_path / 'cloud.db'}")
     offers = desired.offers_to_send(engine, "site-1")
-    assert [offer.image for offer in offers] == ["cp.bin"]
+    assert [(offer.image, offer.force) for offer in offers] == [("cp.bin", True)]
     engine.dispose()
