@@ -178,6 +178,7 @@ def create_cloud_api(
         except ValueError as error:
             raise HTTPException(422, str(error)) from error
         stored = await _receive_image(request, settings.firmware.directory, settings)
+        registered = ""
         try:
             manifest = make_manifest(
                 name, version, targets, stored.size, stored.sha256, signing_key
@@ -186,8 +187,11 @@ def create_cloud_api(
             image = await asyncio.to_thread(
                 desired.add_firmware_image, engine, manifest, text, signature, str(stored.path)
             )
+            registered = image.path
         except (FirmwareError, StoreError) as error:
             raise HTTPException(422, str(error)) from error
+        finally:
+            await asyncio.to_thread(stored.keep_if, registered)
         return {
             "name": image.name,
             "version": image.version,

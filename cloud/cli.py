@@ -190,10 +190,17 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
         stored = store_image_file(
             source, settings.firmware.directory, settings.firmware.max_image_bytes
         )
-        key = load_or_create_signing_key(settings.signing_key_path())
-        manifest = make_manifest(name, arguments.version, targets, stored.size, stored.sha256, key)
-        text, signature = sign_manifest(key, manifest)
-        desired.add_firmware_image(engine, manifest, text, signature, str(stored.path))
+        registered = ""
+        try:
+            key = load_or_create_signing_key(settings.signing_key_path())
+            manifest = make_manifest(
+                name, arguments.version, targets, stored.size, stored.sha256, key
+            )
+            text, signature = sign_manifest(key, manifest)
+            image = desired.add_firmware_image(engine, manifest, text, signature, str(stored.path))
+            registered = image.path
+        finally:
+            stored.keep_if(registered)
     except (ValueError, FirmwareError, StoreError) as error:
         print(f"firmware add: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ import logging
 import os
 import stat
 import tempfile
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -205,12 +206,18 @@ class StoredImage:
     size: int
     sha256: str
 
+    def keep_if(self, registered_path: str) -> None:
+        """Remove this file unless it is the one registered (blocking)."""
+        if registered_path != str(self.path):
+            self.path.unlink(missing_ok=True)
+
 
 class ImageUpload:
     """An image arriving in pieces (blocking calls: run them off the event loop): written
-    to a temporary file and hashed as it comes, at most `max_bytes`, then kept under its
-    SHA-256 in `directory`, fsynced. Kept by content, a file never replaces another
-    image's bytes, whatever name either is registered under."""
+    to a temporary file and hashed as it comes, at most `max_bytes`, then kept in
+    `directory` under its SHA-256 and a name of its own, fsynced. A file of its own
+    never replaces another image's bytes; `StoredImage.discard` removes it when it is
+    not registered (refused, or the same image was there already)."""
 
     def __init__(self, directory: Path, max_bytes: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
@@ -238,7 +245,7 @@ class ImageUpload:
         os.fsync(self._file.fileno())
         self._file.close()
         digest = self._digest.hexdigest()
-        path = self.directory / f"{digest}.bin"
+        path = self.directory / f"{digest}.{uuid.uuid4().hex[:12]}.bin"
         os.replace(self._temporary, path)
         directory = os.open(self.directory, os.O_RDONLY)
         try:
@@ -253,7 +260,7 @@ class ImageUpload:
 
 
 def store_image_file(source: Path, directory: Path, max_bytes: int) -> StoredImage:
-    """Copy an image file into `directory`, kept by its content (see ImageUpload)."""
+    """Copy an image file into `directory` (see ImageUpload)."""
     upload = ImageUpload(directory, max_bytes)
     try:
         with source.open("rb") as file:

@@ -42,6 +42,9 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     arguments = ("--version", "1.0", "--target", "ACME/AC22*", "--target", "*/Wallbox")
     code, out = cli("firmware", "add", str(image), *arguments)
     assert code == 0 and "cp.bin 1.0: 1000 bytes" in out and "ACME/AC22*, */Wallbox" in out
+    code, out = cli("firmware", "add", str(image), *arguments)  # again: the same image
+    assert code == 0
+    assert len(list((tmp_path / "firmware").iterdir())) == 1  # one file for it
     code, out = cli("firmware", "list")
     assert code == 0 and "ACME/AC22*, */Wallbox" in out
     assert cli("firmware", "offer", "site-1", "--name", "cp.bin", "--force")[0] == 0

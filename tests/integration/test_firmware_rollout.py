@@ -395,3 +395,50 @@ async def test_the_cloud_api_refuses_firmware_commands_that_name_a_location(
     answer = await fleet.command("firmware_rollout", {"image": "no-such.bin"})
     assert answer.status_code == 422 and "no-such.bin" in answer.json()["detail"]
     assert (await fleet.api.get(f"/api/edges/{EDGE}/commands")).json() == []
+
+
+async def test_uploads_are_streamed_bounded_and_never_replace_another_images_bytes(
+    broker: Mosquitto, start_cloud: StartCloud
+) -> None:
+    cloud = await start_cloud(broker, firmware={"max_image_bytes": 100_000})
+    first, second = b"\x01" * 50_000, b"\x02" * 50_000
+    async with httpx.AsyncClient(base_url=cloud.api_url, timeout=10) as api:
+
+        async def upload(name: str, content: bytes, *targets: str) -> httpx.Response:
+            params = [("version", "1.0"), *(("target", target) for target in targets)]
+            return await api.put(f"/api/firmware/{name}", params=params, content=content)
+
+        assert (await upload("cp.bin", first, "ACME/*")).status_code == 200
+        # Other bytes under a name in use: refused, and the first image's file intact.
+        refused = await upload("cp.bin", second, "ACME/*")
+        assert refused.status_code == 422 and "new name" in refused.json()["detail"]
+        images = (await api.get("/api/firmware")).json()
+        assert [(image["name"], image["targets"]) for image in images] == [("cp.bin", ["ACME/*"])]
+        path = desired_path(cloud, "cp.bin")
+        assert path.read_bytes() == first
+        # Too large, said before or found while streaming: 413, nothing left behind.
+        assert (await upload("big.bin", b"\x03" * 100_001, "ACME/*")).status_code == 413
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for _ in range(30):
+                yield b"\x04" * 4096
+
+        streamed = await api.put(
+            "/api/firmware/big.bin",
+            params={"version": "1", "target": "ACME/*"},
+            content=chunks(),
+        )
+        assert streamed.status_code == 413, streamed.text
+        assert (await upload("none.bin", b"x")).status_code == 422  # no target
+        assert (await upload("bad.bin", b"x", "no-slash")).status_code == 422
+        assert (await upload("empty.bin", b"", "ACME/*")).status_code == 422
+    held = sorted(p.name for p in cloud.settings.firmware.directory.iterdir())
+    assert held == [path.name]
+
+
+def desired_path(cloud: RunningCloud, name: str) -> Path:
+    from cloud.store.desired import firmware_image
+
+    image = firmware_image(cloud.engine, name)
+    assert image is not None
+    return Path(image.path)
