@@ -14,9 +14,11 @@ from pydantic import TypeAdapter, ValidationError
 
 from cloud.firmware import (
     FirmwareError,
+    key_id,
     load_or_create_signing_key,
     make_manifest,
     public_key_text,
+    resign,
     sign_manifest,
     store_image_file,
 )
@@ -56,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
     cards.set_defaults(command=cmd_cards)
 
     firmware = commands.add_parser("firmware", parents=[common], help="firmware images")
-    firmware.add_argument("action", choices=["add", "offer", "list"])
+    firmware.add_argument("action", choices=["add", "offer", "list", "resign"])
     firmware.add_argument("target", nargs="?", help="add: the image file; offer: the edge id")
     firmware.add_argument("--name", help="the image's name (add: default the file's name)")
     firmware.add_argument("--version", help="add: the image's version")
@@ -161,6 +163,11 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
             for image in desired.list_firmware_images(engine)
         ]
         print(render_table(["image", "version", "bytes", "targets", "sha256"], rows))
+        return 0
+    if arguments.action == "resign":
+        key = load_or_create_signing_key(settings.signing_key_path())
+        names = desired.resign_firmware_images(engine, key_id(key), lambda m: resign(key, m))
+        print(f"{len(names)} manifests signed again with key {key_id(key)}: {' '.join(names)}")
         return 0
     if not arguments.target:
         print(f"firmware {arguments.action} needs its target (file or edge id)", file=sys.stderr)

@@ -168,6 +168,14 @@ def sign_manifest(key: Ed25519PrivateKey, manifest: FirmwareManifest) -> tuple[s
     return text, base64.b64encode(key.sign(text.encode("ascii"))).decode("ascii")
 
 
+def resign(key: Ed25519PrivateKey, manifest: FirmwareManifest) -> tuple[str, str]:
+    """The same manifest signed now by `key` (its key id and time renewed)."""
+    renewed = make_manifest(
+        manifest.name, manifest.version, manifest.targets, manifest.size, manifest.sha256, key
+    )
+    return sign_manifest(key, renewed)
+
+
 def make_offer(
     image_path: Path,
     name: str,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -343,6 +343,32 @@ def add_firmware_image(
             )
         )
     return image
+
+
+def resign_firmware_images(
+    engine: Engine, key_id: str, sign: Callable[[FirmwareManifest], tuple[str, str]]
+) -> list[str]:
+    """Give every image whose manifest another key signed a manifest by the key `key_id`
+    (the same fields, signed now): after the fleet's key was replaced. The names done."""
+    done: list[str] = []
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(firmware_images.c.name, firmware_images.c.manifest)
+            .where(firmware_images.c.manifest.is_not(None))
+            .order_by(firmware_images.c.name)
+        ).all()
+        for row in rows:
+            held = FirmwareManifest.model_validate_json(row.manifest)
+            if held.key_id == key_id:
+                continue
+            text, signature = sign(held)
+            connection.execute(
+                update(firmware_images)
+                .where(firmware_images.c.name == row.name)
+                .values(manifest=text, signature=signature)
+            )
+            done.append(row.name)
+    return done
 
 
 def _targets_text(manifest: FirmwareManifest) -> str:

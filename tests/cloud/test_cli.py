@@ -10,6 +10,7 @@ import pytest
 from cloud.cli import main
 from cloud.store import desired
 from cloud.store.database import open_store
+from edge.sync.manifest import parse_public_keys
 
 
 def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -47,6 +48,12 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert len(list((tmp_path / "firmware").iterdir())) == 1  # one file for it
     code, out = cli("firmware", "list")
     assert code == 0 and "ACME/AC22*, */Wallbox" in out
+    # The fleet's key replaced: the manifests are signed again by the new one.
+    key_file = next(tmp_path.glob("*.key"))
+    key_file.rename(tmp_path / "old.key")
+    code, out = cli("firmware", "resign")
+    assert code == 0 and "1 manifests signed again" in out and "cp.bin" in out
+    assert cli("firmware", "resign")[1].startswith("0 manifests")
     assert cli("firmware", "offer", "site-1", "--name", "cp.bin", "--force")[0] == 0
     code, out = cli("firmware", "offer", "site-1", "--name", "nothing.bin")
     assert code == 2 and "no firmware image" in out
@@ -60,4 +67,6 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     engine = open_store(f"sqlite:///{tmp_path / 'cloud.db'}")
     offers = desired.offers_to_send(engine, "site-1")
     assert [(offer.image, offer.force) for offer in offers] == [("cp.bin", True)]
+    new_key = parse_public_keys(cli("key")[1])
+    assert offers[0].manifest is not None and new_key[0].key_id in offers[0].manifest
     engine.dispose()
