@@ -100,6 +100,25 @@ def settle_download(
     )
 
 
+# Refused offers kept for `ocpp-edge firmware list`; older ones are forgotten, so that
+# offers under ever new names cannot grow the table without end.
+KEEP_REFUSED = 100
+
+
+def forget_old_refusals(db: Database, keep: int = KEEP_REFUSED) -> list[str]:
+    """Delete refused offers beyond the newest `keep`; the image names forgotten."""
+    names = [
+        row[0]
+        for row in db.conn.execute(
+            "SELECT image FROM firmware_downloads WHERE status = 'rejected' "
+            "ORDER BY updated_at DESC, rowid DESC LIMIT -1 OFFSET ?",
+            (keep,),
+        )
+    ]
+    db.conn.executemany("DELETE FROM firmware_downloads WHERE image = ?", [(n,) for n in names])
+    return names
+
+
 @dataclass(frozen=True)
 class VerifiedImage:
     """An image the cloud offered, verified against its signed manifest, and served."""

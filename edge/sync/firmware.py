@@ -35,6 +35,7 @@ from edge.sync.manifest import (
     is_target,
     parse_public_key,
     parse_public_keys,
+    printable,
     verified_manifest,
 )
 from edge.sync.protocol import (
@@ -160,6 +161,8 @@ class FirmwareDownloads:
             if refusal is not None:
                 await self._settle(download, "rejected", refusal, new_offer=True)
                 downloads[offer.image] = download
+                for name in await self._store.run(firmware_store.forget_old_refusals):
+                    downloads.pop(name, None)
                 return None
             starting = self._progress_event(
                 download, "downloading", "forced by the operator" if offer.force else ""
@@ -398,7 +401,7 @@ def _version_refusal(db: sqlite_utils.Database, offer: FirmwareOffer) -> str | N
         runs = [version for version, _ in charger.versions() if is_older(manifest.version, version)]
         if not runs:
             return None  # at least one charger it is meant for can take it
-        newer.append(f"{charger.charger_id} runs {runs[0]}")
+        newer.append(f"{charger.charger_id} runs {printable(runs[0])}")
     if newer:
         return (
             f"version {manifest.version} is older than what every charger it targets runs "

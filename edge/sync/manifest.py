@@ -148,6 +148,13 @@ def _signer(keys: list[TrustedKey], signature: bytes, message: bytes) -> Trusted
 # -- targets ---------------------------------------------------------------------
 
 
+def printable(text: str, limit: int = 64) -> str:
+    """A charger's own words (vendor, model, version) fit for a reason sent to the cloud:
+    control characters replaced, at most `limit` characters."""
+    cleaned = "".join(character if character.isprintable() else "?" for character in text)
+    return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
+
+
 def target_text(target: FirmwareTarget) -> str:
     return f"{target.vendor}/{target.model}"
 

@@ -28,7 +28,7 @@ from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
 from edge.store import firmware as firmware_store
 from edge.sync import protocol as wire
-from edge.sync.manifest import is_older, is_target, target_text
+from edge.sync.manifest import is_older, is_target, printable, target_text
 from edge.sync.outbox import Outbox
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ def plan_install(
         raise InstallRefused(f"charger {charger_id} is not accepted at this site")
     if not is_target(manifest.targets, charger.vendor, charger.model):
         said = (
-            f"{charger.vendor} {charger.model}"
+            f"{printable(charger.vendor)} {printable(charger.model)}"
             if charger.vendor and charger.model
             else "a vendor and model it has not given in a BootNotification"
         )
@@ -144,7 +144,8 @@ def plan_install(
             if is_older(manifest.version, version):
                 raise InstallRefused(
                     f"{firmware.image} is version {manifest.version}, older than the "
-                    f"{version} {source} on {charger_id}; send it with force=true to go back"
+                    f"{printable(version)} {source} on {charger_id}; send it with force=true "
+                    "to go back"
                 )
     try:
         arguments = resolve_file_locations(

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.firmware import answer_request, make_offer, public_key_text
 from edge.files.store import FileDirectory
+from edge.store.firmware import KEEP_REFUSED
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
 from edge.sync.manifest import parse_target
@@ -390,3 +391,16 @@ async def test_an_offer_older_than_every_charger_it_targets_runs_is_refused(
         # One charger it is meant for runs an older version: the offer is taken.
         add_charger(edge.db, "CP5", "AC22", "1.9")
         assert await edge.downloads.offered(offer) is not None
+
+
+async def test_refused_offers_under_ever_new_names_are_kept_within_a_bound(
+    tmp_path: Path, offer: FirmwareOffer, fleet_key: Ed25519PrivateKey
+) -> None:
+    async with running_edge(tmp_path, public_key_text(fleet_key)) as edge:
+        for number in range(KEEP_REFUSED + 20):
+            forged = offer.model_copy(update={"image": f"forged-{number:03}.bin"})
+            assert await edge.downloads.offered(forged) is None
+        with sqlite3.connect(edge.db) as connection:
+            (count,) = connection.execute("SELECT count(*) FROM firmware_downloads").fetchone()
+        assert count == KEEP_REFUSED
+        assert edge.row(f"forged-{KEEP_REFUSED + 19:03}.bin")["status"] == "rejected"

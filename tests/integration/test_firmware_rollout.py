@@ -26,6 +26,7 @@ from websockets.typing import Subprotocol
 
 from cloud.firmware import public_key_text
 from cloud.store.schema import events, firmware_status
+from edge.cli import main as edge_cli
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from edge.sync.protocol import Topics
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port
@@ -246,7 +247,9 @@ async def test_an_offer_signed_over_the_digest_only_is_refused_as_the_old_format
     assert not fleet.served("cp-0.9.bin").exists()
 
 
-async def test_an_older_version_than_installed_is_refused_unless_forced(fleet: Fleet) -> None:
+async def test_an_older_version_than_installed_is_refused_unless_forced(
+    fleet: Fleet, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     older = b"\x02" * 300_000
     await fleet.upload("cp-2.0.bin", older, "2.0", f"{VENDOR}/AC22*")
     # Offered as is: the only charger it is for runs 3.0.
@@ -285,9 +288,17 @@ async def test_an_older_version_than_installed_is_refused_unless_forced(fleet: F
     assert installs[-1]["forced"] is True
     statuses = [event["status"] for event in fleet.cloud_events("firmware.progress")]
     assert in_order(statuses, ["rejected", "downloading", "fetched", "verified"]), statuses
-    # The edge now holds 2.0 as installed: 2.0 again needs no force, 1.0 would.
+    # The edge now holds 2.0 as installed there, and shows it all on the site.
     installed = fleet.edge.query("SELECT version FROM installed_firmware WHERE charger_id = 'CP1'")
     assert [row[0] for row in installed] == ["2.0"]
+    config = tmp_path / "cli.toml"
+    config.write_text(f'[store]\npath = "{fleet.edge.db_path}"\n')
+    assert edge_cli(["firmware", "installs", "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert "installed (forced)" in shown and "refused" in shown and "CP1" in shown
+    assert edge_cli(["firmware", "list", "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert "From the cloud" in shown and "verified (forced)" in shown
 
 
 async def test_a_charger_whose_model_is_not_a_target_is_refused(fleet: Fleet) -> None:

@@ -34,6 +34,7 @@ from edge.sync.manifest import (
     is_target,
     parse_public_keys,
     parse_target,
+    printable,
     verified_manifest,
     version_key,
 )
@@ -233,3 +234,8 @@ def test_public_key_setting_is_checked() -> None:
         parse_public_key("not base64!")
     with pytest.raises(FirmwarePublicKeyError, match="16 bytes"):
         parse_public_key(base64.b64encode(bytes(16)).decode())
+
+
+def test_a_chargers_own_words_are_cleaned_before_they_go_into_a_reason() -> None:
+    assert printable("AC\x0022\n") == "AC?22?"
+    assert printable("x" * 100) == "x" * 63 + "…"
