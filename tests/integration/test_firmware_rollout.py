@@ -453,3 +453,43 @@ def desired_path(cloud: RunningCloud, name: str) -> Path:
     image = firmware_image(cloud.engine, name)
     assert image is not None
     return Path(image.path)
+
+
+async def test_a_signed_update_from_the_cloud_gets_the_edges_location_and_is_followed(
+    fleet: Fleet,
+) -> None:
+    content = b"\x06" * 70_000
+    await fleet.upload("cp-6.0.bin", content, "6.0", f"{VENDOR}/{MODEL}")
+    await fleet.offer("cp-6.0.bin")
+    await fleet.verified("cp-6.0.bin", content)
+    signed = {
+        "action": "SignedUpdateFirmware",
+        "arguments": {
+            "requestId": 7,
+            "image": "cp-6.0.bin",
+            "firmware": {
+                "retrieveDateTime": "2026-01-01T00:00:00Z",
+                "signingCertificate": "-----BEGIN CERTIFICATE-----",
+                "signature": "c2ln",
+            },
+        },
+    }
+    answer = await fleet.command("ocpp", signed)
+    assert answer.status_code == 200, answer.text
+    assert (await fleet.result(answer.json()["id"]))["status"] == "done"
+    (request,) = fleet.firmware_commands()
+    location = json.loads(request)["firmware"]["location"]
+    assert location == f"{fleet.edge.settings.files.base_url()}/firmware/cp-6.0.bin"
+    await eventually(lambda: fleet.charger.firmware == content, within=15)
+
+    def statuses() -> list[tuple[str, str]]:
+        return [(e["status"], e["detail"]) for e in fleet.cloud_events("firmware.install")]
+
+    await eventually(lambda: ("installed", "Installed") in statuses(), within=15)
+    assert ("installing", "SignatureVerified") in statuses()
+    overview = (await fleet.api.get(f"/api/edges/{EDGE}/firmware")).json()
+    (charger,) = overview["chargers"]
+    assert (charger["charger_id"], charger["installed_version"]) == ("CP1", "6.0")
+    assert [(image["image"], image["status"]) for image in overview["images"]] == [
+        ("cp-6.0.bin", "verified")
+    ]
