@@ -18,11 +18,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.firmware import answer_request, make_offer, public_key_text
 from edge.files.store import FileDirectory
+from edge.settings import FilesSettings
 from edge.store.firmware import KEEP_REFUSED
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
 from edge.sync.manifest import parse_target
 from edge.sync.protocol import FirmwareOffer, FirmwareProgress, FirmwareRequest
+from edge.sync.rollout import FirmwareCommand, InstallRefused, plan_install
 
 CHUNK = 4096
 TARGETS = [parse_target("ACME/AC22*")]
@@ -404,3 +406,28 @@ async def test_refused_offers_under_ever_new_names_are_kept_within_a_bound(
             (count,) = connection.execute("SELECT count(*) FROM firmware_downloads").fetchone()
         assert count == KEEP_REFUSED
         assert edge.row(f"forged-{KEEP_REFUSED + 19:03}.bin")["status"] == "rejected"
+
+
+async def test_an_image_verified_before_manifests_is_never_installed_from_the_cloud(
+    tmp_path: Path,
+) -> None:
+    files = FilesSettings(directory=tmp_path / "files", port=8081)
+    async with running_edge(tmp_path, "") as edge:
+        add_charger(edge.db, "CP1", "AC22", "1.0")
+        (edge.files.firmware / "old.bin").write_bytes(b"x" * 10)
+        with sqlite3.connect(edge.db) as connection:
+            connection.execute(
+                "INSERT INTO firmware_downloads (image, version, size, sha256, signature, "
+                "chunk_size, status, offered_at, updated_at) "
+                "VALUES ('old.bin', '2.0', 10, ?, 'c2ln', 4096, 'verified', 'x', 'x')",
+                ("ab" * 32,),
+            )
+            connection.execute(
+                "INSERT INTO firmware_images (name, size, sha256, added_at) "
+                "VALUES ('old.bin', 10, ?, 'x')",
+                ("ab" * 32,),
+            )
+        rollout = FirmwareCommand("UpdateFirmware", "old.bin", {"retrieve_date": "x"}, False)
+        async with StoreWriter(edge.db) as store:
+            with pytest.raises(InstallRefused, match="old format"):
+                await store.run(lambda db: plan_install(db, "CP1", rollout, files))
