@@ -14,13 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
 import math
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -36,15 +35,24 @@ from cloud.enrollment import (
     EnrollmentNotConfigured,
     TooManyFailures,
 )
-from cloud.firmware import make_offer, public_key_text
+from cloud.firmware import (
+    FirmwareError,
+    ImageTooLarge,
+    ImageUpload,
+    StoredImage,
+    make_manifest,
+    public_key_text,
+    sign_manifest,
+)
 from cloud.settings import CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
 from edge.api.tokens import bearer_token_check
 from edge.enrollment import CodeAnswer, CodeQuery, EnrollmentAnswer, EnrollmentRequest
 from edge.sync import protocol as wire
+from edge.sync.manifest import parse_target
 
-IMAGE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+IMAGE_NAME = wire.IMAGE_NAME_PATTERN
 
 
 class CommandRequest(BaseModel):
@@ -151,50 +159,87 @@ def create_cloud_api(
         tell(edge_id)
         return {"edge_id": edge_id, "version": version, "cards": len(cards)}
 
-    @routes.put("/api/firmware/{name}", summary="Upload a firmware image (the raw bytes)")
-    async def upload_firmware(name: str, request: Request, version: str) -> dict[str, Any]:
+    @routes.put(
+        "/api/firmware/{name}",
+        summary="Upload a firmware image (the raw bytes); its manifest is signed",
+    )
+    async def upload_firmware(
+        name: str,
+        request: Request,
+        version: str,
+        target: Annotated[
+            list[str], Query(description="VENDOR/MODEL (shell patterns), once per target")
+        ],
+    ) -> dict[str, Any]:
         if not _safe_image_name(name):
             raise HTTPException(422, f"{name!r} is not a firmware image name")
-        body = await request.body()
-        if not body:
-            raise HTTPException(422, "the body is the image's bytes: it is empty")
-        path = settings.firmware.directory / name
-        offer = await asyncio.to_thread(_store_and_sign, path, body, name, version, signing_key)
-        await asyncio.to_thread(
-            desired.add_firmware_image,
-            engine,
-            name,
-            version,
-            offer.size,
-            offer.sha256,
-            offer.signature,
-            str(path),
-        )
-        return {"name": name, "version": version, "size": offer.size, "sha256": offer.sha256}
+        try:
+            targets = [parse_target(text) for text in target]
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from error
+        stored = await _receive_image(request, settings.firmware.directory, settings)
+        registered = ""
+        try:
+            manifest = make_manifest(
+                name, version, targets, stored.size, stored.sha256, signing_key
+            )
+            text, signature = sign_manifest(signing_key, manifest)
+            image = await asyncio.to_thread(
+                desired.add_firmware_image, engine, manifest, text, signature, str(stored.path)
+            )
+            registered = image.path
+        except (FirmwareError, StoreError) as error:
+            raise HTTPException(422, str(error)) from error
+        finally:
+            await asyncio.to_thread(stored.keep_if, registered)
+        return {
+            "name": image.name,
+            "version": image.version,
+            "size": image.size,
+            "sha256": image.sha256,
+            "manifest": image.manifest,
+        }
+
+    @routes.get("/api/firmware", summary="Firmware images, with their manifests' targets")
+    async def list_firmware() -> list[dict[str, Any]]:
+        return await asyncio.to_thread(desired.list_firmware_images, engine)
 
     @routes.post("/api/edges/{edge_id}/firmware/{name}", summary="Offer an image to an edge")
-    async def offer_firmware(edge_id: str, name: str) -> dict[str, Any]:
+    async def offer_firmware(edge_id: str, name: str, force: bool = False) -> dict[str, Any]:
         await known_edge(edge_id)
         try:
-            await asyncio.to_thread(desired.offer_to, engine, edge_id, name)
+            await asyncio.to_thread(desired.offer_to, engine, edge_id, name, force=force)
         except StoreError as error:
-            raise HTTPException(404, str(error)) from error
+            known = await asyncio.to_thread(desired.firmware_image, engine, name)
+            status = 404 if known is None else 422
+            raise HTTPException(status, str(error)) from error
         tell(edge_id)
-        return {"edge_id": edge_id, "image": name, "status": "offered"}
+        return {"edge_id": edge_id, "image": name, "status": "offered", "forced": force}
+
+    @routes.get(
+        "/api/edges/{edge_id}/firmware",
+        summary="An edge's firmware: images offered and their stage; each charger's install",
+    )
+    async def edge_firmware(edge_id: str) -> dict[str, Any]:
+        await known_edge(edge_id)
+        return await asyncio.to_thread(desired.firmware_overview, engine, edge_id)
 
     @routes.post("/api/edges/{edge_id}/commands", summary="An operator command for an edge")
     async def create_command(edge_id: str, command: CommandRequest) -> dict[str, Any]:
         await known_edge(edge_id)
         expires_at = datetime.now(UTC) + timedelta(seconds=command.expires_in_s)
-        created = await asyncio.to_thread(
-            desired.create_command,
-            engine,
-            edge_id,
-            command.charger_id,
-            command.action,
-            command.arguments,
-            expires_at,
-        )
+        try:
+            created = await asyncio.to_thread(
+                desired.create_command,
+                engine,
+                edge_id,
+                command.charger_id,
+                command.action,
+                command.arguments,
+                expires_at,
+            )
+        except StoreError as error:
+            raise HTTPException(422, str(error)) from error
         tell(edge_id)
         return created.model_dump()
 
@@ -255,16 +300,25 @@ def _client(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def _store_and_sign(
-    path: Path, body: bytes, name: str, version: str, key: Ed25519PrivateKey
-) -> wire.FirmwareOffer:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.upload")
-    partial.write_bytes(body)
-    partial.replace(path)
-    offer = make_offer(path, name, version, key)
-    assert offer.sha256 == hashlib.sha256(body).hexdigest()
-    return offer
+async def _receive_image(request: Request, directory: Path, settings: CloudSettings) -> StoredImage:
+    """The request's body, streamed to disk and hashed off the event loop, refused (413)
+    beyond `firmware.max_image_bytes`: an upload never sits whole in memory."""
+    limit = settings.firmware.max_image_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"the image is larger than firmware.max_image_bytes ({limit})")
+    upload = await asyncio.to_thread(ImageUpload, directory, limit)
+    try:
+        async for data in request.stream():
+            if data:
+                await asyncio.to_thread(upload.write, data)
+        return await asyncio.to_thread(upload.finish)
+    except ImageTooLarge as error:
+        raise HTTPException(413, str(error)) from error
+    except FirmwareError as error:
+        raise HTTPException(422, f"the body is the image's bytes: {error}") from error
+    finally:
+        await asyncio.to_thread(upload.discard)
 
 
 def _safe_image_name(name: str) -> bool:

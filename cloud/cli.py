@@ -12,7 +12,16 @@ from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
 
-from cloud.firmware import load_or_create_signing_key, make_offer, public_key_text
+from cloud.firmware import (
+    FirmwareError,
+    key_id,
+    load_or_create_signing_key,
+    make_manifest,
+    public_key_text,
+    resign,
+    sign_manifest,
+    store_image_file,
+)
 from cloud.settings import CloudSettings, find_config_file, load_settings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError, open_store
@@ -20,6 +29,7 @@ from cloud.store.times import iso
 from edge.cli.common import configure_logging, run_parsed
 from edge.settings import ConfigError
 from edge.sync import protocol as wire
+from edge.sync.manifest import parse_target
 from edge.tables import render_table
 
 CARD_LIST = TypeAdapter(list[wire.CardEntry])
@@ -48,10 +58,24 @@ def _parser() -> argparse.ArgumentParser:
     cards.set_defaults(command=cmd_cards)
 
     firmware = commands.add_parser("firmware", parents=[common], help="firmware images")
-    firmware.add_argument("action", choices=["add", "offer"])
-    firmware.add_argument("target", help="add: the image file; offer: the edge id")
+    firmware.add_argument("action", choices=["add", "offer", "list", "resign"])
+    firmware.add_argument("target", nargs="?", help="add: the image file; offer: the edge id")
     firmware.add_argument("--name", help="the image's name (add: default the file's name)")
     firmware.add_argument("--version", help="add: the image's version")
+    firmware.add_argument(
+        "--target",
+        dest="targets",
+        action="append",
+        default=[],
+        metavar="VENDOR/MODEL",
+        help="add: chargers the image is for (shell patterns, e.g. 'ACME/AC22*'); repeat "
+        "for several, '*/*' for any",
+    )
+    firmware.add_argument(
+        "--force",
+        action="store_true",
+        help="offer: the edge may take it though older than what it holds or its chargers run",
+    )
     firmware.set_defaults(command=cmd_firmware)
 
     command = commands.add_parser("command", parents=[common], help="an operator command")
@@ -127,27 +151,70 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
 def cmd_firmware(arguments: argparse.Namespace) -> int:
     settings = _settings(arguments)
     engine = open_store(settings.store.url)
+    if arguments.action == "list":
+        rows = [
+            (
+                image["name"],
+                image["version"],
+                image["size"],
+                ", ".join(image["targets"]) if image["targets"] else "(no manifest: add again)",
+                image["sha256"][:16],
+            )
+            for image in desired.list_firmware_images(engine)
+        ]
+        print(render_table(["image", "version", "bytes", "targets", "sha256"], rows))
+        return 0
+    if arguments.action == "resign":
+        key = load_or_create_signing_key(settings.signing_key_path())
+        names = desired.resign_firmware_images(engine, key_id(key), lambda m: resign(key, m))
+        print(f"{len(names)} manifests signed again with key {key_id(key)}: {' '.join(names)}")
+        return 0
+    if not arguments.target:
+        print(f"firmware {arguments.action} needs its target (file or edge id)", file=sys.stderr)
+        return 2
     if arguments.action == "offer":
         if not arguments.name:
             print("firmware offer needs --name", file=sys.stderr)
             return 2
-        desired.offer_to(engine, arguments.target, arguments.name)
-        print(f"{arguments.name} offered to {arguments.target}")
+        try:
+            desired.offer_to(engine, arguments.target, arguments.name, force=arguments.force)
+        except StoreError as error:
+            print(error, file=sys.stderr)
+            return 2
+        forced = " (forced past the version check)" if arguments.force else ""
+        print(f"{arguments.name} offered to {arguments.target}{forced}")
         return 0
     source = Path(arguments.target)
-    if not arguments.version or not source.is_file():
-        print("firmware add needs an image file and --version", file=sys.stderr)
+    if not arguments.version or not source.is_file() or not arguments.targets:
+        print(
+            "firmware add needs an image file, --version and at least one --target VENDOR/MODEL",
+            file=sys.stderr,
+        )
         return 2
     name = arguments.name or source.name
-    path = settings.firmware.directory / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(source.read_bytes())
-    key = load_or_create_signing_key(settings.signing_key_path())
-    offer = make_offer(path, name, arguments.version, key)
-    desired.add_firmware_image(
-        engine, name, arguments.version, offer.size, offer.sha256, offer.signature, str(path)
+    try:
+        targets = [parse_target(text) for text in arguments.targets]
+        stored = store_image_file(
+            source, settings.firmware.directory, settings.firmware.max_image_bytes
+        )
+        registered = ""
+        try:
+            key = load_or_create_signing_key(settings.signing_key_path())
+            manifest = make_manifest(
+                name, arguments.version, targets, stored.size, stored.sha256, key
+            )
+            text, signature = sign_manifest(key, manifest)
+            image = desired.add_firmware_image(engine, manifest, text, signature, str(stored.path))
+            registered = image.path
+        finally:
+            stored.keep_if(registered)
+    except (ValueError, FirmwareError, StoreError) as error:
+        print(f"firmware add: {error}", file=sys.stderr)
+        return 2
+    print(
+        f"{name} {arguments.version}: {stored.size} bytes, sha256 {stored.sha256}, "
+        f"for {', '.join(arguments.targets)}"
     )
-    print(f"{name} {arguments.version}: {offer.size} bytes, sha256 {offer.sha256}")
     return 0
 
 

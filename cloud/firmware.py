@@ -1,9 +1,12 @@
-"""The fleet's firmware: its Ed25519 signing key, offers of images to the edges, and the
-chunks that answer an edge's requests.
+"""The fleet's firmware: its Ed25519 signing key, images kept by their content, signed
+manifests, offers of images to the edges, and the chunks that answer an edge's requests.
 
-An offer carries the image's SHA-256 and a signature by the fleet's key over the raw
-32-byte digest; the edges hold the public key (`[sync] firmware_public_key`) and keep an
-image only if both match. The signing key is a PEM file readable by its owner alone.
+Each image gets a manifest when it is added (name, version, targets, size, SHA-256,
+creation time, key id), signed whole by the fleet's key in its canonical form
+(edge.sync.protocol.canonical_manifest). An offer carries the manifest and signature;
+the edges hold the public key (`[sync] firmware_public_key`) and take an image only if
+the manifest verifies and describes the offer and the bytes. The signing key is a PEM
+file readable by its owner alone.
 """
 
 from __future__ import annotations
@@ -14,12 +17,26 @@ import logging
 import os
 import stat
 import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from pydantic import ValidationError
 
-from edge.sync.protocol import MAX_PAYLOAD_BYTES, FirmwareChunk, FirmwareOffer, FirmwareRequest
+from edge.sync.manifest import key_id_of
+from edge.sync.protocol import (
+    MANIFEST_FORMAT,
+    MAX_PAYLOAD_BYTES,
+    FirmwareChunk,
+    FirmwareManifest,
+    FirmwareOffer,
+    FirmwareRequest,
+    FirmwareTarget,
+    canonical_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +53,10 @@ class SigningKeyError(FirmwareError):
 
 
 class ChunkRequestError(FirmwareError):
+    pass
+
+
+class ImageTooLarge(FirmwareError):
     pass
 
 
@@ -106,11 +127,53 @@ def sha256_digest(path: Path) -> bytes:
     return digest.digest()
 
 
-def sign_digest(key: Ed25519PrivateKey, digest: bytes) -> str:
-    """The offer's signature: Ed25519 over the raw 32-byte SHA-256 digest, base64."""
-    if len(digest) != 32:
-        raise FirmwareError(f"a SHA-256 digest is 32 bytes, not {len(digest)}")
-    return base64.b64encode(key.sign(digest)).decode("ascii")
+def key_id(key: Ed25519PrivateKey) -> str:
+    """The id manifests give the key: 16 hex digits of the SHA-256 of its public key."""
+    return key_id_of(key.public_key())
+
+
+def make_manifest(
+    name: str,
+    version: str,
+    targets: list[FirmwareTarget],
+    size: int,
+    sha256: str,
+    key: Ed25519PrivateKey,
+    created_at: datetime | None = None,
+) -> FirmwareManifest:
+    """The manifest of an image; FirmwareError with the reasons when a field is wrong."""
+    created = (created_at or datetime.now(UTC)).astimezone(UTC)
+    try:
+        return FirmwareManifest(
+            format=MANIFEST_FORMAT,
+            name=name,
+            version=version,
+            targets=targets,
+            size=size,
+            sha256=sha256,
+            created_at=created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            key_id=key_id(key),
+        )
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in problem['loc'])}: {problem['msg']}"
+            for problem in error.errors(include_url=False)
+        )
+        raise FirmwareError(f"firmware image {name!r} cannot be signed: {problems}") from None
+
+
+def sign_manifest(key: Ed25519PrivateKey, manifest: FirmwareManifest) -> tuple[str, str]:
+    """The manifest's canonical text and the Ed25519 signature over its bytes (base64)."""
+    text = canonical_manifest(manifest)
+    return text, base64.b64encode(key.sign(text.encode("ascii"))).decode("ascii")
+
+
+def resign(key: Ed25519PrivateKey, manifest: FirmwareManifest) -> tuple[str, str]:
+    """The same manifest signed now by `key` (its key id and time renewed)."""
+    renewed = make_manifest(
+        manifest.name, manifest.version, manifest.targets, manifest.size, manifest.sha256, key
+    )
+    return sign_manifest(key, renewed)
 
 
 def make_offer(
@@ -118,23 +181,103 @@ def make_offer(
     name: str,
     version: str,
     key: Ed25519PrivateKey,
+    *,
+    targets: list[FirmwareTarget],
     chunk_size: int = 65536,
+    force: bool = False,
 ) -> FirmwareOffer:
-    """An offer of the image at `image_path`, served to edges as `name`."""
+    """An offer of the image at `image_path`, served to edges as `name`, with its manifest
+    signed now."""
     if not 0 < chunk_size <= LARGEST_CHUNK:
         raise FirmwareError(f"chunk_size must be 1..{LARGEST_CHUNK} bytes, not {chunk_size}")
     size = image_path.stat().st_size
     if size == 0:
         raise FirmwareError(f"{image_path} is empty: there is no image to offer")
-    digest = sha256_digest(image_path)
+    digest = sha256_digest(image_path).hex()
+    manifest = make_manifest(name, version, targets, size, digest, key)
+    text, signature = sign_manifest(key, manifest)
     return FirmwareOffer(
         image=name,
         version=version,
         size=size,
-        sha256=digest.hex(),
-        signature=sign_digest(key, digest),
+        sha256=digest,
+        signature=signature,
         chunk_size=chunk_size,
+        manifest=text,
+        force=force,
     )
+
+
+@dataclass(frozen=True)
+class StoredImage:
+    path: Path
+    size: int
+    sha256: str
+
+    def keep_if(self, registered_path: str) -> None:
+        """Remove this file unless it is the one registered (blocking)."""
+        if registered_path != str(self.path):
+            self.path.unlink(missing_ok=True)
+
+
+class ImageUpload:
+    """An image arriving in pieces (blocking calls: run them off the event loop): written
+    to a temporary file and hashed as it comes, at most `max_bytes`, then kept in
+    `directory` under its SHA-256 and a name of its own, fsynced. A file of its own
+    never replaces another image's bytes; `StoredImage.discard` removes it when it is
+    not registered (refused, or the same image was there already)."""
+
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.max_bytes = max_bytes
+        self.size = 0
+        self._digest = hashlib.sha256()
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".upload-")
+        self._file = os.fdopen(descriptor, "wb")
+        self._temporary = Path(temporary)
+
+    def write(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.max_bytes:
+            raise ImageTooLarge(
+                f"the image is larger than firmware.max_image_bytes ({self.max_bytes} bytes)"
+            )
+        self._digest.update(data)
+        self._file.write(data)
+
+    def finish(self) -> StoredImage:
+        if self.size == 0:
+            raise FirmwareError("the image is empty")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        digest = self._digest.hexdigest()
+        path = self.directory / f"{digest}.{uuid.uuid4().hex[:12]}.bin"
+        os.replace(self._temporary, path)
+        directory = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+        return StoredImage(path, self.size, digest)
+
+    def discard(self) -> None:
+        self._file.close()
+        self._temporary.unlink(missing_ok=True)
+
+
+def store_image_file(source: Path, directory: Path, max_bytes: int) -> StoredImage:
+    """Copy an image file into `directory` (see ImageUpload)."""
+    upload = ImageUpload(directory, max_bytes)
+    try:
+        with source.open("rb") as file:
+            for block in iter(lambda: file.read(1 << 20), b""):
+                upload.write(block)
+        return upload.finish()
+    except BaseException:
+        upload.discard()
+        raise
 
 
 def answer_request(image_path: Path, request: FirmwareRequest, max_chunk: int) -> FirmwareChunk:

@@ -109,6 +109,12 @@ class FirmwareSettings(_Section):
         description="The fleet's Ed25519 private key (PEM); empty: made at first start "
         "beside the SQLite store.",
     )
+    max_image_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        le=17_179_869_184,
+        description="A larger firmware upload is refused (413) before it fills the disk.",
+    )
 
 
 class LimitSettings(_Section):

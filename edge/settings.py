@@ -332,7 +332,9 @@ class SyncSettings(_Section):
     ack_timeout: float = Field(10.0, gt=0, le=600, description="Seconds before resending.")
     status_interval: float = Field(60.0, gt=0, description="Seconds between presence updates.")
     firmware_public_key: str = Field(
-        "", description="The fleet's Ed25519 public key (base64 of its 32 bytes)."
+        "",
+        description="The fleet's Ed25519 public key (base64 of its 32 bytes); several, "
+        "separated by commas, while the fleet's key is replaced.",
     )
     identity_directory: Path = Field(
         DEFAULT_IDENTITY_DIRECTORY,
@@ -353,9 +355,10 @@ class SyncSettings(_Section):
             raise ValueError("sync.broker_host is set: set sync.edge_id too")
         if (self.tls_certificate is None) != (self.tls_private_key is None):
             raise ValueError("set both sync.tls_certificate and sync.tls_private_key, or neither")
-        if self.firmware_public_key:
+        # Several keys (comma or space between) while the fleet's key is replaced.
+        for key in self.firmware_public_key.replace(",", " ").split():
             try:
-                raw = base64.b64decode(self.firmware_public_key, validate=True)
+                raw = base64.b64decode(key, validate=True)
             except ValueError:
                 raw = b""
             if len(raw) != 32:

@@ -220,6 +220,7 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
             firmware={
                 "directory": directory / "firmware",
                 "signing_key": str(directory / "fleet.key"),
+                **sections.pop("firmware", {}),
             },
             **sections,
         )

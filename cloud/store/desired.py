@@ -6,13 +6,16 @@ edge reports it holds it (docs/sync-protocol.md, "Down").
   else in full, until it reports the latest.
 - Commands: created with an id and an expiry; sent until the edge reports a result or
   they expire.
-- Firmware: images the cloud holds, offered to edges until they report them verified.
+- Firmware: images the cloud holds, each with its signed manifest, offered to edges until
+  they report them verified (or refuse them). Commands that install firmware name an
+  image the cloud holds, never a location: the edge builds that (docs/security.md).
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,13 +24,21 @@ from pydantic import ValidationError
 from sqlalchemy import Connection, Engine, Row, func, insert, select, update
 
 from cloud.store.database import StoreError, reading
-from cloud.store.schema import card_lists, commands, edges, firmware_images, firmware_status
+from cloud.store.schema import (
+    card_lists,
+    commands,
+    edges,
+    firmware_images,
+    firmware_installs,
+    firmware_status,
+)
 from cloud.store.statements import lock_edge, upsert
 from cloud.store.times import iso, utc_now
 from edge.sync.protocol import (
     MAX_PAYLOAD_BYTES,
     CardEntry,
     CardList,
+    FirmwareManifest,
     FirmwareOffer,
     FirmwareRequest,
     OperatorCommand,
@@ -37,7 +48,8 @@ from edge.sync.protocol import (
 DEFAULT_CHUNK_SIZE = 262_144
 # Offers are sent again while the edge is fetching; after verified, rejected or failed
 # only a new offer_to sends the image again.
-_OFFER_STATES = ("offered", "downloading")
+_OFFER_STATES = ("offered", "downloading", "fetched")
+FIRMWARE_ACTIONS = ("UpdateFirmware", "SignedUpdateFirmware")
 _OPEN_COMMAND_STATES = ("pending", "sent")
 
 assert DEFAULT_CHUNK_SIZE <= MAX_PAYLOAD_BYTES // 2
@@ -141,7 +153,13 @@ def create_command(
     except ValidationError as error:
         problems = "; ".join(str(problem["msg"]) for problem in error.errors())
         raise DesiredStateError(f"not a command an edge can run: {problems}") from error
+    image = _firmware_image_named(command)
     with engine.begin() as connection:
+        if image is not None and not _offerable(connection, image):
+            raise DesiredStateError(
+                f"no firmware image {image!r} with a signed manifest: add it first "
+                "(and offer it to the edge)"
+            )
         lock_edge(connection, edge_id, now)
         connection.execute(
             insert(commands).values(
@@ -157,6 +175,47 @@ def create_command(
             )
         )
     return command
+
+
+def _firmware_image_named(command: OperatorCommand) -> str | None:
+    """The image a firmware command installs (None for other commands); DesiredStateError
+    when it names a location instead (chargers get only images the edge verified). Keys
+    are read in any case and spelling, as loosely as an edge could read them."""
+    arguments = _loose(command.arguments)
+    if command.action == "ocpp" and arguments.get("action") in FIRMWARE_ACTIONS:
+        inner = arguments.get("arguments")
+        arguments = _loose(inner) if isinstance(inner, dict) else {}
+    elif command.action != "firmware_rollout":
+        return None
+    firmware = arguments.get("firmware")
+    if "location" in arguments or (isinstance(firmware, dict) and "location" in _loose(firmware)):
+        raise DesiredStateError(
+            'a firmware command names the image ("image"), not a location: the edge '
+            "sends its chargers only images it verified, from its own file server"
+        )
+    force = _loose(command.arguments).get("force", arguments.get("force", False))
+    if not isinstance(force, bool):
+        raise DesiredStateError(f"force is true or false, not {force!r}")
+    image = arguments.get("image")
+    if not isinstance(image, str) or not image:
+        raise DesiredStateError('a firmware command names the image to install ("image")')
+    return image
+
+
+def _loose(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys lowered with all but letters dropped: `Location`, `location`, `LOCATION` alike."""
+    return {re.sub(r"[^a-z]", "", str(key).lower()): value for key, value in arguments.items()}
+
+
+def _offerable(connection: Connection, name: str) -> bool:
+    return (
+        connection.execute(
+            select(firmware_images.c.name).where(
+                firmware_images.c.name == name, firmware_images.c.manifest.is_not(None)
+            )
+        ).one_or_none()
+        is not None
+    )
 
 
 def commands_to_send(engine: Engine, edge_id: str, now: datetime) -> list[OperatorCommand]:
@@ -211,43 +270,109 @@ class FirmwareImage:
     version: str
     size: int
     sha256: str
-    signature: str  # base64 Ed25519 signature over the raw SHA-256 digest
+    signature: str  # base64 Ed25519 signature over `manifest` (over the digest before it)
     path: str
+    manifest: str | None  # the canonical signed manifest; None: added before manifests
 
 
 def add_firmware_image(
-    engine: Engine, name: str, version: str, size: int, sha256: str, signature: str, path: str
+    engine: Engine,
+    manifest: FirmwareManifest,
+    manifest_text: str,
+    signature: str,
+    path: str,
 ) -> FirmwareImage:
-    """Register an image (already signed and written at `path`); the image as stored.
-    Adding the same image again is harmless; another image under a used name is refused."""
-    image = FirmwareImage(name, version, size, sha256, signature, path)
+    """Register an image (written at `path`) with its signed manifest; the image as
+    stored. Adding the same image again is harmless (the first manifest stays), and gives
+    an image added before manifests its manifest; another image under a used name, or the
+    same bytes as another version or for other targets, is refused."""
+    image = FirmwareImage(
+        manifest.name,
+        manifest.version,
+        manifest.size,
+        manifest.sha256,
+        signature,
+        path,
+        manifest_text,
+    )
     try:
-        _offer(image, DEFAULT_CHUNK_SIZE)  # the same checks an edge will make
+        _offer(image, DEFAULT_CHUNK_SIZE, force=False)  # the same checks an edge will make
     except ValidationError as error:
         problems = "; ".join(f"{problem['loc'][0]}: {problem['msg']}" for problem in error.errors())
-        raise DesiredStateError(f"firmware image {name!r} cannot be offered: {problems}") from error
+        raise DesiredStateError(
+            f"firmware image {manifest.name!r} cannot be offered: {problems}"
+        ) from error
     with engine.begin() as connection:
         existing = connection.execute(
-            select(firmware_images).where(firmware_images.c.name == name)
+            select(firmware_images).where(firmware_images.c.name == manifest.name)
         ).one_or_none()
         if existing is not None:
-            if existing.sha256 != sha256:
+            if existing.sha256 != manifest.sha256:
                 raise DesiredStateError(
-                    f"another image is already called {name!r}: give this one a new name"
+                    f"another image is already called {manifest.name!r}: give this one a new name"
                 )
-            return _image(existing)
+            if existing.manifest is not None:
+                held = FirmwareManifest.model_validate_json(existing.manifest)
+                if (held.version, held.targets) != (manifest.version, manifest.targets):
+                    raise DesiredStateError(
+                        f"{manifest.name!r} is already version {held.version} for "
+                        f"{_targets_text(held)}: another version or targets need a new name"
+                    )
+                return _image(existing)
+            connection.execute(
+                update(firmware_images)
+                .where(firmware_images.c.name == manifest.name)
+                .values(
+                    version=manifest.version,
+                    signature=signature,
+                    path=path,
+                    manifest=manifest_text,
+                )
+            )
+            return image
         connection.execute(
             insert(firmware_images).values(
-                name=name,
-                version=version,
-                size=size,
-                sha256=sha256,
+                name=manifest.name,
+                version=manifest.version,
+                size=manifest.size,
+                sha256=manifest.sha256,
                 signature=signature,
                 path=path,
+                manifest=manifest_text,
                 created_at=utc_now(),
             )
         )
     return image
+
+
+def resign_firmware_images(
+    engine: Engine, key_id: str, sign: Callable[[FirmwareManifest], tuple[str, str]]
+) -> list[str]:
+    """Give every image whose manifest another key signed a manifest by the key `key_id`
+    (the same fields, signed now): after the fleet's key was replaced. The names done."""
+    done: list[str] = []
+    with engine.begin() as connection:
+        rows = connection.execute(
+            select(firmware_images.c.name, firmware_images.c.manifest)
+            .where(firmware_images.c.manifest.is_not(None))
+            .order_by(firmware_images.c.name)
+        ).all()
+        for row in rows:
+            held = FirmwareManifest.model_validate_json(row.manifest)
+            if held.key_id == key_id:
+                continue
+            text, signature = sign(held)
+            connection.execute(
+                update(firmware_images)
+                .where(firmware_images.c.name == row.name)
+                .values(manifest=text, signature=signature)
+            )
+            done.append(row.name)
+    return done
+
+
+def _targets_text(manifest: FirmwareManifest) -> str:
+    return ", ".join(f"{target.vendor}/{target.model}" for target in manifest.targets)
 
 
 def firmware_image(engine: Engine, name: str) -> FirmwareImage | None:
@@ -258,15 +383,54 @@ def firmware_image(engine: Engine, name: str) -> FirmwareImage | None:
     return None if row is None else _image(row)
 
 
-def offer_to(engine: Engine, edge_id: str, image: str) -> None:
-    """Offer the image to the edge (again, when it was verified, rejected or failed)."""
+def list_firmware_images(engine: Engine) -> list[dict[str, Any]]:
+    """Every image with what its manifest says (None before manifests), newest first."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(firmware_images).order_by(
+                firmware_images.c.created_at.desc(), firmware_images.c.name
+            )
+        ).all()
+    images = []
+    for row in rows:
+        manifest = (
+            None if row.manifest is None else FirmwareManifest.model_validate_json(row.manifest)
+        )
+        images.append(
+            {
+                "name": row.name,
+                "version": row.version,
+                "size": row.size,
+                "sha256": row.sha256,
+                "created_at": row.created_at,
+                "targets": None
+                if manifest is None
+                else [f"{t.vendor}/{t.model}" for t in manifest.targets],
+                "key_id": None if manifest is None else manifest.key_id,
+            }
+        )
+    return images
+
+
+def offer_to(engine: Engine, edge_id: str, image: str, *, force: bool = False) -> None:
+    """Offer the image to the edge (again, when it was verified, rejected or failed).
+    `force`: the edge may take it though it is older than what it holds or its chargers
+    run (recorded with the offer)."""
     now = utc_now()
     with engine.begin() as connection:
         known = connection.execute(
-            select(firmware_images.c.name).where(firmware_images.c.name == image)
-        ).scalar_one_or_none()
+            select(firmware_images.c.name, firmware_images.c.manifest).where(
+                firmware_images.c.name == image
+            )
+        ).one_or_none()
         if known is None:
             raise DesiredStateError(f"no firmware image {image!r}: add it first")
+        if known.manifest is None:
+            raise DesiredStateError(
+                f"{image!r} was added before images had signed manifests, and edges refuse "
+                "it: add the same file again with its targets (ocpp-cloud firmware add "
+                "FILE --name NAME --version VERSION --target VENDOR/MODEL)"
+            )
         lock_edge(connection, edge_id, now)
         upsert(
             connection,
@@ -277,6 +441,7 @@ def offer_to(engine: Engine, edge_id: str, image: str) -> None:
                 "status": "offered",
                 "bytes": 0,
                 "detail": "",
+                "forced": force,
                 "offered_at": now,
                 "updated_at": now,
             },
@@ -290,21 +455,25 @@ def offers_to_send(
     """Offers the edge has not verified yet (nor rejected, nor failed)."""
     with reading(engine) as connection:
         rows = connection.execute(
-            select(firmware_images)
+            select(firmware_images, firmware_status.c.forced)
             .join(firmware_status, firmware_status.c.image == firmware_images.c.name)
             .where(
-                firmware_status.c.edge_id == edge_id, firmware_status.c.status.in_(_OFFER_STATES)
+                firmware_status.c.edge_id == edge_id,
+                firmware_status.c.status.in_(_OFFER_STATES),
+                firmware_images.c.manifest.is_not(None),
             )
             .order_by(firmware_status.c.offered_at, firmware_images.c.name)
         ).all()
-    return [_offer(_image(row), chunk_size) for row in rows]
+    return [_offer(_image(row), chunk_size, force=bool(row.forced)) for row in rows]
 
 
 def _image(row: Row[Any]) -> FirmwareImage:
-    return FirmwareImage(row.name, row.version, row.size, row.sha256, row.signature, row.path)
+    return FirmwareImage(
+        row.name, row.version, row.size, row.sha256, row.signature, row.path, row.manifest
+    )
 
 
-def _offer(image: FirmwareImage, chunk_size: int) -> FirmwareOffer:
+def _offer(image: FirmwareImage, chunk_size: int, *, force: bool) -> FirmwareOffer:
     return FirmwareOffer(
         image=image.name,
         version=image.version,
@@ -312,7 +481,27 @@ def _offer(image: FirmwareImage, chunk_size: int) -> FirmwareOffer:
         sha256=image.sha256,
         signature=image.signature,
         chunk_size=chunk_size,
+        manifest=image.manifest,
+        force=force,
     )
+
+
+def firmware_overview(engine: Engine, edge_id: str) -> dict[str, Any]:
+    """An edge's firmware: each image offered and how far it got, and each charger's
+    latest install (or refusal) and the version last installed there."""
+    with reading(engine) as connection:
+        images = connection.execute(
+            select(firmware_status)
+            .where(firmware_status.c.edge_id == edge_id)
+            .order_by(firmware_status.c.image)
+        ).mappings()
+        offered = [dict(row) for row in images]
+        installs = connection.execute(
+            select(firmware_installs)
+            .where(firmware_installs.c.edge_id == edge_id)
+            .order_by(firmware_installs.c.charger_id)
+        ).mappings()
+        return {"edge_id": edge_id, "images": offered, "chargers": [dict(row) for row in installs]}
 
 
 def firmware_path_for(engine: Engine, edge_id: str, request: FirmwareRequest) -> str | None:

@@ -23,6 +23,7 @@ from cloud.store.schema import (
     commands,
     connectors,
     edges,
+    firmware_installs,
     firmware_status,
     transactions,
 )
@@ -38,6 +39,7 @@ from edge.sync.protocol import (
     ConnectorStatus,
     EdgeHealth,
     EventData,
+    FirmwareInstall,
     FirmwareProgress,
     TransactionMeter,
     TransactionStarted,
@@ -237,6 +239,28 @@ def on_firmware_progress(applying: Applying, data: FirmwareProgress) -> None:
     )
 
 
+def on_firmware_install(applying: Applying, data: FirmwareInstall) -> None:
+    """A charger's latest install; an `installed` one is also the version it runs."""
+    values: dict[str, Any] = {
+        "edge_id": applying.edge_id,
+        "charger_id": data.charger_id,
+        "image": data.image,
+        "version": data.version,
+        "status": data.status,
+        "detail": data.detail,
+        "forced": data.forced,
+        "command_id": data.command_id,
+        "updated_at": applying.at,
+    }
+    if data.status == "installed":
+        values |= {
+            "installed_image": data.image,
+            "installed_version": data.version,
+            "installed_at": applying.at,
+        }
+    applying.pending.upsert(firmware_installs, values, key=["edge_id", "charger_id"])
+
+
 def on_edge_health(applying: Applying, data: EdgeHealth) -> None:
     connection, edge = applying.connection, edges.c
     connection.execute(
@@ -271,5 +295,6 @@ HANDLERS: dict[type[Any], Callable[[Applying, Any], None]] = {
     CommandResult: on_command_result,
     CardsApplied: on_cards_applied,
     FirmwareProgress: on_firmware_progress,
+    FirmwareInstall: on_firmware_install,
     EdgeHealth: on_edge_health,
 }

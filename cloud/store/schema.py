@@ -18,8 +18,12 @@ Each table holds one concept:
   and reason, with the latest sample.
 - `card_lists`: each version of each edge's card list, as the full list (deltas are
   computed when sent).
-- `firmware_images`, `firmware_status`: images the cloud offers, and each edge's progress
-  with each (no foreign key to the image: an edge may report one the cloud removed).
+- `firmware_images`, `firmware_status`: images the cloud offers (with the signed manifest;
+  none for an image added before manifests, which is not offered), and each edge's
+  progress with each, and whether the operator forced the offer (no foreign key to the
+  image: an edge may report one the cloud removed, or one it was offered by no one).
+- `firmware_installs`: per charger, the latest install an edge started or refused (image,
+  version, status, reason, forced, the command) and the version last installed there.
 - `commands`: operator commands, from creation to the edge's result.
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
   (never the code), with the edge id, the expiry, and when, from where and for which
@@ -51,6 +55,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -93,7 +98,16 @@ EDGE_ID = String(64)
 # that edge's outbox behind the event. Ids the protocol bounds keep their length.
 CHARGER_ID = Text()
 EDGE_STATES = ("unknown", "online", "offline")
-FIRMWARE_STATES = ("offered", "downloading", "verified", "rejected", "installing", "failed")
+FIRMWARE_STATES = (
+    "offered",
+    "downloading",
+    "fetched",
+    "verified",
+    "rejected",
+    "installing",
+    "failed",
+)
+INSTALL_STATES = ("refused", "installing", "installed", "failed")
 COMMAND_STATES = ("pending", "sent", "done", "failed", "expired", "rejected")
 
 
@@ -258,6 +272,8 @@ firmware_images = Table(
     Column("signature", Text, nullable=False),
     Column("path", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+    # The canonical manifest the signature covers; NULL: added before manifests.
+    Column("manifest", Text),
 )
 
 firmware_status = Table(
@@ -270,9 +286,30 @@ firmware_status = Table(
     Column("detail", Text, nullable=False),
     Column("offered_at", UtcDateTime),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("forced", Boolean, nullable=False, server_default=false()),
     PrimaryKeyConstraint("edge_id", "image"),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     _one_of("status", FIRMWARE_STATES),
+)
+
+firmware_installs = Table(
+    "firmware_installs",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("image", Text, nullable=False),
+    Column("version", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    Column("forced", Boolean, nullable=False),
+    Column("command_id", String(64)),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("installed_image", Text),
+    Column("installed_version", Text),
+    Column("installed_at", UtcDateTime),
+    PrimaryKeyConstraint("edge_id", "charger_id"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    _one_of("status", INSTALL_STATES),
 )
 
 commands = Table(

@@ -23,6 +23,7 @@ from edge.store import (
     message_log,
     transactions,
 )
+from edge.store import firmware as firmware_store
 from edge.store.database import open_database, open_readonly
 from edge.tables import render_table
 
@@ -55,7 +56,7 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
     firmware = commands.add_parser(
         "firmware", parents=[common], help="firmware images the edge serves to its chargers"
     )
-    firmware.add_argument("action", choices=["list", "add"])
+    firmware.add_argument("action", choices=["list", "add", "installs"])
     firmware.add_argument("path", nargs="?", type=Path, help="with add: the image file")
     firmware.add_argument("--name", help="with add: the name chargers download it as")
     firmware.set_defaults(command=cmd_firmware)
@@ -200,6 +201,35 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
             for row in db.query("SELECT * FROM firmware_images ORDER BY name")
         ]
         print(render_table(["name", "bytes", "sha256", "added"], rows))
+        offered = [
+            (
+                row["image"],
+                row["version"],
+                row["status"] + (" (forced)" if row["forced"] else ""),
+                "no manifest" if row["manifest"] is None else "signed manifest",
+                shorten(row["detail"] or "", 70),
+            )
+            for row in firmware_store.download_rows(db)
+        ]
+        if offered:
+            print("\nFrom the cloud:")
+            print(render_table(["image", "version", "status", "manifest", "detail"], offered))
+        return 0
+    if arguments.action == "installs":
+        db = open_readonly(settings.store.path)
+        installs = [
+            (
+                row["updated_at"],
+                row["charger_id"],
+                row["image"],
+                row["version"],
+                row["status"] + (" (forced)" if row["forced"] else ""),
+                shorten(row["detail"] or "", 70),
+            )
+            for row in firmware_store.recent_installs(db)
+        ]
+        headers = ["updated", "charger", "image", "version", "status", "detail"]
+        print(render_table(headers, installs))
         return 0
     if arguments.path is None or not arguments.path.is_file():
         print("ocpp-edge firmware add needs the path of an image file", file=sys.stderr)

@@ -20,6 +20,7 @@ from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
+from edge.sync.rollout import FIRMWARE_ACTIONS, is_firmware_command, run_firmware_command
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -34,7 +35,6 @@ OCPP_ACTION = {
     "change_availability": "ChangeAvailability",
     "unlock": "UnlockConnector",
     "trigger": "TriggerMessage",
-    "firmware_rollout": "UpdateFirmware",
 }
 
 
@@ -89,7 +89,8 @@ def finish_command(db: Database, result: wire.CommandResult, outbox: Outbox, now
 
 
 def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[str, dict[str, Any]]:
-    """The OCPP action and its snake_case arguments for an operator command."""
+    """The OCPP action and its snake_case arguments for an operator command (firmware
+    commands excepted: edge.sync.rollout checks and builds those)."""
     arguments = {snake_case(key): value for key, value in command.arguments.items()}
     if command.action == "ocpp":
         action = str(arguments.pop("action", ""))
@@ -97,9 +98,8 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
         arguments = {snake_case(key): value for key, value in dict(inner).items()}
     else:
         action = OCPP_ACTION[command.action]
-    if command.action == "firmware_rollout":
-        # Install at once unless the operator set a time.
-        arguments.setdefault("retrieve_date", utc_now())
+    if action in FIRMWARE_ACTIONS:  # never here: run_command sends those to rollout
+        raise ValueError(f"{action} from the cloud goes through the firmware checks")
     return action, resolve_file_locations(action, arguments, files)
 
 
@@ -116,6 +116,11 @@ async def run_command(
     if not received.run:
         log.info("cloud command %s not run: %s", command.id, received.reason)
         return None
+    if is_firmware_command(command):
+        result = await run_firmware_command(server, command, files, outbox, clock)
+        await store.run(lambda db: finish_command(db, result, outbox, clock()))
+        log.info("cloud command %s (%s): %s", command.id, command.action, result.status)
+        return result
     try:
         action, arguments = ocpp_request(command, files)
         answer = await send_command(server, command.charger_id, action, arguments)

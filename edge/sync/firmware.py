@@ -1,6 +1,8 @@
-"""Firmware images the cloud offers this edge: fetched in chunks into a partial file,
-resumed from that file after any interruption, and moved where the chargers' file server
-serves them only once their size, SHA-256 and Ed25519 signature by the fleet's key match.
+"""Firmware images the cloud offers this edge: taken only with a manifest signed by
+the fleet's key that names the offered image, version, size and SHA-256, and not older
+than what is held or installed (unless the operator forced it); then fetched in chunks
+into a partial file, resumed from that file after any interruption, and moved where the
+chargers' file server serves them only once their size and SHA-256 match the manifest.
 
 `FirmwareDownloads` holds that state (durable in the `firmware_downloads` table and the
 partial files); the MQTT link feeds it offers and chunks and publishes the requests it
@@ -22,20 +24,34 @@ from pathlib import Path
 from typing import Literal
 
 import sqlite_utils
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge.clock import utc_now
 from edge.files.store import FileDirectory, FileNameError, record_firmware, safe_name
+from edge.store import firmware as firmware_store
 from edge.store.writer import StoreWriter
-from edge.sync.protocol import FirmwareChunk, FirmwareOffer, FirmwareProgress, FirmwareRequest
+from edge.sync.manifest import (
+    FirmwarePublicKeyError,
+    ManifestRefused,
+    is_older,
+    is_target,
+    parse_public_key,
+    parse_public_keys,
+    printable,
+    verified_manifest,
+)
+from edge.sync.protocol import (
+    FirmwareChunk,
+    FirmwareManifest,
+    FirmwareOffer,
+    FirmwareProgress,
+    FirmwareRequest,
+)
 
 log = logging.getLogger(__name__)
 
 # Called inside the unit of work that records the change it reports (the sync link
 # appends it to the outbox there), so the change and its event commit together.
 Report = Callable[[sqlite_utils.Database, FirmwareProgress], None]
-Status = Literal["downloading", "verified", "rejected"]
+Status = Literal["downloading", "fetched", "verified", "rejected"]
 # A `downloading` progress event each time another tenth of an image has arrived.
 PROGRESS_STEPS = 10
 
@@ -44,36 +60,13 @@ class FirmwareError(Exception):
     """Firmware cannot be fetched as configured; the message says what to change."""
 
 
-class FirmwarePublicKeyError(FirmwareError):
-    pass
-
-
-def parse_public_key(text: str) -> Ed25519PublicKey | None:
-    """The fleet's key from `[sync] firmware_public_key`; None when it is not set."""
-    if not text.strip():
-        return None
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except binascii.Error as error:
-        raise FirmwarePublicKeyError(
-            f"sync.firmware_public_key is not base64 ({error}): set it to the fleet's "
-            "firmware public key, 44 characters ending in '='"
-        ) from error
-    if len(raw) != 32:
-        raise FirmwarePublicKeyError(
-            f"sync.firmware_public_key holds {len(raw)} bytes; an Ed25519 public key is 32"
-        )
-    return Ed25519PublicKey.from_public_bytes(raw)
-
-
-def signature_is_valid(public_key: Ed25519PublicKey, digest: bytes, signature: str) -> bool:
-    """Whether `signature` (base64) is the fleet's Ed25519 signature of the raw digest."""
-    try:
-        raw = base64.b64decode(signature, validate=True)
-        public_key.verify(raw, digest)
-    except (binascii.Error, ValueError, InvalidSignature):
-        return False
-    return True
+__all__ = [
+    "FirmwareDownloads",
+    "FirmwareError",
+    "FirmwarePublicKeyError",
+    "next_request",
+    "parse_public_key",
+]
 
 
 def next_request(offer: FirmwareOffer, received: int) -> FirmwareRequest | None:
@@ -85,13 +78,14 @@ def next_request(offer: FirmwareOffer, received: int) -> FirmwareRequest | None:
 
 
 def _same_offer(one: FirmwareOffer, other: FirmwareOffer) -> bool:
-    # The chunk size only shapes the requests: an offer repeated with another one is
-    # still the same image.
-    return (one.version, one.size, one.sha256, one.signature) == (
+    # The chunk size only shapes the requests, and `force` only lets an offer in: an
+    # offer repeated with another of either is still the same image.
+    return (one.version, one.size, one.sha256, one.signature, one.manifest) == (
         other.version,
         other.size,
         other.sha256,
         other.signature,
+        other.manifest,
     )
 
 
@@ -122,7 +116,7 @@ class FirmwareDownloads:
     ) -> None:
         self._store = store
         self._files = files
-        self._public_key = parse_public_key(public_key)
+        self._keys = parse_public_keys(public_key)
         self._report = report or (lambda db, progress: None)
         self._downloads: dict[str, _Download] | None = None
         self._lock = asyncio.Lock()
@@ -138,37 +132,54 @@ class FirmwareDownloads:
     async def offered(self, offer: FirmwareOffer) -> FirmwareRequest | None:
         """Record an offer and return the first request for it, or None.
 
-        The same offer again is a no-op once verified, and resumes from the partial
-        file while it is being fetched; a new version of an image name (or an offer
-        refused before) starts over. An offer that cannot be accepted (no public key,
-        bad signature, unsafe name, no room) is refused at once, before any byte moves.
+        The same offer again is a no-op once verified (reported again, for a cloud that
+        missed it), and resumes from the partial file while it is being fetched; a new
+        version of an image name (or an offer refused before) starts over. An offer that
+        cannot be accepted (no trusted signature over a manifest that names this image,
+        an unsafe name, older than held or installed and not forced, no room) is
+        refused at once, before any byte moves.
         """
         async with self._lock:
             downloads = await self._loaded()
             known = downloads.get(offer.image)
             if known is not None and _same_offer(known.offer, offer):
                 if known.status == "verified":
+                    await self._store.run(
+                        lambda db: self._report(db, self._progress_event(known, "verified"))
+                    )
                     return None
                 if known.status == "downloading":
                     return next_request(known.offer, known.received)
             # Whatever was gathered for another offer of this name is of no use now.
             await asyncio.to_thread(_remove, self.partial_path(offer.image))
-            refusal = await asyncio.to_thread(self._refusal, offer)
             download = _Download(offer, "downloading")
+            refusal = self._manifest_refusal(offer)
+            if refusal is None:
+                refusal = await self._store.run(lambda db: _version_refusal(db, offer))
+            if refusal is None:
+                refusal = await asyncio.to_thread(self._disk_refusal, offer)
             if refusal is not None:
                 await self._settle(download, "rejected", refusal, new_offer=True)
                 downloads[offer.image] = download
+                for name in await self._store.run(firmware_store.forget_old_refusals):
+                    downloads.pop(name, None)
                 return None
-            starting = self._progress_event(download, "downloading")
+            starting = self._progress_event(
+                download, "downloading", "forced by the operator" if offer.force else ""
+            )
 
             def record(db: sqlite_utils.Database) -> None:
-                _record_offer(db, offer)
+                firmware_store.record_offer(db, offer)
                 self._report(db, starting)
 
             await self._store.run(record)
             downloads[offer.image] = download
             log.info(
-                "fetching firmware %s version %s (%d bytes)", offer.image, offer.version, offer.size
+                "fetching firmware %s version %s (%d bytes)%s",
+                offer.image,
+                offer.version,
+                offer.size,
+                ", forced" if offer.force else "",
             )
             return next_request(offer, 0)
 
@@ -236,44 +247,36 @@ class FirmwareDownloads:
 
     # -- inside ----------------------------------------------------------------------
 
-    def _refusal(self, offer: FirmwareOffer) -> str | None:
-        """Why an offer cannot be taken (blocking: asks the disk), or None."""
-        if self._public_key is None:
-            return (
-                "no firmware public key is configured ([sync] firmware_public_key): "
-                "this edge accepts only firmware signed by the fleet's key"
-            )
+    def _manifest_refusal(self, offer: FirmwareOffer) -> str | None:
+        """Why the offer's name or manifest cannot be taken, or None."""
         try:
             safe_name(offer.image)
-        except FileNameError as error:
+            verified_manifest(offer, self._keys)
+        except (FileNameError, ManifestRefused) as error:
             return str(error)
-        if not signature_is_valid(self._public_key, bytes.fromhex(offer.sha256), offer.signature):
-            return (
-                "the signature is not the fleet's: the image was signed with another key, "
-                "or this edge has another fleet's [sync] firmware_public_key"
-            )
+        return None
+
+    def _disk_refusal(self, offer: FirmwareOffer) -> str | None:
+        """Why there is no room for the image (blocking: asks the disk), or None."""
         free = shutil.disk_usage(self._files.firmware).free
         if free < offer.size:
             return f"not enough disk space: {offer.size} bytes offered, {free} free"
         return None
 
+    def _manifest(self, offer: FirmwareOffer) -> FirmwareManifest | None:
+        try:
+            return verified_manifest(offer, self._keys)
+        except ManifestRefused:
+            return None
+
     async def _loaded(self) -> dict[str, _Download]:
         """Every image's state, read once from the store and the partial files."""
         if self._downloads is not None:
             return self._downloads
-        rows = await self._store.run(
-            lambda db: list(db.query("SELECT * FROM firmware_downloads ORDER BY image"))
-        )
+        rows = await self._store.run(firmware_store.download_rows)
         downloads: dict[str, _Download] = {}
         for row in rows:
-            offer = FirmwareOffer(
-                image=row["image"],
-                version=row["version"],
-                size=row["size"],
-                sha256=row["sha256"],
-                signature=row["signature"],
-                chunk_size=row["chunk_size"],
-            )
+            offer = firmware_store.offer_of(row)
             download = _Download(offer, row["status"])
             if download.status == "downloading":
                 # The partial file, fsynced chunk by chunk, is the truth about progress.
@@ -301,7 +304,7 @@ class FirmwareDownloads:
             return
         download.received = download.offer.size
         failure = await asyncio.to_thread(
-            _verification_failure, served, download.offer, self._public_key
+            _verification_failure, served, download.offer, self._manifest(download.offer)
         )
         if failure is None:
             await self._settle(download, "verified", "")
@@ -317,18 +320,19 @@ class FirmwareDownloads:
         progress = self._progress_event(download, "downloading")
 
         def record(db: sqlite_utils.Database) -> None:
-            db.conn.execute(
-                "UPDATE firmware_downloads SET bytes_received = ?, updated_at = ? WHERE image = ?",
-                (received, utc_now(), image),
-            )
+            firmware_store.record_download_progress(db, image, received)
             self._report(db, progress)
 
         await self._store.run(record)
 
     async def _complete(self, download: _Download) -> None:
         offer = download.offer
+        fetched = self._progress_event(download, "fetched")
+        await self._store.run(lambda db: self._report(db, fetched))
         partial = self.partial_path(offer.image)
-        refusal = await asyncio.to_thread(_verification_failure, partial, offer, self._public_key)
+        # The manifest again: the key may have left the settings while this was fetched.
+        manifest = self._manifest(offer)
+        refusal = await asyncio.to_thread(_verification_failure, partial, offer, manifest)
         if refusal is None:
             try:
                 await asyncio.to_thread(_install, partial, self.served_path(offer.image))
@@ -347,15 +351,18 @@ class FirmwareDownloads:
         an offer refused at once is never on disk as one being fetched."""
         offer, received = download.offer, download.received
         progress = self._progress_event(download, status, detail)
+        assert status in ("verified", "rejected")
 
         def record(db: sqlite_utils.Database) -> None:
             self._report(db, progress)
             if new_offer:
-                _record_offer(db, offer)
-            db.conn.execute(
-                "UPDATE firmware_downloads SET status = ?, bytes_received = ?, detail = ?, "
-                "updated_at = ? WHERE image = ?",
-                (status, received, detail, utc_now(), offer.image),
+                firmware_store.record_offer(db, offer)
+            firmware_store.settle_download(
+                db,
+                offer.image,
+                "verified" if status == "verified" else "rejected",
+                received,
+                detail,
             )
             if status == "verified":
                 record_firmware(db, offer.image, offer.size, offer.sha256)
@@ -374,28 +381,33 @@ class FirmwareDownloads:
         )
 
 
-def _record_offer(db: sqlite_utils.Database, offer: FirmwareOffer) -> None:
-    """The offer as the image's row, starting over from no bytes and no verdict."""
-    now = utc_now()
-    db.conn.execute(
-        "INSERT INTO firmware_downloads (image, version, size, sha256, signature, chunk_size, "
-        "status, bytes_received, detail, offered_at, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'downloading', 0, '', ?, ?) "
-        "ON CONFLICT (image) DO UPDATE SET version = excluded.version, size = excluded.size, "
-        "sha256 = excluded.sha256, signature = excluded.signature, "
-        "chunk_size = excluded.chunk_size, status = excluded.status, bytes_received = 0, "
-        "detail = '', offered_at = excluded.offered_at, updated_at = excluded.updated_at",
-        (
-            offer.image,
-            offer.version,
-            offer.size,
-            offer.sha256,
-            offer.signature,
-            offer.chunk_size,
-            now,
-            now,
-        ),
-    )
+def _version_refusal(db: sqlite_utils.Database, offer: FirmwareOffer) -> str | None:
+    """Why the offered version would go back (and the operator did not force it): older
+    than the image verified under the same name, or than what every charger it targets
+    at this site runs. None when it may be taken."""
+    if offer.force or offer.manifest is None:
+        return None
+    manifest = FirmwareManifest.model_validate_json(offer.manifest)  # verified just before
+    held = firmware_store.held_version(db, offer.image)
+    if held is not None and is_older(manifest.version, held):
+        return (
+            f"version {manifest.version} is older than the {held} held under the name "
+            f"{offer.image}; offer it with force=true to go back"
+        )
+    newer: list[str] = []
+    for charger in firmware_store.accepted_chargers(db):
+        if not is_target(manifest.targets, charger.vendor, charger.model):
+            continue
+        runs = [version for version, _ in charger.versions() if is_older(manifest.version, version)]
+        if not runs:
+            return None  # at least one charger it is meant for can take it
+        newer.append(f"{charger.charger_id} runs {printable(runs[0])}")
+    if newer:
+        return (
+            f"version {manifest.version} is older than what every charger it targets runs "
+            f"({', '.join(newer)}); offer it with force=true to go back"
+        )
+    return None
 
 
 # -- blocking file work, run in a thread ------------------------------------------------
@@ -426,25 +438,27 @@ def _usable_size(path: Path, size: int) -> int:
 
 
 def _verification_failure(
-    path: Path, offer: FirmwareOffer, key: Ed25519PublicKey | None
+    path: Path, offer: FirmwareOffer, manifest: FirmwareManifest | None
 ) -> str | None:
-    """Why the received file is not the offered, signed image; None when it is."""
-    if key is None:  # the key was taken out of the settings while this was being fetched
-        return "no firmware public key is configured ([sync] firmware_public_key)"
+    """Why the received file is not the image the signed manifest describes; None when
+    it is. `manifest` is None when the offer's manifest no longer verifies."""
+    if manifest is None:
+        return (
+            "the manifest no longer verifies with [sync] firmware_public_key "
+            "(the key changed while the image was fetched, or an offer of the old format)"
+        )
     size = path.stat().st_size
-    if size != offer.size:
-        return f"received {size} bytes, the offer says {offer.size}"
+    if size != manifest.size:
+        return f"received {size} bytes, the signed manifest says {manifest.size}"
     digest = hashlib.sha256()
     with path.open("rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
-    if digest.hexdigest() != offer.sha256:
+    if digest.hexdigest() != manifest.sha256:
         return (
-            f"SHA-256 {digest.hexdigest()} is not the offered {offer.sha256}: the image "
+            f"SHA-256 {digest.hexdigest()} is not the signed {manifest.sha256}: the image "
             "changed in the cloud after it was offered, or was damaged on the way"
         )
-    if not signature_is_valid(key, digest.digest(), offer.signature):
-        return "the signature over the image's SHA-256 is not the fleet's"
     return None
 
 

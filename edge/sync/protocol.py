@@ -9,7 +9,8 @@ list as versioned desired state, firmware offers and chunks, operator commands.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import json
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -17,6 +18,7 @@ DEFAULT_TOPIC_PREFIX = "ocpp-edge/v1"
 # A batch larger than this is refused by the aggregator (and never built by the edge).
 MAX_PAYLOAD_BYTES = 1_048_576
 EDGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 
 
 class _Message(BaseModel):
@@ -152,11 +154,32 @@ class CardsApplied(_Message):
 
 
 class FirmwareProgress(_Message):
+    """An image offered to the edge: `downloading` (the offer was taken; again each tenth
+    of the bytes), `fetched` (every byte is in), then `verified` or `rejected` with the
+    reason in `detail` (an offer refused before any byte moved is `rejected` at once)."""
+
     kind: Literal["firmware.progress"] = "firmware.progress"
     image: str
-    status: Literal["downloading", "verified", "rejected", "installing", "failed"]
+    status: Literal["downloading", "fetched", "verified", "rejected", "installing", "failed"]
     bytes: int = Field(ge=0)
     detail: str = ""
+
+
+class FirmwareInstall(_Message):
+    """An image on its way to one charger: `refused` by the edge before anything was
+    sent (not a target, older than installed, no verified image, a foreign location),
+    `installing` (the charger took the command; again with each status it reports),
+    then `installed` or `failed`. `forced`: the operator overrode the version check;
+    `command_id`: the cloud's command, when it came from one."""
+
+    kind: Literal["firmware.install"] = "firmware.install"
+    charger_id: str
+    image: str
+    version: str
+    status: Literal["refused", "installing", "installed", "failed"]
+    detail: str = ""
+    forced: bool = False
+    command_id: str | None = None
 
 
 class EdgeHealth(_Message):
@@ -180,6 +203,7 @@ EventData = Annotated[
     | CommandResult
     | CardsApplied
     | FirmwareProgress
+    | FirmwareInstall
     | EdgeHealth,
     Field(discriminator="kind"),
 ]
@@ -247,16 +271,63 @@ class CardList(_Message):
     removed: list[str] = []
 
 
-class FirmwareOffer(_Message):
-    """An image the edge should hold: fetched in chunks, checked against `sha256` and
-    the fleet's Ed25519 `signature` (over the raw SHA-256 digest) before use."""
+MANIFEST_FORMAT: Final = "ocpp-edge-firmware-manifest/2"
+# A manifest is a few hundred bytes; this leaves room for many targets.
+MAX_MANIFEST_BYTES = 16_384
+VENDOR_PATTERN = r"^[^/\x00-\x1f\x7f]{1,64}$"
+MODEL_PATTERN = r"^[^\x00-\x1f\x7f]{1,64}$"
+UTC_TIME_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,6})?Z$"
 
-    image: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
-    version: str
+
+class FirmwareTarget(_Message):
+    """Chargers an image is for: shell patterns (`*`, `?`, `[...]`) matched, ignoring
+    case, against the vendor and model a charger gives in its BootNotification."""
+
+    vendor: str = Field(pattern=VENDOR_PATTERN)
+    model: str = Field(pattern=MODEL_PATTERN)
+
+
+class FirmwareManifest(_Message):
+    """What the fleet's key signs about an image: everything the edge decides on.
+    Signed as its canonical JSON (`canonical_manifest`); the edge verifies those exact
+    bytes, then parses them, and refuses a manifest not in canonical form."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    format: Literal["ocpp-edge-firmware-manifest/2"]
+    name: str = Field(pattern=IMAGE_NAME_PATTERN)
+    version: str = Field(pattern=r"^[\x21-\x7e]{1,64}$")
+    targets: list[FirmwareTarget] = Field(min_length=1, max_length=64)
     size: int = Field(gt=0)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    signature: str  # base64
+    created_at: str = Field(pattern=UTC_TIME_PATTERN)
+    key_id: str = Field(pattern=r"^[0-9a-f]{16}$")
+
+
+def canonical_manifest(manifest: FirmwareManifest) -> str:
+    """The one text of a manifest: JSON, keys sorted, no spaces, ASCII only."""
+    return json.dumps(
+        manifest.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=True
+    )
+
+
+class FirmwareOffer(_Message):
+    """An image the edge should hold, fetched in chunks. `manifest` is the canonical
+    text of its `FirmwareManifest` and `signature` the fleet's Ed25519 signature over
+    those bytes (base64); the edge takes the offer only if the manifest is signed by a
+    key it trusts and names this image, version, size and SHA-256, and keeps the bytes
+    only if their size and SHA-256 match. An offer without a manifest is of the first
+    format (a signature over the SHA-256 alone) and is refused. `force`: the operator
+    allows a version older than the chargers (or the image held under this name) run."""
+
+    image: str = Field(pattern=IMAGE_NAME_PATTERN)
+    version: str = Field(max_length=64)
+    size: int = Field(gt=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    signature: str = Field(max_length=256)  # base64
     chunk_size: int = Field(gt=0, le=MAX_PAYLOAD_BYTES // 2)
+    manifest: str | None = Field(None, max_length=MAX_MANIFEST_BYTES)
+    force: bool = False
 
 
 class FirmwareRequest(_Message):

@@ -10,6 +10,7 @@ import pytest
 from cloud.cli import main
 from cloud.store import desired
 from cloud.store.database import open_store
+from edge.sync.manifest import parse_public_keys
 
 
 def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -36,8 +37,28 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     image = tmp_path / "cp.bin"
     image.write_bytes(b"\x01" * 1000)
     code, out = cli("firmware", "add", str(image), "--version", "1.0")
-    assert code == 0 and "cp.bin 1.0: 1000 bytes" in out
-    assert cli("firmware", "offer", "site-1", "--name", "cp.bin")[0] == 0
+    assert code == 2 and "--target VENDOR/MODEL" in out
+    code, out = cli("firmware", "add", str(image), "--version", "1.0", "--target", "ACME")
+    assert code == 2 and "write VENDOR/MODEL" in out
+    arguments = ("--version", "1.0", "--target", "ACME/AC22*", "--target", "*/Wallbox")
+    code, out = cli("firmware", "add", str(image), *arguments)
+    assert code == 0 and "cp.bin 1.0: 1000 bytes" in out and "ACME/AC22*, */Wallbox" in out
+    code, out = cli("firmware", "add", str(image), *arguments)  # again: the same image
+    assert code == 0
+    assert len(list((tmp_path / "firmware").iterdir())) == 1  # one file for it
+    code, out = cli("firmware", "list")
+    assert code == 0 and "ACME/AC22*, */Wallbox" in out
+    # The fleet's key replaced: the manifests are signed again by the new one.
+    key_file = next(tmp_path.glob("*.key"))
+    key_file.rename(tmp_path / "old.key")
+    code, out = cli("firmware", "resign")
+    assert code == 0 and "1 manifests signed again" in out and "cp.bin" in out
+    assert cli("firmware", "resign")[1].startswith("0 manifests")
+    assert cli("firmware", "offer", "site-1", "--name", "cp.bin", "--force")[0] == 0
+    code, out = cli("firmware", "offer", "site-1", "--name", "nothing.bin")
+    assert code == 2 and "no firmware image" in out
+    code, out = cli("command", "site-1", "CP1", "firmware_rollout", "--arg", "location=http://x")
+    assert code != 0 and "not a location" in out
     assert cli("command", "site-1", "CP1", "reset", "--arg", "type=Soft")[0] == 0
     code, out = cli("command", "site-1", "CP1", "explode")
     assert code == 2 and "not a command" in out
@@ -45,5 +66,7 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert code == 0 and "site-1" in out
     engine = open_store(f"sqlite:///{tmp_path / 'cloud.db'}")
     offers = desired.offers_to_send(engine, "site-1")
-    assert [offer.image for offer in offers] == ["cp.bin"]
+    assert [(offer.image, offer.force) for offer in offers] == [("cp.bin", True)]
+    new_key = parse_public_keys(cli("key")[1])
+    assert offers[0].manifest is not None and new_key[0].key_id in offers[0].manifest
     engine.dispose()

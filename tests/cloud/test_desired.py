@@ -1,34 +1,54 @@
 """Desired state: card list versions and deltas, commands until a result or expiry,
-firmware offers until verified."""
+firmware offers (with their signed manifests) until verified, firmware commands that
+name an image and never a location, and each charger's installs."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlalchemy import Engine, insert
 
+from cloud.firmware import make_manifest, sign_manifest
 from cloud.store.desired import (
     DesiredStateError,
+    FirmwareImage,
     add_firmware_image,
     card_list_to_send,
     commands_to_send,
     create_command,
     firmware_image,
+    firmware_overview,
     mark_sent,
     offer_to,
     offers_to_send,
     set_card_list,
 )
 from cloud.store.ingest import record_status, store_batch
-from cloud.store.schema import commands
+from cloud.store.schema import commands, firmware_images
 from cloud.store.times import utc_now
+from edge.sync.manifest import parse_target
 from edge.sync.protocol import CardEntry, CardList
 from tests.cloud.payloads import batch, event, status
 from tests.cloud.rows import rows
 
 EDGE = "site-7"
 SHA = "ab" * 32
+KEY = Ed25519PrivateKey.generate()
+
+
+def add_image(
+    engine: Engine,
+    name: str,
+    version: str,
+    sha256: str = SHA,
+    targets: tuple[str, ...] = ("ACME/*",),
+    size: int = 4096,
+) -> FirmwareImage:
+    manifest = make_manifest(name, version, [parse_target(t) for t in targets], size, sha256, KEY)
+    text, signature = sign_manifest(KEY, manifest)
+    return add_firmware_image(engine, manifest, text, signature, f"/fw/{sha256}.bin")
 
 
 def report(engine: Engine, seq: int, data: dict[str, object]) -> None:
@@ -121,33 +141,124 @@ def test_commands_an_edge_cannot_run_are_refused(engine: Engine) -> None:
 
 
 def test_firmware_is_offered_until_the_edge_verified_it(engine: Engine) -> None:
-    image = add_firmware_image(engine, "ac22-1.2.bin", "1.2", 4096, SHA, "c2ln", "/fw/ac22-1.2.bin")
-    assert add_firmware_image(engine, "ac22-1.2.bin", "1.2", 4096, SHA, "c2ln", "/fw/x") == image
+    image = add_image(engine, "ac22-1.2.bin", "1.2")
+    assert add_image(engine, "ac22-1.2.bin", "1.2") == image  # the first manifest stays
     assert firmware_image(engine, "ac22-1.2.bin") == image
     assert offers_to_send(engine, EDGE) == []
     offer_to(engine, EDGE, "ac22-1.2.bin")
     (offer,) = offers_to_send(engine, EDGE, chunk_size=65536)
-    assert (offer.image, offer.size, offer.sha256, offer.signature, offer.chunk_size) == (
+    assert (offer.image, offer.size, offer.sha256, offer.chunk_size, offer.force) == (
         "ac22-1.2.bin",
         4096,
         SHA,
-        "c2ln",
         65536,
+        False,
     )
+    assert (offer.manifest, offer.signature) == (image.manifest, image.signature)
     progress = {"kind": "firmware.progress", "image": "ac22-1.2.bin", "bytes": 4096}
     report(engine, 1, progress | {"status": "downloading"})
     assert len(offers_to_send(engine, EDGE)) == 1
-    report(engine, 2, progress | {"status": "verified"})
-    assert offers_to_send(engine, EDGE) == []
-    offer_to(engine, EDGE, "ac22-1.2.bin")  # offered again on purpose
+    report(engine, 2, progress | {"status": "fetched"})
     assert len(offers_to_send(engine, EDGE)) == 1
+    report(engine, 3, progress | {"status": "verified"})
+    assert offers_to_send(engine, EDGE) == []
+    offer_to(engine, EDGE, "ac22-1.2.bin", force=True)  # offered again on purpose
+    (offer,) = offers_to_send(engine, EDGE)
+    assert offer.force is True
 
 
 def test_firmware_that_cannot_be_offered_is_refused(engine: Engine) -> None:
-    with pytest.raises(DesiredStateError, match="sha256"):
-        add_firmware_image(engine, "a.bin", "1", 10, "not-a-digest", "c2ln", "/fw/a.bin")
-    add_firmware_image(engine, "a.bin", "1", 10, SHA, "c2ln", "/fw/a.bin")
+    add_image(engine, "a.bin", "1")
     with pytest.raises(DesiredStateError, match="give this one a new name"):
-        add_firmware_image(engine, "a.bin", "2", 10, "cd" * 32, "c2ln", "/fw/a2.bin")
+        add_image(engine, "a.bin", "2", sha256="cd" * 32)
+    with pytest.raises(DesiredStateError, match="already version 1 for ACME/\\*"):
+        add_image(engine, "a.bin", "2")
+    with pytest.raises(DesiredStateError, match="already version 1"):
+        add_image(engine, "a.bin", "1", targets=("*/*",))
     with pytest.raises(DesiredStateError, match=r"no firmware image 'b\.bin'"):
         offer_to(engine, EDGE, "b.bin")
+
+
+def add_image_of_the_old_format(engine: Engine, name: str) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            insert(firmware_images).values(
+                name=name,
+                version="0.9",
+                size=4096,
+                sha256=SHA,
+                signature="c2ln",
+                path=f"/fw/{name}",
+                created_at=utc_now(),
+            )
+        )
+
+
+def test_an_image_added_before_manifests_is_not_offered_until_added_again(
+    engine: Engine,
+) -> None:
+    add_image_of_the_old_format(engine, "old.bin")
+    with pytest.raises(DesiredStateError, match="before images had signed manifests"):
+        offer_to(engine, EDGE, "old.bin")
+    assert offers_to_send(engine, EDGE) == []
+    # The same bytes added again with targets: signed, and offered from then on.
+    image = add_image(engine, "old.bin", "0.9")
+    assert image.manifest is not None and firmware_image(engine, "old.bin") == image
+    offer_to(engine, EDGE, "old.bin")
+    assert [offer.manifest for offer in offers_to_send(engine, EDGE)] == [image.manifest]
+
+
+LATER = timedelta(minutes=5)
+
+
+@pytest.mark.parametrize(
+    ("action", "arguments", "reason"),
+    [
+        ("firmware_rollout", {"location": "http://x/y.bin"}, "not a location"),
+        ("firmware_rollout", {"image": "a.bin", "location": "http://x"}, "not a location"),
+        ("firmware_rollout", {}, "names the image"),
+        ("firmware_rollout", {"image": "a.bin", "force": "yes"}, "force is true or false"),
+        ("firmware_rollout", {"image": "nothing.bin"}, "no firmware image 'nothing.bin'"),
+        (
+            "ocpp",
+            {"action": "UpdateFirmware", "arguments": {"location": "ftp://x"}},
+            "not a location",
+        ),
+        (
+            "ocpp",
+            {"action": "SignedUpdateFirmware", "arguments": {"firmware": {"location": "x"}}},
+            "not a location",
+        ),
+    ],
+)
+def test_firmware_commands_name_an_image_the_cloud_signed(
+    engine: Engine, action: str, arguments: dict[str, object], reason: str
+) -> None:
+    add_image(engine, "a.bin", "1")
+    with pytest.raises(DesiredStateError, match=reason):
+        create_command(engine, EDGE, "CP-1", action, arguments, utc_now() + LATER)
+    assert rows(engine, commands) == []
+
+
+def test_firmware_commands_naming_a_signed_image_are_created(engine: Engine) -> None:
+    add_image(engine, "a.bin", "1")
+    rollout = {"image": "a.bin", "force": True}
+    create_command(engine, EDGE, "CP-1", "firmware_rollout", rollout, utc_now() + LATER)
+    raw = {"action": "UpdateFirmware", "arguments": {"image": "a.bin", "retrieveDate": "x"}}
+    create_command(engine, EDGE, "CP-1", "ocpp", raw, utc_now() + LATER)
+    assert len(rows(engine, commands)) == 2
+
+
+def test_each_chargers_latest_install_and_installed_version(engine: Engine) -> None:
+    install = {"kind": "firmware.install", "charger_id": "CP1", "image": "a.bin"}
+    report(engine, 1, install | {"version": "2.0", "status": "installing", "detail": "sent"})
+    report(engine, 2, install | {"version": "2.0", "status": "installed", "forced": True})
+    report(engine, 3, install | {"version": "1.0", "status": "refused", "detail": "older"})
+    (charger,) = firmware_overview(engine, EDGE)["chargers"]
+    assert (charger["status"], charger["version"], charger["detail"]) == (
+        "refused",
+        "1.0",
+        "older",
+    )
+    assert (charger["installed_version"], charger["installed_image"]) == ("2.0", "a.bin")
+    assert charger["forced"] is False

@@ -18,6 +18,7 @@ from cloud.firmware import make_offer, public_key_text
 from edge.files.store import FileDirectory
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
+from edge.sync.manifest import parse_target
 from edge.sync.protocol import FirmwareRequest, Topics
 from tests.doubles.firmware_mqtt import (
     CloudFirmwareResponder,
@@ -30,6 +31,7 @@ from tests.mosquitto import Mosquitto
 
 CHUNK = 65536
 EDGE_ID = "site-7"
+TARGETS = [parse_target("ACME/*")]
 OnRequest = Callable[[FirmwareRequest], Awaitable[None]]
 
 
@@ -105,7 +107,7 @@ async def test_transfer_cut_three_times_resumes_and_serves_the_same_bytes(
 ) -> None:
     fleet_key = Ed25519PrivateKey.generate()
     image = write_image(tmp_path / "cloud" / "cp-3.1.bin", 24 * CHUNK + 4321)  # 25 chunks
-    offer = make_offer(image, "cp-3.1.bin", "3.1", fleet_key, chunk_size=CHUNK)
+    offer = make_offer(image, "cp-3.1.bin", "3.1", fleet_key, targets=TARGETS, chunk_size=CHUNK)
     cloud = CloudFirmwareResponder(broker.port, {"cp-3.1.bin": image}, max_chunk=CHUNK)
     site = Site(tmp_path, broker, public_key_text(fleet_key))
     cuts: list[tuple[int, str]] = []
@@ -153,12 +155,14 @@ async def test_tampered_image_and_bad_signature_are_refused(
 ) -> None:
     fleet_key = Ed25519PrivateKey.generate()
     tampered = write_image(tmp_path / "cloud" / "cp-4.0.bin", 8 * CHUNK)
-    offer = make_offer(tampered, "cp-4.0.bin", "4.0", fleet_key, chunk_size=CHUNK)
+    offer = make_offer(tampered, "cp-4.0.bin", "4.0", fleet_key, targets=TARGETS, chunk_size=CHUNK)
     with tampered.open("r+b") as file:  # changed in the cloud after it was offered
         file.seek(5 * CHUNK + 99)
         file.write(b"\x00\xff")
     forged = write_image(tmp_path / "cloud" / "cp-4.1.bin", 2 * CHUNK)
-    forged_offer = make_offer(forged, "cp-4.1.bin", "4.1", Ed25519PrivateKey.generate())
+    forged_offer = make_offer(
+        forged, "cp-4.1.bin", "4.1", Ed25519PrivateKey.generate(), targets=TARGETS
+    )
     images = {"cp-4.0.bin": tampered, "cp-4.1.bin": forged}
     cloud = CloudFirmwareResponder(broker.port, images, max_chunk=CHUNK)
     site = Site(tmp_path, broker, public_key_text(fleet_key))

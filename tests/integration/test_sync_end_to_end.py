@@ -151,7 +151,11 @@ async def test_fleet_manager_sets_cards_commands_and_firmware(
         assert sent.count("UnlockConnector") == 1
 
         image = bytes(range(256)) * 2000  # 512,000 bytes: two chunks
-        answer = await api.put("/api/firmware/cp-2.0.bin", params={"version": "2.0"}, content=image)
+        answer = await api.put(
+            "/api/firmware/cp-2.0.bin",
+            params={"version": "2.0", "target": "ocpp-edge/Simulated*"},
+            content=image,
+        )
         assert answer.status_code == 200, answer.text
         answer = await api.post(f"/api/edges/{EDGE}/firmware/cp-2.0.bin")
         assert answer.status_code == 200, answer.text

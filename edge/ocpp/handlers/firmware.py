@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from edge.clock import utc_now
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
+from edge.store import firmware as firmware_store
 from edge.sync import protocol as wire
 
 
@@ -23,6 +24,12 @@ class FirmwareHandlers(SessionBase):
                 charger_id=charger_id, job=kind, status=status, request_id=request_id
             )
             outbox.append(db, job, received_at)
+            # An install the edge started moves on with what the charger says of it.
+            install = firmware_store.install_status_reported(
+                db, charger_id, kind, status, received_at
+            )
+            if install is not None:
+                outbox.append(db, install, received_at)
 
         await self.store.run(record)
 
