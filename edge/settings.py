@@ -66,6 +66,12 @@ class OcppSettings(_Section):
         60, ge=10, le=3600, description="Seconds a pending or rejected charger waits to boot again."
     )
     unknown_chargers: Literal["reject", "pending", "accept"] = "pending"
+    max_pending_chargers: int = Field(
+        50, ge=1, le=10_000, description="Pending chargers at most; more are refused (503)."
+    )
+    pending_charger_days: int = Field(
+        7, ge=1, le=3650, description="Days unseen after which a pending charger is forgotten."
+    )
     push_local_list: bool = Field(
         True, description="Keep every charger's OCPP local list equal to the card table."
     )

@@ -1,8 +1,8 @@
 """The OCPP 1.6J WebSocket server: `ws://HOST:PORT/<path_prefix>/<charger_id>`.
 
 The handshake is where a charger is turned away: a wrong path, an id outside the
-safe character set, no `ocpp1.6` subprotocol, (by setting) an unknown charger,
-wrong credentials, or a peer holding more than its share of
+safe character set, no `ocpp1.6` subprotocol, (by setting) an unknown charger or one
+pending charger too many, wrong credentials, or a peer holding more than its share of
 the port (edge.ocpp.admission), each with an HTTP status and a sentence saying why.
 A charger that connects again replaces its old connection.
 """
@@ -136,22 +136,27 @@ class OcppServer:
         if refused is not None:
             return refused
         mode, now = self.settings.unknown_chargers, utc_now()
-
-        def admit(db: Database) -> str | None:
-            row = chargers.get_charger(db, charger_id)
-            if row is not None:
-                return str(row["registration"])
-            if mode == "reject":
-                return None
-            return chargers.ensure_charger(db, charger_id, mode, now)
-
-        if await self.context.store.run(admit) is None:
+        limit = self.settings.max_pending_chargers
+        registration = await self.context.store.run(
+            lambda db: chargers.admit_charger(db, charger_id, mode, limit, now)
+        )
+        if registration is None and mode == "reject":
             return self._refuse(
                 connection,
                 HTTPStatus.FORBIDDEN,
                 Refusal.UNKNOWN_CHARGER,
                 f"charger {charger_id} is not registered at this site",
             )
+        if registration is None:
+            response = self._refuse(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                Refusal.TOO_MANY_PENDING,
+                f"{limit} chargers are already waiting for acceptance at this site "
+                "(ocpp.max_pending_chargers): an operator must accept or reject some first",
+            )
+            response.headers["Retry-After"] = str(self.settings.boot_retry_interval)
+            return response
         return None
 
     async def _check_identity(
@@ -296,6 +301,9 @@ class OcppServer:
         outbox = self.context.outbox
 
         def connect(db: Database) -> str:
+            if chargers.get_charger(db, charger_id) is None:
+                # Forgotten as a stale pending charger during its own handshake.
+                chargers.ensure_charger(db, charger_id, "pending", now)
             chargers.mark_connected(db, charger_id, now)
             outbox.append(db, wire.ChargerConnection(charger_id=charger_id, connected=True), now)
             row = chargers.get_charger(db, charger_id)
