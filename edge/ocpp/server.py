@@ -48,6 +48,8 @@ SUBPROTOCOL = Subprotocol("ocpp1.6")
 CHARGER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,47}")
 # Seconds a closing connection may take; then it is cut, read or not.
 CLOSE_TIMEOUT = 5.0
+# Bytes waiting to be sent above which a connection's sends wait (websockets' default).
+WRITE_LIMIT = 2**15
 # A refused handshake of a known charger is recorded as its security event at most this
 # often per minute (the count is logged regardless), so refusals cannot fill the disk.
 RECORDED_REFUSALS_PER_MINUTE = 10
@@ -83,6 +85,7 @@ class OcppServer:
                 ping_interval=self.settings.websocket_ping_interval,
                 ping_timeout=self.settings.websocket_ping_interval,
                 close_timeout=CLOSE_TIMEOUT,
+                write_limit=WRITE_LIMIT,
                 create_connection=connection_class(self.admission),
             ) as server:
                 self.port = server.sockets[0].getsockname()[1]
@@ -310,12 +313,16 @@ class OcppServer:
             assert row is not None
             return str(row["registration"])
 
+        watchdog = asyncio.create_task(
+            _cut_when_not_reading(connection, self.settings.websocket_ping_interval)
+        )
         try:
             session.registration = await store.run(connect)
             log.info("%s connected (%s)", charger_id, session.registration)
             self.context.events.publish(ChargerConnection(charger_id, connected=True))
             await session.start()
         finally:
+            watchdog.cancel()
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
                 gone_at = utc_now()
@@ -328,6 +335,29 @@ class OcppServer:
                 await store.run(disconnect)
                 log.info("%s disconnected", charger_id)
                 self.context.events.publish(ChargerConnection(charger_id, connected=False))
+
+
+async def _cut_when_not_reading(connection: ServerConnection, every: float) -> None:
+    """End a connection whose peer has read nothing for a whole interval while our send
+    buffer is full. The keepalive ping cannot find that out (its own send waits for the
+    buffer to drain), so such a peer would otherwise hold its connection for ever, with
+    a send buffer growing by every call the edge makes to it."""
+    transport = connection.transport
+    stalled_at: int | None = None
+    while True:
+        await asyncio.sleep(every)
+        buffered = transport.get_write_buffer_size()
+        if stalled_at is not None and buffered >= stalled_at:
+            log.warning(
+                "closing the connection: the charger has read nothing for %g s "
+                "(%d bytes waiting to be sent)",
+                every,
+                buffered,
+            )
+            transport.abort()
+            return
+        # Only a full buffer counts: a slow link drains some of it in an interval.
+        stalled_at = buffered if buffered > WRITE_LIMIT else None
 
 
 async def _close_replaced(connection: ServerConnection) -> None:

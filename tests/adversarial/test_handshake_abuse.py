@@ -10,7 +10,7 @@ import pytest
 
 from edge.ocpp.commands import ChargerTimeout, send_command
 from tests.adversarial.raw_http import RawPeer, handshake_request
-from tests.conftest import RunningEdge
+from tests.conftest import RunningEdge, StartEdge
 from tests.ocpp_client import RawCharger
 from tests.waiting import eventually
 
@@ -75,32 +75,50 @@ def tcp_state(local_port: int, remote_port: int) -> str | None:
     return None
 
 
-async def test_a_replaced_connection_that_stopped_reading_is_closed(edge: RunningEdge) -> None:
+async def stuck_charger(edge: RunningEdge, charger_id: str) -> tuple[asyncio.StreamWriter, int]:
+    """A charger connected on a socket with a tiny receive buffer that, once a large call
+    has filled every buffer on the way, reads nothing more; (its writer, its port)."""
     assert edge.server.port is not None
     raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.setblocking(False)
     await asyncio.get_running_loop().sock_connect(raw, ("127.0.0.1", edge.server.port))
     reader, writer = await asyncio.open_connection(sock=raw)
-    writer.write(handshake_request("/ocpp/STUCK", ["Sec-WebSocket-Protocol: ocpp1.6"]))
+    writer.write(handshake_request(f"/ocpp/{charger_id}", ["Sec-WebSocket-Protocol: ocpp1.6"]))
     head = await reader.readuntil(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 101 ")
-    stuck_port = raw.getsockname()[1]
-    await eventually(lambda: "STUCK" in edge.server.sessions)
-    # From now on the peer reads nothing: a large call fills every buffer on the way.
+    await eventually(lambda: charger_id in edge.server.sessions)
     with pytest.raises(ChargerTimeout):
         await send_command(
             edge.server,
-            "STUCK",
+            charger_id,
             "DataTransfer",
             {"vendor_id": "test", "data": "x" * 8_000_000},
             answer_within=1,
         )
-    assert tcp_state(edge.server.port, stuck_port) == "ESTABLISHED"
+    port = raw.getsockname()[1]
+    assert tcp_state(edge.server.port, port) == "ESTABLISHED"
+    return writer, port
+
+
+async def test_a_replaced_connection_that_stopped_reading_is_closed(edge: RunningEdge) -> None:
+    writer, stuck_port = await stuck_charger(edge, "STUCK")
     async with RawCharger(edge.url, "STUCK") as replacement:
         # The old connection is ended within the close timeout, read or not.
         await eventually(
             lambda: tcp_state(edge.server.port or 0, stuck_port) != "ESTABLISHED", within=15
         )
         assert (await replacement.ok("Heartbeat", {}))["currentTime"]
+    writer.transport.abort()
+
+
+async def test_a_connection_whose_peer_stopped_reading_is_cut(start_edge: StartEdge) -> None:
+    # The keepalive ping cannot find it out: the ping itself waits for the full buffer.
+    edge = await start_edge(websocket_ping_interval=1)
+    writer, stuck_port = await stuck_charger(edge, "STUCK")
+    await eventually(
+        lambda: tcp_state(edge.server.port or 0, stuck_port) != "ESTABLISHED", within=15
+    )
+    await eventually(lambda: "STUCK" not in edge.server.sessions)
+    assert edge.query("SELECT connected FROM chargers WHERE id = 'STUCK'")[0][0] == 0
     writer.transport.abort()
