@@ -86,7 +86,10 @@ class OcppSettings(_Section):
         None, description="CA that signs chargers' client certificates (profile 3)."
     )
     max_connections_per_address: int = Field(
-        20, ge=1, le=10_000, description="Connections and handshakes one source address may hold."
+        64, ge=1, le=10_000, description="Connections and handshakes one source address may hold."
+    )
+    handshakes_per_minute_per_address: int = Field(
+        120, ge=1, le=100_000, description="Handshakes one source address may start a minute."
     )
     max_handshakes_in_progress: int = Field(
         100, ge=1, le=10_000, description="Handshakes in progress at once, from all addresses."

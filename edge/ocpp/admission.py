@@ -1,8 +1,9 @@
 """What a peer may hold on the OCPP port before any charger code runs for it.
 
 Counted from the moment a TCP connection is made (after TLS, for profiles 2 and 3):
-connections per source address (open sessions and handshakes alike), handshakes in
-progress from all addresses, and the bytes of a handshake request. A peer beyond a
+connections per source address (open sessions and handshakes alike), handshakes a
+minute per source address, handshakes in progress from all addresses, and the bytes of
+a handshake request. A peer beyond a
 limit is answered with an HTTP status and a sentence at once, without waiting for its
 request, which a slow sender (slowloris) might never finish. Every refusal is counted by
 reason and logged at a bounded rate, so that a flood of them cannot flood the log.
@@ -28,6 +29,8 @@ log = logging.getLogger(__name__)
 # answer instead of a reset; at most this many refused peers linger at once.
 LINGER_SECONDS = 1.0
 MAX_LINGERING = 64
+# Source addresses whose handshake rate is remembered at most.
+MAX_ADDRESSES = 4096
 # At most one log line per refusal reason in this time; the others are counted in it.
 LOG_EVERY_SECONDS = 60.0
 
@@ -40,6 +43,7 @@ class Refusal(StrEnum):
     NO_SUBPROTOCOL = "no ocpp1.6 subprotocol"
     TOO_MANY_FROM_ADDRESS = "too many connections from one address"
     TOO_MANY_HANDSHAKES = "too many handshakes in progress"
+    HANDSHAKES_TOO_OFTEN = "too many handshakes a minute from one address"
     REQUEST_TOO_LARGE = "handshake request too large"
     UNKNOWN_CHARGER = "unknown charger"
     TOO_MANY_PENDING = "too many pending chargers"
@@ -81,6 +85,8 @@ class Admission:
         self.connections: Counter[str] = Counter()
         self.handshakes_in_progress = 0
         self.lingering = 0
+        # address -> (handshakes it may still start, when that was worked out)
+        self._allowances: dict[str, tuple[float, float]] = {}
 
     @property
     def refused(self) -> Counter[Refusal]:
@@ -98,6 +104,14 @@ class Admission:
                 f"{address} already holds {limit} connections to this central system "
                 f"(ocpp.max_connections_per_address); close some or try again later",
             )
+        if not self._allowed_another(address):
+            per_minute = self.settings.handshakes_per_minute_per_address
+            return (
+                HTTPStatus.TOO_MANY_REQUESTS,
+                Refusal.HANDSHAKES_TOO_OFTEN,
+                f"{address} started more than {per_minute} handshakes in a minute "
+                "(ocpp.handshakes_per_minute_per_address); try again later",
+            )
         if self.handshakes_in_progress > self.settings.max_handshakes_in_progress:
             return (
                 HTTPStatus.SERVICE_UNAVAILABLE,
@@ -106,6 +120,26 @@ class Admission:
                 "(ocpp.max_handshakes_in_progress); try again in a few seconds",
             )
         return None
+
+    def _allowed_another(self, address: str) -> bool:
+        """A token bucket per address: handshakes_per_minute_per_address at once, then
+        that many a minute. Each handshake costs a store commit and two events for the
+        cloud, so a peer reconnecting in a loop must not get them for free."""
+        capacity = float(self.settings.handshakes_per_minute_per_address)
+        rate = capacity / 60.0
+        now = time.monotonic()
+        allowance, at = self._allowances.pop(address, (capacity, now))
+        allowance = min(capacity, allowance + (now - at) * rate)
+        allowed = allowance >= 1.0
+        self._allowances[address] = (allowance - 1.0 if allowed else allowance, now)
+        if len(self._allowances) > MAX_ADDRESSES:
+            # Forget the addresses whose allowance is full again, then the oldest.
+            for other, (left, since) in list(self._allowances.items()):
+                if left + (now - since) * rate >= capacity:
+                    del self._allowances[other]
+            while len(self._allowances) > MAX_ADDRESSES:
+                del self._allowances[next(iter(self._allowances))]
+        return allowed
 
     def handshake_ended(self) -> None:
         self.handshakes_in_progress -= 1

@@ -18,7 +18,7 @@ from tests.conftest import RunningEdge, StartEdge
 from tests.waiting import eventually_answers
 
 OCPP16 = [Subprotocol("ocpp1.6")]
-DEFAULT_PER_ADDRESS = 20
+DEFAULT_PER_ADDRESS = 64
 HALF_SENT = b"GET /ocpp/SLOW HTTP/1.1\r\nHost: 127.0.0.1\r\n"
 
 
@@ -38,10 +38,12 @@ async def can_open(edge: RunningEdge, charger_id: str, source: str) -> bool:
 
 
 async def test_connections_per_source_address_are_bounded(edge: RunningEdge) -> None:
-    held = [await open_from(edge, f"A-{number}", "127.0.0.3") for number in range(20)]
+    held = [
+        await open_from(edge, f"A-{number}", "127.0.0.3") for number in range(DEFAULT_PER_ADDRESS)
+    ]
     try:
         with pytest.raises(InvalidStatus) as refused:
-            await open_from(edge, "A-20", "127.0.0.3")
+            await open_from(edge, "A-LAST", "127.0.0.3")
         response = refused.value.response
         assert response.status_code == 429
         body = response.body.decode()
@@ -51,7 +53,7 @@ async def test_connections_per_source_address_are_bounded(edge: RunningEdge) -> 
         assert sum(name.startswith("A-") for name in edge.server.sessions) == DEFAULT_PER_ADDRESS
         # One leaves: there is room again.
         await held.pop().close()
-        await eventually_answers(lambda: can_open(edge, "A-20", "127.0.0.3"))
+        await eventually_answers(lambda: can_open(edge, "A-LAST", "127.0.0.3"))
     finally:
         for connection in held:
             await connection.close()
@@ -103,3 +105,16 @@ async def test_handshakes_in_progress_are_bounded_in_all(start_edge: StartEdge) 
         for peer in slow:
             with contextlib.suppress(Exception):
                 peer.close()
+
+
+async def test_handshakes_per_minute_are_bounded_per_address(start_edge: StartEdge) -> None:
+    # A peer reconnecting in a loop: each handshake costs a commit and events for the cloud.
+    edge = await start_edge(handshakes_per_minute_per_address=5)
+    for number in range(5):
+        assert await can_open(edge, f"LOOP-{number}", "127.0.0.10")
+    with pytest.raises(InvalidStatus) as refused:
+        await open_from(edge, "LOOP-5", "127.0.0.10")
+    assert refused.value.response.status_code == 429
+    assert b"handshakes_per_minute_per_address" in refused.value.response.body
+    assert await can_open(edge, "OTHER", "127.0.0.11")
+    assert len(edge.query("SELECT id FROM chargers WHERE id LIKE 'LOOP-%'")) == 5
