@@ -120,5 +120,7 @@ async def test_a_connection_whose_peer_stopped_reading_is_cut(start_edge: StartE
         lambda: tcp_state(edge.server.port or 0, stuck_port) != "ESTABLISHED", within=15
     )
     await eventually(lambda: "STUCK" not in edge.server.sessions)
-    assert edge.query("SELECT connected FROM chargers WHERE id = 'STUCK'")[0][0] == 0
+    await eventually(
+        lambda: edge.query("SELECT connected FROM chargers WHERE id = 'STUCK'")[0][0] == 0
+    )
     writer.transport.abort()
