@@ -46,7 +46,8 @@ log = logging.getLogger(__name__)
 SUBPROTOCOL = Subprotocol("ocpp1.6")
 # OCPP's identity is a CiString; a narrow set keeps ids safe in paths, logs and topics.
 CHARGER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,47}")
-# Seconds a closing connection may take; then it is cut, read or not.
+# Seconds a replaced connection's close may take; then it is cut, read or not (as
+# websockets' own close_timeout, once its send buffer has drained).
 CLOSE_TIMEOUT = 5.0
 # Bytes waiting to be sent above which a connection's sends wait (websockets' default).
 WRITE_LIMIT = 2**15
@@ -72,32 +73,33 @@ class OcppServer:
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[Server]:
         """Listen until the block ends, then close every connection (1001 going away)."""
-        try:
-            async with serve(
-                self._handle,
+        async with serve(
+            self._handle,
+            self.settings.host,
+            self.settings.port,
+            subprotocols=[SUBPROTOCOL],
+            process_request=self._check_handshake,
+            compression="deflate" if self.settings.websocket_compression else None,
+            ssl=server_tls_context(self.settings),
+            # Counted per source address from the first moment (edge/ocpp/admission.py).
+            create_connection=connection_class(self.admission),
+            open_timeout=self.settings.handshake_timeout,
+            write_limit=WRITE_LIMIT,
+            ping_interval=self.settings.websocket_ping_interval,
+            ping_timeout=self.settings.websocket_ping_interval,
+            close_timeout=5,
+        ) as server:
+            self.port = server.sockets[0].getsockname()[1]
+            log.info(
+                "OCPP server listening on ws://%s:%s%s/<charger_id>",
                 self.settings.host,
-                self.settings.port,
-                subprotocols=[SUBPROTOCOL],
-                process_request=self._check_handshake,
-                compression="deflate" if self.settings.websocket_compression else None,
-                ssl=server_tls_context(self.settings),
-                open_timeout=self.settings.handshake_timeout,
-                ping_interval=self.settings.websocket_ping_interval,
-                ping_timeout=self.settings.websocket_ping_interval,
-                close_timeout=CLOSE_TIMEOUT,
-                write_limit=WRITE_LIMIT,
-                create_connection=connection_class(self.admission),
-            ) as server:
-                self.port = server.sockets[0].getsockname()[1]
-                log.info(
-                    "OCPP server listening on ws://%s:%s%s/<charger_id>",
-                    self.settings.host,
-                    self.port,
-                    self.settings.path_prefix,
-                )
+                self.port,
+                self.settings.path_prefix,
+            )
+            try:
                 yield server
-        finally:
-            self.passwords.close()
+            finally:
+                self.passwords.close()
 
     def charger_id_of(self, path: str) -> str | None:
         prefix = self.settings.path_prefix.rstrip("/") + "/"
