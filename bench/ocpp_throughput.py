@@ -83,6 +83,9 @@ def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
         config.write_text(
             f'[ocpp]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\n'
             'heartbeat_interval = 300\nunknown_chargers = "accept"\n'
+            # Every load charger comes from loopback, hundreds at once.
+            "max_connections_per_address = 10000\nhandshakes_per_minute_per_address = 100000\n"
+            "max_handshakes_in_progress = 10000\n"
             # The load generator does not play the local-list exchange after each boot,
             # and the API and file server would only compete for ports here.
             "push_local_list = false\n[api]\nport = 0\n[files]\nport = 0\n"

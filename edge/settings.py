@@ -66,6 +66,12 @@ class OcppSettings(_Section):
         60, ge=10, le=3600, description="Seconds a pending or rejected charger waits to boot again."
     )
     unknown_chargers: Literal["reject", "pending", "accept"] = "pending"
+    max_pending_chargers: int = Field(
+        50, ge=1, le=10_000, description="Pending chargers at most; more are refused (503)."
+    )
+    pending_charger_days: int = Field(
+        7, ge=1, le=3650, description="Days unseen after which a pending charger is forgotten."
+    )
     push_local_list: bool = Field(
         True, description="Keep every charger's OCPP local list equal to the card table."
     )
@@ -78,6 +84,33 @@ class OcppSettings(_Section):
     tls_private_key: Path | None = Field(None, description="Its private key (profiles 2, 3).")
     tls_client_ca: Path | None = Field(
         None, description="CA that signs chargers' client certificates (profile 3)."
+    )
+    max_connections_per_address: int = Field(
+        64, ge=1, le=10_000, description="Connections and handshakes one source address may hold."
+    )
+    handshakes_per_minute_per_address: int = Field(
+        120, ge=1, le=100_000, description="Handshakes one source address may start a minute."
+    )
+    max_handshakes_in_progress: int = Field(
+        100, ge=1, le=10_000, description="Handshakes in progress at once, from all addresses."
+    )
+    handshake_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds a handshake (TLS, HTTP, password) may take."
+    )
+    handshake_max_bytes: int = Field(
+        16384, ge=1024, le=1_048_576, description="Bytes a handshake request may have."
+    )
+    password_check_threads: int = Field(
+        1, ge=1, le=8, description="Threads checking Basic-auth passwords (profiles 1, 2)."
+    )
+    password_check_queue: int = Field(
+        8, ge=0, le=1000, description="Password checks waiting at most; more are refused (503)."
+    )
+    password_backoff_seconds: float = Field(
+        1.0, ge=0, le=3600, description="First back-off after a failed login (0 = none)."
+    )
+    password_backoff_max_seconds: float = Field(
+        60.0, ge=0, le=86400, description="Longest back-off of one source address."
     )
     response_timeout: float = Field(
         30.0, gt=0, le=600, description="Seconds to wait for a charger's answer to our call."

@@ -1,4 +1,10 @@
-"""Periodic work for the whole site: reservations that expired, local lists behind."""
+"""Periodic work for the whole site: reservations that expired, local lists behind,
+pending chargers unseen for too long.
+
+Calls to chargers (local list pushes) run in charger lanes, concurrently and each bounded
+by the response timeout: a charger that never answers holds up only its own push, never
+the other chargers' nor the next round of this loop.
+"""
 
 from __future__ import annotations
 
@@ -6,26 +12,61 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
+from datetime import UTC, datetime, timedelta
 
-from edge.clock import utc_now
+from edge.clock import format_utc, utc_now
+from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.command_effects import expire_reservations
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.ocpp.server import OcppServer
+from edge.store import chargers
 
 log = logging.getLogger(__name__)
 
 EVERY_SECONDS = 60.0
+# Forgetting stale pending chargers looks at the transactions table: hourly is enough.
+FORGET_PENDING_EVERY_SECONDS = 3600.0
 
 
 async def run_site_tasks(server: OcppServer, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        expired = await server.context.store.run(
-            functools.partial(expire_reservations, now=utc_now())
+    forgotten_at = -FORGET_PENDING_EVERY_SECONDS
+    async with ChargerLanes() as lanes:
+        while not stop.is_set():
+            expired = await server.context.store.run(
+                functools.partial(expire_reservations, now=utc_now())
+            )
+            if expired:
+                log.info("%d reservations expired", expired)
+            if time.monotonic() - forgotten_at >= FORGET_PENDING_EVERY_SECONDS:
+                forgotten_at = time.monotonic()
+                await forget_stale_pending_chargers(server)
+            if server.settings.push_local_list:
+                for charger_id in await chargers_behind(server):
+                    session = server.sessions.get(charger_id)
+                    # A pending charger is told nothing, least of all the site's cards.
+                    if session is None or session.registration != "accepted":
+                        continue
+                    if not lanes.busy(charger_id):
+                        sync = functools.partial(sync_local_list, server, charger_id)
+                        lanes.submit(charger_id, sync)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=EVERY_SECONDS)
+
+
+async def forget_stale_pending_chargers(server: OcppServer) -> list[str]:
+    """Delete pending chargers unseen for `pending_charger_days` (not connected ones)."""
+    days = server.settings.pending_charger_days
+    unseen_since = format_utc(datetime.now(UTC) - timedelta(days=days))
+    connected = frozenset(server.sessions)
+    forgotten: list[str] = await server.context.store.run(
+        functools.partial(chargers.forget_stale_pending, unseen_since=unseen_since, keep=connected)
+    )
+    if forgotten:
+        log.info(
+            "forgot %d pending charger(s) unseen for %d days: %s",
+            len(forgotten),
+            days,
+            ", ".join(forgotten[:10]) + (" ..." if len(forgotten) > 10 else ""),
         )
-        if expired:
-            log.info("%d reservations expired", expired)
-        if server.settings.push_local_list:
-            for charger_id in await chargers_behind(server):
-                await sync_local_list(server, charger_id)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=EVERY_SECONDS)
+    return forgotten

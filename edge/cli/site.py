@@ -112,6 +112,14 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
             rows,
         )
     )
+    pending = sum(1 for row in rows if row[2] == "pending")
+    if pending:
+        ocpp = settings.ocpp
+        print(
+            f"\n{pending} pending of at most {ocpp.max_pending_chargers} "
+            f"(forgotten after {ocpp.pending_charger_days} days unseen): "
+            "ocpp-edge chargers accept ID, or reject ID"
+        )
     return 0
 
 

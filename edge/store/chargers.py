@@ -49,6 +49,66 @@ def ensure_charger(db: Database, charger_id: str, unknown_chargers: str, now: st
     return str(row[0])
 
 
+def count_pending(db: Database) -> int:
+    row = db.execute("SELECT count(*) FROM chargers WHERE registration = 'pending'").fetchone()
+    return int(row[0])
+
+
+def admit_charger(
+    db: Database, charger_id: str, unknown_chargers: str, max_pending: int, now: str
+) -> str | None:
+    """The registration of a charger at its handshake, registering a new one by
+    `unknown_chargers`; None when it must be turned away: unknown under "reject", or
+    new under "pending" while `max_pending` chargers already wait for acceptance."""
+    row = db.execute("SELECT registration FROM chargers WHERE id = ?", [charger_id]).fetchone()
+    if row is not None:
+        return str(row[0])
+    if unknown_chargers == "reject":
+        return None
+    if unknown_chargers == "pending" and count_pending(db) >= max_pending:
+        return None
+    return ensure_charger(db, charger_id, unknown_chargers, now)
+
+
+# Rows that name a charger without ON DELETE CASCADE, deleted with a forgotten pending
+# charger. (Its connectors, status history, configuration, profiles and local list go
+# by cascade; transactions and unmatched stops keep it; commands, frames in the message
+# log and meter values outside transactions name it without a key and age out with them.)
+PENDING_DEPENDANTS = (
+    "security_events",
+    "data_transfers",
+    "charger_job_status",
+    "certificate_requests",
+    "reservations",
+)
+
+
+def forget_stale_pending(
+    db: Database, unseen_since: str, keep: frozenset[str], limit: int = 100
+) -> list[str]:
+    """Delete up to `limit` pending chargers not seen since `unseen_since` (never connected
+    ones, nor those in `keep`, nor any with a transaction on record), with what hangs off
+    them; their ids."""
+    stale = [
+        str(row[0])
+        for row in db.execute(
+            "SELECT id FROM chargers WHERE registration = 'pending' AND connected = 0 "
+            "AND coalesce(last_seen_at, created_at) < ? "
+            "AND NOT EXISTS (SELECT 1 FROM transactions WHERE charger_id = chargers.id) "
+            "AND NOT EXISTS (SELECT 1 FROM unmatched_stops WHERE charger_id = chargers.id) "
+            "ORDER BY coalesce(last_seen_at, created_at) LIMIT ?",
+            [unseen_since, limit + len(keep)],
+        )
+        if row[0] not in keep
+    ][:limit]
+    if stale:
+        marks = ", ".join("?" for _ in stale)
+        for table in PENDING_DEPENDANTS:
+            db.execute(f"DELETE FROM {table} WHERE charger_id IN ({marks})", stale)
+        db.execute(f"DELETE FROM chargers WHERE id IN ({marks})", stale)
+    return stale
+
+
 def record_boot(db: Database, charger_id: str, details: dict[str, Any], now: str) -> None:
     columns = {column: details.get(field) for field, column in BOOT_FIELDS.items()}
     assignments = ", ".join(f"{column} = ?" for column in columns)

@@ -48,7 +48,9 @@ async def refused_status(url: str, **options: object) -> int:
 
 
 async def test_profile_1_basic_auth(start_edge: StartEdge) -> None:
-    edge = await start_edge(security_profile=1)
+    # Wrong logins one after another from one address: no back-off between them here
+    # (tests/adversarial/test_auth_flood.py has it).
+    edge = await start_edge(security_profile=1, password_backoff_seconds=0)
     set_password(edge, "CP1")
     assert await boots(f"{edge.url}/CP1", additional_headers=basic("CP1", PASSWORD))
     assert (
