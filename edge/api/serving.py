@@ -16,12 +16,24 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+# After stop(): requests in flight (an upload, a download, a command waiting for a
+# charger) get this long to finish, then they are cancelled.
+REQUEST_GRACE_SECONDS = 1  # uvicorn takes whole seconds
+
+
 class EmbeddedHttpServer:
-    """`await server.serve()` in a task; `server.stop()` to end it."""
+    """`await server.serve()` in a task; `server.stop()` to end it: no new connections,
+    and those in flight end within REQUEST_GRACE_SECONDS."""
 
     def __init__(self, app: FastAPI, host: str, port: int) -> None:
         config = uvicorn.Config(
-            app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            timeout_graceful_shutdown=REQUEST_GRACE_SECONDS,
         )
         self._server = _EmbeddedServer(config)
 
