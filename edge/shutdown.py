@@ -97,7 +97,7 @@ def run_daemon(
     stopping = _Stopping(loop, stop_timeout, on_signal)
     failure: BaseException | None = None
     try:
-        loop.run_until_complete(stopping.run(main))
+        loop.run_until_complete(loop.create_task(stopping.run(main), name="main"))
     except BaseException as error:  # raised again below, once the loop is finished
         failure = error
     loop.run_until_complete(_finish_loop(loop))
@@ -171,7 +171,9 @@ class _Stopping:
         if self.on_signal is not None:
             self.on_signal()
         log.info(
-            "%s: stopping (at once after %g s, or on a second signal)", name, self.stop_timeout
+            "%s: stopping (a second signal, or %g s without an end, ends it at once)",
+            name,
+            self.stop_timeout,
         )
         assert self._stop is not None
         # RuntimeError: the loop is closed, the daemon is ending anyway.
@@ -232,6 +234,9 @@ def names(tasks: Iterable[asyncio.Task[Any]]) -> str:
     described = []
     for task in sorted(tasks, key=lambda task: task.get_name()):
         coroutine = task.get_coro()
+        code = getattr(coroutine, "cr_code", None)
+        if code is not None and Path(code.co_filename).parent.name == "asyncio":
+            continue  # a helper of another task (stop.wait(), a queue's get())
         name = task.get_name()
         if name.startswith("Task-"):
             name = getattr(coroutine, "__qualname__", name)
@@ -285,13 +290,14 @@ def _idle(thread: threading.Thread) -> bool:
 
 def _innermost_frame(coroutine: Any) -> FrameType | None:
     """The frame of the innermost coroutine `coroutine` awaits (through `await`s and
-    `yield from`s), where the task really waits."""
+    `yield from`s) outside asyncio itself: where the task's own code waits."""
     frame = None
     while coroutine is not None:
         inner = getattr(coroutine, "cr_frame", None) or getattr(coroutine, "gi_frame", None)
         if inner is None:
             break
-        frame = inner
+        if Path(inner.f_code.co_filename).parent.name != "asyncio":
+            frame = inner
         coroutine = getattr(coroutine, "cr_await", None) or getattr(coroutine, "gi_yieldfrom", None)
     return frame
 

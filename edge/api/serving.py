@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import Iterator
 
 import uvicorn
@@ -21,6 +23,18 @@ class _EmbeddedServer(uvicorn.Server):
 REQUEST_GRACE_SECONDS = 1  # uvicorn takes whole seconds
 
 
+class _CutAtStop(logging.Filter):
+    """A request cut at the stop is expected, not an error: uvicorn logs each as an
+    "Exception in ASGI application" with the traceback of its cancellation."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            return False
+        if "timeout graceful shutdown exceeded" in record.getMessage():
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 class EmbeddedHttpServer:
     """`await server.serve()` in a task; `server.stop()` to end it: no new connections,
     and those in flight end within REQUEST_GRACE_SECONDS."""
@@ -36,6 +50,9 @@ class EmbeddedHttpServer:
             timeout_graceful_shutdown=REQUEST_GRACE_SECONDS,
         )
         self._server = _EmbeddedServer(config)
+        errors = logging.getLogger("uvicorn.error")
+        if not any(isinstance(each, _CutAtStop) for each in errors.filters):
+            errors.addFilter(_CutAtStop())
 
     async def serve(self) -> None:
         await self._server.serve()
