@@ -68,7 +68,8 @@ class StoppableTaskGroup(asyncio.TaskGroup):
     ) -> asyncio.Task[T]:
         task = super().create_task(coro, name=name, context=context)
         if self._stopping:
-            # Started by a charger's message during the stop: it would outlive it.
+            # Started during the stop (a charger's message can start one): it would
+            # outlive the stop.
             task.cancel()
             return task
         self.running.add(task)

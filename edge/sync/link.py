@@ -92,33 +92,36 @@ class SyncLink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect with back-off after failures."""
-        retry_in = FIRST_RETRY_SECONDS
         try:
-            while not stop.is_set():
-                try:
-                    await self._connected_session(stop)
-                    retry_in = FIRST_RETRY_SECONDS
-                except* aiomqtt.MqttError as errors:
-                    log.warning(
-                        "cloud link to %s:%s down: %s; trying again in %.0f s",
-                        self.settings.broker_host,
-                        self.settings.broker_port,
-                        errors.exceptions[0],
-                        retry_in,
-                    )
-                except* Exception:
-                    # The site goes on without the cloud: a failing link is retried, never
-                    # allowed to stop the daemon.
-                    log.exception("cloud link failed; trying again in %.0f s", retry_in)
-                self.connected = False
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), timeout=retry_in)
-                retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
+            await self._stay_connected(stop)
         finally:
             # Also when the link itself is cancelled: commands waiting for a charger
             # are the link's to end (the cloud sees them expire).
             for task in self._commands:
                 task.cancel()
+
+    async def _stay_connected(self, stop: asyncio.Event) -> None:
+        retry_in = FIRST_RETRY_SECONDS
+        while not stop.is_set():
+            try:
+                await self._connected_session(stop)
+                retry_in = FIRST_RETRY_SECONDS
+            except* aiomqtt.MqttError as errors:
+                log.warning(
+                    "cloud link to %s:%s down: %s; trying again in %.0f s",
+                    self.settings.broker_host,
+                    self.settings.broker_port,
+                    errors.exceptions[0],
+                    retry_in,
+                )
+            except* Exception:
+                # The site goes on without the cloud: a failing link is retried, never
+                # allowed to stop the daemon.
+                log.exception("cloud link failed; trying again in %.0f s", retry_in)
+            self.connected = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=retry_in)
+            retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
 
     def _new_client(self) -> aiomqtt.Client:
         offline = wire.EdgeStatus(state="offline").model_dump_json(exclude_none=True)
