@@ -191,8 +191,11 @@ class SyncLink:
                 lambda db: pending_batch(db, edge_id, limit, BATCH_MAX_BYTES)
             )
             if batch is None:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+                # comes as the event is set, and the link would outlive the daemon's stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_grew.wait(), timeout=5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._outbox_grew.wait()
                 continue
             await client.publish(self.topics.events, batch.payload, qos=1)
             try:
