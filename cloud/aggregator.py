@@ -213,8 +213,11 @@ class Aggregator:
         `resend_interval` to every online edge."""
         interval = self.settings.desired.resend_interval
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+            # comes as the event is set (a batch stored just before the stop).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._desired_changed.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._desired_changed.wait()
             self._desired_changed.clear()
             if self._send_now:
                 edges, self._send_now = self._send_now, set()

@@ -1,11 +1,12 @@
 """The aggregator's composition root: opens the store (migrating it), loads the fleet's
-signing key, runs the MQTT side and the REST API on one event loop until SIGTERM."""
+signing key, runs the MQTT side and the REST API on one event loop until `stop` is set
+(SIGTERM/SIGINT under `ocpp-cloud run`, see edge/shutdown.py), then stops them: no new
+requests, tasks ended (or cancelled after a grace period), the store's pool closed."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from cloud.firmware import load_or_create_signing_key
 from cloud.settings import CloudSettings
 from cloud.store.database import open_store
 from edge.api.serving import EmbeddedHttpServer
+from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,13 @@ async def run_cloud(
     stop: asyncio.Event | None = None,
     on_ready: Callable[[CloudSite], None] | None = None,
 ) -> None:
+    """Run the aggregator until `stop` is set (never, when None: until cancelled)."""
     stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
     engine = await asyncio.to_thread(open_store, settings.store.url)
     try:
         key = await asyncio.to_thread(load_or_create_signing_key, settings.signing_key_path())
         aggregator = Aggregator(settings, engine)
-        async with asyncio.TaskGroup() as tasks:
+        async with StoppableTaskGroup() as tasks:
             tasks.create_task(aggregator.run(stop), name="aggregator")
             api = None
             if settings.api.port:
@@ -57,16 +59,11 @@ async def run_cloud(
             if on_ready is not None:
                 on_ready(CloudSite(aggregator, api, engine, key))
             await stop.wait()
+            log.info("stopping: no new requests, leaving the broker")
             if api is not None:
                 api.stop()
+            await tasks.stop(STOP_GRACE_SECONDS)
     finally:
+        # A batch whose commit was under way when its task was cancelled finishes in its
+        # thread, unacknowledged: the edge sends it again.
         engine.dispose()
-
-
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(number, stop.set)
-        except (NotImplementedError, RuntimeError):
-            return  # not the main thread: the caller stops it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -103,11 +102,13 @@ def _settings(arguments: argparse.Namespace) -> CloudSettings:
 
 def cmd_run(arguments: argparse.Namespace) -> int:
     from cloud.app import run_cloud
+    from edge.shutdown import run_daemon
 
     settings = _settings(arguments)
     configure_logging("INFO")
-    asyncio.run(run_cloud(settings))
-    return 0
+    return run_daemon(
+        lambda stop: run_cloud(settings, stop=stop), stop_timeout=settings.service.stop_timeout
+    )
 
 
 def cmd_edges(arguments: argparse.Namespace) -> int:

@@ -168,6 +168,16 @@ class EnrollmentSettings(_Section):
         return self
 
 
+class ServiceSettings(_Section):
+    stop_timeout: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="Seconds from SIGTERM after which the aggregator ends itself, naming "
+        "what had not stopped.",
+    )
+
+
 class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -180,6 +190,7 @@ class CloudSettings(FileThenEnvironment):
     firmware: FirmwareSettings = FirmwareSettings()
     limits: LimitSettings = LimitSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
+    service: ServiceSettings = ServiceSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

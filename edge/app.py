@@ -1,5 +1,7 @@
 """The composition root: builds every part of the edge from the settings and runs
-them until SIGTERM/SIGINT, then drains connections and flushes the store."""
+them until `stop` is set (SIGTERM/SIGINT under `ocpp-edge run`, see edge/shutdown.py),
+then stops them in order, each step bounded: no new chargers or requests, tasks ended
+(or cancelled after a grace period), connections closed, the store flushed."""
 
 from __future__ import annotations
 
@@ -7,12 +9,12 @@ import asyncio
 import contextlib
 import functools
 import logging
-import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
 from sqlite_utils import Database
+from websockets.asyncio.server import Server
 
 from edge.api.app import create_api
 from edge.api.serving import EmbeddedHttpServer
@@ -33,6 +35,7 @@ from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
 from edge.service import ServiceNotifier
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
+from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
@@ -48,6 +51,8 @@ log = logging.getLogger(__name__)
 DEMO_CARDS_PER_CHARGER = 4
 DEMO_READER = "demo-reader"
 HEALTH_EVERY_SECONDS = 3600.0
+# Chargers get this long to answer the closing handshake before their connection is cut.
+CLOSE_CONNECTIONS_SECONDS = 1.0
 
 
 def demo_cards(charger_number: int) -> list[str]:
@@ -80,11 +85,10 @@ async def run_edge(
     on_ready: Callable[[Site], None] | None = None,
     hardware: Hardware | None = None,
 ) -> None:
-    """Run the edge daemon until `stop` is set (or a termination signal arrives).
+    """Run the edge daemon until `stop` is set (never, when None: until cancelled).
     `hardware`: the machine's own pins, buses and devices unless fakes are given."""
     stop = stop or asyncio.Event()
     hardware = hardware or Hardware()
-    _stop_on_signals(stop)
     async with StoreWriter(settings.store.path) as store:
         await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
         authority = await asyncio.to_thread(
@@ -103,10 +107,12 @@ async def run_edge(
             )
         )
         async with (
-            server.serving(),
+            server.serving() as listener,
             contextlib.AsyncExitStack() as stack,
-            asyncio.TaskGroup() as tasks,
+            StoppableTaskGroup() as tasks,
         ):
+            # The last of the stack's steps, just before the server's own exit.
+            stack.push_async_callback(_close_charger_connections, listener)
             if settings.ocpp.push_local_list:
                 server.context.after_boot.append(
                     lambda charger_id: _start(tasks, sync_local_list(server, charger_id))
@@ -119,8 +125,8 @@ async def run_edge(
             if settings.smart_charging.site_limit_w:
                 balancer = SiteLimitBalancer(server, settings.smart_charging)
                 server.context.events.subscribe(balancer.on_event)
-                tasks.create_task(balancer.run(stop))
-            tasks.create_task(run_site_tasks(server, stop))
+                tasks.create_task(balancer.run(stop), name="site-limit")
+            tasks.create_task(run_site_tasks(server, stop), name="site-tasks")
             if settings.demo.chargers:
                 count = settings.demo.chargers
                 await store.run(lambda db: _enroll_demo_cards(db, count))
@@ -131,17 +137,21 @@ async def run_edge(
                     tasks.create_task(
                         run_simulated_charger(
                             url, f"demo-{number}", SimulatedChargerConfig(), plan, stop=stop
-                        )
+                        ),
+                        name=f"demo-charger-{number}",
                     )
             if settings.store.message_log_days:
-                tasks.create_task(_prune_message_log(store, settings.store.message_log_days, stop))
+                tasks.create_task(
+                    _prune_message_log(store, settings.store.message_log_days, stop),
+                    name="message-log-pruning",
+                )
             files = FileDirectory(settings.files.directory)
             file_server = None
             if settings.files.port:
                 file_server = EmbeddedHttpServer(
                     create_file_server(files, store), settings.files.host, settings.files.port
                 )
-                tasks.create_task(file_server.serve())
+                tasks.create_task(file_server.serve(), name="file-server")
             if settings.files.ftp_port:
                 ftp = UploadFtpServer(
                     files.uploads,
@@ -178,7 +188,7 @@ async def run_edge(
                     settings.api.host,
                     settings.api.port,
                 )
-                tasks.create_task(api.serve())
+                tasks.create_task(api.serve(), name="local-api")
             for http_server in (api, file_server):
                 while http_server and not http_server.started:  # noqa: ASYNC110 - no event
                     await asyncio.sleep(0.01)
@@ -191,11 +201,14 @@ async def run_edge(
                 on_ready(site)
             await stop.wait()
             service.stopping()
+            log.info("stopping: closing charger connections and flushing the store")
+            # No new chargers, and 1001 (going away) to each connected one.
+            listener.close()
             for http_server in (api, file_server):
                 if http_server is not None:
                     http_server.stop()
-            log.info("stopping: closing charger connections and flushing the store")
-    log.info("stopped after %d store commits of %d units", store.commits, store.units_committed)
+            await tasks.stop(STOP_GRACE_SECONDS)
+    log.info("store closed after %d commits of %d units", store.commits, store.units_committed)
 
 
 async def _start_readers(
@@ -280,7 +293,7 @@ async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event)
         prune = functools.partial(
             message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
         )
-        while await store.run(prune) == chunk:
+        while await store.run(prune) == chunk and not stop.is_set():
             pass
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=3600)
@@ -305,11 +318,20 @@ def _start(tasks: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
     tasks.create_task(work)
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for number in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(number, stop.set)
-        except (NotImplementedError, RuntimeError):
-            # Not the main thread (tests run the edge in a thread): the caller stops it.
-            return
+async def _close_charger_connections(listener: Server) -> None:
+    """Wait for the closing handshakes `listener.close()` started; cut the connections
+    of chargers that do not answer within CLOSE_CONNECTIONS_SECONDS."""
+    listener.close()  # idempotent: already called when the stop began
+    try:
+        async with asyncio.timeout(CLOSE_CONNECTIONS_SECONDS):
+            await listener.wait_closed()
+    except TimeoutError:
+        # Not answering, or not reading what we send (a close() would wait for that).
+        silent = list(listener.all_connections)
+        log.warning(
+            "%d charger connections not closed within %g s: cut",
+            len(silent),
+            CLOSE_CONNECTIONS_SECONDS,
+        )
+        for connection in silent:
+            connection.transport.abort()

@@ -412,6 +412,16 @@ class DemoSettings(_Section):
     )
 
 
+class ServiceSettings(_Section):
+    stop_timeout: float = Field(
+        10.0,
+        ge=1,
+        le=300,
+        description="Seconds from SIGTERM after which the daemon ends itself, naming what "
+        "had not stopped; keep it below the unit's TimeoutStopSec (30).",
+    )
+
+
 class Settings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_EDGE_", env_nested_delimiter="__", extra="forbid"
@@ -425,6 +435,7 @@ class Settings(FileThenEnvironment):
     smart_charging: SmartChargingSettings = SmartChargingSettings()
     log: LogSettings = LogSettings()
     demo: DemoSettings = DemoSettings()
+    service: ServiceSettings = ServiceSettings()
     readers: list[ReaderSettings] = []
     taps: TapSettings = TapSettings()
     authorization: AuthorizationSettings = AuthorizationSettings()

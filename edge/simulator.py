@@ -16,6 +16,7 @@ import logging
 import random
 import urllib.parse
 import urllib.request
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -671,20 +672,15 @@ async def run_simulated_charger(
     *,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Connect, boot and keep charging cars until `stop` is set; reconnect if dropped."""
+    """Connect, boot and keep charging cars until `stop` is set; reconnect if dropped.
+    Whatever the charger is doing when `stop` is set (waiting for an answer, for a
+    Pending registration's retry) is cancelled."""
     config = config or SimulatedChargerConfig()
     plan = plan or DemoPlan()
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            address = f"{url}/{charger_id}"
-            async with connect(address, subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-                charger = SimulatedCharger(charger_id, connection, config)
-                listener = asyncio.create_task(charger.start())
-                try:
-                    await _live(charger, plan, stop)
-                finally:
-                    listener.cancel()
+            await _until_stopped(stop, _connect_and_live(url, charger_id, config, plan))
         except (TimeoutError, OSError) as error:
             log.info("%s: cannot reach the central system (%s); retrying", charger_id, error)
         except Exception as error:
@@ -694,7 +690,43 @@ async def run_simulated_charger(
                 await asyncio.wait_for(stop.wait(), timeout=2.0)
 
 
-async def _live(charger: SimulatedCharger, plan: DemoPlan, stop: asyncio.Event) -> None:
+async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
+    """Run `work` until it returns or `stop` is set (then cancel it)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopping):
+            pending.cancel()
+        await asyncio.gather(task, stopping, return_exceptions=True)
+    error = None if task.cancelled() else task.exception()
+    if error is not None:
+        raise error
+
+
+async def _connect_and_live(
+    url: str, charger_id: str, config: SimulatedChargerConfig, plan: DemoPlan
+) -> None:
+    address = f"{url}/{charger_id}"
+    async with connect(
+        address, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=10, close_timeout=2
+    ) as connection:
+        charger = SimulatedCharger(charger_id, connection, config)
+        listener = asyncio.create_task(charger.start(), name=f"{charger_id}-listener")
+        try:
+            await _live(charger, plan)
+        finally:
+            # The charger's own tasks end with its connection.
+            owned = [listener, *charger._background]
+            for task in owned:
+                task.cancel()
+            await asyncio.gather(*owned, return_exceptions=True)
+
+
+async def _live(charger: SimulatedCharger, plan: DemoPlan) -> None:
+    """Boot (again after each Pending or Rejected answer's interval), report status,
+    then charge cars until the connection closes."""
     boot = await charger.boot()
     while boot.status != "Accepted":
         await asyncio.sleep(boot.interval)
@@ -706,11 +738,7 @@ async def _live(charger: SimulatedCharger, plan: DemoPlan, stop: asyncio.Event) 
         asyncio.create_task(_charge_cars(charger, number, plan)) for number in charger.connectors
     ]
     try:
-        closed = asyncio.create_task(charger._connection.wait_closed())
-        waiting = asyncio.create_task(stop.wait())
-        await asyncio.wait([closed, waiting], return_when=asyncio.FIRST_COMPLETED)
-        closed.cancel()
-        waiting.cancel()
+        await charger._connection.wait_closed()
     finally:
         for task in loops:
             task.cancel()

@@ -128,10 +128,16 @@ class TapFlow:
                 if post is not None:
                     post.feedback.signal(Signal.ERROR, "Edge error")
 
-    async def close(self) -> None:
-        """Wait for taps being handled, then turn the feedback off."""
+    async def close(self, wait_seconds: float = 0.5) -> None:
+        """Wait a moment for taps being handled (one waiting for a charger's answer is
+        cancelled: its decision is stored already), then turn the feedback off."""
         if self._handling:
-            await asyncio.wait(self._handling, timeout=5)
+            await asyncio.wait(set(self._handling), timeout=wait_seconds)
+        unfinished = list(self._handling)
+        for task in unfinished:
+            task.cancel()
+        if unfinished:
+            await asyncio.wait(unfinished, timeout=wait_seconds)
         for underway in [*self._starting.values(), *self._stopping.values()]:
             if underway.expiry is not None:
                 underway.expiry.cancel()

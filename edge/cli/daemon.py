@@ -30,6 +30,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 def cmd_run(arguments: argparse.Namespace) -> int:
     from edge.app import run_edge
+    from edge.service import ServiceNotifier
+    from edge.shutdown import run_daemon
 
     # One socket per charger: lift the open-files limit as far as the system allows.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -41,8 +43,12 @@ def cmd_run(arguments: argparse.Namespace) -> int:
         settings.ocpp.unknown_chargers = "accept"
     if settings.demo.chargers:
         _print_demo_banner(settings, path)
-    asyncio.run(run_edge(settings))
-    return 0
+    return run_daemon(
+        lambda stop: run_edge(settings, stop=stop),
+        stop_timeout=settings.service.stop_timeout,
+        # STOPPING=1 at once, even while the event loop is busy.
+        on_signal=ServiceNotifier().stopping,
+    )
 
 
 def _print_demo_banner(settings: Settings, path: Path | None) -> None:

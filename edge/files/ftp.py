@@ -22,6 +22,9 @@ from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
+# How long the daemon's stop waits for the FTP thread (a daemon thread: not joined at exit).
+STOP_SECONDS = 1.0
+
 
 class UploadFtpServer:
     """`async with UploadFtpServer(...) as ftp:`: listening until the block ends."""
@@ -68,6 +71,10 @@ class UploadFtpServer:
         self._server.close_all()
 
     async def __aexit__(self, *exc_info: Any) -> None:
+        # The thread sees this within one poll (0.2 s), then closes every connection:
+        # an upload cut off half-way is deleted (on_incomplete_file_received).
         self._stop.set()
         if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+            await asyncio.to_thread(self._thread.join, STOP_SECONDS)
+            if self._thread.is_alive():
+                log.warning("FTP server still closing after %g s: not waited for", STOP_SECONDS)

@@ -92,6 +92,15 @@ class SyncLink:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect with back-off after failures."""
+        try:
+            await self._stay_connected(stop)
+        finally:
+            # Also when the link itself is cancelled: commands waiting for a charger
+            # are the link's to end (the cloud sees them expire).
+            for task in self._commands:
+                task.cancel()
+
+    async def _stay_connected(self, stop: asyncio.Event) -> None:
         retry_in = FIRST_RETRY_SECONDS
         while not stop.is_set():
             try:
@@ -113,8 +122,6 @@ class SyncLink:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=retry_in)
             retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
-        for task in self._commands:
-            task.cancel()
 
     def _new_client(self) -> aiomqtt.Client:
         offline = wire.EdgeStatus(state="offline").model_dump_json(exclude_none=True)
@@ -184,8 +191,11 @@ class SyncLink:
                 lambda db: pending_batch(db, edge_id, limit, BATCH_MAX_BYTES)
             )
             if batch is None:
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
+                # comes as the event is set, and the link would outlive the daemon's stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._outbox_grew.wait(), timeout=5.0)
+                    async with asyncio.timeout(5.0):
+                        await self._outbox_grew.wait()
                 continue
             await client.publish(self.topics.events, batch.payload, qos=1)
             try:
