@@ -1,7 +1,9 @@
 """The local operator API: read the site, send any OCPP command to a charger.
 
-Bound to loopback by default; bound anywhere else it requires a bearer token. Errors
-say what happened in words: 404 unknown charger, 409 charger offline or connector
+Bound to loopback by default; bound anywhere else it requires a bearer token. Without a
+token it serves only this machine's clients that pass the browser checks of
+edge/api/access.py (Host, Origin, JSON bodies); bodies are limited (`api.max_body_bytes`).
+Errors say what happened in words: 404 unknown charger, 409 charger offline or connector
 busy, 422 bad arguments, 502 the charger refused (CALLERROR), 504 no answer in time.
 """
 
@@ -12,11 +14,14 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from sqlite_utils import Database
+from starlette.types import ASGIApp
 
-from edge.api.tokens import bearer_token_check
+from edge.api.access import AccessGuard, AccessPolicy
+from edge.api.body_limit import BodyLimit
+from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import (
     CSMS_INITIATED,
@@ -31,7 +36,7 @@ from edge.ocpp.commands import (
 from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
-from edge.settings import Settings
+from edge.settings import ApiSettings, Settings, parse_networks
 from edge.store import card_decisions, chargers, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink
@@ -60,7 +65,6 @@ def create_api(
         title="ocpp-edge local API",
         description="Read the site and send OCPP 1.6 commands to its chargers.",
         version="1",
-        dependencies=[Depends(bearer_token_check(settings.api.token))],
     )
     store = server.context.store
 
@@ -167,6 +171,32 @@ def create_api(
     return api
 
 
+# Served to anyone: what the API is, not what the site holds (`ocpp-edge doctor` asks it).
+OPEN_ROUTES = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def protect_local_api(api: FastAPI, settings: ApiSettings) -> ASGIApp:
+    """The API behind its access checks and body limit: what the server runs."""
+    policy = AccessPolicy.build(
+        token=settings.token,
+        # Without a token, this machine's clients (the CLI) are served: the API binds to
+        # loopback then (settings refuse otherwise).
+        trust_loopback=not settings.token,
+        bind_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        trusted_proxies=settings.trusted_proxies,
+        open_routes=OPEN_ROUTES,
+    )
+    return AccessGuard(BodyLimit(api, settings.max_body_bytes), policy)
+
+
+def local_api_server(api: FastAPI, settings: ApiSettings) -> EmbeddedHttpServer:
+    limits = ConnectionLimits.of(settings, parse_networks(settings.trusted_proxies))
+    return EmbeddedHttpServer(
+        protect_local_api(api, settings), settings.host, settings.port, limits, "local API"
+    )
+
+
 def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, action: str) -> None:
     async def command(
         charger_id: str,
@@ -181,7 +211,10 @@ def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, act
         if not isinstance(payload, dict):
             raise InvalidArguments("the body is a JSON object of the command's fields")
         arguments = resolve_file_locations(
-            action, {snake_case(key): value for key, value in payload.items()}, settings.files
+            action,
+            {snake_case(key): value for key, value in payload.items()},
+            settings.files,
+            charger_id,
         )
         await _refuse_if_connector_busy(server, charger_id, action, arguments)
         result = await send_command(server, charger_id, action, arguments, answer_within=wait)
