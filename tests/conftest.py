@@ -23,6 +23,9 @@ from edge.settings import Settings
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer, PostgresUnavailable
 
+# The token every test aggregator's REST API asks for (it refuses to start without one).
+CLOUD_API_TOKEN = "test-fleet-token"
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -196,6 +199,10 @@ class RunningCloud:
         assert self.site.api is not None
         return f"http://127.0.0.1:{self.site.api.port}"
 
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.api.token}"}
+
 
 StartCloud = Callable[..., Awaitable[RunningCloud]]
 
@@ -215,7 +222,7 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
         settings = CloudSettings(
             store={"url": store_url or f"sqlite:///{directory / 'cloud.db'}"},
             mqtt=mqtt | sections.pop("mqtt", {}),
-            api={"port": free_port()},
+            api={"port": free_port(), "token": CLOUD_API_TOKEN} | sections.pop("api", {}),
             desired={"resend_interval": 1.0},
             firmware={
                 "directory": directory / "firmware",

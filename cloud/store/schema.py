@@ -22,8 +22,9 @@ Each table holds one concept:
   with each (no foreign key to the image: an edge may report one the cloud removed).
 - `commands`: operator commands, from creation to the edge's result.
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
-  (never the code), with the edge id, the expiry, and when, from where and for which
-  certificate (serial) it was used. No foreign key: the edge has not been in touch yet.
+  (never the code), with the edge id, the expiry, whether it may replace the edge's live
+  identity, and when, from where and for which certificate (serial, expiry) it was used.
+  No foreign key: the edge has not been in touch yet.
 
 Times are aware UTC datetimes (`UtcDateTime`); JSON documents are JSONB on PostgreSQL.
 Migrations (cloud/store/migrations/versions) create exactly this; a test compares them.
@@ -51,6 +52,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -305,4 +307,6 @@ enrollment_codes = Table(
     Column("used_at", UtcDateTime),
     Column("used_by", Text),
     Column("certificate_serial", Text),
+    Column("replaces_identity", Boolean, nullable=False, server_default=false()),
+    Column("certificate_expires_at", UtcDateTime),
 )
