@@ -100,7 +100,7 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
     if command.action == "firmware_rollout":
         # Install at once unless the operator set a time.
         arguments.setdefault("retrieve_date", utc_now())
-    return action, resolve_file_locations(action, arguments, files)
+    return action, resolve_file_locations(action, arguments, files, command.charger_id)
 
 
 async def run_command(
