@@ -95,13 +95,14 @@ def make_settings(
         "push_local_list": False,
         **ocpp,
     }
+    sections = dict(sections or {})
     return Settings(
         ocpp=ocpp,
         store={"path": tmp_path / "edge.db"},
-        api={"port": free_port() if with_api else 0},
+        api={"port": free_port() if with_api else 0, **sections.pop("api", {})},
         files={"directory": tmp_path / "files", "port": 0, **(files or {})},
         smart_charging=smart_charging or {},
-        **{"taps": {"socket": tmp_path / "taps.sock"}, **(sections or {})},
+        **{"taps": {"socket": tmp_path / "taps.sock"}, **sections},
     )
 
 
@@ -212,11 +213,14 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
     """`cloud = await start_cloud(broker, store_url=...)`: the aggregator in this event
     loop, SQLite in tmp_path by default; stopped at teardown."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    started = 0
 
     async def start(
         broker: Mosquitto, *, store_url: str | None = None, **sections: Any
     ) -> RunningCloud:
-        directory = tmp_path / f"cloud-{len(running)}"
+        nonlocal started
+        directory = tmp_path / f"cloud-{started}"
+        started += 1
         directory.mkdir()
         mqtt = {"broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5}
         settings = CloudSettings(
@@ -236,7 +240,8 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
         running.append((stop, task))
         await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
-            task.result()
+            running.remove((stop, task))
+            task.result()  # raises what stopped the aggregator from starting
         return RunningCloud(settings, ready.result(), stop, task)
 
     yield start

@@ -70,24 +70,28 @@ def test_an_edge_in_touch_has_a_live_identity(engine: Engine) -> None:
     assert live is not None and "in touch" in live
 
 
+def _race(engine: Engine, edge_id: str, digests: list[str]) -> list[str]:
+    """Use every code at once, from one thread each; the outcomes."""
+    now = utc_now()
+    for digest in digests:
+        add_code(engine, digest, edge_id, now, now + timedelta(hours=1))
+    outcomes: list[str] = []
+    start = threading.Barrier(len(digests))
+
+    def enroll(digest: str) -> None:
+        start.wait()
+        outcome, _ = use_code(engine, digest, now, "192.0.2.1", digest[:4], now + timedelta(1))
+        outcomes.append(outcome)
+
+    threads = [threading.Thread(target=enroll, args=(digest,)) for digest in digests]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sorted(outcomes)
+
+
 def test_two_first_enrollments_racing_enroll_one(engine: Engine) -> None:
     for round_ in range(5):
-        now = utc_now()
-        edge_id = f"race-{now.timestamp()}"
         digests = [f"{round_:02x}{n:02x}" * 16 for n in range(1, 9)]
-        for digest in digests:
-            add_code(engine, digest, edge_id, now, now + timedelta(hours=1))
-        outcomes: list[str] = []
-        start = threading.Barrier(len(digests))
-
-        def enroll(digest: str) -> None:
-            start.wait()
-            outcome, _ = use_code(engine, digest, now, "192.0.2.1", digest[:4], now + timedelta(1))
-            outcomes.append(outcome)
-
-        threads = [threading.Thread(target=enroll, args=(digest,)) for digest in digests]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sorted(outcomes) == ["identity"] * 7 + ["used"]
+        assert _race(engine, f"race-{round_}", digests) == ["identity"] * 7 + ["used"]
