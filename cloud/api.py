@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 from starlette.types import ASGIApp
@@ -47,7 +48,9 @@ from cloud.firmware import make_offer, public_key_text
 from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
+from cloud.store.desired import DesiredStateError
 from edge.api.access import AccessGuard, AccessPolicy, BodyTypes
+from edge.api.answers import GUARD_RESPONSES, problem
 from edge.api.body_limit import BodyLimit, RouteLimit
 from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
 from edge.enrollment import (
@@ -99,10 +102,20 @@ def create_cloud_api(
         description="The fleet: edges, chargers, transactions; cards, firmware, commands; "
         "enrolling edges.",
         version="1",
+        responses=GUARD_RESPONSES,
     )
     enrollment = Enrollment(settings, engine, public_key_text(signing_key))
+
+    @api.exception_handler(DesiredStateError)
+    async def refused_desired_state(request: Request, error: DesiredStateError) -> JSONResponse:
+        # A card list, command or offer the store refuses as it stands: the caller's to fix.
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
     # The token is checked before any route (protect_cloud_api); these routes name edges.
-    routes = APIRouter(dependencies=[Depends(_valid_edge_id)])
+    routes = APIRouter(
+        dependencies=[Depends(_valid_edge_id)],
+        responses={422: problem("Bad arguments, or an edge id that cannot be one")},
+    )
 
     def tell(edge_id: str) -> None:
         if aggregator is not None:
