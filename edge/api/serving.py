@@ -18,6 +18,12 @@ connection:
   answered 503 and closed at once.
 
 A connection past a deadline is answered 408 when no answer has started, and closed.
+
+An answer given before the client has sent all of its body (413 for a body too large)
+ends the connection; closing at once would make the kernel reset it while the client is
+still sending, and the client would often lose the answer. So the server closes its side
+for writing and drains what the client still sends for up to LINGER_SECONDS, unread, then
+closes (a lingering close, as nginx and Apache do).
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ log = logging.getLogger(__name__)
 # One warning per client address and reason within this many seconds: a flood of
 # refusals must not become a flood of log lines.
 LOG_EVERY_S = 60.0
+# Seconds a connection answered before its body was in is drained before it is closed.
+LINGER_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -95,6 +103,34 @@ class _Refusals:
             log.warning("%s: %s from %s (%d so far)", self.server_name, kind, source, count)
 
 
+class _LingeringTransport:
+    """The connection's transport as uvicorn sees it: closing it while the client is still
+    sending a body drains the rest for a moment first (the protocol's `_linger`)."""
+
+    def __init__(self, transport: asyncio.Transport, protocol: GuardedH11Protocol) -> None:
+        self._transport = transport
+        self._protocol = protocol
+        self._closing = False
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        raw = self._transport
+        sending = self._protocol.conn.their_state is h11.SEND_BODY
+        if sending and not raw.is_closing() and raw.can_write_eof():
+            raw.write_eof()  # after what is buffered: the answer goes out whole
+            self._protocol._linger()
+        else:
+            raw.close()
+
+    def is_closing(self) -> bool:
+        return self._closing or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with the deadlines and caps above (set on a subclass)."""
 
@@ -108,11 +144,15 @@ class GuardedH11Protocol(H11Protocol):
         self._phase_started = 0.0
         self._body_bytes = 0
         self._send_deadline: asyncio.TimerHandle | None = None
+        self._raw_transport: asyncio.Transport | None = None
+        self._lingering: asyncio.TimerHandle | None = None
 
     # -- connections ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._raw_transport = transport
+        self.transport = _LingeringTransport(transport, self)  # type: ignore[assignment]
         limits = self.limits
         source = self.client[0] if self.client else "unknown"
         if len(self.connections) > limits.max_connections:
@@ -132,7 +172,20 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         self._cancel_send_deadline()
+        if self._lingering is not None:
+            self._lingering.cancel()
         super().connection_lost(exc)
+
+    def _linger(self) -> None:
+        """Drain the client's body, unread, until it ends or LINGER_SECONDS pass."""
+        assert self._raw_transport is not None
+        self._cancel_deadline()
+        self._raw_transport.resume_reading()
+        self._lingering = self.loop.call_later(LINGER_SECONDS, self._raw_transport.close)
+
+    def eof_received(self) -> None:
+        if self._lingering is not None and self._raw_transport is not None:
+            self._raw_transport.close()  # the client has sent all it had
 
     def _refuse(self, reason: str, source: str) -> None:
         self.refusals.note(reason, source)
@@ -152,6 +205,8 @@ class GuardedH11Protocol(H11Protocol):
     # -- deadlines -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering is not None:
+            return  # drained, not read: the answer has been given
         super().data_received(data)
         if self.transport.is_closing():
             return

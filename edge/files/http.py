@@ -33,8 +33,9 @@ from edge.settings import FilesSettings
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
-# Bytes gathered before each write to disk (in a thread).
-WRITE_BYTES = 1 << 20
+# Bytes gathered before each write to disk (in a thread): an upload holds at most this
+# much memory.
+WRITE_BYTES = 256 * 1024
 # A body on any other route: none is expected.
 OTHER_BODY_BYTES = 4096
 UPLOAD_ROUTE = r"/uploads/[^/]+/[^/]+"
@@ -111,7 +112,7 @@ async def _start(area: UploadArea, charger_id: str, name: str, declared: int | N
 
 
 async def _receive_body(upload: Upload, request: Request) -> tuple[int, str]:
-    """The body written, hashed and made durable in a thread, a megabyte at a time."""
+    """The body written, hashed and made durable in a thread, WRITE_BYTES at a time."""
     pending = bytearray()
     try:
         async for chunk in request.stream():
