@@ -318,7 +318,7 @@ OPEN_ROUTES = (
 FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
 
 
-def protect_cloud_api(api: FastAPI, settings: ApiSettings) -> ASGIApp:
+def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int) -> ASGIApp:
     """The API behind its access checks and body limits: what the server runs."""
     policy = AccessPolicy.build(
         token=settings.token,
@@ -332,18 +332,18 @@ def protect_cloud_api(api: FastAPI, settings: ApiSettings) -> ASGIApp:
         ],
     )
     limits = [
-        RouteLimit.of("PUT", FIRMWARE_UPLOAD, settings.max_firmware_bytes),
+        RouteLimit.of("PUT", FIRMWARE_UPLOAD, max_image_bytes),
         RouteLimit.of("POST", re.escape(CODE_PATH), settings.max_enrollment_body_bytes),
         RouteLimit.of("POST", re.escape(ENROLL_PATH), settings.max_enrollment_body_bytes),
     ]
     return AccessGuard(BodyLimit(api, settings.max_body_bytes, limits), policy)
 
 
-def cloud_api_server(api: FastAPI, settings: ApiSettings) -> EmbeddedHttpServer:
-    limits = ConnectionLimits.of(settings, parse_networks(settings.trusted_proxies))
-    return EmbeddedHttpServer(
-        protect_cloud_api(api, settings), settings.host, settings.port, limits, "cloud API"
-    )
+def cloud_api_server(api: FastAPI, settings: CloudSettings) -> EmbeddedHttpServer:
+    served = settings.api
+    limits = ConnectionLimits.of(served, parse_networks(served.trusted_proxies))
+    app = protect_cloud_api(api, served, settings.firmware.max_image_bytes)
+    return EmbeddedHttpServer(app, served.host, served.port, limits, "cloud API")
 
 
 def _store_and_sign(

@@ -53,7 +53,7 @@ async def run_cloud(
             api = None
             if settings.api.port:
                 app = create_cloud_api(settings, engine, key, aggregator)
-                api = cloud_api_server(app, settings.api)
+                api = cloud_api_server(app, settings)
                 tasks.create_task(api.serve(), name="cloud-api")
                 while not api.started:  # noqa: ASYNC110 - uvicorn gives no event
                     await asyncio.sleep(0.01)

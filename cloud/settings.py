@@ -117,10 +117,10 @@ class ApiSettings(HttpServerLimits):
         [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
     )
     max_body_bytes: int = Field(
-        1048576, ge=1024, description="The largest request body, in bytes (413 beyond)..."
-    )
-    max_firmware_bytes: int = Field(
-        268435456, ge=1024, description="...but a firmware image's, uploaded..."
+        1048576,
+        ge=1024,
+        description="The largest request body, in bytes (413 beyond); a firmware image's "
+        "is firmware.max_image_bytes...",
     )
     max_enrollment_body_bytes: int = Field(
         65536, ge=1024, description="...and an enrolling edge's (a code and a CSR)."
@@ -166,6 +166,12 @@ class FirmwareSettings(_Section):
         "",
         description="The fleet's Ed25519 private key (PEM); empty: made at first start "
         "beside the SQLite store.",
+    )
+    max_image_bytes: int = Field(
+        268_435_456,
+        ge=1024,
+        le=17_179_869_184,
+        description="A larger firmware upload is refused (413) before it fills the disk.",
     )
 
 

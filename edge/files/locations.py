@@ -19,8 +19,13 @@ from edge.settings import FilesSettings
 
 
 def resolve_file_locations(
-    action: str, arguments: dict[str, Any], files: FilesSettings, charger_id: str
+    action: str,
+    arguments: dict[str, Any],
+    files: FilesSettings,
+    charger_id: str | None = None,
 ) -> dict[str, Any]:
+    """`arguments` with the edge's own locations filled in; an upload location needs the
+    charger it is for (InvalidArguments without one)."""
     arguments = dict(arguments)
     if action in ("UpdateFirmware", "SignedUpdateFirmware") and "image" in arguments:
         image = safe_name(str(arguments.pop("image")))
@@ -45,8 +50,10 @@ def resolve_file_locations(
     return arguments
 
 
-def upload_location(kind: str, files: FilesSettings, charger_id: str) -> str:
+def upload_location(kind: str, files: FilesSettings, charger_id: str | None) -> str:
     """Where `charger_id` (and only it) may upload: "edge" over HTTP, "edge-ftp" over FTP."""
+    if charger_id is None:
+        raise InvalidArguments("an upload location is made for one charger: name it")
     if kind == "edge-ftp" and not files.ftp_port:
         raise InvalidArguments("FTP uploads are off (files.ftp_port = 0)")
     if kind == "edge" and not files.port:
