@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import random
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -138,7 +139,8 @@ def main() -> int:
             cloud_config.write_text(
                 f'[store]\nurl = "{store_url}"\n'
                 f'[mqtt]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\n'
-                f'[api]\nport = {api_port}\n[firmware]\ndirectory = "{workdir / "fw"}"\n'
+                f'[api]\nport = {api_port}\ntoken = "{secrets.token_urlsafe(16)}"\n'
+                f'[firmware]\ndirectory = "{workdir / "fw"}"\n'
                 f'signing_key = "{workdir / "fleet.key"}"\n'
             )
             cloud_log = workdir / "cloud.log"

@@ -2,11 +2,16 @@
 with presence and sync lag, chargers, transactions, refused payloads; desired state
 to set: card lists, firmware images and offers, operator commands; enrollment codes.
 
-Bound to loopback by default; beyond it a bearer token is required, except by the two
-routes edges enroll with (`/api/enroll/code`, `/api/enroll`), whose credential is the
-one-time code. Errors are JSON with a sentence in `detail`: 404 unknown edge or image,
-422 bad arguments; enrolling: 403 wrong, used or expired code, 422 bad certificate
-request, 429 too many wrong codes from one address, 503 enrollment not set up.
+Every request carries the bearer token (`api.token`), except on the two routes edges
+enroll with (`/api/enroll/code`, `/api/enroll`), whose credential is the one-time code;
+`api.trust_loopback` serves this machine's own clients without it (edge/api/access.py:
+never a client a reverse proxy forwards, and only past the browser checks). Bodies are
+limited per route while they stream in (edge/api/body_limit.py); connections are bounded
+by edge/api/serving.py. Errors are JSON with a sentence in `detail`: 401 no or wrong
+token, 404 unknown edge or image, 413 body too large, 422 bad arguments (an edge id that
+cannot be one, too); enrolling: 403 wrong, used or expired code, 409 the edge has an
+identity the code may not replace, 422 bad certificate request, 429 too many wrong codes
+from one address, 503 enrollment not set up.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
+from starlette.types import ASGIApp
 
 from cloud.aggregator import Aggregator
 from cloud.enrollment import (
@@ -33,6 +40,7 @@ from cloud.enrollment import (
     Enrollment,
     EnrollmentError,
     EnrollmentNotConfigured,
+    IdentityExists,
     TooManyFailures,
 )
 from cloud.firmware import (
@@ -44,11 +52,23 @@ from cloud.firmware import (
     public_key_text,
     sign_manifest,
 )
-from cloud.settings import CloudSettings
+from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
-from edge.api.tokens import bearer_token_check
-from edge.enrollment import CodeAnswer, CodeQuery, EnrollmentAnswer, EnrollmentRequest
+from cloud.store.desired import DesiredStateError
+from edge.api.access import AccessGuard, AccessPolicy, BodyTypes
+from edge.api.answers import GUARD_RESPONSES, problem
+from edge.api.body_limit import BodyLimit, RouteLimit
+from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
+from edge.enrollment import (
+    CODE_PATH,
+    ENROLL_PATH,
+    CodeAnswer,
+    CodeQuery,
+    EnrollmentAnswer,
+    EnrollmentRequest,
+)
+from edge.settings import parse_networks
 from edge.sync import protocol as wire
 from edge.sync.manifest import parse_target
 
@@ -73,6 +93,9 @@ class CommandRequest(BaseModel):
 
 class CodeOrder(BaseModel):
     valid_for_s: float = Field(86400.0, ge=60, le=30 * 86400)
+    replaces_identity: bool = Field(
+        False, description="The edge has an identity already, and this code may replace it."
+    )
 
 
 def create_cloud_api(
@@ -87,10 +110,20 @@ def create_cloud_api(
         description="The fleet: edges, chargers, transactions; cards, firmware, commands; "
         "enrolling edges.",
         version="1",
+        responses=GUARD_RESPONSES,
     )
     enrollment = Enrollment(settings, engine, public_key_text(signing_key))
-    # Every route but enrolling's: an edge has no API token, its code is its credential.
-    routes = APIRouter(dependencies=[Depends(bearer_token_check(settings.api.token))])
+
+    @api.exception_handler(DesiredStateError)
+    async def refused_desired_state(request: Request, error: DesiredStateError) -> JSONResponse:
+        # A card list, command or offer the store refuses as it stands: the caller's to fix.
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    # The token is checked before any route (protect_cloud_api); these routes name edges.
+    routes = APIRouter(
+        dependencies=[Depends(_valid_edge_id)],
+        responses={422: problem("Bad arguments, or an edge id that cannot be one")},
+    )
 
     def tell(edge_id: str) -> None:
         if aggregator is not None:
@@ -250,9 +283,13 @@ def create_cloud_api(
     async def create_enrollment_code(edge_id: str, order: CodeOrder) -> dict[str, Any]:
         valid_for = timedelta(seconds=order.valid_for_s)
         try:
-            new = await asyncio.to_thread(enrollment.create_code, edge_id, valid_for)
+            new = await asyncio.to_thread(
+                enrollment.create_code, edge_id, valid_for, order.replaces_identity
+            )
         except EnrollmentNotConfigured as error:
             raise HTTPException(503, str(error)) from error
+        except IdentityExists as error:
+            raise HTTPException(409, str(error)) from error
         except EnrollmentError as error:
             raise HTTPException(422, str(error)) from error
         return dataclasses.asdict(new)
@@ -288,6 +325,8 @@ def _answers_for_enrollment() -> Iterator[None]:
         raise HTTPException(403, str(error)) from error
     except CertificateRequestRefused as error:
         raise HTTPException(422, str(error)) from error
+    except IdentityExists as error:
+        raise HTTPException(409, str(error)) from error
     except TooManyFailures as error:
         retry_after = {"Retry-After": str(math.ceil(error.retry_after_s))}
         raise HTTPException(429, str(error), headers=retry_after) from error
@@ -296,7 +335,7 @@ def _answers_for_enrollment() -> Iterator[None]:
 
 
 def _client(request: Request) -> str:
-    # Behind a reverse proxy on this machine, uvicorn puts X-Forwarded-For's address here.
+    # The real client: a trusted proxy's X-Forwarded-For is read by AccessGuard.
     return request.client.host if request.client else "unknown"
 
 
@@ -319,6 +358,58 @@ async def _receive_image(request: Request, directory: Path, settings: CloudSetti
         raise HTTPException(422, f"the body is the image's bytes: {error}") from error
     finally:
         await asyncio.to_thread(upload.discard)
+
+
+async def _valid_edge_id(request: Request) -> None:
+    """An edge id in a path becomes an MQTT topic level: refuse one that cannot be one
+    (`+`, `#`, `/`), before any route uses it."""
+    edge_id = request.path_params.get("edge_id")
+    if edge_id is not None and re.fullmatch(wire.EDGE_ID_PATTERN, edge_id) is None:
+        raise HTTPException(
+            422,
+            f"{edge_id!r} is not an edge id: 1-64 letters, digits, '.', '_', '-', "
+            "starting with a letter or digit",
+        )
+
+
+# Served to anyone: enrolling (the code is the credential) and what the API is.
+OPEN_ROUTES = (
+    re.escape(CODE_PATH),
+    re.escape(ENROLL_PATH),
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+)
+FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
+
+
+def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int) -> ASGIApp:
+    """The API behind its access checks and body limits: what the server runs."""
+    policy = AccessPolicy.build(
+        token=settings.token,
+        trust_loopback=settings.trust_loopback,
+        bind_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        trusted_proxies=settings.trusted_proxies,
+        open_routes=OPEN_ROUTES,
+        body_types=[
+            BodyTypes("PUT", re.compile(FIRMWARE_UPLOAD), frozenset({"application/octet-stream"}))
+        ],
+    )
+    limits = [
+        RouteLimit.of("PUT", FIRMWARE_UPLOAD, max_image_bytes),
+        RouteLimit.of("POST", re.escape(CODE_PATH), settings.max_enrollment_body_bytes),
+        RouteLimit.of("POST", re.escape(ENROLL_PATH), settings.max_enrollment_body_bytes),
+    ]
+    return AccessGuard(BodyLimit(api, settings.max_body_bytes, limits), policy)
+
+
+def cloud_api_server(api: FastAPI, settings: CloudSettings) -> EmbeddedHttpServer:
+    served = settings.api
+    limits = ConnectionLimits.of(served, parse_networks(served.trusted_proxies))
+    app = protect_cloud_api(api, served, settings.firmware.max_image_bytes)
+    return EmbeddedHttpServer(app, served.host, served.port, limits, "cloud API")
 
 
 def _safe_image_name(name: str) -> bool:

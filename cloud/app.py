@@ -14,11 +14,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
 from cloud.aggregator import Aggregator
-from cloud.api import create_cloud_api
+from cloud.api import cloud_api_server, create_cloud_api
 from cloud.firmware import load_or_create_signing_key
 from cloud.settings import CloudSettings
 from cloud.store.database import open_store
 from edge.api.serving import EmbeddedHttpServer
+from edge.settings import ConfigError
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,9 @@ async def run_cloud(
 ) -> None:
     """Run the aggregator until `stop` is set (never, when None: until cancelled)."""
     stop = stop or asyncio.Event()
+    missing = settings.api.required_token_missing()
+    if missing is not None:
+        raise ConfigError(missing)
     engine = await asyncio.to_thread(open_store, settings.store.url)
     try:
         key = await asyncio.to_thread(load_or_create_signing_key, settings.signing_key_path())
@@ -51,7 +55,7 @@ async def run_cloud(
             api = None
             if settings.api.port:
                 app = create_cloud_api(settings, engine, key, aggregator)
-                api = EmbeddedHttpServer(app, settings.api.host, settings.api.port)
+                api = cloud_api_server(app, settings)
                 tasks.create_task(api.serve(), name="cloud-api")
                 while not api.started:  # noqa: ASYNC110 - uvicorn gives no event
                     await asyncio.sleep(0.01)

@@ -92,6 +92,11 @@ def _parser() -> argparse.ArgumentParser:
     enroll_code.add_argument(
         "--valid-for", default="24h", help="how long the code may be used: 30m, 24h, 7d"
     )
+    enroll_code.add_argument(
+        "--replace",
+        action="store_true",
+        help="the edge has an identity already (enrolled, or in touch): replace it",
+    )
     enroll_code.set_defaults(command=cmd_enroll_code)
     return parser
 
@@ -256,7 +261,7 @@ def cmd_enroll_code(arguments: argparse.Namespace) -> int:
     key = load_or_create_signing_key(settings.signing_key_path())
     try:
         new = Enrollment(settings, engine, public_key_text(key)).create_code(
-            arguments.edge_id, valid_for
+            arguments.edge_id, valid_for, arguments.replace
         )
     except EnrollmentError as error:
         print(f"ocpp-cloud: {error}", file=sys.stderr)

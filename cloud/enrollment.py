@@ -6,8 +6,16 @@ A code is 120 random bits, shown once as 24 base32 characters in groups of four
 (`ABCD-EFGH-...`), and stored as its SHA-256 only. It is looked up by that digest, so the
 time a lookup takes says nothing about the code (an attacker cannot choose digests). It is
 used by one conditional UPDATE (unused and unexpired → used), so only one request wins.
-Wrong codes are counted per client address: past `max_failed_attempts` within the window,
-that address is turned away until the window has passed.
+Wrong codes are counted per client address (the real client's, behind a trusted reverse
+proxy: edge/api/access.py): past `max_failed_attempts` within the window, that address is
+turned away until the window has passed.
+
+An edge id with a live identity (a certificate issued by enrollment that has not expired,
+or an edge that has been in touch with this cloud) is never given another certificate by
+a code made without `replaces_identity`: neither when the code is made, nor when it is
+used (two codes made for a new edge id enrol one device, not two). Replacing an identity
+(a new device for a site, a lost key) is an operator's explicit act; the old certificate
+stays valid until it expires or is revoked (a CRL on the broker).
 """
 
 from __future__ import annotations
@@ -67,6 +75,10 @@ class CodeRefused(EnrollmentError):
 
 class CertificateRequestRefused(EnrollmentError):
     """The CSR is malformed, badly signed, of a weak key, or names another edge."""
+
+
+class IdentityExists(EnrollmentError):
+    """The edge id has a live identity and the code was not made to replace it."""
 
 
 class TooManyFailures(EnrollmentError):
@@ -269,7 +281,11 @@ class Enrollment:
         if self.settings.enabled:
             self._authority, self._broker_ca = _load_authority(self.settings)
 
-    def create_code(self, edge_id: str, valid_for: timedelta) -> NewCode:
+    def create_code(
+        self, edge_id: str, valid_for: timedelta, replaces_identity: bool = False
+    ) -> NewCode:
+        """A code for `edge_id`; for an edge id with a live identity, only one made to
+        replace it (IdentityExists otherwise)."""
         self._configured()
         if re.fullmatch(EDGE_ID_PATTERN, edge_id) is None:
             raise EnrollmentError(
@@ -280,13 +296,27 @@ class Enrollment:
             raise EnrollmentError(f"{edge_id} is the aggregator's broker user, not an edge id")
         if not timedelta(minutes=1) <= valid_for <= LONGEST_VALIDITY:
             raise EnrollmentError("a code is valid for 1 minute to 30 days")
-        code = new_code()
         now = utc_now()
+        if not replaces_identity:
+            live = enrollment_codes.live_identity(self.engine, edge_id, now)
+            if live is not None:
+                raise IdentityExists(_identity_refusal(edge_id, live))
+        code = new_code()
         expires_at = now + valid_for
         enrollment_codes.add_code(
-            self.engine, code_digest(normalize_code(code) or ""), edge_id, now, expires_at
+            self.engine,
+            code_digest(normalize_code(code) or ""),
+            edge_id,
+            now,
+            expires_at,
+            replaces_identity,
         )
-        log.info("enrollment code made for edge %s, valid until %s", edge_id, iso(expires_at))
+        log.info(
+            "enrollment code made for edge %s, valid until %s%s",
+            edge_id,
+            iso(expires_at),
+            ", to replace its identity" if replaces_identity else "",
+        )
         return NewCode(code, edge_id, expires_at)
 
     def edge_for_code(self, code: str, client: str) -> CodeAnswer:
@@ -299,9 +329,19 @@ class Enrollment:
         """Use `code` for a certificate from `csr_pem`: the edge's identity."""
         authority = self._configured()
         digest, found = self._valid_code(code, client)
+        if not found.replaces_identity:
+            # Told before signing; checked again where the code is used, atomically.
+            live = enrollment_codes.live_identity(self.engine, found.edge_id, utc_now())
+            if live is not None:
+                self._refuse_identity(client, found.edge_id, live)
         certificate = authority.sign(csr_pem, found.edge_id)
         serial = format(certificate.serial_number, "x")
-        if not enrollment_codes.use_code(self.engine, digest, utc_now(), client, serial):
+        outcome, live = enrollment_codes.use_code(
+            self.engine, digest, utc_now(), client, serial, certificate.not_valid_after_utc
+        )
+        if outcome == "identity":
+            self._refuse_identity(client, found.edge_id, live or "")
+        if outcome == "gone":
             # Used or expired since it was read: another request won.
             self._refuse(client, f"the code for {found.edge_id} was used a moment ago")
         log.info("edge %s enrolled from %s: certificate serial %s", found.edge_id, client, serial)
@@ -347,11 +387,25 @@ class Enrollment:
             self._refuse(client, f"this code expired at {iso(found.expires_at)}: ask for a new one")
         return digest, found
 
+    def _refuse_identity(self, client: str, edge_id: str, live: str) -> NoReturn:
+        # A right code (not counted as a failure) for an identity it may not replace.
+        log.warning("enrollment of %s from %s refused: %s", edge_id, client, live)
+        raise IdentityExists(_identity_refusal(edge_id, live))
+
     def _refuse(self, client: str, reason: str) -> NoReturn:
         self.failures.record(client)
         # The reason, never the code: a wrong code is often a typo of a good one.
         log.warning("enrollment refused for %s: %s", client, reason)
         raise CodeRefused(reason)
+
+
+def _identity_refusal(edge_id: str, live: str) -> str:
+    return (
+        f"edge {edge_id} already has an identity ({live}): to give it a new one (a "
+        "replaced device, a lost key), make a code that replaces it (`ocpp-cloud "
+        'enroll-code --replace`, or "replaces_identity": true); the old certificate stays '
+        "valid until it expires or is revoked"
+    )
 
 
 def _load_authority(settings: EnrollmentSettings) -> tuple[EdgeCertificateAuthority, str]:

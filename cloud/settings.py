@@ -17,8 +17,14 @@ from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from edge.settings import ApiSettings as EdgeApiSettings
-from edge.settings import FileThenEnvironment, locate_config_file, read_settings
+from edge.settings import (
+    FileThenEnvironment,
+    HttpServerLimits,
+    is_loopback_host,
+    locate_config_file,
+    parse_networks,
+    read_settings,
+)
 from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_PAYLOAD_BYTES
 
 CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
@@ -89,8 +95,60 @@ class MqttSettings(_Section):
         return self.client_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-class ApiSettings(EdgeApiSettings):
+class ApiSettings(HttpServerLimits):
+    """The REST API: who may use it (cloud/api.py, edge/api/access.py) and how much."""
+
+    host: str = Field("127.0.0.1", description="The REST API binds here.")
     port: int = Field(8090, ge=0, le=65535, description="0 turns the API off.")
+    token: str = Field(
+        "",
+        description="Bearer token every client sends (edges enrolling excepted); the API "
+        "refuses to start without one unless trust_loopback is on.",
+    )
+    trust_loopback: bool = Field(
+        False,
+        description="Serve clients on this machine without the token. Never with a reverse "
+        "proxy on this machine that is not in trusted_proxies.",
+    )
+    allowed_hosts: list[str] = Field(
+        [], description="Host names clients without the token may use besides loopback's."
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
+    )
+    max_body_bytes: int = Field(
+        1048576,
+        ge=1024,
+        description="The largest request body, in bytes (413 beyond); a firmware image's "
+        "is firmware.max_image_bytes...",
+    )
+    max_enrollment_body_bytes: int = Field(
+        65536, ge=1024, description="...and an enrolling edge's (a code and a CSR)."
+    )
+    max_connections: int = Field(1000, ge=1, description="Open connections, all clients.")
+    max_connections_per_source: int = Field(
+        32,
+        ge=1,
+        description="Open connections from one client address (trusted proxies excepted).",
+    )
+
+    @model_validator(mode="after")
+    def token_when_exposed(self) -> ApiSettings:
+        if self.port and not is_loopback_host(self.host) and not self.token:
+            raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
+        parse_networks(self.trusted_proxies)
+        return self
+
+    def required_token_missing(self) -> str | None:
+        """Why the API cannot start as set, naming the key; None when it can."""
+        if self.port and not self.token and not self.trust_loopback:
+            return (
+                "api.token is empty: the cloud API authenticates every client (behind a "
+                "reverse proxy on this machine, everyone would otherwise be served). Set "
+                "api.token, or api.trust_loopback = true to serve this machine's own "
+                "clients without it (docs/security.md)"
+            )
+        return None
 
 
 class DesiredSettings(_Section):

@@ -16,14 +16,16 @@ from typing import Any
 from sqlite_utils import Database
 from websockets.asyncio.server import Server
 
-from edge.api.app import create_api
+from edge.api.app import create_api, local_api_server
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
 from edge.feedback.build import build_feedback
 from edge.files.ftp import UploadFtpServer
-from edge.files.http import create_file_server
+from edge.files.http import file_server as file_server_of
 from edge.files.store import FileDirectory
+from edge.files.tokens import UploadTokens
+from edge.files.uploads import UploadArea, UploadLimits, remove_partial_uploads
 from edge.hardware import Hardware
 from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.local_list import sync_local_list
@@ -146,21 +148,14 @@ async def run_edge(
                     name="message-log-pruning",
                 )
             files = FileDirectory(settings.files.directory)
+            uploads = UploadArea(files.uploads, UploadLimits.of(settings.files))
+            tokens = await asyncio.to_thread(_prepare_uploads, files, settings)
             file_server = None
             if settings.files.port:
-                file_server = EmbeddedHttpServer(
-                    create_file_server(files, store), settings.files.host, settings.files.port
-                )
+                file_server = file_server_of(files, store, uploads, tokens, settings.files)
                 tasks.create_task(file_server.serve(), name="file-server")
             if settings.files.ftp_port:
-                ftp = UploadFtpServer(
-                    files.uploads,
-                    settings.files.host,
-                    settings.files.ftp_port,
-                    settings.files.ftp_user,
-                    settings.files.ftp_password,
-                    store,
-                )
+                ftp = UploadFtpServer(uploads, tokens, settings.files, store)
                 await stack.enter_async_context(ftp)
             readers = settings.readers
             if settings.demo.chargers and not readers:
@@ -183,11 +178,7 @@ async def run_edge(
                 )
             api = None
             if settings.api.port:
-                api = EmbeddedHttpServer(
-                    create_api(server, settings, tap_flow, link),
-                    settings.api.host,
-                    settings.api.port,
-                )
+                api = local_api_server(create_api(server, settings, tap_flow, link), settings.api)
                 tasks.create_task(api.serve(), name="local-api")
             for http_server in (api, file_server):
                 while http_server and not http_server.started:  # noqa: ASYNC110 - no event
@@ -209,6 +200,14 @@ async def run_edge(
                     http_server.stop()
             await tasks.stop(STOP_GRACE_SECONDS)
     log.info("store closed after %d commits of %d units", store.commits, store.units_committed)
+
+
+def _prepare_uploads(files: FileDirectory, settings: Settings) -> UploadTokens:
+    """The key upload locations are signed with; uploads cut off by the last stop removed."""
+    removed = remove_partial_uploads(files.uploads)
+    if removed:
+        log.info("removed %d uploads cut off by the last stop", removed)
+    return UploadTokens.load_or_create(settings.files.directory)
 
 
 async def _start_readers(

@@ -14,8 +14,10 @@ defaults.
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 import tomllib
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,20 +158,85 @@ class StoreSettings(_Section):
     )
 
 
-class ApiSettings(_Section):
+LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether a bind address or host name stays on this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def parse_networks(entries: list[str]) -> list[IPv4Network | IPv6Network]:
+    """Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`, `::1`); ValueError naming a bad one."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError as error:
+            raise ValueError(f"{entry!r} is not an IP address or CIDR: {error}") from error
+    return networks
+
+
+class HttpServerLimits(_Section):
+    """What one HTTP server grants a client (edge/api/serving.py enforces it)."""
+
+    header_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="Seconds a client has to send a request's headers (also while idle).",
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, le=3600, description="Seconds of grace to send a request's body..."
+    )
+    min_body_rate: int = Field(
+        4096, ge=1, description="...plus one second per this many bytes of it received."
+    )
+    send_timeout: float = Field(
+        60.0, gt=0, le=3600, description="Seconds a client may leave our answer unread."
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, le=600, description="Seconds an idle kept-alive connection stays open."
+    )
+    max_header_bytes: int = Field(
+        16384, ge=1024, le=1048576, description="Request line and headers, in bytes."
+    )
+    max_connections: int = Field(100, ge=1, description="Open connections, all clients.")
+    max_connections_per_source: int = Field(
+        16, ge=1, description="Open connections from one client address."
+    )
+
+
+class ApiSettings(HttpServerLimits):
     host: str = Field("127.0.0.1", description="The local API binds here; loopback by default.")
     port: int = Field(8080, ge=0, le=65535, description="0 turns the API off.")
     token: str = Field("", description="Bearer token; required when host is not loopback.")
+    allowed_hosts: list[str] = Field(
+        [],
+        description="Host names clients without the token may use besides loopback's "
+        "(DNS rebinding): e.g. edge.local.",
+    )
+    trusted_proxies: list[str] = Field(
+        [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
+    )
+    max_body_bytes: int = Field(
+        1048576, ge=1024, description="The largest request body, in bytes (413 beyond)."
+    )
 
     @model_validator(mode="after")
     def token_when_exposed(self) -> ApiSettings:
-        loopback = self.host in ("127.0.0.1", "::1", "localhost")
-        if self.port and not loopback and not self.token:
+        if self.port and not is_loopback_host(self.host) and not self.token:
             raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
+        parse_networks(self.trusted_proxies)
         return self
 
 
-class FilesSettings(_Section):
+class FilesSettings(HttpServerLimits):
     directory: Path = Field(Path("files"), description="firmware/ and uploads/ live here.")
     host: str = Field("0.0.0.0", description="The chargers' file server binds here.")
     port: int = Field(8081, ge=0, le=65535, description="0 turns the HTTP file server off.")
@@ -177,14 +244,38 @@ class FilesSettings(_Section):
         "", description="How chargers reach the file server (default: http://<this host>:<port>)."
     )
     ftp_port: int = Field(0, ge=0, le=65535, description="FTP uploads; 0 = off.")
-    ftp_user: str = "ocpp"
-    ftp_password: str = ""
+    upload_token_hours: float = Field(
+        24.0,
+        gt=0,
+        le=24 * 30,
+        description="Hours the upload location handed to a charger stays valid.",
+    )
+    max_upload_bytes: int = Field(
+        104857600, ge=1024, description="The largest file one upload may bring, in bytes."
+    )
+    max_charger_bytes: int = Field(
+        524288000, ge=1024, description="All files kept from one charger, in bytes."
+    )
+    max_charger_files: int = Field(100, ge=1, description="Files kept from one charger.")
+    min_free_bytes: int = Field(
+        209715200, ge=0, description="Uploads are refused when less disk than this would stay..."
+    )
+    min_free_percent: float = Field(
+        5.0, ge=0, le=90, description="...or less than this share of the disk."
+    )
 
-    @model_validator(mode="after")
-    def ftp_needs_a_password(self) -> FilesSettings:
-        if self.ftp_port and len(self.ftp_password) < 8:
-            raise ValueError("files.ftp_port is set: set files.ftp_password (8 characters or more)")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def no_shared_ftp_account(cls, values: Any) -> Any:
+        if isinstance(values, dict):
+            for key in ("ftp_user", "ftp_password"):
+                if key in values:
+                    raise ValueError(
+                        f"files.{key} is gone: each charger now logs in with its own user and "
+                        "password, which the edge puts in the location of GetDiagnostics/GetLog; "
+                        "remove the key"
+                    )
+        return values
 
     def base_url(self) -> str:
         if self.public_url:

@@ -23,6 +23,9 @@ from edge.settings import Settings
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer, PostgresUnavailable
 
+# The token every test aggregator's REST API asks for (it refuses to start without one).
+CLOUD_API_TOKEN = "test-fleet-token"
+
 
 def free_port() -> int:
     with socket.socket() as probe:
@@ -92,13 +95,14 @@ def make_settings(
         "push_local_list": False,
         **ocpp,
     }
+    sections = dict(sections or {})
     return Settings(
         ocpp=ocpp,
         store={"path": tmp_path / "edge.db"},
-        api={"port": free_port() if with_api else 0},
+        api={"port": free_port() if with_api else 0, **sections.pop("api", {})},
         files={"directory": tmp_path / "files", "port": 0, **(files or {})},
         smart_charging=smart_charging or {},
-        **{"taps": {"socket": tmp_path / "taps.sock"}, **(sections or {})},
+        **{"taps": {"socket": tmp_path / "taps.sock"}, **sections},
     )
 
 
@@ -196,6 +200,10 @@ class RunningCloud:
         assert self.site.api is not None
         return f"http://127.0.0.1:{self.site.api.port}"
 
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.settings.api.token}"}
+
 
 StartCloud = Callable[..., Awaitable[RunningCloud]]
 
@@ -205,17 +213,20 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
     """`cloud = await start_cloud(broker, store_url=...)`: the aggregator in this event
     loop, SQLite in tmp_path by default; stopped at teardown."""
     running: list[tuple[asyncio.Event, asyncio.Task[None]]] = []
+    started = 0
 
     async def start(
         broker: Mosquitto, *, store_url: str | None = None, **sections: Any
     ) -> RunningCloud:
-        directory = tmp_path / f"cloud-{len(running)}"
+        nonlocal started
+        directory = tmp_path / f"cloud-{started}"
+        started += 1
         directory.mkdir()
         mqtt = {"broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5}
         settings = CloudSettings(
             store={"url": store_url or f"sqlite:///{directory / 'cloud.db'}"},
             mqtt=mqtt | sections.pop("mqtt", {}),
-            api={"port": free_port()},
+            api={"port": free_port(), "token": CLOUD_API_TOKEN} | sections.pop("api", {}),
             desired={"resend_interval": 1.0},
             firmware={
                 "directory": directory / "firmware",
@@ -230,7 +241,8 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
         running.append((stop, task))
         await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
         if task.done():
-            task.result()
+            running.remove((stop, task))
+            task.result()  # raises what stopped the aggregator from starting
         return RunningCloud(settings, ready.result(), stop, task)
 
     yield start

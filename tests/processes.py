@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
+from tests.conftest import CLOUD_API_TOKEN
 from tests.mosquitto import free_port
 
 
@@ -90,7 +91,7 @@ def cloud_daemon(
         f'[store]\nurl = "{store_url}"\n'
         f'[mqtt]\nbroker_host = "127.0.0.1"\nbroker_port = {broker_port}\nkeepalive = 5\n'
         f'client_id = "{client_id}"\n'
-        f"[api]\nport = {api_port}\n"
+        f'[api]\nport = {api_port}\ntoken = "{CLOUD_API_TOKEN}"\n'
         f'[firmware]\ndirectory = "{directory / "firmware"}"\n'
         f'signing_key = "{directory.parent / "fleet.key"}"\n'
     )

@@ -26,8 +26,9 @@ Each table holds one concept:
   version, status, reason, forced, the command) and the version last installed there.
 - `commands`: operator commands, from creation to the edge's result.
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
-  (never the code), with the edge id, the expiry, and when, from where and for which
-  certificate (serial) it was used. No foreign key: the edge has not been in touch yet.
+  (never the code), with the edge id, the expiry, whether it may replace the edge's live
+  identity, and when, from where and for which certificate (serial, expiry) it was used.
+  No foreign key: the edge has not been in touch yet.
 
 Times are aware UTC datetimes (`UtcDateTime`); JSON documents are JSONB on PostgreSQL.
 Migrations (cloud/store/migrations/versions) create exactly this; a test compares them.
@@ -342,4 +343,6 @@ enrollment_codes = Table(
     Column("used_at", UtcDateTime),
     Column("used_by", Text),
     Column("certificate_serial", Text),
+    Column("replaces_identity", Boolean, nullable=False, server_default=false()),
+    Column("certificate_expires_at", UtcDateTime),
 )

@@ -1,7 +1,9 @@
 """The local operator API: read the site, send any OCPP command to a charger.
 
-Bound to loopback by default; bound anywhere else it requires a bearer token. Errors
-say what happened in words: 404 unknown charger, 409 charger offline or connector
+Bound to loopback by default; bound anywhere else it requires a bearer token. Without a
+token it serves only this machine's clients that pass the browser checks of
+edge/api/access.py (Host, Origin, JSON bodies); bodies are limited (`api.max_body_bytes`).
+Errors say what happened in words: 404 unknown charger, 409 charger offline or connector
 busy, 422 bad arguments, 502 the charger refused (CALLERROR), 504 no answer in time.
 """
 
@@ -12,11 +14,15 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from sqlite_utils import Database
+from starlette.types import ASGIApp
 
-from edge.api.tokens import bearer_token_check
+from edge.api.access import AccessGuard, AccessPolicy
+from edge.api.answers import GUARD_RESPONSES, problem
+from edge.api.body_limit import BodyLimit
+from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import (
     CSMS_INITIATED,
@@ -31,7 +37,7 @@ from edge.ocpp.commands import (
 from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
-from edge.settings import Settings
+from edge.settings import ApiSettings, Settings, parse_networks
 from edge.store import card_decisions, chargers, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink
@@ -60,7 +66,7 @@ def create_api(
         title="ocpp-edge local API",
         description="Read the site and send OCPP 1.6 commands to its chargers.",
         version="1",
-        dependencies=[Depends(bearer_token_check(settings.api.token))],
+        responses=GUARD_RESPONSES,
     )
     store = server.context.store
 
@@ -129,7 +135,7 @@ def create_api(
 
     @api.get("/api/transactions", summary="Transactions, newest first")
     async def list_transactions(
-        charger: str | None = None, open_only: bool = False, limit: int = Query(50, le=1000)
+        charger: str | None = None, open_only: bool = False, limit: int = Query(50, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         return await store.run(
             lambda db: transactions.list_transactions(
@@ -139,7 +145,7 @@ def create_api(
 
     @api.get("/api/chargers/{charger_id}/commands", summary="Commands sent to a charger")
     async def list_commands(
-        charger_id: str, limit: int = Query(50, le=1000)
+        charger_id: str, limit: int = Query(50, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
         rows = await store.run(
             lambda db: list(
@@ -167,21 +173,53 @@ def create_api(
     return api
 
 
+# Served to anyone: what the API is, not what the site holds (`ocpp-edge doctor` asks it).
+OPEN_ROUTES = ("/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc")
+
+
+def protect_local_api(api: FastAPI, settings: ApiSettings) -> ASGIApp:
+    """The API behind its access checks and body limit: what the server runs."""
+    policy = AccessPolicy.build(
+        token=settings.token,
+        # Without a token, this machine's clients (the CLI) are served: the API binds to
+        # loopback then (settings refuse otherwise).
+        trust_loopback=not settings.token,
+        bind_host=settings.host,
+        allowed_hosts=settings.allowed_hosts,
+        trusted_proxies=settings.trusted_proxies,
+        open_routes=OPEN_ROUTES,
+    )
+    return AccessGuard(BodyLimit(api, settings.max_body_bytes), policy)
+
+
+def local_api_server(api: FastAPI, settings: ApiSettings) -> EmbeddedHttpServer:
+    limits = ConnectionLimits.of(settings, parse_networks(settings.trusted_proxies))
+    return EmbeddedHttpServer(
+        protect_local_api(api, settings), settings.host, settings.port, limits, "local API"
+    )
+
+
+COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: problem("No such charger"),
+    409: problem("The charger is not connected, or the connector is busy"),
+    422: problem("The request does not fit the command's schema or OCPP's rules"),
+    502: problem("The charger answered with a CALLERROR (errorCode)"),
+    504: problem("No answer within `wait` seconds"),
+}
+
+
 def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, action: str) -> None:
     async def command(
         charger_id: str,
         request: Request,
         wait: float = Query(30.0, gt=0, le=300, description="Seconds to wait for the answer."),
     ) -> dict[str, Any]:
-        body = await request.body()
-        try:
-            payload = json.loads(body) if body.strip() else {}
-        except ValueError as error:
-            raise InvalidArguments(f"the body is not JSON: {error}") from error
-        if not isinstance(payload, dict):
-            raise InvalidArguments("the body is a JSON object of the command's fields")
+        payload = _command_fields(await request.body())
         arguments = resolve_file_locations(
-            action, {snake_case(key): value for key, value in payload.items()}, settings.files
+            action,
+            {snake_case(key): value for key, value in payload.items()},
+            settings.files,
+            charger_id,
         )
         await _refuse_if_connector_busy(server, charger_id, action, arguments)
         result = await send_command(server, charger_id, action, arguments, answer_within=wait)
@@ -194,10 +232,40 @@ def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, act
         methods=["POST"],
         name=action,
         summary=f"Send {action} and wait for the charger's answer",
+        responses=COMMAND_RESPONSES,
         openapi_extra={
             "requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}
         },
     )
+
+
+# OCPP's integer fields are 32-bit in every charger (and SQLite's end at 64).
+OCPP_INTEGERS = range(-(2**31), 2**31)
+
+
+def _command_fields(body: bytes) -> dict[str, Any]:
+    """The JSON object of a command's fields; InvalidArguments for anything else: not
+    JSON, nested too deep to read, NaN or infinite numbers, integers no charger holds."""
+
+    def no_constant(name: str) -> None:
+        raise ValueError(f"{name} is not a number JSON allows")
+
+    try:
+        payload = json.loads(body, parse_constant=no_constant) if body.strip() else {}
+    except (ValueError, RecursionError) as error:
+        raise InvalidArguments(f"the body is not JSON: {error}") from error
+    if not isinstance(payload, dict):
+        raise InvalidArguments("the body is a JSON object of the command's fields")
+    pending: list[tuple[str, Any]] = [("", payload)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, int) and not isinstance(value, bool) and value not in OCPP_INTEGERS:
+            raise InvalidArguments(f"{path}: {value} is beyond the 32-bit integers OCPP holds")
+        if isinstance(value, dict):
+            pending.extend((f"{path}.{key}".lstrip("."), item) for key, item in value.items())
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{index}]", item) for index, item in enumerate(value))
+    return payload
 
 
 async def _refuse_if_connector_busy(

@@ -62,8 +62,12 @@ def record_firmware(db: Database, name: str, size: int, digest: str) -> None:
     )
 
 
-def record_received_file(db: Database, path: Path, via: str) -> None:
+def record_received_file(
+    db: Database, charger_id: str, name: str, size: int, sha256: str, via: str
+) -> None:
+    """Record a file a charger uploaded, already whole on disk (hashed as it arrived)."""
     db.conn.execute(
-        "INSERT INTO received_files (name, size, sha256, via, received_at) VALUES (?, ?, ?, ?, ?)",
-        (path.name, path.stat().st_size, sha256_of(path), via, utc_now()),
+        "INSERT INTO received_files (charger_id, name, size, sha256, via, received_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (charger_id, name, size, sha256, via, utc_now()),
     )

@@ -100,7 +100,7 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
         action = OCPP_ACTION[command.action]
     if action in FIRMWARE_ACTIONS:  # never here: run_command sends those to rollout
         raise ValueError(f"{action} from the cloud goes through the firmware checks")
-    return action, resolve_file_locations(action, arguments, files)
+    return action, resolve_file_locations(action, arguments, files, command.charger_id)
 
 
 async def run_command(

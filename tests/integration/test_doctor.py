@@ -65,7 +65,7 @@ def by_name(results: list[CheckResult]) -> dict[str, CheckResult]:
 async def test_a_good_site_passes(start_edge: StartEdge, broker: Mosquitto, tmp_path: Path) -> None:
     edge = await start_edge(
         with_api=True,
-        files={"port": free_port(), "ftp_port": free_port(), "ftp_password": "uploads-secret"},
+        files={"port": free_port(), "ftp_port": free_port()},
         sections={
             "sync": {"edge_id": "site-1", "broker_host": "127.0.0.1", "broker_port": broker.port},
             "readers": [{"id": "bay-1", "kind": "simulated", "charger": "CP-1", "connector": 1}],

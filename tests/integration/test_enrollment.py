@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,7 +22,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
@@ -30,6 +31,7 @@ from cloud.enrollment import code_digest, new_code, normalize_code
 from cloud.firmware import public_key_text
 from cloud.store import enrollment_codes, fleet
 from cloud.store.database import open_store
+from cloud.store.schema import edges as edges_table
 from cloud.store.schema import enrollment_codes as codes_table
 from edge.cli import main as edge_cli
 from edge.enrollment import certificate_request
@@ -73,10 +75,11 @@ def pki_and_broker(tmp_path: Path) -> Iterator[Fleet]:
 
 
 async def start_enrolling_cloud(
-    start_cloud: StartCloud, fleet: Fleet, max_failed_attempts: int = 10
+    start_cloud: StartCloud, fleet: Fleet, max_failed_attempts: int = 10, **sections: Any
 ) -> RunningCloud:
     return await start_cloud(
         fleet.broker,
+        **sections,
         mqtt={
             "broker_host": "127.0.0.1",
             "broker_port": fleet.broker.port,
@@ -107,13 +110,25 @@ def edge_config(tmp_path: Path) -> Path:
     return path
 
 
-async def api(cloud: RunningCloud, path: str, body: Mapping[str, object]) -> httpx.Response:
+async def api(
+    cloud: RunningCloud,
+    path: str,
+    body: Mapping[str, object],
+    headers: Mapping[str, str] | None = None,
+) -> httpx.Response:
+    """POST as an edge enrolling does (no token), or with `headers`."""
     async with httpx.AsyncClient(base_url=cloud.api_url) as client:
-        return await client.post(path, json=body)
+        return await client.post(path, json=body, headers=headers)
 
 
-async def make_code(cloud: RunningCloud, edge_id: str = EDGE) -> str:
-    response = await api(cloud, f"/api/edges/{edge_id}/enrollment-codes", {"valid_for_s": 600})
+async def make_code(
+    cloud: RunningCloud, edge_id: str = EDGE, replaces_identity: bool = False
+) -> str:
+    """A code, as an operator makes it (with the API token)."""
+    order = {"valid_for_s": 600, "replaces_identity": replaces_identity}
+    response = await api(
+        cloud, f"/api/edges/{edge_id}/enrollment-codes", order, headers=cloud.api_headers
+    )
     assert response.status_code == 200, response.text
     return str(response.json()["code"])
 
@@ -299,7 +314,7 @@ async def test_enrolling_through_https_with_a_private_ca_and_replacing_with_forc
         assert first_key is not None and first_key.is_file()
 
         (tmp_path / "sync-identity" / "notes").mkdir()  # not an enrollment's
-        second = await make_code(cloud)
+        second = await make_code(cloud, replaces_identity=True)
         status, out = await enroll(
             capsys, edge_config, second, "--cloud", url, "--ca", str(web_ca.files.certificate)
         )
@@ -402,10 +417,9 @@ async def test_operators_make_codes_from_the_shell(
 
 
 async def test_with_an_api_token_only_enrolling_goes_without_it(
-    start_cloud: StartCloud, pki_and_broker: Fleet, monkeypatch: pytest.MonkeyPatch
+    start_cloud: StartCloud, pki_and_broker: Fleet
 ) -> None:
-    monkeypatch.setenv("OCPP_CLOUD_API__TOKEN", "fleet-secret")
-    cloud = await start_enrolling_cloud(start_cloud, pki_and_broker)
+    cloud = await start_enrolling_cloud(start_cloud, pki_and_broker, api={"token": "fleet-secret"})
     order = f"/api/edges/{EDGE}/enrollment-codes"
     assert (await api(cloud, order, {})).status_code == 401
     async with httpx.AsyncClient(base_url=cloud.api_url) as client:
@@ -419,3 +433,83 @@ async def test_with_an_api_token_only_enrolling_goes_without_it(
     assert asked.status_code == 200 and asked.json()["edge_id"] == EDGE
     enrolled = await api(cloud, "/api/enroll", {"code": code, "csr": csr_for(EDGE)})
     assert enrolled.status_code == 200
+
+
+async def test_an_edge_with_an_identity_is_enrolled_again_only_by_a_code_made_to_replace_it(
+    cloud: RunningCloud, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = await make_code(cloud)
+    assert (await api(cloud, "/api/enroll", {"code": first, "csr": csr_for(EDGE)})).is_success
+    order = f"/api/edges/{EDGE}/enrollment-codes"
+    refused = await api(cloud, order, {"valid_for_s": 600}, headers=cloud.api_headers)
+    assert refused.status_code == 409
+    detail = refused.json()["detail"]
+    assert f"edge {EDGE} already has an identity" in detail and "--replace" in detail
+    replacing = await make_code(cloud, replaces_identity=True)
+    again = await api(cloud, "/api/enroll", {"code": replacing, "csr": csr_for(EDGE)})
+    assert again.status_code == 200 and again.json()["edge_id"] == EDGE
+
+    # Two codes made for a new edge id enroll one device, not two.
+    one, two = await make_code(cloud, "site-9"), await make_code(cloud, "site-9")
+    assert (await api(cloud, "/api/enroll", {"code": one, "csr": csr_for("site-9")})).is_success
+    caplog.set_level(logging.WARNING, logger="cloud.enrollment")
+    second = await api(cloud, "/api/enroll", {"code": two, "csr": csr_for("site-9")})
+    assert second.status_code == 409 and "already has an identity" in second.json()["detail"]
+    assert "enrollment of site-9 from 127.0.0.1 refused" in caplog.text
+    unused = enrollment_codes.find_code(cloud.engine, code_digest(normalize_code(two) or ""))
+    assert unused is not None and unused.used_at is None
+
+
+async def test_an_edge_in_touch_is_not_enrolled_again_by_mistake(cloud: RunningCloud) -> None:
+    with cloud.engine.begin() as connection:
+        now = datetime.now(UTC)
+        connection.execute(
+            insert(edges_table).values(id="site-3", created_at=now, first_seen_at=now)
+        )
+    order = "/api/edges/site-3/enrollment-codes"
+    refused = await api(cloud, order, {"valid_for_s": 600}, headers=cloud.api_headers)
+    assert refused.status_code == 409 and "in touch with this cloud" in refused.json()["detail"]
+    assert await make_code(cloud, "site-3", replaces_identity=True)
+
+
+async def test_the_failure_limit_counts_the_real_client_not_a_header_anyone_can_write(
+    start_cloud: StartCloud, pki_and_broker: Fleet
+) -> None:
+    cloud = await start_enrolling_cloud(start_cloud, pki_and_broker, max_failed_attempts=3)
+    wrong = new_code()
+    for number in range(3):
+        forged = {"X-Forwarded-For": f"198.51.100.{number}"}
+        refused = await api(cloud, "/api/enroll/code", {"code": wrong}, headers=forged)
+        assert refused.status_code == 403
+    turned_away = await api(
+        cloud, "/api/enroll/code", {"code": wrong}, headers={"X-Forwarded-For": "198.51.100.77"}
+    )
+    assert turned_away.status_code == 429
+    assert "too many wrong codes from 127.0.0.1" in turned_away.json()["detail"]
+
+
+async def test_behind_a_trusted_proxy_each_real_client_has_its_own_limit(
+    start_cloud: StartCloud, pki_and_broker: Fleet
+) -> None:
+    cloud = await start_enrolling_cloud(
+        start_cloud, pki_and_broker, max_failed_attempts=3, api={"trusted_proxies": ["127.0.0.1"]}
+    )
+    wrong = new_code()
+
+    async def attempt(forwarded_for: str) -> httpx.Response:
+        headers = {"X-Forwarded-For": forwarded_for}
+        return await api(cloud, "/api/enroll/code", {"code": wrong}, headers=headers)
+
+    # What the client wrote itself comes first; the proxy appends the address it saw.
+    for claimed in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert (await attempt(f"{claimed}, 203.0.113.5")).status_code == 403
+    turned_away = await attempt("203.0.113.5")
+    assert turned_away.status_code == 429
+    assert "too many wrong codes from 203.0.113.5" in turned_away.json()["detail"]
+    assert (await attempt("203.0.113.6")).status_code == 403
+    code = await make_code(cloud)
+    row = {"code": code, "csr": csr_for(EDGE)}
+    enrolled = await api(cloud, "/api/enroll", row, headers={"X-Forwarded-For": "203.0.113.6"})
+    assert enrolled.status_code == 200
+    found = enrollment_codes.find_code(cloud.engine, code_digest(normalize_code(code) or ""))
+    assert found is not None and found.used_by == "203.0.113.6"

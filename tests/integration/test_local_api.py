@@ -228,3 +228,60 @@ async def test_charger_state_shows_what_the_edge_keeps(
     ]
     assert state["local_list"]["version"] >= 1
     assert (await client.get("/api/chargers/NOPE/state")).status_code == 404
+
+
+async def test_pages_of_other_sites_cannot_use_the_token_free_api(
+    site: tuple[RunningEdge, SimulatedCharger, httpx.AsyncClient],
+) -> None:
+    edge, _, client = site
+    reset = "/api/chargers/SIM1/commands/Reset"
+    own = f"127.0.0.1:{edge.api_port}"
+    # DNS rebinding: another site's name resolved to this machine.
+    rebound = await client.get("/api/chargers", headers={"Host": f"evil.example:{edge.api_port}"})
+    assert rebound.status_code == 400 and "api.allowed_hosts" in rebound.json()["detail"]
+    posted = await client.post(reset, json={"type": "Soft"}, headers={"Host": "evil.example"})
+    assert posted.status_code == 400
+    # Cross-site requests a page can make without asking (forms, no-cors fetches).
+    cross_site = [
+        {"Origin": "http://evil.example", "Content-Type": "application/json"},
+        {"Origin": "null", "Content-Type": "application/json"},
+        {"Origin": f"http://localhost:{edge.api_port + 1}", "Content-Type": "application/json"},
+        {"Sec-Fetch-Site": "cross-site", "Content-Type": "application/json"},
+        {"Sec-Fetch-Site": "same-site", "Content-Type": "application/json"},
+    ]
+    for headers in cross_site:
+        refused = await client.post(reset, content=b'{"type": "Soft"}', headers=headers)
+        assert refused.status_code == 403, headers
+    for content_type in ("application/x-www-form-urlencoded", "text/plain", "multipart/form-data"):
+        refused = await client.post(
+            reset, content=b'{"type": "Soft"}', headers={"Content-Type": content_type}
+        )
+        assert refused.status_code == 415, content_type
+        assert "application/json" in refused.json()["detail"]
+    untyped = await client.post(reset, content=b'{"type": "Soft"}')
+    assert untyped.status_code == 415
+    # A request forwarded by a proxy on this machine is not this machine's client.
+    proxied = await client.post(
+        reset, json={"type": "Soft"}, headers={"X-Forwarded-For": "10.1.2.3"}
+    )
+    assert proxied.status_code == 401
+    assert edge.query("SELECT * FROM commands") == []
+    # The same origin, and clients that say nothing of an origin (the CLI), are served.
+    same = await client.post(
+        reset,
+        json={"type": "Soft"},
+        headers={"Origin": f"http://{own}", "Sec-Fetch-Site": "same-origin"},
+    )
+    assert same.status_code == 200
+    assert (await client.post(reset, json={"type": "Soft"})).status_code == 200
+    assert (await client.post("/api/chargers/SIM1/commands/ClearCache")).status_code == 200
+    assert len(edge.query("SELECT * FROM commands")) == 3
+
+
+async def test_names_of_this_edge_can_be_allowed(start_edge: StartEdge) -> None:
+    edge = await start_edge(with_api=True, sections={"api": {"allowed_hosts": ["edge.local"]}})
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{edge.api_port}") as client:
+        named = await client.get("/api/chargers", headers={"Host": f"edge.local:{edge.api_port}"})
+        assert named.status_code == 200
+        other = await client.get("/api/chargers", headers={"Host": "edge.example"})
+        assert other.status_code == 400

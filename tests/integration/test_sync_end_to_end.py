@@ -119,7 +119,9 @@ async def test_fleet_manager_sets_cards_commands_and_firmware(
 ) -> None:
     edge, charger = site
     await eventually(lambda: (view := edge_view(cloud.engine)) is not None and view.online)
-    async with httpx.AsyncClient(base_url=cloud.api_url, timeout=10) as api:
+    async with httpx.AsyncClient(
+        base_url=cloud.api_url, headers=cloud.api_headers, timeout=10
+    ) as api:
         cards = [{"id_tag": "FLEET1", "parent_id_tag": "FLEET"}, {"id_tag": "FLEET2"}]
         answer = await api.put(f"/api/edges/{EDGE}/cards", json=cards)
         assert answer.status_code == 200, answer.text

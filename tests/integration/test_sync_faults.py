@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func, select
 
 from cloud.store.database import open_store
 from cloud.store.schema import edges, events
-from tests.conftest import PostgresServer
+from tests.conftest import CLOUD_API_TOKEN, PostgresServer
 from tests.mosquitto import Mosquitto
 from tests.processes import Daemon, Storm, cloud_daemon, edge_daemon, outbox_size, wait_for_port
 from tests.waiting import eventually
@@ -183,7 +183,8 @@ async def test_two_aggregator_replicas_share_the_work(
         await storm.run()
         markers = await delivered(engine, storm)
         assert_exactly_once_in_order(engine, storm, markers)
-        async with httpx.AsyncClient(timeout=5) as client:
+        token = {"Authorization": f"Bearer {CLOUD_API_TOKEN}"}
+        async with httpx.AsyncClient(timeout=5, headers=token) as client:
             stored = [
                 (await client.get(f"http://127.0.0.1:{api_port}/api/stats")).json()[
                     "batches_stored"

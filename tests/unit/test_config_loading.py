@@ -107,3 +107,15 @@ def test_reader_errors_name_the_reader_and_line(tmp_path: Path) -> None:
         '[[readers]]\nid = "a"\nkind = "simulated"\n[[readers]]\nid = "a"\nkind = "simulated"\n'
     )
     assert "two readers have the id 'a'" in config_error(write(tmp_path, duplicate))
+
+
+def test_the_shared_ftp_account_is_gone_with_a_sentence(tmp_path: Path) -> None:
+    message = config_error(write(tmp_path, '[files]\nftp_port = 2121\nftp_password = "secret8!"\n'))
+    assert "files.ftp_password is gone" in message and "GetDiagnostics/GetLog" in message
+
+
+def test_a_trusted_proxy_must_be_an_address_or_cidr(tmp_path: Path) -> None:
+    message = config_error(write(tmp_path, '[api]\ntrusted_proxies = ["10.0.0.0/8", "proxy"]\n'))
+    assert "api" in message and "'proxy' is not an IP address or CIDR" in message
+    path = write(tmp_path, '[api]\ntrusted_proxies = ["10.0.0.0/8", "::1"]\n')
+    assert load_settings(path).api.trusted_proxies == ["10.0.0.0/8", "::1"]
