@@ -137,7 +137,7 @@ async def fleet(
     )
     async with (
         connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection,
-        httpx.AsyncClient(base_url=cloud.api_url, timeout=10) as api,
+        httpx.AsyncClient(base_url=cloud.api_url, headers=cloud.api_headers, timeout=10) as api,
     ):
         charger = SimulatedCharger("CP1", connection, config)
         listener = asyncio.create_task(charger.start())
@@ -413,7 +413,9 @@ async def test_uploads_are_streamed_bounded_and_never_replace_another_images_byt
 ) -> None:
     cloud = await start_cloud(broker, firmware={"max_image_bytes": 100_000})
     first, second = b"\x01" * 50_000, b"\x02" * 50_000
-    async with httpx.AsyncClient(base_url=cloud.api_url, timeout=10) as api:
+    async with httpx.AsyncClient(
+        base_url=cloud.api_url, headers=cloud.api_headers, timeout=10
+    ) as api:
 
         async def upload(name: str, content: bytes, *targets: str) -> httpx.Response:
             params = [("version", "1.0"), *(("target", target) for target in targets)]

@@ -38,6 +38,7 @@ from websockets.typing import Subprotocol
 from cloud.firmware import public_key_text
 from cloud.store.schema import events
 from edge.files.store import FileDirectory
+from edge.files.tokens import UploadTokens
 from edge.store.database import open_database
 from edge.sync import protocol as wire
 from tests.conftest import RunningCloud, StartCloud
@@ -556,17 +557,26 @@ async def file_server_upload_and_download_under_way(context: Context) -> Check:
     await edge.ready()
     charged = await charge(context.stack, edge.url, "CP-1")
     base = f"http://127.0.0.1:{files_port}"
+    # The location the edge would hand CP-1 in a GetDiagnostics (the daemon made the key).
+    token = UploadTokens.load_or_create(edge.files).issue("CP-1", 3600)
     async with httpx.AsyncClient(base_url=base) as client:
-        answer = await client.put("/uploads/whole.log", content=b"a whole log\n" * 100)
+        answer = await client.put(f"/uploads/{token}/whole.log", content=b"a whole log\n" * 100)
         assert answer.status_code == 201
     # A charger's upload, cut off half-way through its body.
     _, uploading = await asyncio.open_connection("127.0.0.1", files_port)
     context.stack.callback(uploading.close)
-    head = b"PUT /uploads/half.log HTTP/1.1\r\nHost: edge\r\nContent-Length: 1000000\r\n\r\n"
+    head = (
+        f"PUT /uploads/{token}/half.log HTTP/1.1\r\nHost: edge\r\nContent-Length: 1000000\r\n\r\n"
+    ).encode()
     uploading.write(head + b"x" * 100_000)
     await uploading.drain()
-    partial = edge.files / "uploads" / ".half.log.part"
-    await eventually(lambda: partial.exists() and partial.stat().st_size > 0, within=10)
+    folder = edge.files / "uploads" / "CP-1"
+
+    def receiving() -> bool:
+        # Its partial file exists once the upload is admitted (written in large chunks).
+        return any(folder.glob(".half.log.*.part"))
+
+    await eventually(receiving, within=10)
     # A charger downloading firmware, slowly: it stops reading after the first bytes.
     slow = socket.socket()
     slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -581,7 +591,7 @@ async def file_server_upload_and_download_under_way(context: Context) -> Check:
         assert_kept(edge, charged)
         received = edge.query("SELECT name, via FROM received_files")
         assert received == [("whole.log", "http")]
-        assert not (edge.files / "uploads" / "half.log").exists()
+        assert not (folder / "half.log").exists()
 
     return check
 
@@ -589,14 +599,16 @@ async def file_server_upload_and_download_under_way(context: Context) -> Check:
 async def ftp_upload_under_way(context: Context) -> Check:
     edge = context.edge
     ftp_port = free_port()
-    edge.start({"files": {"host": "127.0.0.1", "ftp_port": ftp_port, "ftp_password": "secret-ftp"}})
+    edge.start({"files": {"host": "127.0.0.1", "ftp_port": ftp_port}})
     await edge.ready()
     charged = await charge(context.stack, edge.url, "CP-1")
+    # The login the edge would hand CP-1 in a GetDiagnostics (the daemon made the key).
+    token = UploadTokens.load_or_create(edge.files).issue("CP-1", 3600)
 
     def upload() -> tuple[ftplib.FTP, socket.socket]:
         ftp = ftplib.FTP()
         ftp.connect("127.0.0.1", ftp_port, timeout=10)
-        ftp.login("ocpp", "secret-ftp")
+        ftp.login("CP-1", token)
         ftp.storbinary("STOR whole.txt", io.BytesIO(b"a whole report\n" * 1000))
         half = ftp.transfercmd("STOR half.txt")
         half.sendall(b"x" * 100_000)  # and no more: the upload is under way
@@ -605,13 +617,14 @@ async def ftp_upload_under_way(context: Context) -> Check:
     ftp, half = await asyncio.to_thread(upload)
     context.stack.callback(ftp.close)
     context.stack.callback(half.close)
-    partial = edge.files / "uploads" / "half.txt"
-    await eventually(lambda: partial.exists() and partial.stat().st_size > 0, within=10)
+    folder = edge.files / "uploads" / "CP-1"
+    # Its partial file exists once the upload is admitted (written in large chunks).
+    await eventually(lambda: any(folder.glob(".half.txt.*.part")), within=10)
 
     async def check() -> None:
         assert_kept(edge, charged)
         assert edge.query("SELECT name, via FROM received_files") == [("whole.txt", "ftp")]
-        assert not partial.exists(), "a half-received upload is not kept as if whole"
+        assert not (folder / "half.txt").exists(), "a half-received upload is not kept as if whole"
 
     return check
 
@@ -654,8 +667,10 @@ async def firmware_download_from_the_cloud_under_way(context: Context) -> Check:
     edge.start(sync_to("127.0.0.1", broker.port, firmware_public_key=key))
     await edge.ready()
     image = bytes(range(256)) * 16 * 1024  # 4 MiB in 8 KiB chunks
-    async with httpx.AsyncClient(base_url=cloud.api_url) as api:
-        answer = await api.put("/api/firmware/cp-3.0.bin", params={"version": "3.0"}, content=image)
+    async with httpx.AsyncClient(base_url=cloud.api_url, headers=cloud.api_headers) as api:
+        answer = await api.put(
+            "/api/firmware/cp-3.0.bin", params={"version": "3.0", "target": "*/*"}, content=image
+        )
         assert answer.status_code == 200, answer.text
         assert (await api.post(f"/api/edges/{EDGE_ID}/firmware/cp-3.0.bin")).status_code == 200
     partial = edge.files / "firmware" / ".cp-3.0.bin.part"
