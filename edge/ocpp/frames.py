@@ -119,13 +119,6 @@ def bounded(text: str, limit: int) -> str:
     return text[: limit - len(TRUNCATED)] + TRUNCATED
 
 
-def storable(text: str) -> str:
-    """`text` as SQLite and UTF-8 can hold it: a lone surrogate becomes its escape."""
-    if text.isascii():
-        return text
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
-
-
 def _call(message: list[Any], unique_id: str | None) -> Call:
     if len(message) != 4 or unique_id is None:
         raise _malformed("CALL", unique_id, answer=True)

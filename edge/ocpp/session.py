@@ -48,7 +48,6 @@ from edge.ocpp.frames import (
     encode_call_error,
     encode_call_result,
     parse_frame,
-    storable,
 )
 from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, FrameBudget, Note, check_sampled_values
 from edge.ocpp.payloads import keyword_arguments, to_wire
@@ -381,19 +380,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         text = raw if isinstance(raw, str) else raw.hex()
         if direction == "out" and message_type is None:
             message_type, unique_id = _peek_type_and_id(text)
-        # A charger's uniqueId and action are its own text: made storable before they
-        # are queued, so that no row can fail the batch it is written with.
         self.store.insert_later(
             message_log.APPEND_SQL,
-            (
-                self.id,
-                direction,
-                message_type,
-                None if unique_id is None else storable(unique_id),
-                None if action is None else storable(action),
-                text,
-                at_ms,
-            ),
+            message_log.log_row(self.id, direction, message_type, unique_id, action, text, at_ms),
         )
 
     def _touch(self) -> None:
