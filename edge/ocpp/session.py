@@ -193,6 +193,15 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             pass
         finally:
             self._closed = True
+            if self.bad_frames or self.unsolicited_results or self.throttled_frames:
+                log.warning(
+                    "%s: this connection sent %d bad frames and %d answers to nothing "
+                    "(dropped); %d frames waited for the frame budget",
+                    self.id,
+                    self.bad_frames,
+                    self.unsolicited_results,
+                    self.throttled_frames,
+                )
             for waiting in self._awaiting.values():
                 if not waiting.done():
                     waiting.set_exception(
