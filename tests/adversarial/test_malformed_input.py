@@ -68,3 +68,22 @@ async def test_schema_breaking_command_to_offline_charger_is_422_and_not_stored(
     assert [tuple(row) for row in edge.query("SELECT action, outcome FROM commands")] == [
         ("Reset", "offline")
     ]
+
+
+async def test_meter_values_that_are_not_numbers_are_stored_as_text(edge: RunningEdge) -> None:
+    """Strings a float() takes but no meter reads (found by the fuzzer): answered and stored
+    raw, with no number beside them."""
+    odd = ["1e400", "nan", "-Infinity", "999999999999999999999999999999"]
+    async with HostileCharger(edge.url, "ODD1") as charger:
+        payload = {
+            "connectorId": 1,
+            "meterValue": [
+                {
+                    "timestamp": "2026-01-01T00:00:00Z",
+                    "sampledValue": [{"value": value} for value in odd],
+                }
+            ],
+        }
+        assert await charger.ok("MeterValues", payload) == {}
+    rows = edge.query("SELECT value, normalized, wh FROM meter_values ORDER BY id")
+    assert [tuple(row) for row in rows] == [(value, None, None) for value in odd]
