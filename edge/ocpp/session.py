@@ -164,6 +164,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         self.throttled_frames = 0
         self._unsolicited = Note(log)
         self._bad_frames = Note(log)
+        self._refused = Note(log)
 
     @property
     def unsolicited_results(self) -> int:
@@ -196,10 +197,12 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             if self.bad_frames or self.unsolicited_results or self.throttled_frames:
                 log.warning(
                     "%s: this connection sent %d bad frames and %d answers to nothing "
-                    "(dropped); %d frames waited for the frame budget",
+                    "(dropped), %d calls answered with a CALLERROR; %d frames waited for "
+                    "the frame budget",
                     self.id,
                     self.bad_frames,
                     self.unsolicited_results,
+                    self._refused.count,
                     self.throttled_frames,
                 )
             for waiting in self._awaiting.values():
@@ -313,7 +316,13 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             payload = to_wire(result)
             validate_response(call.action, payload)
         except OCPPError as error:
-            log.warning("%s %s answered %s: %s", self.id, call.action, error.code, error)
+            self._refused(
+                "%s %s answered %s: %s",
+                self.id,
+                bounded(call.action, 64),
+                error.code,
+                bounded(error.description or "", 300),
+            )
             await self._send(encode_call_error(call.unique_id, error), call.action)
             return
         except Exception:
