@@ -73,7 +73,7 @@ def parse_frame(raw: str | bytes) -> Frame:
         _depth(message) > MAX_NESTING_DEPTH
     ):
         raise _too_deep(unique_id or UNKNOWN_UNIQUE_ID, answer=message_type not in (3, 4))
-    if ("\\ud" in raw or "\\uD" in raw) and _holds_lone_surrogate(message):
+    if "\\u" in raw and ("\\ud" in raw or "\\uD" in raw) and _holds_lone_surrogate(message):
         raise FrameError(
             FormationViolationError(
                 description="the frame holds a lone UTF-16 surrogate escape (such as \\ud800): "
@@ -211,7 +211,7 @@ def _malformed(kind: str, unique_id: str | None, *, answer: bool) -> FrameError:
 
 
 def encode_call(unique_id: str, action: str, payload: dict[str, Any]) -> str:
-    return json.dumps([2, unique_id, action, payload], separators=(",", ":"), default=_number)
+    return _CALL_ENCODER.encode([2, unique_id, action, payload])
 
 
 def _number(value: Any) -> Any:
@@ -221,8 +221,13 @@ def _number(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
+# Made once: json.dumps with options builds an encoder for every frame.
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+_CALL_ENCODER = json.JSONEncoder(separators=(",", ":"), default=_number)
+
+
 def encode_call_result(unique_id: str, payload: dict[str, Any]) -> str:
-    return json.dumps([3, unique_id, payload], separators=(",", ":"))
+    return _COMPACT.encode([3, unique_id, payload])
 
 
 def encode_call_error(unique_id: str, error: OCPPError) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from datetime import UTC
 from importlib import resources
 from typing import Any
 
@@ -32,7 +33,7 @@ from ocpp.exceptions import (
     TypeConstraintViolationError,
 )
 
-from edge.clock import normalize_timestamp
+from edge.clock import parse_timestamp
 
 _ERROR_FOR_RULE: dict[str, type[OCPPError]] = {
     "type": TypeConstraintViolationError,
@@ -55,7 +56,7 @@ def _is_date_time(text: str) -> bool:
     # OCPP's dateTime is ISO-8601; chargers often omit the offset (read as UTC). It must
     # also be a moment in UTC (0001-01-01T00:00+00:01 is not: that is year 0).
     try:
-        normalize_timestamp(text)
+        parse_timestamp(text).astimezone(UTC)
     except (ValueError, OverflowError):
         return False
     return True

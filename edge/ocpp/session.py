@@ -230,7 +230,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             # This connection's task has its own context: the call's transaction (or
             # none) stands for the lines logged while it is handled, until the next call.
             transaction = frame.payload.get("transactionId")
-            log_context.TRANSACTION_ID.set(None if transaction is None else str(transaction))
+            log_context.TRANSACTION_ID.set(str(transaction) if type(transaction) is int else None)
             await self._answer(frame)
             return
         waiting = self._awaiting.get(frame.unique_id)
