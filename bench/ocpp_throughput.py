@@ -88,7 +88,11 @@ def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
             "max_handshakes_in_progress = 10000\n"
             # The load generator does not play the local-list exchange after each boot,
             # and the API and file server would only compete for ports here.
-            "push_local_list = false\n[api]\nport = 0\n[files]\nport = 0\n"
+            "push_local_list = false\n"
+            # Each load charger calls as fast as it is answered, far beyond a real charger's
+            # pace: the per-connection frame budget would measure itself, not the edge.
+            "[ocpp.limits]\nframes_per_second = 100000\nframe_burst = 100000\n"
+            "[api]\nport = 0\n[files]\nport = 0\n"
             f'[store]\npath = "{workdir / "edge.db"}"\n'
         )
         command = [*shlex.split(options.edge_cmd), "--config", str(config)]

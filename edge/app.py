@@ -28,6 +28,7 @@ from edge.files.tokens import UploadTokens
 from edge.files.uploads import UploadArea, UploadLimits, remove_partial_uploads
 from edge.hardware import Hardware
 from edge.ocpp.certificate_delivery import deliver_certificate
+from edge.ocpp.charger_work import ChargerWork
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
 from edge.ocpp.session import SiteContext
@@ -115,13 +116,19 @@ async def run_edge(
         ):
             # The last of the stack's steps, just before the server's own exit.
             stack.push_async_callback(_close_charger_connections, listener)
+            # Per-charger work runs supervised: no charger can end this task group.
+            charger_work = ChargerWork(tasks, settings.ocpp.limits.max_tasks_per_charger)
             if settings.ocpp.push_local_list:
                 server.context.after_boot.append(
-                    lambda charger_id: _start(tasks, sync_local_list(server, charger_id))
+                    lambda charger_id: charger_work.start(
+                        charger_id, "local list", sync_local_list(server, charger_id)
+                    )
                 )
             server.context.after_sign_certificate.append(
-                lambda charger_id, request_id: _start(
-                    tasks, deliver_certificate(server, authority, charger_id, request_id)
+                lambda charger_id, request_id: charger_work.start(
+                    charger_id,
+                    "certificate delivery",
+                    deliver_certificate(server, authority, charger_id, request_id),
                 )
             )
             if settings.smart_charging.site_limit_w:
@@ -311,10 +318,6 @@ async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
     error = task.exception() if task.done() and not task.cancelled() else None
     if error is not None:
         raise error
-
-
-def _start(tasks: asyncio.TaskGroup, work: Coroutine[Any, Any, None]) -> None:
-    tasks.create_task(work)
 
 
 async def _close_charger_connections(listener: Server) -> None:

@@ -7,6 +7,7 @@ in the base unit; energy also as integer Wh, the unit money is computed from.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,6 +74,9 @@ def normalize_sampled_value(sampled: dict[str, Any]) -> SampledValue:
             normalized = to_base_unit(float(value), unit)
         except ValueError:
             normalized = None
+    # "inf", "nan" or 1e400 are not readings; an energy beyond 64 bits cannot be stored.
+    if normalized is not None and not (math.isfinite(normalized) and abs(normalized) < 2**62):
+        normalized = None
     wh = None
     if normalized is not None and measurand.startswith("Energy.Active") and unit in ("Wh", "kWh"):
         wh = round(normalized)

@@ -56,6 +56,33 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ChargerLimitsSettings(_Section):
+    """What one charger's connection may use (`[ocpp.limits]`); see docs/security.md."""
+
+    max_frame_bytes: int = Field(
+        262_144,
+        ge=16_384,
+        le=16_777_216,
+        description="Largest WebSocket message a charger may send; a bigger one closes the "
+        "connection with 1009.",
+    )
+    max_queued_frames: int = Field(
+        8, ge=1, le=1024, description="Frames received and not yet handled, per connection."
+    )
+    frames_per_second: float = Field(
+        20.0, gt=0, le=100_000, description="Frames a charger may send per second, sustained."
+    )
+    frame_burst: int = Field(
+        100, ge=1, le=1_000_000, description="Frames a charger may send at once, beyond the rate."
+    )
+    max_sampled_values: int = Field(
+        1000, ge=1, le=100_000, description="Sampled values in one MeterValues or StopTransaction."
+    )
+    max_tasks_per_charger: int = Field(
+        4, ge=1, le=100, description="Calls the edge runs on its own for one charger at once."
+    )
+
+
 class OcppSettings(_Section):
     host: str = Field("0.0.0.0", description="Address the OCPP WebSocket server binds to.")
     port: int = Field(9000, ge=1, le=65535)
@@ -123,6 +150,7 @@ class OcppSettings(_Section):
     websocket_compression: bool = Field(
         False, description="permessage-deflate: less traffic for more CPU per frame."
     )
+    limits: ChargerLimitsSettings = ChargerLimitsSettings()
 
     @model_validator(mode="after")
     def tls_files_for_profile(self) -> OcppSettings:

@@ -28,6 +28,10 @@ async def deliver_certificate(
     except CertificateRequestRejected as error:
         await _mark(server, request_id, "rejected", str(error), None)
         return
+    except Exception as error:  # a CSR the library cannot sign (e.g. an unsupported key)
+        log.exception("certificate request %d of %s could not be signed", request_id, charger_id)
+        await _mark(server, request_id, "rejected", f"could not be signed: {error}", None)
+        return
     try:
         answer = await send_command(
             server, charger_id, "CertificateSigned", {"certificate_chain": chain}

@@ -2,9 +2,12 @@
 security whitepaper, each awaited with a timeout and its outcome stored.
 
 `send_command` is the one way in, used by the local API, the CLI and the edge's own
-features (site power limit, local list pushes). The request is recorded before it
-goes on the wire; the answer, the charger's CALLERROR, a timeout or "offline" is
-recorded after. What a central system must remember from an answer (configuration,
+features (site power limit, local list pushes). The request is validated, then
+recorded before it goes on the wire (a request that breaks its schema is refused
+and never stored, whether the charger is connected or not); the answer, the
+charger's CALLERROR, a timeout or "offline" is recorded after. Whatever the charger
+answers ends as one of those outcomes: nothing it sends can raise anything but a
+`CommandError` here. What a central system must remember from an answer (configuration,
 availability, reservations, list versions, profiles, certificates) is applied by
 `edge.ocpp.command_effects` in the same transaction as the outcome.
 """
@@ -15,7 +18,6 @@ import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import OCPPError
@@ -24,8 +26,10 @@ from sqlite_utils import Database
 
 from edge.clock import utc_now
 from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
+from edge.ocpp.frames import bounded
 from edge.ocpp.payloads import to_wire
 from edge.ocpp.schemas import validate_request
+from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
 
 if TYPE_CHECKING:
@@ -94,7 +98,8 @@ class ChargerTimeout(CommandError):
 
 
 class ChargerRefused(CommandError):
-    """The charger answered with a CALLERROR."""
+    """The charger answered with a CALLERROR, or with an answer that breaks OCPP-J or the
+    response schema (`code` then names the fault, the description says so)."""
 
     kind = "callerror"
 
@@ -154,12 +159,19 @@ async def send_command(
     session = server.sessions.get(charger_id)
     requested_at = utc_now()
 
-    def record_request(db: Database) -> tuple[int, Any, dict[str, Any]]:
+    def record_request(db: Database) -> tuple[int, dict[str, Any]]:
         if db.conn.execute("SELECT 1 FROM chargers WHERE id = ?", (charger_id,)).fetchone() is None:
             raise UnknownCharger(f"no charger {charger_id} at this site")
         if session is None:
+            # Checked as if it were sent (422 for a bad one), allocations undone.
+            db.conn.execute("SAVEPOINT offline_check")
+            try:
+                build_payload(action, prepare_arguments(db, charger_id, action, arguments))
+            finally:
+                db.conn.execute("ROLLBACK TO offline_check")
+                db.conn.execute("RELEASE offline_check")
             request: dict[str, Any] = {"arguments": arguments}
-            outcome, payload = "offline", None
+            outcome = "offline"
         else:
             # Allocations (reservation id, list version) roll back if validation fails.
             payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
@@ -179,38 +191,47 @@ async def send_command(
         if session is not None:
             apply_request(db, charger_id, action, request)
         assert cursor.lastrowid is not None
-        return cursor.lastrowid, payload, request
+        return cursor.lastrowid, request
 
     if action not in CSMS_INITIATED:
         raise InvalidArguments(
             f"{action} is not a command a central system sends; one of: {', '.join(CSMS_INITIATED)}"
         )
-    command_id, payload, request = await store.run(record_request)
+    command_id, request = await store.run(record_request)
     if session is None:
         raise ChargerOffline(f"charger {charger_id} is not connected", command_id)
     try:
         async with asyncio.timeout(answer_within):
-            answer = await session.call(payload, suppress=False)
+            response = await session.call_charger(action, request)
     except TimeoutError:
         await _finish(server, command_id, "timeout", None, None, None)
         raise ChargerTimeout(
             f"charger {charger_id} did not answer {action} within {answer_within:g} s", command_id
         ) from None
-    except OCPPError as error:
-        await _finish(server, command_id, "callerror", None, error.code, error.description)
+    except ConnectionLost as error:
+        await _finish(server, command_id, "offline", None, None, error.description)
+        raise ChargerOffline(f"charger {charger_id}: {error.description}", command_id) from error
+    except CallFailed as error:
+        code = error.code or "GenericError"
+        await _finish(server, command_id, "callerror", None, code, error.description)
         raise ChargerRefused(
-            f"charger {charger_id} answered {action} with {error.code}: {error.description}",
+            f"charger {charger_id} answered {action} with {code}: {error.description}",
             command_id,
-            error.code,
+            code,
         ) from error
-    response: dict[str, Any] = _without_decimals(to_wire(answer))
 
     def record_answer(db: Database) -> None:
         _finish_row(db, command_id, "answered", response, None, None)
         apply_answer(db, charger_id, action, request, response)
 
-    await store.run(record_answer)
-    log.info("%s answered %s: %s", charger_id, action, response)
+    try:
+        await store.run(record_answer)
+    except Exception as error:  # a valid answer the store cannot take: recorded as such
+        log.exception("%s: the answer to %s could not be stored", charger_id, action)
+        description = f"the charger's answer could not be stored: {error}"
+        await _finish(server, command_id, "callerror", response, "InternalError", description)
+        raise ChargerRefused(description, command_id, "InternalError") from error
+    log.info("%s answered %s: %s", charger_id, action, bounded(str(response), 500))
     return CommandResult(command_id, charger_id, action, response)
 
 
@@ -247,14 +268,3 @@ def _finish_row(
             command_id,
         ),
     )
-
-
-def _without_decimals(data: Any) -> Any:
-    # The ocpp library parses charging schedules with Decimal to check multipleOf 0.1.
-    if isinstance(data, Decimal):
-        return int(data) if data == data.to_integral_value() else float(data)
-    if isinstance(data, dict):
-        return {key: _without_decimals(value) for key, value in data.items()}
-    if isinstance(data, list):
-        return [_without_decimals(item) for item in data]
-    return data

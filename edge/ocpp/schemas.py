@@ -4,6 +4,13 @@ The schemas are the ones the `ocpp` library ships. They are compiled to Python o
 per action with fastjsonschema, which checks a MeterValues frame many times faster
 than an interpreted validator; what is valid does not change. A schema violation
 becomes the OCPP-J 1.6 error code that names it.
+
+Before compiling, the rules the specification states in words and the JSON schemas
+leave out are added (`_refined`): a connectorId is never negative, an idTag is not
+empty, and an integer fits the 64 bits the store keeps (the specification's own
+integers are 32-bit; a charger's lifetime energy register can outgrow that, so the
+edge takes what it can store). A charger breaking one is answered with a CALLERROR
+instead of failing in the store.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Callable
+from datetime import UTC
 from importlib import resources
 from typing import Any
 
@@ -45,10 +53,11 @@ _ERROR_FOR_RULE: dict[str, type[OCPPError]] = {
 
 
 def _is_date_time(text: str) -> bool:
-    # OCPP's dateTime is ISO-8601; chargers often omit the offset (read as UTC).
+    # OCPP's dateTime is ISO-8601; chargers often omit the offset (read as UTC). It must
+    # also be a moment in UTC (0001-01-01T00:00+00:01 is not: that is year 0).
     try:
-        parse_timestamp(text)
-    except ValueError:
+        parse_timestamp(text).astimezone(UTC)
+    except (ValueError, OverflowError):
         return False
     return True
 
@@ -62,9 +71,34 @@ def _validator(schema_name: str) -> Callable[[Any], Any]:
         raise NotImplementedError(description=f"no OCPP 1.6 schema for {schema_name}") from error
     schema.pop("$schema", None)
     compiled: Callable[[Any], Any] = fastjsonschema.compile(
-        schema, formats={"date-time": _is_date_time}
+        _refined(schema), formats={"date-time": _is_date_time}
     )
     return compiled
+
+
+# The specification's rules in words, by property name: what the JSON schemas omit.
+_PROPERTY_RULES: dict[str, dict[str, Any]] = {
+    "connectorId": {"minimum": 0},
+    "idTag": {"minLength": 1},
+}
+_SMALLEST_INTEGER, _LARGEST_INTEGER = -(2**63), 2**63 - 1
+
+
+def _refined(schema: Any) -> Any:
+    """`schema` with `_PROPERTY_RULES` and 64-bit bounds on every integer added."""
+    if isinstance(schema, list):
+        return [_refined(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    refined = {key: _refined(value) for key, value in schema.items()}
+    if refined.get("type") == "integer":
+        refined.setdefault("minimum", _SMALLEST_INTEGER)
+        refined.setdefault("maximum", _LARGEST_INTEGER)
+    for name, rules in _PROPERTY_RULES.items():
+        prop = refined.get("properties", {}).get(name)
+        if isinstance(prop, dict):
+            refined["properties"][name] = {**prop, **rules}
+    return refined
 
 
 def validate_request(action: str, payload: dict[str, Any]) -> None:

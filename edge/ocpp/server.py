@@ -88,6 +88,9 @@ class OcppServer:
             ping_interval=self.settings.websocket_ping_interval,
             ping_timeout=self.settings.websocket_ping_interval,
             close_timeout=5,
+            # Per-connection bounds ([ocpp.limits]); a bigger frame closes with 1009.
+            max_size=self.settings.limits.max_frame_bytes,
+            max_queue=self.settings.limits.max_queued_frames,
         ) as server:
             self.port = server.sockets[0].getsockname()[1]
             log.info(

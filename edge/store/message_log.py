@@ -1,4 +1,12 @@
-"""The OCPP message log: every frame in both directions, as it was on the wire."""
+"""The OCPP message log: every frame in both directions, as it was on the wire.
+
+Rows are buffered (`StoreWriter.insert_later`) and written with the next batch, so a
+row must never be one SQLite refuses: `log_row` makes a charger's text storable
+before the row is queued. A frame's text itself always is (WebSocket text frames are
+valid UTF-8; binary frames are logged as hex); the uniqueId and action parsed out of
+it may not be (a lone surrogate, `"\\ud800"` in JSON): such a character is kept as
+its escape, `\\ud800`, so the row says what was sent.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +18,34 @@ APPEND_SQL = (
     "INSERT INTO ocpp_messages (charger_id, direction, message_type, unique_id, action, "
     "payload, at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
+
+
+def storable(text: str) -> str:
+    """`text` as SQLite and UTF-8 can hold it: a lone surrogate becomes its escape."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def log_row(
+    charger_id: str,
+    direction: str,
+    message_type: int | None,
+    unique_id: str | None,
+    action: str | None,
+    payload: str,
+    at_ms: int,
+) -> tuple[Any, ...]:
+    """The parameters of APPEND_SQL, every text storable."""
+    return (
+        charger_id,
+        direction,
+        message_type,
+        None if unique_id is None else storable(unique_id),
+        None if action is None else storable(action),
+        storable(payload),
+        at_ms,
+    )
 
 
 def append_message(

@@ -12,12 +12,19 @@ them there avoids handing Python's GIL back and forth with a writer thread at ev
 SQLite call (measured: that cost more than the SQL itself). Only COMMIT, which waits
 for the disk (milliseconds on an SD card), goes to a thread, so the loop keeps
 serving chargers meanwhile; new work gathers for the next batch.
+
+Buffered rows (`insert_later`: the message log) are inserted with one executemany per
+statement. No row may fail the batch it came with: if one cannot be inserted (text
+that is not Unicode, a number beyond SQLite's range), the statement's rows are
+inserted one by one and that row alone is dropped, logged and counted
+(`rows_dropped`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -48,6 +55,7 @@ class StoreWriter:
         self._closing = False
         self.commits = 0
         self.units_committed = 0
+        self.rows_dropped = 0
 
     async def __aenter__(self) -> StoreWriter:
         self._db = await asyncio.to_thread(open_database, self.path)
@@ -119,7 +127,7 @@ class StoreWriter:
             batch, self._pending = self._pending, []
             buffered, self._buffered = self._buffered, {}
             for sql, rows in buffered.items():
-                connection.executemany(sql, rows)
+                self._insert_rows(connection, sql, rows)
             outcomes = [_run_unit(db, work, future) for work, future in batch]
             await asyncio.to_thread(connection.execute, "COMMIT")
         except Exception as failure:  # a failed commit fails every caller
@@ -138,6 +146,21 @@ class StoreWriter:
                 future.set_exception(error)
             else:
                 future.set_result(result)
+
+    def _insert_rows(self, connection: sqlite3.Connection, sql: str, rows: list[Any]) -> None:
+        """All of `rows`, or, when one fails, every row but those that fail."""
+        connection.execute("SAVEPOINT buffered")
+        try:
+            connection.executemany(sql, rows)
+        except (sqlite3.Error, ValueError, OverflowError):  # one bad row: find it
+            connection.execute("ROLLBACK TO buffered")
+            for row in rows:
+                try:
+                    connection.execute(sql, row)
+                except (sqlite3.Error, ValueError, OverflowError) as error:
+                    self.rows_dropped += 1
+                    log.error("a buffered row was dropped (%s): %.200r", error, row)
+        connection.execute("RELEASE buffered")
 
 
 def _run_unit(

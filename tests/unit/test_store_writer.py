@@ -72,3 +72,19 @@ async def test_work_queued_during_a_commit_forms_the_next_batch(tmp_path: Path) 
         results = await asyncio.gather(*(store.run(insert_charger(f"C{n}")) for n in range(100)))
         assert len(results) == 100
         assert store.commits < 100
+
+
+async def test_a_buffered_row_that_cannot_be_stored_fails_nothing_else(tmp_path: Path) -> None:
+    """Text SQLite cannot take (a lone surrogate) or a number beyond its range, among
+    buffered rows: that row alone is dropped and counted; the rest of the batch, and
+    every unit of work in it, is committed."""
+    path = tmp_path / "edge.db"
+    sql = "INSERT INTO chargers (id, created_at) VALUES (?, ?)"
+    async with StoreWriter(path) as store:
+        store.insert_later(sql, ("L1", "x"))
+        store.insert_later(sql, ("\ud800", "x"))
+        store.insert_later(sql, ("L2", 2**70))
+        store.insert_later(sql, ("L3", "x"))
+        assert await store.run(insert_charger("R")) == "R"
+        assert stored_ids(path) == ["L1", "L3", "R"]
+        assert store.rows_dropped == 2
