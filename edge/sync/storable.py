@@ -10,6 +10,7 @@ The rules are documented in docs/sync-protocol.md, "What the edge cleans".
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -49,7 +50,7 @@ def storable_event(event: EventData, at: str) -> tuple[EventData, str]:
         text = event.model_dump_json(exclude_none=True)
     except PydanticSerializationError:  # a lone surrogate cannot be UTF-8
         text = None
-    if text is not None and _plainly_storable(text) and _times_readable(event):
+    if text is not None and _plainly_storable(text) and _times_readable(event) and _flat(event):
         return event, text
     notes: list[str] = list(event.cleaned or [])
     values = event.model_dump(mode="python", exclude_none=True, exclude={"cleaned"})
@@ -79,10 +80,14 @@ def storable_event(event: EventData, at: str) -> tuple[EventData, str]:
     return result, text
 
 
-def unstorable_reason(value: Any, path: str = "") -> str | None:
+def unstorable_reason(value: Any, path: str = "", depth: int = 0) -> str | None:
     """Why `value` (an event's data, as Python values) cannot be stored anywhere, or
-    None: a NUL or lone surrogate in text, an integer beyond 64 bits, a time field that
-    is not a time."""
+    None: a NUL or lone surrogate in text, an integer beyond 64 bits, a number that is
+    not finite, a time field that is not a time, nesting deeper than the edge keeps."""
+    if depth > MAX_DEPTH + 1:
+        return f"{path}: nested deeper than {MAX_DEPTH}"
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path or 'number'}: {value} is not finite"
     if isinstance(value, str):
         if _UNSAFE_TEXT.search(value):
             return f"{path or 'text'}: a NUL or lone surrogate in text"
@@ -97,14 +102,15 @@ def unstorable_reason(value: Any, path: str = "") -> str | None:
         return None
     if isinstance(value, dict):
         for key, item in value.items():
-            problem = unstorable_reason(str(key), f"{path}.{key}" if path else "key")
-            problem = problem or unstorable_reason(item, f"{path}.{key}" if path else str(key))
+            where = f"{path}.{key}" if path else str(key)
+            problem = unstorable_reason(str(key), f"{where} (a key)", depth)
+            problem = problem or unstorable_reason(item, where, depth + 1)
             if problem:
                 return problem
         return None
     if isinstance(value, list):
         for index, item in enumerate(value):
-            problem = unstorable_reason(item, f"{path}[{index}]")
+            problem = unstorable_reason(item, f"{path}[{index}]", depth + 1)
             if problem:
                 return problem
     return None
@@ -116,6 +122,11 @@ def _plainly_storable(text: str) -> bool:
     return (
         len(text) <= MAX_TEXT_CHARS and "\\u0000" not in text and _LONG_NUMBER.search(text) is None
     )
+
+
+def _flat(event: EventData) -> bool:
+    """No nested part (a charger's answer): those are walked for their depth."""
+    return not any(isinstance(value, dict | list) and value for value in event.__dict__.values())
 
 
 def _times_readable(event: EventData) -> bool:
@@ -136,6 +147,9 @@ def _with_notes(event: EventData, cleaned: dict[str, Any], notes: list[str]) -> 
 def _clean(value: Any, path: str, notes: list[str], depth: int) -> Any:
     if isinstance(value, str):
         return _clean_text(value, path, notes)
+    if isinstance(value, float) and not math.isfinite(value):
+        _note(notes, f"{path}: {value} is not a number any store holds: left out")
+        return None
     if isinstance(value, bool) or value is None or isinstance(value, float):
         return value
     if isinstance(value, int):
