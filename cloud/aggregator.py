@@ -26,14 +26,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from cloud.firmware import answer_request
 from cloud.inbound import InboundQueue, InboundStats
 from cloud.settings import CloudSettings
 from cloud.store import desired
-from cloud.store.ingest import IngestResult, record_status, store_batch
+from cloud.store.ingest import (
+    IngestResult,
+    PayloadRefused,
+    count_refusal,
+    parse_payload,
+    record_status,
+    store_batch,
+)
 from edge.sync import protocol as wire
 
 log = logging.getLogger(__name__)
@@ -252,21 +259,22 @@ class Aggregator:
     async def _on_firmware_request(
         self, client: aiomqtt.Client, edge_id: str, payload: bytes
     ) -> None:
+        limit = self.settings.limits.max_payload_bytes
         try:
-            request = wire.FirmwareRequest.model_validate_json(payload)
-        except ValidationError as error:
-            log.warning("bad firmware request from %s: %s", edge_id, error.errors()[:2])
+            request = parse_payload(wire.FirmwareRequest, payload, limit)
+        except PayloadRefused as unreadable:
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, unreadable)
             return
         path = await asyncio.to_thread(desired.firmware_path_for, self.engine, edge_id, request)
         if path is None:
-            log.warning("%s asked for firmware %s it was not offered", edge_id, request.image)
+            unknown = PayloadRefused("not_offered", f"firmware {request.image!r} was not offered")
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, unknown)
             return
         try:
-            chunk = await asyncio.to_thread(
-                answer_request, Path(path), request, self.settings.limits.max_payload_bytes // 2
-            )
+            chunk = await asyncio.to_thread(answer_request, Path(path), request, limit // 2)
         except ValueError as error:
-            log.warning("firmware request from %s refused: %s", edge_id, error)
+            wrong = PayloadRefused("invalid", f"firmware request: {error}")
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, wrong)
             return
         await self._publish(client, wire.Topics(edge_id, self.prefix).firmware_chunk, chunk)
 

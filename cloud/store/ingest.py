@@ -55,11 +55,13 @@ from edge.sync.protocol import (
     EventData,
     is_edge_id,
 )
-from edge.sync.storable import unstorable_reason
+from edge.sync.storable import safe_text, unstorable_reason
 
 log = logging.getLogger(__name__)
 
-RejectionReason = Literal["too_large", "not_json", "invalid", "wrong_edge", "gap", "old_epoch"]
+RejectionReason = Literal[
+    "too_large", "not_json", "invalid", "wrong_edge", "gap", "old_epoch", "not_offered"
+]
 QuarantineReason = Literal["invalid", "too_large", "unstorable"]
 ModelT = TypeVar("ModelT", bound=BaseModel)
 SAMPLE_BYTES = 200
@@ -82,6 +84,7 @@ class PayloadRefused(Exception):
     """A payload that cannot be used: `reason` is a short code, `detail` says why."""
 
     def __init__(self, reason: RejectionReason, detail: str) -> None:
+        detail = safe_text(detail)  # it may quote the sender's field names
         super().__init__(f"{reason}: {detail}")
         self.reason: RejectionReason = reason
         self.detail = detail
@@ -147,9 +150,11 @@ def parse_payload(model: type[ModelT], payload: bytes, max_bytes: int) -> ModelT
         if any(problem["type"] == "json_invalid" for problem in problems):
             raise PayloadRefused("not_json", str(problems[0]["msg"])) from error
         raise PayloadRefused("invalid", _described(error)) from error
-    # PostgreSQL cannot hold a NUL in text (SQLite can): refused alike on both.
-    if b"\\u0000" in payload and unstorable_reason(parsed.model_dump()):
-        raise PayloadRefused("invalid", "text with a NUL character (\\u0000)")
+    # What one store takes and another refuses (a NUL, an integer beyond 64 bits, an
+    # infinite number) is refused alike on both.
+    problem = unstorable_reason(parsed.model_dump())
+    if problem:
+        raise PayloadRefused("invalid", problem)
     return parsed
 
 
@@ -186,7 +191,7 @@ def parse_batch(payload: bytes, max_bytes: int) -> _RawBatch:
 def _check_event(raw: _RawEvent, measure: bool, max_event_bytes: int) -> _Checked:
     checked = _Checked(raw.seq, raw)
     if isinstance(raw.data, dict) and isinstance(raw.data.get("kind"), str):
-        checked.kind = raw.data["kind"][:64]
+        checked.kind = safe_text(raw.data["kind"][:64])
     if measure:
         size = len(_raw_json(raw))
         if size > max_event_bytes:
@@ -209,7 +214,7 @@ def _check_event(raw: _RawEvent, measure: bool, max_event_bytes: int) -> _Checke
 
 
 def _quarantine(checked: _Checked, reason: QuarantineReason, detail: str) -> _Checked:
-    checked.reason, checked.detail = reason, detail
+    checked.reason, checked.detail = reason, safe_text(detail)
     return checked
 
 
@@ -268,6 +273,17 @@ def store_batch(
     for seq, reason in result.quarantined:
         log.warning("edge %s: event %s quarantined (%s)", batch.edge_id, seq, reason)
     return result
+
+
+def count_refusal(
+    engine: Engine,
+    source: str,
+    payload: bytes,
+    refused: PayloadRefused,
+    now: datetime | None = None,
+) -> None:
+    """Log and count a payload refused outside a batch (a firmware request)."""
+    _refuse(engine, source, payload, refused, None, now or utc_now())
 
 
 class _Gap(Exception):
@@ -502,6 +518,7 @@ def record_rejection(
 ) -> None:
     """Count one refused payload from `source` (an edge id, or a topic with none)."""
     now = now or utc_now()
+    source, sample = safe_text(source), safe_text(sample)
     with engine.begin() as connection:
         upsert(
             connection,

@@ -116,6 +116,12 @@ def unstorable_reason(value: Any, path: str = "", depth: int = 0) -> str | None:
     return None
 
 
+def safe_text(text: str) -> str:
+    """`text` with every NUL and lone surrogate replaced: any store holds it (for what
+    quotes a sender's words: a reason, a sample, a field name)."""
+    return _UNSAFE_TEXT.sub(REPLACEMENT, text)
+
+
 def _plainly_storable(text: str) -> bool:
     """True for the common event: short (no text can be over the limit), no NUL, no
     number long enough to be beyond 64 bits."""
