@@ -58,6 +58,10 @@ FIRMWARE_SILENCE_SECONDS = 5.0
 BATCH_MAX_BYTES = 512 * 1024
 # Seconds between two log lines about refused acks (each is counted in the store).
 REFUSED_ACK_LOG_SECONDS = 60.0
+# Operator commands running at once; beyond it a new one is left unrecorded (the cloud
+# sends it again until it hears a result), so no peer can make the edge hold unbounded
+# tasks.
+MAX_COMMANDS_AT_ONCE = 64
 # Desired state that fails validation is reported at most this often (seconds) for one
 # card list version, command or image: the cloud sends it again every resend_interval.
 REPORT_REFUSAL_SECONDS = 600.0
@@ -382,6 +386,13 @@ class SyncLink:
         log.info("card list %s from the cloud: %s", cards.version, outcome)
 
     async def _on_command(self, command: wire.OperatorCommand) -> None:
+        if len(self._commands) >= MAX_COMMANDS_AT_ONCE:
+            log.warning(
+                "cloud command %s left for later: %d commands are running",
+                command.id,
+                len(self._commands),
+            )
+            return
         self._start_command(
             run_command(self.server, command, self.files, self.outbox),
             f"cloud-command-{command.id}",

@@ -335,3 +335,51 @@ def test_long_text_from_an_edge_is_stored_whole(engine: Engine) -> None:
     assert store_batch(engine, EDGE, payload, MAX).ack_seq == 1
     (use,) = rows(engine, card_uses)
     assert (use.id_tag, use.charger_id) == (long_tag, long_charger)
+
+
+def epoch_batch(epoch: str | None, seqs: range, tag: str) -> bytes:
+    document = json.loads(card_use_batch(EDGE, seqs, tag))
+    if epoch is not None:
+        document["epoch"] = epoch
+    return json.dumps(document).encode()
+
+
+FIRST, SECOND = "a" * 32, "b" * 32
+
+
+def test_an_edge_from_before_epochs_keeps_its_sequence_with_its_first_epoch(
+    engine: Engine,
+) -> None:
+    assert store_batch(engine, EDGE, epoch_batch(None, range(1, 4), "OLD"), MAX).ack_seq == 3
+    # The same store, upgraded: its epoch is recorded, its sequence goes on.
+    result = store_batch(engine, EDGE, epoch_batch(FIRST, range(3, 6), "OLD"), MAX)
+    assert (result.ack_seq, result.stored, result.duplicates, result.epoch) == (5, 2, 1, FIRST)
+    (edge,) = rows(engine, edges)
+    assert (edge.epoch, edge.seq_offset, edge.last_seq) == (FIRST, 0, 5)
+    # A batch with no epoch now comes from no store the edge has: refused, no ack.
+    stale = store_batch(engine, EDGE, epoch_batch(None, range(6, 7), "X"), MAX)
+    assert (stale.ack_seq, stale.rejected) == (None, "old_epoch")
+
+
+def test_a_new_store_starts_again_at_seq_1_after_the_old_stores_events(engine: Engine) -> None:
+    store_batch(engine, EDGE, epoch_batch(FIRST, range(1, 5), "OLD"), MAX)
+    # The new store's first batch does not start at 1: a gap, and no switch.
+    holed = store_batch(engine, EDGE, epoch_batch(SECOND, range(2, 4), "NEW"), MAX)
+    assert (holed.rejected, holed.ack_seq, holed.epoch) == ("gap", 0, SECOND)
+    assert rows(engine, edges)[0].epoch == FIRST
+    result = store_batch(engine, EDGE, epoch_batch(SECOND, range(1, 4), "NEW"), MAX)
+    assert (result.ack_seq, result.stored, result.duplicates, result.epoch) == (3, 3, 0, SECOND)
+    assert stored_seqs(engine) == [1, 2, 3, 4, 5, 6, 7]
+    tags = [use.id_tag for use in rows(engine, card_uses, card_uses.c.seq)]
+    assert tags == ["OLD-1", "OLD-2", "OLD-3", "OLD-4", "NEW-1", "NEW-2", "NEW-3"]
+    (edge,) = rows(engine, edges)
+    assert (edge.epoch, edge.seq_offset, edge.last_seq) == (SECOND, 4, 3)
+    view = list_edges(engine, parse_time("2026-03-01T10:00:00Z"))[0]
+    assert (view.epoch, view.epochs) == (SECOND, 2)
+    # The new store's repeat is a duplicate; the old store's late batch is refused.
+    again = store_batch(engine, EDGE, epoch_batch(SECOND, range(1, 4), "NEW"), MAX)
+    assert (again.ack_seq, again.duplicates) == (3, 3)
+    late = store_batch(engine, EDGE, epoch_batch(FIRST, range(5, 6), "LATE"), MAX)
+    assert (late.ack_seq, late.rejected) == (None, "old_epoch")
+    assert "replaced by" in late.detail
+    assert stored_seqs(engine) == [1, 2, 3, 4, 5, 6, 7]
