@@ -236,16 +236,21 @@ class Aggregator:
         else:
             self.batches_stored += 1
         if result.ack_seq is not None:
-            # Only now, after the commit: an ack means "stored" (or quarantined).
-            ack = wire.Ack(
-                seq=result.ack_seq,
-                epoch=result.epoch,
-                quarantined=[
-                    wire.Quarantined(seq=seq, reason=reason) for seq, reason in result.quarantined
-                ]
-                or None,
-                quarantined_total=result.quarantined_total or None,
-            )
+            # Only now, after the commit: an ack means "stored" (or quarantined). An edge
+            # that sends no epoch is from before the fields that tell it more, and would
+            # refuse an ack that has them.
+            ack = wire.Ack(seq=result.ack_seq)
+            if result.epoch is not None:
+                ack = wire.Ack(
+                    seq=result.ack_seq,
+                    epoch=result.epoch,
+                    quarantined=[
+                        wire.Quarantined(seq=seq, reason=reason)
+                        for seq, reason in result.quarantined
+                    ]
+                    or None,
+                    quarantined_total=result.quarantined_total or None,
+                )
             await self._publish(client, wire.Topics(edge_id, self.prefix).ack, ack)
         if result.stored:
             # A cards.applied or command.result may have changed what to send.
