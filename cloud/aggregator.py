@@ -34,6 +34,7 @@ from cloud.inbound import InboundQueue, InboundStats
 from cloud.settings import CloudSettings
 from cloud.store import desired
 from cloud.store.ingest import (
+    SAMPLE_BYTES,
     IngestResult,
     PayloadRefused,
     count_refusal,
@@ -42,6 +43,7 @@ from cloud.store.ingest import (
     store_batch,
 )
 from edge.sync import protocol as wire
+from edge.sync.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +53,9 @@ LONGEST_RETRY_SECONDS = 30.0
 DROP_LOG_SECONDS = 60.0
 
 Handler = Callable[[aiomqtt.Client, str, bytes], Awaitable[None]]
+# A message waiting for a worker: what follows the edge id in its topic, the payload (only
+# a sample of one over limits.max_payload_bytes), and its size.
+Inbound = tuple[str, bytes, int]
 
 
 class Aggregator:
@@ -133,7 +138,7 @@ class Aggregator:
                 self.settings.mqtt.broker_port,
             )
             limits = self.settings.limits
-            queue: InboundQueue[tuple[str, bytes]] = InboundQueue(
+            queue: InboundQueue[Inbound] = InboundQueue(
                 limits.inbound_queue, limits.inbound_per_edge, self.inbound
             )
             async with asyncio.TaskGroup() as tasks:
@@ -147,8 +152,7 @@ class Aggregator:
                 ]
                 stopping = tasks.create_task(stop.wait())
                 await asyncio.wait([*parts, stopping], return_when=asyncio.FIRST_COMPLETED)
-                for part in (*parts, stopping):
-                    part.cancel()
+                await cancel_until_done([*parts, stopping])
 
     async def _publish(self, client: aiomqtt.Client, topic: str, message: BaseModel) -> None:
         await client.publish(topic, message.model_dump_json(exclude_none=True), qos=1)
@@ -163,9 +167,7 @@ class Aggregator:
         }
         return handlers.get(suffix)
 
-    async def _receive(
-        self, client: aiomqtt.Client, queue: InboundQueue[tuple[str, bytes]]
-    ) -> None:
+    async def _receive(self, client: aiomqtt.Client, queue: InboundQueue[Inbound]) -> None:
         """Every message into its edge's queue at once (never waiting on the store)."""
         async for message in client.messages:
             topic = message.topic.value
@@ -175,7 +177,12 @@ class Aggregator:
                 self._refuse_topic(topic)
                 continue
             edge_id, suffix = parsed
-            dropped = queue.offer(edge_id, (suffix, bytes(payload)))
+            data = bytes(payload)
+            size = len(data)
+            if size > self.settings.limits.max_payload_bytes:
+                # Refused unread: only the sample the refusal keeps waits in the queue.
+                data = data[:SAMPLE_BYTES]
+            dropped = queue.offer(edge_id, (suffix, data, size))
             if dropped is not None:
                 self._log_drop(f"edge {edge_id}", dropped)
 
@@ -201,14 +208,18 @@ class Aggregator:
                 self.refused_topics,
             )
 
-    async def _work(self, client: aiomqtt.Client, queue: InboundQueue[tuple[str, bytes]]) -> None:
+    async def _work(self, client: aiomqtt.Client, queue: InboundQueue[Inbound]) -> None:
         """Handle messages one at a time, edges in turn; a failure stays with its message."""
+        limit = self.settings.limits.max_payload_bytes
         while True:
-            edge_id, (suffix, payload) = await queue.take()
+            edge_id, (suffix, payload, size) = await queue.take()
             failed = False
             try:
                 handler = self._handler(suffix)
-                if handler is not None:
+                if size > limit:
+                    refused = PayloadRefused("too_large", f"{size} bytes, more than {limit}")
+                    await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, refused)
+                elif handler is not None:
                     await handler(client, edge_id, payload)
             except aiomqtt.MqttError:
                 queue.done(edge_id, failed=True)

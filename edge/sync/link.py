@@ -42,6 +42,7 @@ from edge.sync.outbox import (
     pending_batch,
     store_epoch,
 )
+from edge.sync.stopping import cancel_until_done
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -195,8 +196,7 @@ class SyncLink:
                     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                         async with asyncio.timeout(2):
                             await self._publish(client, self.topics.status, offline, retain=True)
-                for part in (*parts, stopping):
-                    part.cancel()
+                await cancel_until_done([*parts, stopping])
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, message: BaseModel, *, retain: bool = False

@@ -131,6 +131,8 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FuzzedCloud]:
     asyncio.run_coroutine_threadsafe(finish(), loop).result(60)
     loop.call_soon_threadsafe(loop.stop)
     thread.join(10)
+    loop.run_until_complete(loop.shutdown_asyncgens())
+    loop.close()
     broker.stop()
 
 
