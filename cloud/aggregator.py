@@ -3,34 +3,59 @@ so replicas split the load), stores them and only then acknowledges; follows pre
 sends each edge its desired state (card list, firmware offers, operator commands) when
 it comes online and again until it reports it; answers firmware chunk requests.
 
-Store calls are blocking (SQLAlchemy) and run in threads: the loop keeps taking
-messages while a commit waits for the disk.
+Messages wait in a bounded queue per edge, served edge by edge in turn by
+`limits.inbound_workers` workers (cloud/inbound.py): one edge flooding the aggregator
+never holds up another's batch. Store calls are blocking (SQLAlchemy) and run in threads:
+the loop keeps taking messages while a commit waits for the disk.
+
+Nothing an edge sends ends the MQTT session: a message whose handling fails is logged
+with its edge, counted, and the next one taken; a topic whose edge level is no edge id
+is counted as refused and never used to publish.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiomqtt
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from sqlalchemy import Engine
 
 from cloud.firmware import answer_request
+from cloud.inbound import InboundQueue, InboundStats
 from cloud.settings import CloudSettings
 from cloud.store import desired
-from cloud.store.ingest import record_status, store_batch
+from cloud.store.ingest import (
+    SAMPLE_BYTES,
+    IngestResult,
+    PayloadRefused,
+    count_refusal,
+    parse_payload,
+    record_status,
+    store_batch,
+)
 from edge.sync import protocol as wire
+from edge.sync.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
 
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 30.0
+# Seconds between two log lines about one edge's dropped messages.
+DROP_LOG_SECONDS = 60.0
+
+Handler = Callable[[aiomqtt.Client, str, bytes], Awaitable[None]]
+# A message waiting for a worker: what follows the edge id in its topic, the payload (only
+# a sample of one over limits.max_payload_bytes), and its size.
+Inbound = tuple[str, bytes, int]
 
 
 class Aggregator:
@@ -40,6 +65,10 @@ class Aggregator:
         self.prefix = settings.mqtt.topic_prefix
         self.connected = False
         self.batches_stored = 0
+        self.sessions = 0  # MQTT sessions started: one, unless the broker went away
+        self.inbound = InboundStats()
+        self.refused_topics = 0  # messages on a topic with no edge id in it
+        self._drop_logged_at: dict[str, float] = {}
         self._client: aiomqtt.Client | None = None
         self._send_now: set[str] = set()  # edges whose desired state changed
         self._desired_changed = asyncio.Event()
@@ -66,7 +95,8 @@ class Aggregator:
                 log.exception("aggregator session failed; starting again in %.0f s", retry_in)
             self.connected, self._client = False, None
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=retry_in)
+                async with asyncio.timeout(retry_in):
+                    await stop.wait()
             retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
 
     def _new_client(self) -> aiomqtt.Client:
@@ -92,6 +122,8 @@ class Aggregator:
             timeout=5,
             # No Nagle delay on acks and chunks (see edge/sync/link.py).
             socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            # The library's own queue, emptied at once into ours; bounded all the same.
+            max_queued_incoming_messages=self.settings.limits.inbound_queue,
         )
 
     async def _session(self, stop: asyncio.Event) -> None:
@@ -100,54 +132,138 @@ class Aggregator:
             for suffix in ("events", "status", "firmware/request"):
                 await client.subscribe(f"{share}/{suffix}", qos=1)
             self.connected, self._client = True, client
+            self.sessions += 1
             log.info(
                 "taking events from %s:%s",
                 self.settings.mqtt.broker_host,
                 self.settings.mqtt.broker_port,
             )
+            limits = self.settings.limits
+            queue: InboundQueue[Inbound] = InboundQueue(
+                limits.inbound_queue, limits.inbound_per_edge, self.inbound
+            )
             async with asyncio.TaskGroup() as tasks:
                 parts = [
-                    tasks.create_task(self._receive(client)),
+                    tasks.create_task(self._receive(client, queue)),
                     tasks.create_task(self._resend_desired_state(client)),
+                    *(
+                        tasks.create_task(self._work(client, queue))
+                        for _ in range(limits.inbound_workers)
+                    ),
                 ]
                 stopping = tasks.create_task(stop.wait())
                 await asyncio.wait([*parts, stopping], return_when=asyncio.FIRST_COMPLETED)
-                for part in (*parts, stopping):
-                    part.cancel()
+                await cancel_until_done([*parts, stopping])
 
     async def _publish(self, client: aiomqtt.Client, topic: str, message: BaseModel) -> None:
         await client.publish(topic, message.model_dump_json(exclude_none=True), qos=1)
 
     # -- what the edges send ---------------------------------------------------------
 
-    async def _receive(self, client: aiomqtt.Client) -> None:
-        handlers: dict[str, Callable[[aiomqtt.Client, str, bytes], Awaitable[None]]] = {
+    def _handler(self, suffix: str) -> Handler | None:
+        handlers: dict[str, Handler] = {
             "events": self._on_events,
             "status": self._on_status,
             "firmware/request": self._on_firmware_request,
         }
+        return handlers.get(suffix)
+
+    async def _receive(self, client: aiomqtt.Client, queue: InboundQueue[Inbound]) -> None:
+        """Every message into its edge's queue at once (never waiting on the store)."""
         async for message in client.messages:
             topic = message.topic.value
             parsed = wire.edge_id_of(topic, self.prefix)
             payload = message.payload
-            handler = handlers.get(parsed[1]) if parsed else None
-            if parsed is None or handler is None or not isinstance(payload, bytes | bytearray):
-                log.warning("message on unexpected topic %s ignored", topic)
+            if parsed is None or self._handler(parsed[1]) is None:
+                self._refuse_topic(topic)
                 continue
-            await handler(client, parsed[0], bytes(payload))
+            edge_id, suffix = parsed
+            data = bytes(payload)
+            size = len(data)
+            if size > self.settings.limits.max_payload_bytes:
+                # Refused unread: only the sample the refusal keeps waits in the queue.
+                data = data[:SAMPLE_BYTES]
+            dropped = queue.offer(edge_id, (suffix, data, size))
+            if dropped is not None:
+                self._log_drop(f"edge {edge_id}", dropped)
+
+    def _refuse_topic(self, topic: str) -> None:
+        # The subscription's `+` lets any level through: one that is no edge id is never
+        # used (an ack to it would be a wildcard topic, or another edge's). Counted in
+        # memory only: a flood of them must cost no store write.
+        self.refused_topics += 1
+        self._log_drop(f"topic {topic[:120]!r}", "not an edge's topic")
+
+    def _log_drop(self, source: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._drop_logged_at.get(source, -DROP_LOG_SECONDS) >= DROP_LOG_SECONDS:
+            if len(self._drop_logged_at) > 10_000:
+                self._drop_logged_at.clear()
+            self._drop_logged_at[source] = now
+            log.warning(
+                "%s: message dropped (%s; %d dropped in all, %d on no edge's topic); an "
+                "edge sends again what is not acknowledged",
+                source,
+                reason,
+                sum(self.inbound.dropped.values()),
+                self.refused_topics,
+            )
+
+    async def _work(self, client: aiomqtt.Client, queue: InboundQueue[Inbound]) -> None:
+        """Handle messages one at a time, edges in turn; a failure stays with its message."""
+        limit = self.settings.limits.max_payload_bytes
+        while True:
+            edge_id, (suffix, payload, size) = await queue.take()
+            failed = False
+            try:
+                handler = self._handler(suffix)
+                if size > limit:
+                    refused = PayloadRefused("too_large", f"{size} bytes, more than {limit}")
+                    await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, refused)
+                elif handler is not None:
+                    await handler(client, edge_id, payload)
+            except aiomqtt.MqttError:
+                queue.done(edge_id, failed=True)
+                raise  # the connection is gone: the session starts again
+            except Exception:
+                failed = True
+                log.exception("a %s message from edge %s failed", suffix, edge_id)
+            queue.done(edge_id, failed=failed)
 
     async def _on_events(self, client: aiomqtt.Client, edge_id: str, payload: bytes) -> None:
-        result = await asyncio.to_thread(
-            store_batch, self.engine, edge_id, payload, self.settings.limits.max_payload_bytes
+        limits = self.settings.limits
+        result: IngestResult = await asyncio.to_thread(
+            functools.partial(
+                store_batch,
+                self.engine,
+                edge_id,
+                payload,
+                limits.max_payload_bytes,
+                max_event_bytes=limits.max_event_bytes,
+                sample_bytes=limits.quarantine_sample_bytes,
+            )
         )
         if result.rejected:
             log.warning("batch from %s refused: %s", edge_id, result.rejected)
         else:
             self.batches_stored += 1
         if result.ack_seq is not None:
-            # Only now, after the commit: an ack means "stored".
-            topics = wire.Topics(edge_id, self.prefix)
-            await self._publish(client, topics.ack, wire.Ack(seq=result.ack_seq))
+            # Only now, after the commit: an ack means "stored" (or quarantined). An edge
+            # that sends no epoch is from before the fields that tell it more, and would
+            # refuse an ack that has them.
+            ack = wire.Ack(seq=result.ack_seq)
+            if result.epoch is not None:
+                ack = wire.Ack(
+                    seq=result.ack_seq,
+                    epoch=result.epoch,
+                    quarantined=[
+                        wire.Quarantined(seq=seq, reason=reason)
+                        for seq, reason in result.quarantined
+                    ]
+                    or None,
+                    quarantined_total=result.quarantined_total or None,
+                )
+            await self._publish(client, wire.Topics(edge_id, self.prefix).ack, ack)
         if result.stored:
             # A cards.applied or command.result may have changed what to send.
             self.want_desired_state_sent(edge_id)
@@ -160,21 +276,22 @@ class Aggregator:
     async def _on_firmware_request(
         self, client: aiomqtt.Client, edge_id: str, payload: bytes
     ) -> None:
+        limit = self.settings.limits.max_payload_bytes
         try:
-            request = wire.FirmwareRequest.model_validate_json(payload)
-        except ValidationError as error:
-            log.warning("bad firmware request from %s: %s", edge_id, error.errors()[:2])
+            request = parse_payload(wire.FirmwareRequest, payload, limit)
+        except PayloadRefused as unreadable:
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, unreadable)
             return
         path = await asyncio.to_thread(desired.firmware_path_for, self.engine, edge_id, request)
         if path is None:
-            log.warning("%s asked for firmware %s it was not offered", edge_id, request.image)
+            unknown = PayloadRefused("not_offered", f"firmware {request.image!r} was not offered")
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, unknown)
             return
         try:
-            chunk = await asyncio.to_thread(
-                answer_request, Path(path), request, self.settings.limits.max_payload_bytes // 2
-            )
+            chunk = await asyncio.to_thread(answer_request, Path(path), request, limit // 2)
         except ValueError as error:
-            log.warning("firmware request from %s refused: %s", edge_id, error)
+            wrong = PayloadRefused("invalid", f"firmware request: {error}")
+            await asyncio.to_thread(count_refusal, self.engine, edge_id, payload, wrong)
             return
         await self._publish(client, wire.Topics(edge_id, self.prefix).firmware_chunk, chunk)
 
@@ -182,6 +299,9 @@ class Aggregator:
 
     def want_desired_state_sent(self, edge_id: str) -> None:
         """Something to send `edge_id` changed (an operator's card list, a command)."""
+        if not wire.is_edge_id(edge_id):
+            log.warning("desired state for %r not sent: not an edge id", edge_id[:80])
+            return
         self._send_now.add(edge_id)
         self._desired_changed.set()
 
@@ -189,8 +309,8 @@ class Aggregator:
         topics = wire.Topics(edge_id, self.prefix)
         now = datetime.now(UTC)
         cards, commands, offers = await asyncio.to_thread(self._desired_state, edge_id, now)
-        if cards is not None:
-            await self._publish(client, topics.cards, cards)
+        for part in cards:
+            await self._publish(client, topics.cards, part)
         for command in commands:
             await self._publish(client, topics.commands, command)
         if commands:
@@ -201,9 +321,9 @@ class Aggregator:
 
     def _desired_state(
         self, edge_id: str, now: datetime
-    ) -> tuple[wire.CardList | None, list[wire.OperatorCommand], list[wire.FirmwareOffer]]:
+    ) -> tuple[list[wire.CardList], list[wire.OperatorCommand], list[wire.FirmwareOffer]]:
         return (
-            desired.card_list_to_send(self.engine, edge_id),
+            desired.card_list_parts_to_send(self.engine, edge_id),
             desired.commands_to_send(self.engine, edge_id, now),
             desired.offers_to_send(self.engine, edge_id),
         )
@@ -224,4 +344,11 @@ class Aggregator:
             else:
                 edges = set(await asyncio.to_thread(desired.online_edges, self.engine))
             for edge_id in sorted(edges):
-                await self._send_desired_state(client, edge_id)
+                try:
+                    await self._send_desired_state(client, edge_id)
+                except aiomqtt.MqttError:
+                    raise
+                except Exception:
+                    # One edge's desired state that cannot be sent (unreadable, refused
+                    # by the broker) holds up no other edge's.
+                    log.exception("desired state for edge %s not sent", edge_id)

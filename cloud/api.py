@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import math
 import re
+import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -294,9 +295,73 @@ def create_cloud_api(
             raise HTTPException(422, str(error)) from error
         return dataclasses.asdict(new)
 
+    _add_sync_routes(routes, engine, aggregator)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
+    _check_edge_ids(api)
     return api
+
+
+def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator | None) -> None:
+    """What the sync's hardening adds: quarantined events and the inbound queue."""
+
+    @routes.get(
+        "/api/edges/{edge_id}/quarantine",
+        summary="An edge's events the cloud will never store, newest first, with why",
+    )
+    async def list_quarantine(
+        edge_id: str, limit: int = Query(100, ge=1, le=10_000)
+    ) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(fleet.list_quarantined, engine, edge_id, limit)
+        if not rows:
+            edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))
+            if edge_id not in {edge.edge_id for edge in edges}:
+                raise HTTPException(404, f"no edge {edge_id} has been in touch with this cloud")
+        return [_view(row) for row in rows]
+
+    @routes.get(
+        "/api/stats/inbound",
+        summary="This replica's queue of edges' messages: waiting, handled, dropped",
+    )
+    async def inbound_stats() -> dict[str, Any]:
+        if aggregator is None:
+            return {"queued": 0, "handled": 0, "failed": 0, "dropped": {}, "refused_topics": 0}
+        stats = aggregator.inbound
+        return {
+            "queued": stats.queued,
+            "handled": stats.handled,
+            "failed": stats.failed,
+            "dropped": dict(stats.dropped),
+            "dropped_by_edge": dict(stats.dropped_by_edge.most_common(20)),
+            "refused_topics": aggregator.refused_topics,
+            "sessions": aggregator.sessions,
+        }
+
+
+def _check_edge_ids(api: FastAPI) -> None:
+    """Every `/api/edges/{edge_id}...` route takes only an edge id (edge/sync/protocol.py,
+    one pattern): anything else (`+`, `#`, `/` percent-encoded, ...) is answered 422 with
+    a sentence before a route runs, so it never reaches the store or an MQTT topic."""
+
+    @api.middleware("http")
+    async def edge_id_in_path(request: Request, call_next: Any) -> Any:
+        raw_path = request.scope.get("raw_path") or request.url.path.encode()
+        parts = raw_path.decode("latin-1").split("?", 1)[0].split("/")
+        if len(parts) > 3 and parts[1:3] == ["api", "edges"]:
+            edge_id = urllib.parse.unquote(parts[3])
+            if not wire.is_edge_id(edge_id):
+                return JSONResponse({"detail": str(wire.InvalidEdgeId(edge_id))}, status_code=422)
+        return await call_next(request)
+
+    @api.exception_handler(wire.InvalidEdgeId)
+    async def invalid_edge_id(request: Request, error: wire.InvalidEdgeId) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
+
+    @api.exception_handler(desired.DesiredStateError)
+    async def desired_state_refused(
+        request: Request, error: desired.DesiredStateError
+    ) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, status_code=422)
 
 
 def _enrollment_routes(enrollment: Enrollment) -> APIRouter:
@@ -382,6 +447,9 @@ OPEN_ROUTES = (
     "/redoc",
 )
 FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
+CARD_LIST_UPLOAD = r"/api/edges/[^/]+/cards"
+# A card list may fill every part an edge takes; the store says why one is too large.
+MAX_CARD_LIST_BODY_BYTES = wire.CARD_LIST_PART_BYTES * wire.MAX_CARD_LIST_PARTS
 
 
 def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int) -> ASGIApp:
@@ -399,6 +467,7 @@ def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int)
     )
     limits = [
         RouteLimit.of("PUT", FIRMWARE_UPLOAD, max_image_bytes),
+        RouteLimit.of("PUT", CARD_LIST_UPLOAD, MAX_CARD_LIST_BODY_BYTES),
         RouteLimit.of("POST", re.escape(CODE_PATH), settings.max_enrollment_body_bytes),
         RouteLimit.of("POST", re.escape(ENROLL_PATH), settings.max_enrollment_body_bytes),
     ]

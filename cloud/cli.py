@@ -35,7 +35,7 @@ CARD_LIST = TypeAdapter(list[wire.CardEntry])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_parsed(_parser(), argv, (ConfigError, StoreError))
+    return run_parsed(_parser(), argv, (ConfigError, StoreError, wire.InvalidEdgeId))
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,11 +48,18 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=cmd_run)
     edges = commands.add_parser("edges", parents=[common], help="edges, presence and sync lag")
     edges.set_defaults(command=cmd_edges)
+    quarantine = commands.add_parser(
+        "quarantine", parents=[common], help="edges' events the cloud will never store, and why"
+    )
+    quarantine.add_argument("--edge", type=_edge_id, help="only this edge's")
+    quarantine.add_argument("--limit", type=int, default=50, help="newest first (default 50)")
+    quarantine.add_argument("--raw", action="store_true", help="show each event as received")
+    quarantine.set_defaults(command=cmd_quarantine)
     key = commands.add_parser("key", parents=[common], help="the fleet's firmware public key")
     key.set_defaults(command=cmd_key)
 
     cards = commands.add_parser("cards", parents=[common], help="set an edge's card list")
-    cards.add_argument("edge_id")
+    cards.add_argument("edge_id", type=_edge_id)
     cards.add_argument("file", type=Path, help="JSON list of cards ({id_tag, status, ...})")
     cards.set_defaults(command=cmd_cards)
 
@@ -78,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     firmware.set_defaults(command=cmd_firmware)
 
     command = commands.add_parser("command", parents=[common], help="an operator command")
-    command.add_argument("edge_id")
+    command.add_argument("edge_id", type=_edge_id)
     command.add_argument("charger_id")
     command.add_argument("action", help="remote_start, reset, unlock, ... or ocpp")
     command.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
@@ -88,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     enroll_code = commands.add_parser(
         "enroll-code", parents=[common], help="a one-time code for an edge to enroll with"
     )
-    enroll_code.add_argument("edge_id")
+    enroll_code.add_argument("edge_id", type=_edge_id)
     enroll_code.add_argument(
         "--valid-for", default="24h", help="how long the code may be used: 30m, 24h, 7d"
     )
@@ -99,6 +106,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     enroll_code.set_defaults(command=cmd_enroll_code)
     return parser
+
+
+def _edge_id(text: str) -> str:
+    """An edge id argument, checked like every other (argparse shows the sentence)."""
+    try:
+        return wire.check_edge_id(text)
+    except wire.InvalidEdgeId as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _settings(arguments: argparse.Namespace) -> CloudSettings:
@@ -128,11 +143,64 @@ def cmd_edges(arguments: argparse.Namespace) -> int:
             edge.software_version,
             edge.cards_version_reported,
             edge.rejections,
+            edge.quarantined_events,
+            _store_of(edge),
         )
         for edge in fleet.list_edges(engine, datetime.now(UTC))
     ]
-    headers = ["edge", "state", "lag", "backlog", "last seq", "version", "cards", "refused"]
+    headers = [
+        "edge",
+        "state",
+        "lag",
+        "backlog",
+        "last seq",
+        "version",
+        "cards",
+        "refused",
+        "quarantined",
+        "store",
+    ]
     print(render_table(headers, rows))
+    refusing = [edge for edge in fleet.list_edges(engine, datetime.now(UTC)) if edge.cards_refused]
+    for edge in refusing:
+        print(f"{edge.edge_id} refused its card list: {edge.cards_refused}")
+    return 0
+
+
+def _store_of(edge: fleet.EdgeView) -> str:
+    """The edge's store epoch, short, with how many stores it has had and since when."""
+    if edge.epoch is None:
+        return "-"
+    since = f" since {iso(edge.epoch_started_at)}" if edge.epoch_started_at else ""
+    replaced = f" ({edge.epochs} stores{since})" if edge.epochs > 1 else ""
+    return f"{edge.epoch[:8]}{replaced}"
+
+
+def cmd_quarantine(arguments: argparse.Namespace) -> int:
+    engine = open_store(_settings(arguments).store.url)
+    found = fleet.list_quarantined(engine, arguments.edge, max(1, arguments.limit))
+    rows = [
+        (
+            item.edge_id,
+            item.edge_seq,
+            (item.epoch or "-")[:8],
+            item.kind or "-",
+            item.reason,
+            iso(item.received_at),
+            item.detail[:100],
+        )
+        for item in found
+    ]
+    headers = ["edge", "seq", "store", "kind", "reason", "received", "why"]
+    print(render_table(headers, rows))
+    if arguments.raw:
+        for item in found:
+            cut = (
+                ""
+                if len(item.raw) >= item.raw_bytes
+                else f" (first {len(item.raw)} of {item.raw_bytes} bytes)"
+            )
+            print(f"\n{item.edge_id} seq {item.edge_seq}{cut}:\n{item.raw}")
     return 0
 
 
@@ -182,6 +250,7 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
         if not arguments.name:
             print("firmware offer needs --name", file=sys.stderr)
             return 2
+        wire.check_edge_id(arguments.target)
         try:
             desired.offer_to(engine, arguments.target, arguments.name, force=arguments.force)
         except StoreError as error:

@@ -25,7 +25,7 @@ from edge.settings import (
     parse_networks,
     read_settings,
 )
-from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_PAYLOAD_BYTES
+from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES
 
 CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("cloud.toml"), Path("/etc/ocpp-cloud/cloud.toml"))
@@ -181,6 +181,38 @@ class LimitSettings(_Section):
         ge=1024,
         le=MQTT_MAX_PAYLOAD_BYTES,
         description="A larger MQTT payload from an edge is refused unread.",
+    )
+    max_event_bytes: int = Field(
+        MAX_EVENT_BYTES,
+        ge=1024,
+        le=MQTT_MAX_PAYLOAD_BYTES,
+        description="One event larger than this (as JSON) is quarantined, not stored.",
+    )
+    quarantine_sample_bytes: int = Field(
+        16_384,
+        ge=256,
+        le=MQTT_MAX_PAYLOAD_BYTES,
+        description="How much of a quarantined event is kept (its JSON, cut).",
+    )
+    inbound_queue: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Messages from edges waiting to be handled, all edges together; "
+        "beyond it new ones are dropped (edges send unacknowledged batches again).",
+    )
+    inbound_per_edge: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Messages from one edge waiting to be handled; beyond it that edge's "
+        "new ones are dropped, so one edge cannot hold up the others.",
+    )
+    inbound_workers: int = Field(
+        4,
+        ge=1,
+        le=256,
+        description="Messages handled at once (each edge's in order, edges in turn).",
     )
 
 

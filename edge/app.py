@@ -198,8 +198,8 @@ async def run_edge(
             if on_ready is not None:
                 on_ready(site)
             await stop.wait()
-            service.stopping()
             log.info("stopping: closing charger connections and flushing the store")
+            service.stopping()
             # No new chargers, and 1001 (going away) to each connected one.
             listener.close()
             for http_server in (api, file_server):

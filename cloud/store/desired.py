@@ -35,6 +35,8 @@ from cloud.store.schema import (
 from cloud.store.statements import lock_edge, upsert
 from cloud.store.times import iso, utc_now
 from edge.sync.protocol import (
+    CARD_LIST_PART_BYTES,
+    MAX_CARD_LIST_PARTS,
     MAX_PAYLOAD_BYTES,
     CardEntry,
     CardList,
@@ -66,10 +68,19 @@ def set_card_list(engine: Engine, edge_id: str, cards: list[CardEntry]) -> int:
     """Store `cards` as the edge's new card list; its version, above every version the
     cloud or the edge has held."""
     seen: set[str] = set()
+    size = 0
     for card in cards:
-        if card.id_tag in seen:
+        if card.id_tag.upper() in seen:
             raise DesiredStateError(f"card {card.id_tag} is in the list twice")
-        seen.add(card.id_tag)
+        seen.add(card.id_tag.upper())
+        size += len(card.model_dump_json(exclude_none=True)) + 1
+    # Parts are filled to about half their size on average: a list that could need more
+    # than the edge takes is refused now, not found unsendable later.
+    if size > CARD_LIST_PART_BYTES * MAX_CARD_LIST_PARTS // 2:
+        raise DesiredStateError(
+            f"{len(cards)} cards ({size} bytes) are more than one card list holds "
+            f"({CARD_LIST_PART_BYTES * MAX_CARD_LIST_PARTS // 2} bytes)"
+        )
     now = utc_now()
     with engine.begin() as connection:
         edge = lock_edge(connection, edge_id, now)
@@ -106,6 +117,54 @@ def card_list_to_send(engine: Engine, edge_id: str) -> CardList | None:
     return CardList(
         version=latest, full=False, base_version=reported, cards=changed, removed=removed
     )
+
+
+def card_list_parts_to_send(
+    engine: Engine, edge_id: str, part_bytes: int = CARD_LIST_PART_BYTES
+) -> list[CardList]:
+    """`card_list_to_send` as messages: one when the list fits in `part_bytes`, else its
+    parts (the edge applies the list once it has every part)."""
+    whole = card_list_to_send(engine, edge_id)
+    if whole is None:
+        return []
+    return split_card_list(whole, part_bytes)
+
+
+def split_card_list(whole: CardList, part_bytes: int = CARD_LIST_PART_BYTES) -> list[CardList]:
+    if len(whole.model_dump_json(exclude_none=True)) <= part_bytes:
+        return [whole]
+    items: list[CardEntry | str] = [*whole.cards, *whole.removed]
+    groups: list[list[CardEntry | str]] = [[]]
+    size = 0
+    for item in items:
+        length = (
+            len(item.model_dump_json(exclude_none=True))
+            if isinstance(item, CardEntry)
+            else len(item) + 3
+        ) + 1
+        # Room for the envelope: version, flags, part numbers (well under 200 bytes).
+        if groups[-1] and size + length > part_bytes - 200:
+            groups.append([])
+            size = 0
+        groups[-1].append(item)
+        size += length
+    if len(groups) > MAX_CARD_LIST_PARTS:
+        raise DesiredStateError(
+            f"card list {whole.version} needs {len(groups)} parts, more than "
+            f"{MAX_CARD_LIST_PARTS}: make it smaller"
+        )
+    return [
+        CardList(
+            version=whole.version,
+            full=whole.full,
+            base_version=whole.base_version,
+            cards=[item for item in group if isinstance(item, CardEntry)],
+            removed=[item for item in group if isinstance(item, str)],
+            part=number,
+            parts=len(groups),
+        )
+        for number, group in enumerate(groups, start=1)
+    ]
 
 
 def _latest_card_version(connection: Connection, edge_id: str) -> int | None:

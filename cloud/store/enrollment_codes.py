@@ -127,6 +127,8 @@ def use_code(
             connection.execute(
                 select(enrollment_codes.c.code_sha256)
                 .where(enrollment_codes.c.edge_id == edge_id)
+                # One order for every taker: locks taken in different orders deadlock.
+                .order_by(enrollment_codes.c.code_sha256)
                 .with_for_update()
             ).all()
             live = _live_identity(connection, edge_id, now)

@@ -1,6 +1,6 @@
 """What the fleet view and the REST API read: edges with their presence and sync lag,
-chargers with their connectors, transactions, and counts of refused payloads. Plain
-frozen dataclasses, newest or most relevant first."""
+chargers with their connectors, transactions, counts of refused payloads and the events
+quarantined. Plain frozen dataclasses, newest or most relevant first."""
 
 from __future__ import annotations
 
@@ -11,7 +11,15 @@ from typing import Any
 from sqlalchemy import Engine, func, select
 
 from cloud.store.database import reading
-from cloud.store.schema import chargers, connectors, edges, rejections, transactions
+from cloud.store.schema import (
+    chargers,
+    connectors,
+    edge_epochs,
+    edges,
+    quarantined_events,
+    rejections,
+    transactions,
+)
 
 
 @dataclass(frozen=True)
@@ -28,6 +36,11 @@ class EdgeView:
     duplicate_events: int  # events it sent again after they were stored
     first_seen_at: datetime | None
     last_seen_at: datetime | None
+    epoch: str | None = None  # its store's identity (None: a release before epochs)
+    epochs: int = 0  # stores it has had, as the cloud saw them
+    epoch_started_at: datetime | None = None
+    quarantined_events: int = 0  # its events put aside, never stored
+    cards_refused: str | None = None  # why it refused the last card list it was sent
 
     @property
     def online(self) -> bool:
@@ -80,6 +93,21 @@ class TransactionView:
 
 
 @dataclass(frozen=True)
+class QuarantinedEvent:
+    edge_id: str
+    seq: int  # in the edge's events, across its stores
+    epoch: str | None
+    edge_seq: int  # the store's own seq, as the edge's log names it
+    kind: str | None
+    at: datetime | None
+    reason: str  # invalid, too_large, unstorable
+    detail: str
+    raw: str  # the event as JSON, non-ASCII escaped, cut to limits.quarantine_sample_bytes
+    raw_bytes: int
+    received_at: datetime
+
+
+@dataclass(frozen=True)
 class RejectionCount:
     source: str  # the edge id, or the topic when it named none
     reason: str
@@ -96,10 +124,20 @@ def list_edges(engine: Engine, now: datetime) -> list[EdgeView]:
         .group_by(rejections.c.source)
         .subquery()
     )
+    stores = (
+        select(
+            edge_epochs.c.edge_id,
+            func.count().label("epochs"),
+            func.max(edge_epochs.c.started_at).label("epoch_started_at"),
+        )
+        .group_by(edge_epochs.c.edge_id)
+        .subquery()
+    )
     with reading(engine) as connection:
         rows = connection.execute(
-            select(edges, refused.c.total)
+            select(edges, refused.c.total, stores.c.epochs, stores.c.epoch_started_at)
             .outerjoin(refused, refused.c.source == edges.c.id)
+            .outerjoin(stores, stores.c.edge_id == edges.c.id)
             .order_by(edges.c.id)
         ).all()
     return [
@@ -116,6 +154,11 @@ def list_edges(engine: Engine, now: datetime) -> list[EdgeView]:
             duplicate_events=int(row.duplicate_events),
             first_seen_at=row.first_seen_at,
             last_seen_at=row.last_seen_at,
+            epoch=row.epoch,
+            epochs=int(row.epochs or 0),
+            epoch_started_at=row.epoch_started_at,
+            quarantined_events=int(row.quarantined_events),
+            cards_refused=row.cards_refused,
         )
         for row in rows
     ]
@@ -183,6 +226,22 @@ def rejection_counts(engine: Engine) -> list[RejectionCount]:
             select(rejections).order_by(rejections.c.last_at.desc(), rejections.c.source)
         ).all()
     return [RejectionCount(**_fields(row._mapping, RejectionCount)) for row in rows]
+
+
+def list_quarantined(
+    engine: Engine, edge_id: str | None = None, limit: int = 100
+) -> list[QuarantinedEvent]:
+    """Events put aside, newest first: of one edge, or of all."""
+    query = (
+        select(quarantined_events)
+        .order_by(quarantined_events.c.received_at.desc(), quarantined_events.c.seq.desc())
+        .limit(limit)
+    )
+    if edge_id is not None:
+        query = query.where(quarantined_events.c.edge_id == edge_id)
+    with reading(engine) as connection:
+        rows = connection.execute(query).all()
+    return [QuarantinedEvent(**_fields(row._mapping, QuarantinedEvent)) for row in rows]
 
 
 def _fields(mapping: Any, view: type[Any]) -> dict[str, Any]:

@@ -217,10 +217,11 @@ def on_command_result(applying: Applying, data: CommandResult) -> None:
 
 
 def on_cards_applied(applying: Applying, data: CardsApplied) -> None:
+    # `refused`: why the edge did not take the list it was sent (None once it takes one).
     applying.connection.execute(
         update(edges)
         .where(edges.c.id == applying.edge_id)
-        .values(cards_version_reported=data.version)
+        .values(cards_version_reported=data.version, cards_refused=data.refused)
     )
 
 

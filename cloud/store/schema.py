@@ -2,13 +2,17 @@
 
 Each table holds one concept:
 
-- `edges`: one row per edge: `last_seq` (the newest event stored, what acks carry), the
-  edge-clock time of that event, presence (`state` unknown/online/offline, the last
-  `EdgeStatus` document and when it arrived), the figures it last reported (software
-  version, outbox backlog and its oldest age, and when), its last `edge.health`, the card
-  list version it holds, and how many repeated events it sent.
-- `events`: every event stored, once: key `(edge_id, seq)`. The views below are built from
-  them and could be rebuilt from them.
+- `edges`: one row per edge: its current store `epoch`, `last_seq` (the newest event of
+  that store settled: stored or quarantined; what acks carry), `seq_offset` (added to the
+  store's seq to number the edge's events across stores), the edge-clock time of that
+  event, presence (`state` unknown/online/offline, the last `EdgeStatus` document and when
+  it arrived), the figures it last reported (software version, outbox backlog and its
+  oldest age, and when), its last `edge.health`, the card list version it holds (and why
+  it refused the last one sent, if it did), how many repeated events it sent and how many
+  of its events were quarantined.
+- `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
+  own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
+  below are built from them and could be rebuilt from them.
 - `chargers`, `connectors`: each edge's chargers as their events describe them.
 - `transactions`: key `(edge_id, transaction_id)` (the edge gives each transaction an id
   of its own, never reused); energy in integer Wh.
@@ -16,6 +20,11 @@ Each table holds one concept:
 - `charger_jobs`: the latest firmware/diagnostics/log status of each charger, per job.
 - `rejections`: payloads refused, counted per source (the topic's edge id, or the topic)
   and reason, with the latest sample.
+- `quarantined_events`: events the cloud will never store (schema, a value no store
+  holds, too large), kept aside with the reason and the raw event (bounded) so that the
+  edge's sequence moves on; key `(edge_id, seq)` like `events`, which never holds them.
+- `edge_epochs`: each store an edge has had (docs/sync-protocol.md, "A replaced store"):
+  its epoch, and where its sequence starts in the edge's events (`seq_offset`).
 - `card_lists`: each version of each edge's card list, as the full list (deltas are
   computed when sent).
 - `firmware_images`, `firmware_status`: images the cloud offers (with the signed manifest;
@@ -109,7 +118,8 @@ FIRMWARE_STATES = (
     "failed",
 )
 INSTALL_STATES = ("refused", "installing", "installed", "failed")
-COMMAND_STATES = ("pending", "sent", "done", "failed", "expired", "rejected")
+COMMAND_STATES = ("pending", "sent", "done", "failed", "expired", "rejected", "interrupted")
+QUARANTINE_REASONS = ("invalid", "too_large", "unstorable")
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
@@ -137,7 +147,23 @@ edges = Table(
     Column("created_at", UtcDateTime, nullable=False),
     Column("first_seen_at", UtcDateTime),
     Column("last_seen_at", UtcDateTime),
+    Column("epoch", String(64)),
+    Column("seq_offset", BigInteger, nullable=False, server_default="0"),
+    Column("quarantined_events", BigInteger, nullable=False, server_default="0"),
+    # Why the edge last refused the card list it was sent (None: it took it).
+    Column("cards_refused", Text),
     _one_of("state", EDGE_STATES),
+)
+
+edge_epochs = Table(
+    "edge_epochs",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("epoch", String(64), nullable=False),
+    Column("seq_offset", BigInteger, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "epoch"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
 )
 
 events = Table(
@@ -175,7 +201,9 @@ connectors = Table(
     metadata,
     Column("edge_id", EDGE_ID, nullable=False),
     Column("charger_id", CHARGER_ID, nullable=False),
-    Column("connector_id", Integer, nullable=False),
+    # Charger-supplied numbers are BIGINT: an integer a charger may send must never be
+    # one the store refuses (PostgreSQL's INTEGER ends at 2^31).
+    Column("connector_id", BigInteger, nullable=False),
     Column("status", Text, nullable=False),
     Column("error_code", Text, nullable=False),
     Column("info", Text),
@@ -192,7 +220,7 @@ transactions = Table(
     Column("edge_id", EDGE_ID, nullable=False),
     Column("transaction_id", BigInteger, nullable=False),
     Column("charger_id", CHARGER_ID, nullable=False),
-    Column("connector_id", Integer),
+    Column("connector_id", BigInteger),
     Column("id_tag", Text),
     Column("id_tag_status", Text),
     Column("meter_start_wh", BigInteger),
@@ -220,7 +248,7 @@ card_uses = Table(
     Column("status", Text, nullable=False),
     Column("reason", Text, nullable=False),
     Column("charger_id", CHARGER_ID),
-    Column("connector_id", Integer),
+    Column("connector_id", BigInteger),
     Column("reader_id", Text),
     PrimaryKeyConstraint("edge_id", "seq"),
     ForeignKeyConstraint(["edge_id", "seq"], ["events.edge_id", "events.seq"]),
@@ -234,10 +262,31 @@ charger_jobs = Table(
     Column("charger_id", CHARGER_ID, nullable=False),
     Column("job", Text, nullable=False),
     Column("status", Text, nullable=False),
-    Column("request_id", Integer),
+    Column("request_id", BigInteger),
     Column("at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("edge_id", "charger_id", "job"),
     ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+)
+
+quarantined_events = Table(
+    "quarantined_events",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("epoch", String(64)),
+    Column("edge_seq", BigInteger, nullable=False),  # the store's own seq, as the edge logs it
+    Column("kind", Text),
+    Column("at", UtcDateTime),  # the event's time, when it could be read
+    Column("reason", String(32), nullable=False),
+    Column("detail", Text, nullable=False),
+    # The event as received, JSON with every non-ASCII character escaped (so that any
+    # text store holds it), cut to limits.quarantine_sample_bytes; `raw_bytes` is its size.
+    Column("raw", Text, nullable=False),
+    Column("raw_bytes", BigInteger, nullable=False),
+    Column("received_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "seq"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    _one_of("reason", QUARANTINE_REASONS),
 )
 
 rejections = Table(

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Row, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.store.schema import edges, metadata
+from edge.sync.protocol import check_edge_id
 
 
 def upsert(
@@ -88,6 +89,8 @@ def _upsert_many(
 
 def lock_edge(connection: Connection, edge_id: str, now: datetime) -> Row[Any]:
     """The edge's row, created if it is new, locked until the transaction ends: on
-    PostgreSQL by `FOR UPDATE`, on SQLite by the write lock `BEGIN IMMEDIATE` took."""
+    PostgreSQL by `FOR UPDATE`, on SQLite by the write lock `BEGIN IMMEDIATE` took.
+    InvalidEdgeId for text that is no edge id: no row is ever made for one."""
+    check_edge_id(edge_id)
     upsert(connection, edges, {"id": edge_id, "created_at": now}, key=["id"], update={})
     return connection.execute(select(edges).where(edges.c.id == edge_id).with_for_update()).one()

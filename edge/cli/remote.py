@@ -118,4 +118,11 @@ def cmd_sync(arguments: argparse.Namespace) -> int:
     print(f"oldest waiting:  {held.oldest_at or '-'} ({age} old)")
     print(f"last ack:        seq {held.acked_seq} at {held.acked_at or 'never'}")
     print(f"card list held:  version {held.cards_version}")
+    print(f"store epoch:     {held.epoch}")
+    quarantined = f"{held.cloud_quarantined} events"
+    if held.last_quarantined:
+        quarantined += f" (latest: {held.last_quarantined})"
+    print(f"quarantined:     {quarantined} the cloud will never store")
+    if held.refused_acks:
+        print(f"refused acks:    {held.refused_acks} (beyond what was sent, or another store's)")
     return 0

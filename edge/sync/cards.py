@@ -1,11 +1,18 @@
 """Applying the card list the cloud wants this site to hold: one version at a time, all
 of it or nothing, in one SQLite transaction with the `cards.applied` event that reports
-it. The card table change then reaches every charger as its OCPP local list."""
+it. The card table change then reaches every charger as its OCPP local list.
+
+A list too large for one message comes in parts, kept in `card_list_parts` until every
+part of its version is here. A list the edge cannot take is refused whole and the refusal
+reported (`cards.applied` with the version held and `refused`), so the cloud shows why.
+"""
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
+from pydantic import ValidationError
 from sqlite_utils import Database
 
 from edge.store import id_tags
@@ -19,7 +26,83 @@ def held_version(db: Database) -> int:
     return int(db.conn.execute("SELECT cards_version FROM sync_state WHERE id = 1").fetchone()[0])
 
 
+def apply_card_part(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
+    """Take one message of a card list: a whole list is applied at once; a part is kept
+    until its version's last part arrives, then the whole list is applied."""
+    if cards.parts is None or cards.part is None:
+        return apply_card_list(db, cards, outbox, now)
+    if cards.version == held_version(db):
+        return "held"
+    # One version is gathered at a time: parts of any other are dropped.
+    db.conn.execute(
+        "DELETE FROM card_list_parts WHERE version != ? OR parts != ?", (cards.version, cards.parts)
+    )
+    db.conn.execute(
+        "INSERT OR REPLACE INTO card_list_parts (version, part, parts, document, received_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (cards.version, cards.part, cards.parts, cards.model_dump_json(), now),
+    )
+    have = db.conn.execute(
+        "SELECT count(*) FROM card_list_parts WHERE version = ?", (cards.version,)
+    ).fetchone()[0]
+    if have < cards.parts:
+        return f"part {cards.part} of {cards.parts} kept"
+    documents = [
+        wire.CardList.model_validate_json(row[0])
+        for row in db.conn.execute(
+            "SELECT document FROM card_list_parts WHERE version = ? ORDER BY part",
+            (cards.version,),
+        )
+    ]
+    db.conn.execute("DELETE FROM card_list_parts")
+    first = documents[0]
+    if any((d.full, d.base_version) != (first.full, first.base_version) for d in documents):
+        return refuse_card_list(
+            db, cards.version, "its parts disagree on full/base_version", outbox, now
+        )
+    try:
+        whole = wire.CardList(
+            version=first.version,
+            full=first.full,
+            base_version=first.base_version,
+            cards=[card for document in documents for card in document.cards],
+            removed=[id_tag for document in documents for id_tag in document.removed],
+        )
+    except ValidationError as error:
+        return refuse_card_list(db, cards.version, str(error.errors()[:1]), outbox, now)
+    return apply_card_list(db, whole, outbox, now)
+
+
+def refuse_card_list(
+    db: Database, version: int | None, detail: str, outbox: Outbox, now: str
+) -> str:
+    """Report that the list `version` (None: unreadable) was not taken, and why."""
+    what = f"card list {version}" if version is not None else "a card list"
+    log.warning("%s from the cloud refused: %s", what, detail)
+    refused = f"{what}: {detail}"[:500]
+    outbox.append(
+        db,
+        wire.CardsApplied(version=held_version(db), cards=_cloud_cards(db), refused=refused),
+        now,
+    )
+    return "refused"
+
+
 def apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
+    """`_apply_card_list` inside a savepoint: a list that fails halfway leaves the card
+    table as it was, and the refusal is reported in the same transaction."""
+    db.conn.execute("SAVEPOINT card_list")
+    try:
+        outcome = _apply_card_list(db, cards, outbox, now)
+    except (sqlite3.Error, ValueError) as error:
+        db.conn.execute("ROLLBACK TO card_list")
+        db.conn.execute("RELEASE card_list")
+        return refuse_card_list(db, cards.version, f"{type(error).__name__}: {error}", outbox, now)
+    db.conn.execute("RELEASE card_list")
+    return outcome
+
+
+def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
     """Make the cloud-managed cards equal `cards`: "applied", "held" (that version is
     already here) or "refused" (a delta from a version this edge does not hold; the
     held version is reported, so the cloud sends the full list).

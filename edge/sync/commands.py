@@ -1,12 +1,20 @@
 """Operator commands from the cloud: each id is recorded before it runs, so a repeat
 (the cloud sends until it hears the result) is never run twice; an expired command is
 not run; the result goes up as a `command.result` event in the same transaction as the
-record of it."""
+record of it.
+
+A command the daemon was running when it stopped (a crash, a power cut) is found still
+`received` at the next start: run again when running it twice does no harm
+(`RERUNNABLE`), else reported `interrupted`, since whether the charger acted is unknown.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -36,6 +44,23 @@ OCPP_ACTION = {
     "unlock": "UnlockConnector",
     "trigger": "TriggerMessage",
 }
+
+
+# Commands whose second run leaves the charger as one run would: an availability set
+# again, a message triggered again, a configuration or list version read again.
+RERUNNABLE_ACTIONS = frozenset(
+    {
+        "ChangeAvailability",
+        "TriggerMessage",
+        "GetConfiguration",
+        "GetLocalListVersion",
+        "GetCompositeSchedule",
+    }
+)
+# After a restart chargers reconnect on their own schedule: a command to run again
+# waits this long (seconds, and never past its expiry) for its charger, else it is
+# reported interrupted.
+RERUN_WAIT_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
@@ -80,6 +105,26 @@ def record_command(
     return Received(True)
 
 
+def record_unreadable_command(
+    db: Database, command_id: str, detail: str, outbox: Outbox, now: str
+) -> None:
+    """A command message that failed validation: recorded as rejected by its id (a
+    repeat is then ignored) and reported once."""
+    inserted = db.conn.execute(
+        "INSERT OR IGNORE INTO cloud_commands (id, action, charger_id, arguments, expires_at, "
+        "received_at, status, detail, finished_at) "
+        "VALUES (?, '', '', '{}', ?, ?, 'rejected', ?, ?)",
+        (command_id, now, now, f"not a command this edge can run: {detail}", now),
+    ).rowcount
+    if inserted:
+        result = wire.CommandResult(
+            command_id=command_id,
+            status="rejected",
+            detail=f"not a command this edge can run: {detail}",
+        )
+        outbox.append(db, result, now)
+
+
 def finish_command(db: Database, result: wire.CommandResult, outbox: Outbox, now: str) -> None:
     db.conn.execute(
         "UPDATE cloud_commands SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
@@ -116,6 +161,18 @@ async def run_command(
     if not received.run:
         log.info("cloud command %s not run: %s", command.id, received.reason)
         return None
+    return await _execute(server, command, files, outbox, clock)
+
+
+async def _execute(
+    server: OcppServer,
+    command: wire.OperatorCommand,
+    files: FilesSettings,
+    outbox: Outbox,
+    clock: Callable[[], str] = utc_now,
+) -> wire.CommandResult:
+    """Run a recorded command and record its result."""
+    store = server.context.store
     if is_firmware_command(command):
         result = await run_firmware_command(server, command, files, outbox, clock)
         await store.run(lambda db: finish_command(db, result, outbox, clock()))
@@ -126,6 +183,12 @@ async def run_command(
         answer = await send_command(server, command.charger_id, action, arguments)
     except (CommandError, KeyError, TypeError, ValueError) as error:
         result = wire.CommandResult(command_id=command.id, status="failed", detail=str(error))
+    except Exception as error:
+        # Whatever the charger's answer made the OCPP library raise, the command has an
+        # outcome: never left `received` behind a task that died.
+        log.exception("cloud command %s failed", command.id)
+        detail = f"{type(error).__name__}: {error}"
+        result = wire.CommandResult(command_id=command.id, status="failed", detail=detail)
     else:
         status = answer.response.get("status")
         accepted = status in (None, "Accepted", "Unlocked", "Scheduled")
@@ -138,3 +201,93 @@ async def run_command(
     await store.run(lambda db: finish_command(db, result, outbox, clock()))
     log.info("cloud command %s (%s): %s", command.id, command.action, result.status)
     return result
+
+
+def interrupted_commands(db: Database) -> list[wire.OperatorCommand]:
+    """Commands recorded as received and never finished: the daemon stopped while they
+    ran (only called at start, before any command runs)."""
+    rows = db.conn.execute(
+        "SELECT id, action, charger_id, arguments, expires_at FROM cloud_commands "
+        "WHERE status = 'received' ORDER BY received_at, id"
+    ).fetchall()
+    found = []
+    for command_id, action, charger_id, arguments, expires_at in rows:
+        try:
+            found.append(
+                wire.OperatorCommand(
+                    id=command_id,
+                    action=action,
+                    charger_id=charger_id,
+                    arguments=json.loads(arguments),
+                    expires_at=expires_at,
+                )
+            )
+        except ValueError:  # a row no command can be made of: reported interrupted
+            found.append(
+                wire.OperatorCommand(
+                    id=command_id, action="ocpp", charger_id=charger_id, expires_at=expires_at
+                )
+            )
+    return found
+
+
+def rerunnable(command: wire.OperatorCommand, files: FilesSettings) -> bool:
+    try:
+        action, _ = ocpp_request(command, files)
+    except (KeyError, TypeError, ValueError):
+        return False
+    return action in RERUNNABLE_ACTIONS
+
+
+def report_interrupted(
+    db: Database, command: wire.OperatorCommand, outbox: Outbox, now: str
+) -> None:
+    expired = parse_timestamp(command.expires_at) <= parse_timestamp(now)
+    result = wire.CommandResult(
+        command_id=command.id,
+        status="expired" if expired else "interrupted",
+        detail=f"expired at {command.expires_at}, not run again"
+        if expired
+        else "the edge stopped while it ran: whether the charger acted is unknown",
+    )
+    finish_command(db, result, outbox, now)
+
+
+async def rerun_or_report_interrupted(
+    server: OcppServer,
+    files: FilesSettings,
+    outbox: Outbox,
+    stop: asyncio.Event,
+    clock: Callable[[], str] = utc_now,
+    wait_seconds: float = RERUN_WAIT_SECONDS,
+) -> None:
+    """At start: every command a previous run left `received` is reported interrupted,
+    or, when running it again is harmless, run again once its charger is back."""
+    store = server.context.store
+    found = await store.run(interrupted_commands)
+    again = []
+    for command in found:
+        if rerunnable(command, files) and parse_timestamp(command.expires_at) > parse_timestamp(
+            clock()
+        ):
+            again.append(command)
+            continue
+        await store.run(
+            functools.partial(report_interrupted, command=command, outbox=outbox, now=clock())
+        )
+        log.warning("cloud command %s (%s) was interrupted by a stop", command.id, command.action)
+    deadline = time.monotonic() + wait_seconds
+    for command in again:
+        while command.charger_id not in server.sessions and time.monotonic() < deadline:
+            if stop.is_set() or parse_timestamp(command.expires_at) <= parse_timestamp(clock()):
+                break
+            await asyncio.sleep(1.0)
+        if command.charger_id in server.sessions and not stop.is_set():
+            log.info(
+                "cloud command %s (%s) interrupted by a stop: run again", command.id, command.action
+            )
+            await _execute(server, command, files, outbox, clock)
+        elif not stop.is_set():
+            await store.run(
+                functools.partial(report_interrupted, command=command, outbox=outbox, now=clock())
+            )

@@ -11,23 +11,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiomqtt
 from pydantic import BaseModel, ValidationError
+from sqlite_utils import Database
 
 from edge.clock import parse_timestamp, utc_now
 from edge.settings import FilesSettings, SyncSettings
 from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
-from edge.sync.cards import apply_card_list
-from edge.sync.commands import run_command
-from edge.sync.outbox import Backlog, Outbox, acknowledge, backlog, pending_batch
+from edge.sync.cards import apply_card_part, refuse_card_list
+from edge.sync.commands import (
+    record_unreadable_command,
+    rerun_or_report_interrupted,
+    run_command,
+)
+from edge.sync.outbox import (
+    AckOutcome,
+    Backlog,
+    Outbox,
+    acknowledge,
+    backlog,
+    pending_batch,
+    store_epoch,
+)
+from edge.sync.stopping import cancel_until_done
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -42,6 +57,15 @@ LONGEST_RETRY_SECONDS = 60.0
 FIRMWARE_SILENCE_SECONDS = 5.0
 # A batch stays well under the aggregator's limit on one message.
 BATCH_MAX_BYTES = 512 * 1024
+# Seconds between two log lines about refused acks (each is counted in the store).
+REFUSED_ACK_LOG_SECONDS = 60.0
+# Operator commands running at once; beyond it a new one is left unrecorded (the cloud
+# sends it again until it hears a result), so no peer can make the edge hold unbounded
+# tasks.
+MAX_COMMANDS_AT_ONCE = 64
+# Desired state that fails validation is reported at most this often (seconds) for one
+# card list version, command or image: the cloud sends it again every resend_interval.
+REPORT_REFUSAL_SECONDS = 600.0
 
 
 class FirmwareSink(Protocol):
@@ -84,14 +108,24 @@ class SyncLink:
         self._ack_changed = asyncio.Condition()
         self._outbox_grew = asyncio.Event()
         outbox.on_append = self._outbox_grew.set
-        self._commands: set[asyncio.Task[wire.CommandResult | None]] = set()
+        self._commands: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None  # while connected, for replies
         self._last_chunk_at = 0.0
+        self._epoch = ""  # this store's identity, read when the link starts
+        self.refused_acks = 0
+        self._refused_logged_at = -REFUSED_ACK_LOG_SECONDS
+        self._refusals_reported: dict[str, float] = {}
 
     # -- the connection ------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Stay connected until `stop` is set; reconnect with back-off after failures."""
+        """Stay connected until `stop` is set; reconnect with back-off after failures.
+        First, commands a previous run left unfinished are reported or run again."""
+        self._epoch = await self.store.run(store_epoch)
+        self._start_command(
+            rerun_or_report_interrupted(self.server, self.files, self.outbox, stop),
+            "cloud-commands-interrupted",
+        )
         try:
             await self._stay_connected(stop)
         finally:
@@ -120,7 +154,8 @@ class SyncLink:
                 log.exception("cloud link failed; trying again in %.0f s", retry_in)
             self.connected = False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=retry_in)
+                async with asyncio.timeout(retry_in):
+                    await stop.wait()
             retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
 
     def _new_client(self) -> aiomqtt.Client:
@@ -169,8 +204,7 @@ class SyncLink:
                     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                         async with asyncio.timeout(2):
                             await self._publish(client, self.topics.status, offline, retain=True)
-                for part in (*parts, stopping):
-                    part.cancel()
+                await cancel_until_done([*parts, stopping])
 
     async def _publish(
         self, client: aiomqtt.Client, topic: str, message: BaseModel, *, retain: bool = False
@@ -214,9 +248,22 @@ class SyncLink:
             await self._ack_changed.wait_for(lambda: self._acked >= seq)
 
     async def _on_ack(self, ack: wire.Ack) -> None:
-        if ack.seq > self._acked:
-            now = utc_now()
-            await self.store.run(lambda db: acknowledge(db, ack.seq, now))
+        if ack.seq <= self._acked and not ack.quarantined:
+            return  # a repeat: nothing new to forget
+        now, epoch = utc_now(), self._epoch
+        outcome: AckOutcome = await self.store.run(lambda db: acknowledge(db, ack, epoch, now))
+        if outcome.refused is not None:
+            # Never taken: it would forget events the cloud never had (or another
+            # store's); the batch is sent again and the real ack follows.
+            self.refused_acks += 1
+            if time.monotonic() - self._refused_logged_at >= REFUSED_ACK_LOG_SECONDS:
+                self._refused_logged_at = time.monotonic()
+                log.warning(
+                    "cloud link: ack refused: %s (%d refused since start)",
+                    outcome.refused,
+                    self.refused_acks,
+                )
+            return
         async with self._ack_changed:
             self._acked = max(self._acked, ack.seq)
             self._ack_changed.notify_all()
@@ -264,7 +311,20 @@ class SyncLink:
             if handler is None or not isinstance(payload, bytes | bytearray):
                 log.warning("cloud link: unexpected message on %s", message.topic.value)
                 continue
-            await handler(bytes(payload))
+            if len(payload) > wire.MAX_PAYLOAD_BYTES:
+                log.warning(
+                    "cloud link: %d bytes on %s, more than %d: refused unread",
+                    len(payload),
+                    message.topic.value,
+                    wire.MAX_PAYLOAD_BYTES,
+                )
+                continue
+            try:
+                await handler(bytes(payload))
+            except Exception:
+                # One message the edge cannot use must not drop the link (the cloud
+                # sends desired state again): logged, and the next one is taken.
+                log.exception("cloud link: a message on %s failed", message.topic.value)
 
     def _take(
         self, model: type[Message], handle: Callable[[Message], Awaitable[None]]
@@ -273,27 +333,84 @@ class SyncLink:
             try:
                 message = model.model_validate_json(payload)
             except ValidationError as error:
-                # Refused whole: nothing of a bad message is applied.
-                log.warning(
-                    "cloud sent a bad %s, ignored: %s",
-                    model.__name__,
-                    error.errors(include_url=False)[:3],
-                )
+                # Refused whole: nothing of a bad message is applied; the refusal of
+                # desired state is reported, so the cloud shows why it is not taken.
+                detail = _described(error)
+                log.warning("cloud sent a bad %s, refused: %s", model.__name__, detail)
+                await self._report_refused(model, payload, detail)
                 return
             await handle(message)
 
         return take
 
+    async def _report_refused(self, model: type[BaseModel], payload: bytes, detail: str) -> None:
+        """A `cards.applied` (with `refused`), `command.result` (rejected) or
+        `firmware.progress` (rejected) for desired state that failed validation, when
+        the message names what it is about; once per ten minutes for the same one."""
+        try:
+            raw = json.loads(payload)
+        except (ValueError, RecursionError):
+            raw = None
+        fields = raw if isinstance(raw, dict) else {}
+        now, outbox = utc_now(), self.outbox
+        work: Callable[[Database], object] | None = None
+        if model is wire.CardList:
+            version = fields.get("version")
+            known = version if isinstance(version, int) and 0 < version <= wire.INT32_MAX else None
+            key = f"cards {known}"
+
+            def work(db: Database) -> object:
+                return refuse_card_list(db, known, detail, outbox, now)
+
+        elif model is wire.OperatorCommand and _reference(fields.get("id"), 64):
+            key = command_id = str(fields["id"])
+
+            def work(db: Database) -> object:
+                record_unreadable_command(db, command_id, detail, outbox, now)
+                return None
+
+        elif model is wire.FirmwareOffer and _reference(fields.get("image"), 128):
+            key = image = str(fields["image"])
+            progress = wire.FirmwareProgress(
+                image=image, status="rejected", bytes=0, detail=f"offer refused: {detail}"
+            )
+
+            def work(db: Database) -> object:
+                outbox.append(db, progress, now)
+                return None
+
+        if work is None:
+            return
+        moment = time.monotonic()
+        if moment - self._refusals_reported.get(key, -REPORT_REFUSAL_SECONDS) < (
+            REPORT_REFUSAL_SECONDS
+        ):
+            return
+        if len(self._refusals_reported) >= 256:
+            self._refusals_reported.clear()
+        self._refusals_reported[key] = moment
+        await self.store.run(work)
+
     async def _on_cards(self, cards: wire.CardList) -> None:
         now, outbox = utc_now(), self.outbox
-        outcome = await self.store.run(lambda db: apply_card_list(db, cards, outbox, now))
+        outcome = await self.store.run(lambda db: apply_card_part(db, cards, outbox, now))
         log.info("card list %s from the cloud: %s", cards.version, outcome)
 
     async def _on_command(self, command: wire.OperatorCommand) -> None:
-        task = asyncio.create_task(
+        if len(self._commands) >= MAX_COMMANDS_AT_ONCE:
+            log.warning(
+                "cloud command %s left for later: %d commands are running",
+                command.id,
+                len(self._commands),
+            )
+            return
+        self._start_command(
             run_command(self.server, command, self.files, self.outbox),
-            name=f"cloud-command-{command.id}",
+            f"cloud-command-{command.id}",
         )
+
+    def _start_command(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._commands.add(task)
         task.add_done_callback(self._commands.discard)
 
@@ -322,3 +439,19 @@ class SyncLink:
     async def _request_firmware(self, request: wire.FirmwareRequest | None) -> None:
         if request is not None and self._client is not None:
             await self._publish(self._client, self.topics.firmware_request, request)
+
+
+def _described(error: ValidationError) -> str:
+    """The first problems of a refused message, without the values (they are the
+    sender's and may be anything)."""
+    problems = error.errors(include_url=False, include_input=False)
+    text = "; ".join(
+        f"{'.'.join(str(part) for part in problem['loc']) or 'message'}: {problem['msg']}"
+        for problem in problems[:3]
+    )
+    return text[:500]
+
+
+def _reference(value: object, longest: int) -> bool:
+    """Whether `value` can name a command or an image in a report."""
+    return isinstance(value, str) and 0 < len(value) <= longest and value.isprintable()

@@ -1,17 +1,27 @@
 """The outbox: events for the cloud, appended inside the unit of work whose change they
 report, so the change and its event commit together; read in sequence order by the sync
-link and deleted once the cloud acknowledged them."""
+link and deleted once the cloud acknowledged them.
+
+Every event is made storable before it is appended (edge/sync/storable.py): the outbox
+never holds an event the cloud cannot take, which would stop every later one behind it.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pydantic import ValidationError
 from sqlite_utils import Database
 
 from edge.clock import utc_now
-from edge.sync.protocol import EventData
+from edge.sync import protocol as wire
+from edge.sync.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
+from edge.sync.storable import storable_event
+
+log = logging.getLogger(__name__)
 
 
 class Outbox:
@@ -27,9 +37,14 @@ class Outbox:
     def append(self, db: Database, event: EventData, at: str | None = None) -> None:
         if not self.enabled:
             return
+        at = at or utc_now()
+        cleaned, data = storable_event(event, at)
+        if cleaned.cleaned:
+            log.warning(
+                "%s event cleaned for the cloud: %s", event.kind, "; ".join(cleaned.cleaned)
+            )
         db.conn.execute(
-            "INSERT INTO outbox (at, kind, data) VALUES (?, ?, ?)",
-            (at or utc_now(), event.kind, event.model_dump_json(exclude_none=True)),
+            "INSERT INTO outbox (at, kind, data) VALUES (?, ?, ?)", (at, event.kind, data)
         )
         if self.on_append is not None:
             self.on_append()
@@ -42,6 +57,10 @@ class Backlog:
     acked_seq: int
     acked_at: str | None
     cards_version: int
+    epoch: str
+    refused_acks: int  # acks beyond what was sent, or for another store
+    cloud_quarantined: int  # this edge's events the cloud quarantined, as it last said
+    last_quarantined: str | None  # the latest of them: seq, kind and reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,15 +73,25 @@ class PendingBatch:
     payload: bytes
 
 
+def store_epoch(db: Database) -> str:
+    """This store's identity, made with it (migration 0009)."""
+    return str(db.conn.execute("SELECT epoch FROM sync_state WHERE id = 1").fetchone()[0])
+
+
 def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> PendingBatch | None:
     """At most `limit` of the oldest unacknowledged events, and no more than about
-    `max_bytes` (at least one), as an EventBatch's JSON. Each event's data was validated
-    when it was appended, so the stored JSON is used as it is (no second parse)."""
+    `max_bytes` (at least one), as an EventBatch's JSON, with this store's epoch. Each
+    event's data was made storable when it was appended, so the stored JSON is used as
+    it is (no second parse), except a row an older release wrote that is too large or
+    holds a NUL: cleaned now. Records the batch's last seq as sent (acks beyond the
+    highest sent are refused)."""
     parts: list[str] = []
     size, first, last = 0, 0, 0
     for seq, at, data in db.conn.execute(
         "SELECT seq, at, data FROM outbox ORDER BY seq LIMIT ?", (limit,)
     ):
+        if len(data) > MAX_EVENT_BYTES or "\\u0000" in data:
+            data = _cleaned_again(seq, at, data)
         part = f'{{"seq":{seq},"at":{json.dumps(at)},"data":{data}}}'
         size += len(part) + 1
         if parts and size > max_bytes:
@@ -71,23 +100,81 @@ def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> Pen
         first, last = first or seq, seq
     if not parts:
         return None
-    payload = f'{{"edge_id":{json.dumps(edge_id)},"events":[{",".join(parts)}]}}'
+    epoch = store_epoch(db)
+    db.conn.execute(
+        "UPDATE sync_state SET sent_seq = ? WHERE id = 1 AND sent_seq < ?", (last, last)
+    )
+    payload = (
+        f'{{"edge_id":{json.dumps(edge_id)},"epoch":{json.dumps(epoch)},'
+        f'"events":[{",".join(parts)}]}}'
+    )
     return PendingBatch(first, last, len(parts), payload.encode())
 
 
-def acknowledge(db: Database, seq: int, now: str) -> int:
-    """The cloud stored every event up to `seq`: forget them. Returns how many went."""
-    deleted = db.conn.execute("DELETE FROM outbox WHERE seq <= ?", (seq,)).rowcount
+def _cleaned_again(seq: int, at: str, data: str) -> str:
+    """A stored event written before events were cleaned on the way in."""
+    try:
+        event = EVENT_DATA.validate_json(data)
+    except ValidationError:
+        return data  # the cloud will quarantine it: never stops the outbox
+    _, cleaned = storable_event(event, at)
+    log.warning("outbox event %s (%s) cleaned for the cloud before sending", seq, event.kind)
+    return cleaned
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    """What an ack did: `refused` says why it was ignored (None: taken)."""
+
+    deleted: int
+    refused: str | None = None
+
+
+def acknowledge(db: Database, ack: wire.Ack, epoch: str, now: str) -> AckOutcome:
+    """The cloud settled every event up to `ack.seq`: forget them. Refused (and counted)
+    when the ack is for another store's epoch, or beyond the highest seq ever sent:
+    taking it would forget events the cloud never had."""
+    sent_seq = int(db.conn.execute("SELECT sent_seq FROM sync_state WHERE id = 1").fetchone()[0])
+    refused = None
+    if ack.epoch is not None and ack.epoch != epoch:
+        refused = f"an ack for store {ack.epoch}, this store is {epoch}"
+    elif ack.seq > sent_seq:
+        refused = f"an ack for seq {ack.seq}, beyond the highest sent ({sent_seq})"
+    if refused is not None:
+        db.conn.execute("UPDATE sync_state SET refused_acks = refused_acks + 1 WHERE id = 1")
+        return AckOutcome(0, refused)
+    for entry in ack.quarantined or []:
+        row = db.conn.execute("SELECT kind FROM outbox WHERE seq = ?", (entry.seq,)).fetchone()
+        note = f"seq {entry.seq} ({row[0] if row else 'event'}): {entry.reason} at {now}"
+        log.warning("the cloud quarantined event %s", note)
+        db.conn.execute("UPDATE sync_state SET last_quarantined = ? WHERE id = 1", (note,))
+    if ack.quarantined_total is not None:
+        db.conn.execute(
+            "UPDATE sync_state SET cloud_quarantined = ? WHERE id = 1", (ack.quarantined_total,)
+        )
+    deleted = db.conn.execute("DELETE FROM outbox WHERE seq <= ?", (ack.seq,)).rowcount
     db.conn.execute(
         "UPDATE sync_state SET acked_seq = ?, acked_at = ? WHERE id = 1 AND acked_seq < ?",
-        (seq, now, seq),
+        (ack.seq, now, ack.seq),
     )
-    return int(deleted)
+    return AckOutcome(int(deleted))
 
 
 def backlog(db: Database) -> Backlog:
     count, oldest = db.conn.execute("SELECT count(*), min(at) FROM outbox").fetchone()
-    acked_seq, acked_at, cards_version = db.conn.execute(
-        "SELECT acked_seq, acked_at, cards_version FROM sync_state WHERE id = 1"
+    row = db.conn.execute(
+        "SELECT acked_seq, acked_at, cards_version, epoch, refused_acks, cloud_quarantined, "
+        "last_quarantined FROM sync_state WHERE id = 1"
     ).fetchone()
-    return Backlog(int(count), oldest, int(acked_seq), acked_at, int(cards_version))
+    acked_seq, acked_at, cards_version, epoch, refused_acks, quarantined, last = row
+    return Backlog(
+        int(count),
+        oldest,
+        int(acked_seq),
+        acked_at,
+        int(cards_version),
+        str(epoch),
+        int(refused_acks),
+        int(quarantined),
+        last,
+    )

@@ -10,15 +10,47 @@ list as versioned desired state, firmware offers and chunks, operator commands.
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from typing import Annotated, Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
 DEFAULT_TOPIC_PREFIX = "ocpp-edge/v1"
 # A batch larger than this is refused by the aggregator (and never built by the edge).
 MAX_PAYLOAD_BYTES = 1_048_576
+# One event's data as JSON: the edge never appends a larger one (see edge/sync/clean.py),
+# the aggregator quarantines one (limits.max_event_bytes).
+MAX_EVENT_BYTES = 65_536
+# The largest integer any store column takes (SQLite INTEGER, PostgreSQL BIGINT).
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# Versions the cloud hands out (card lists) are PostgreSQL INTEGERs.
+INT32_MAX = 2**31 - 1
 EDGE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 IMAGE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+EDGE_ID_RULE = "1 to 64 letters, digits, '.', '_' or '-', the first a letter or digit"
+# A store's identity: random, made with the edge's SQLite file (docs/sync-protocol.md).
+EPOCH_PATTERN = r"^[0-9a-f]{32}$"
+
+
+class InvalidEdgeId(ValueError):
+    """Text used as an edge id that is not one: it would be a wildcard or another level
+    in an MQTT topic, or a path segment the routes do not expect."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(f"{text[:80]!r} is not an edge id: {EDGE_ID_RULE}")
+
+
+def is_edge_id(text: str) -> bool:
+    return re.fullmatch(EDGE_ID_PATTERN, text) is not None
+
+
+def check_edge_id(text: str) -> str:
+    """`text` when it is an edge id, else InvalidEdgeId. Every place an edge id enters
+    (REST routes, enrolment, MQTT topics, the store) checks it with this one pattern."""
+    if not is_edge_id(text):
+        raise InvalidEdgeId(text)
+    return text
 
 
 class _Message(BaseModel):
@@ -36,7 +68,8 @@ class Topics:
     DOWN = ("ack", "cards", "firmware/offer", "firmware/chunk", "commands")
 
     def __init__(self, edge_id: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> None:
-        self.edge_id = edge_id
+        # "+", "#" or "/" in an id would make a wildcard or another level: never a topic.
+        self.edge_id = check_edge_id(edge_id)
         self.prefix = prefix
         base = f"{prefix}/{edge_id}"
         self.events = f"{base}/events"
@@ -50,18 +83,26 @@ class Topics:
 
 
 def edge_id_of(topic: str, prefix: str = DEFAULT_TOPIC_PREFIX) -> tuple[str, str] | None:
-    """(edge id, what follows it) for a topic under `prefix`, e.g. ("site-7", "events")."""
+    """(edge id, what follows it) for a topic under `prefix`, e.g. ("site-7", "events");
+    None when the topic is not under `prefix` or its edge level is not an edge id."""
     head = prefix + "/"
     if not topic.startswith(head):
         return None
     edge_id, _, rest = topic[len(head) :].partition("/")
-    return (edge_id, rest) if edge_id and rest else None
+    return (edge_id, rest) if is_edge_id(edge_id) and rest else None
 
 
 # -- up: events ----------------------------------------------------------------
 
 
-class ChargerBoot(_Message):
+class _EventData(_Message):
+    # What the edge changed for the cloud to take the event, one note per field
+    # ("info: 5000 characters cut to 1000"); absent when nothing was. See
+    # docs/sync-protocol.md, "What the edge cleans".
+    cleaned: list[str] | None = Field(None, max_length=32)
+
+
+class ChargerBoot(_EventData):
     kind: Literal["charger.boot"] = "charger.boot"
     charger_id: str
     vendor: str | None = None
@@ -70,13 +111,13 @@ class ChargerBoot(_Message):
     firmware_version: str | None = None
 
 
-class ChargerConnection(_Message):
+class ChargerConnection(_EventData):
     kind: Literal["charger.connection"] = "charger.connection"
     charger_id: str
     connected: bool
 
 
-class ConnectorStatus(_Message):
+class ConnectorStatus(_EventData):
     kind: Literal["charger.status"] = "charger.status"
     charger_id: str
     connector_id: int = Field(ge=0)
@@ -85,7 +126,7 @@ class ConnectorStatus(_Message):
     info: str | None = None
 
 
-class TransactionStarted(_Message):
+class TransactionStarted(_EventData):
     kind: Literal["transaction.started"] = "transaction.started"
     charger_id: str
     connector_id: int = Field(ge=0)
@@ -96,7 +137,7 @@ class TransactionStarted(_Message):
     started_at: str
 
 
-class TransactionMeter(_Message):
+class TransactionMeter(_EventData):
     """A running transaction's figures, at most once a minute per transaction."""
 
     kind: Literal["transaction.meter"] = "transaction.meter"
@@ -107,7 +148,7 @@ class TransactionMeter(_Message):
     power_w: float | None = None
 
 
-class TransactionStopped(_Message):
+class TransactionStopped(_EventData):
     kind: Literal["transaction.stopped"] = "transaction.stopped"
     charger_id: str
     transaction_id: int
@@ -117,7 +158,7 @@ class TransactionStopped(_Message):
     reason: str | None = None
 
 
-class CardUsed(_Message):
+class CardUsed(_EventData):
     kind: Literal["card.used"] = "card.used"
     id_tag: str
     source: Literal["charger", "reader"]
@@ -129,7 +170,7 @@ class CardUsed(_Message):
     reader_id: str | None = None
 
 
-class ChargerJob(_Message):
+class ChargerJob(_EventData):
     """Firmware, diagnostics and log progress a charger reports."""
 
     kind: Literal["charger.job"] = "charger.job"
@@ -139,21 +180,26 @@ class ChargerJob(_Message):
     request_id: int | None = None
 
 
-class CommandResult(_Message):
+class CommandResult(_EventData):
     kind: Literal["command.result"] = "command.result"
     command_id: str
-    status: Literal["done", "failed", "expired", "rejected"]
+    # interrupted: the edge stopped while the command ran (docs/sync-protocol.md).
+    status: Literal["done", "failed", "expired", "rejected", "interrupted"]
     detail: str = ""
     response: dict[str, Any] | None = None
 
 
-class CardsApplied(_Message):
+class CardsApplied(_EventData):
+    """The card list version the edge holds; `refused` says why it did not take the
+    list it was sent (then `version` is the one it still holds)."""
+
     kind: Literal["cards.applied"] = "cards.applied"
-    version: int = Field(ge=0)
+    version: int = Field(ge=0, le=INT32_MAX)
     cards: int = Field(ge=0)
+    refused: str | None = None
 
 
-class FirmwareProgress(_Message):
+class FirmwareProgress(_EventData):
     """An image offered to the edge: `downloading` (the offer was taken; again each tenth
     of the bytes), `fetched` (every byte is in), then `verified` or `rejected` with the
     reason in `detail` (an offer refused before any byte moved is `rejected` at once)."""
@@ -165,7 +211,7 @@ class FirmwareProgress(_Message):
     detail: str = ""
 
 
-class FirmwareInstall(_Message):
+class FirmwareInstall(_EventData):
     """An image on its way to one charger: `refused` by the edge before anything was
     sent (not a target, older than installed, no verified image, a foreign location),
     `installing` (the charger took the command; again with each status it reports),
@@ -182,7 +228,7 @@ class FirmwareInstall(_Message):
     command_id: str | None = None
 
 
-class EdgeHealth(_Message):
+class EdgeHealth(_EventData):
     kind: Literal["edge.health"] = "edge.health"
     software_version: str
     uptime_s: float
@@ -216,11 +262,16 @@ class Event(_Message):
     data: EventData
 
 
+MAX_BATCH_EVENTS = 10_000
+
+
 class EventBatch(_Message):
-    """One MQTT message on `events`: consecutive events of one edge, oldest first."""
+    """One MQTT message on `events`: consecutive events of one edge, oldest first.
+    `epoch` names the edge's store: a new store (seq from 1 again) has a new one."""
 
     edge_id: str = Field(pattern=EDGE_ID_PATTERN)
-    events: list[Event] = Field(min_length=1, max_length=10_000)
+    epoch: str | None = Field(None, pattern=EPOCH_PATTERN)
+    events: list[Event] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
 
 
 # -- up: presence ----------------------------------------------------------------
@@ -236,39 +287,94 @@ class EdgeStatus(_Message):
     backlog: int | None = None
     oldest_age_s: float | None = None
     disk_free_mb: float | None = None
-    cards_version: int | None = None
+    cards_version: int | None = Field(None, ge=0, le=INT32_MAX)
     at: str | None = None
 
 
 # -- down --------------------------------------------------------------------------
 
 
+QUARANTINE_REASONS = ("invalid", "too_large", "unstorable")
+
+
+class Quarantined(_Message):
+    """An event of the batch the cloud will never store, kept aside (with `reason`)."""
+
+    seq: int = Field(ge=1)
+    reason: Literal["invalid", "too_large", "unstorable"]
+
+
 class Ack(_Message):
-    """Every event up to `seq` is committed in the cloud. `expected` is the next
-    sequence number the aggregator will take."""
+    """Every event up to `seq` of the store `epoch` is settled in the cloud: committed,
+    or quarantined (`quarantined` names those of the batch just taken; the cloud's count
+    for this edge is `quarantined_total`). The optional fields are left out when empty,
+    so an edge from before them still takes a plain ack."""
 
     seq: int = Field(ge=0)
+    epoch: str | None = Field(None, pattern=EPOCH_PATTERN)
+    quarantined: list[Quarantined] | None = Field(None, max_length=MAX_BATCH_EVENTS)
+    quarantined_total: int | None = Field(None, ge=0)
+
+
+# An OCPP idToken (CiString20): printable, as chargers' local lists carry it.
+ID_TAG_PATTERN = r"^[^\x00-\x1f\x7f]{1,20}$"
+# A card list larger than one message goes in parts of at most this many bytes, and at
+# most MAX_CARD_LIST_PARTS of them (about 400,000 cards).
+CARD_LIST_PART_BYTES = 512 * 1024
+MAX_CARD_LIST_PARTS = 64
+
+
+def _is_iso_time(text: str) -> bool:
+    try:
+        datetime.fromisoformat(text.replace("z", "Z"))
+    except ValueError:
+        return False
+    return True
 
 
 class CardEntry(_Message):
-    id_tag: str = Field(min_length=1, max_length=20)
+    """A card the cloud wants the site to hold; every field is checked here, so that a
+    list the edge takes can also be pushed to chargers and used for every decision."""
+
+    id_tag: str = Field(pattern=ID_TAG_PATTERN)
     status: Literal["Accepted", "Blocked", "Expired", "Invalid"] = "Accepted"
-    expiry_date: str | None = None
-    parent_id_tag: str | None = Field(None, max_length=20)
-    label: str | None = None
-    chargers: list[str] = []
+    expiry_date: str | None = Field(None, max_length=40)
+    parent_id_tag: str | None = Field(None, pattern=ID_TAG_PATTERN)
+    label: str | None = Field(None, max_length=200)
+    chargers: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field([], max_length=1000)
+
+    @field_validator("expiry_date")
+    @classmethod
+    def expiry_is_a_time(cls, value: str | None) -> str | None:
+        if value is not None and not _is_iso_time(value):
+            raise ValueError("an ISO 8601 time, e.g. 2027-01-31T00:00:00Z")
+        return value
 
 
 class CardList(_Message):
     """Desired state: the site's cards at `version`. A full list replaces the edge's
     cloud-managed cards; a delta (from `base_version`) upserts `cards` and removes
-    `removed`. Sent again until the edge reports `cards.applied` with `version`."""
+    `removed`. Sent again until the edge reports `cards.applied` with `version`.
 
-    version: int = Field(ge=1)
+    A list larger than one message comes in `parts` numbered by `part` (from 1), each
+    with the same version, `full` and `base_version`: the edge keeps them until it has
+    every one, then applies the whole list at once. Absent for a list in one message."""
+
+    version: int = Field(ge=1, le=INT32_MAX)
     full: bool
-    base_version: int | None = None
+    base_version: int | None = Field(None, ge=0, le=INT32_MAX)
     cards: list[CardEntry] = []
-    removed: list[str] = []
+    removed: list[Annotated[str, Field(pattern=ID_TAG_PATTERN)]] = []
+    part: int | None = Field(None, ge=1, le=MAX_CARD_LIST_PARTS)
+    parts: int | None = Field(None, ge=1, le=MAX_CARD_LIST_PARTS)
+
+    @model_validator(mode="after")
+    def part_of_parts(self) -> CardList:
+        if (self.part is None) != (self.parts is None):
+            raise ValueError("part and parts go together")
+        if self.part is not None and self.parts is not None and self.part > self.parts:
+            raise ValueError(f"part {self.part} of {self.parts}")
+        return self
 
 
 MANIFEST_FORMAT: Final = "ocpp-edge-firmware-manifest/2"
@@ -356,6 +462,13 @@ class OperatorCommand(_Message):
         "firmware_rollout",
         "ocpp",
     ]
-    charger_id: str
+    charger_id: str = Field(min_length=1, max_length=255)
     arguments: dict[str, Any] = {}
     expires_at: str
+
+    @field_validator("expires_at")
+    @classmethod
+    def expiry_is_a_time(cls, value: str) -> str:
+        if not _is_iso_time(value):
+            raise ValueError("an ISO 8601 time")
+        return value

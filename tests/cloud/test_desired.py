@@ -15,6 +15,7 @@ from cloud.store.desired import (
     DesiredStateError,
     FirmwareImage,
     add_firmware_image,
+    card_list_parts_to_send,
     card_list_to_send,
     commands_to_send,
     create_command,
@@ -262,3 +263,27 @@ def test_each_chargers_latest_install_and_installed_version(engine: Engine) -> N
     )
     assert (charger["installed_version"], charger["installed_image"]) == ("2.0", "a.bin")
     assert charger["forced"] is False
+
+
+def test_a_card_list_larger_than_one_message_is_sent_in_parts(engine: Engine) -> None:
+    cards = [CardEntry(id_tag=f"C{number:06d}", label="l" * 150) for number in range(3000)]
+    version = set_card_list(engine, EDGE, cards)
+    parts = card_list_parts_to_send(engine, EDGE, part_bytes=100_000)
+    assert len(parts) > 4 and [part.part for part in parts] == list(range(1, len(parts) + 1))
+    assert all(part.parts == len(parts) and part.version == version for part in parts)
+    assert all(len(part.model_dump_json(exclude_none=True)) <= 100_000 for part in parts)
+    assert [card for part in parts for card in part.cards] == cards
+    # One message when it fits: no part numbers, as edges before parts expect.
+    set_card_list(engine, EDGE, cards[:10])
+    (whole,) = card_list_parts_to_send(engine, EDGE)
+    assert whole.part is None and whole.parts is None
+
+
+def test_a_card_list_no_edge_could_take_is_refused_when_set(engine: Engine) -> None:
+    with pytest.raises(DesiredStateError, match="in the list twice"):
+        set_card_list(engine, EDGE, [CardEntry(id_tag="abc"), CardEntry(id_tag="ABC")])
+    huge = [CardEntry(id_tag=f"C{number:07d}", label="l" * 200) for number in range(80_000)]
+    with pytest.raises(DesiredStateError, match="more than one card list holds"):
+        set_card_list(engine, EDGE, huge)
+    with pytest.raises(ValueError, match="ISO 8601"):
+        CardEntry(id_tag="A", expiry_date="tomorrow")

@@ -5,11 +5,19 @@ from __future__ import annotations
 
 import json
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from cloud.store.fleet import list_edges, rejection_counts
 from cloud.store.ingest import IngestResult, record_status, store_batch
-from cloud.store.schema import card_uses, edges, events, transactions
+from cloud.store.schema import (
+    card_uses,
+    charger_jobs,
+    connectors,
+    edges,
+    events,
+    quarantined_events,
+    transactions,
+)
 from cloud.store.times import parse_time
 from tests.cloud.payloads import (
     batch,
@@ -119,31 +127,176 @@ def test_bad_json_is_refused_and_counted_with_a_sample(engine: Engine) -> None:
     assert count(engine, events) == 0 and count(engine, edges) == 0
 
 
-def test_a_schema_violation_is_refused(engine: Engine) -> None:
-    unknown_kind = batch(EDGE, [event(1, {"kind": "charger.exploded", "charger_id": "CP-1"})])
-    missing_field = batch(EDGE, [event(1, {"kind": "card.used", "id_tag": "CARD-1"})])
-    not_a_time = batch(EDGE, [event(1, card_used(), at="yesterday")])
-    for payload in (unknown_kind, missing_field, not_a_time):
+def test_a_batch_that_is_no_batch_is_refused_whole(engine: Engine) -> None:
+    no_seq = json.dumps({"edge_id": EDGE, "events": [{"at": "x", "data": {}}]}).encode()
+    seq_as_text = batch(EDGE, [{"seq": "1", "at": "2026-03-01T10:00:00Z", "data": card_used()}])
+    no_events = json.dumps({"edge_id": EDGE, "events": []}).encode()
+    extra_key = json.dumps({"edge_id": EDGE, "events": [event(1, card_used())], "x": 1}).encode()
+    for payload in (no_seq, seq_as_text, no_events, extra_key):
         result = store_batch(engine, EDGE, payload, MAX)
+        # Nothing can be placed in the edge's sequence: no ack.
         assert (result.ack_seq, result.rejected) == (None, "invalid"), payload
-    assert "source: Field required" in store_batch(engine, EDGE, missing_field, MAX).detail
     assert rejected(engine, EDGE, "invalid") == 4
     assert count(engine, events) == 0 and count(engine, edges) == 0
 
 
-def test_an_event_that_fails_while_applied_leaves_nothing_of_its_batch(engine: Engine) -> None:
-    # Event 1 is stored and applied before event 2's start time turns out unreadable:
-    # the whole transaction goes, so no half of the batch remains.
+def test_an_event_that_breaks_the_schema_is_quarantined_and_the_others_stored(
+    engine: Engine,
+) -> None:
+    unknown_kind = {"kind": "charger.exploded", "charger_id": "CP-1"}
+    missing_field = {"kind": "card.used", "id_tag": "CARD-1"}
     payload = batch(
         EDGE,
-        [event(1, card_used()), event(2, transaction_started(41, started_at="at noon"))],
+        [
+            event(1, card_used("A")),
+            event(2, unknown_kind),
+            event(3, card_used("B")),
+            event(4, missing_field),
+            event(5, card_used("C"), at="yesterday"),
+            event(6, card_used("D")),
+        ],
     )
     result = store_batch(engine, EDGE, payload, MAX)
-    assert (result.ack_seq, result.rejected) == (None, "invalid")
-    assert "started_at 'at noon'" in result.detail
-    assert count(engine, events) == 0 and count(engine, card_uses) == 0
-    assert count(engine, transactions) == 0 and count(engine, edges) == 0
-    assert rejected(engine, EDGE, "invalid") == 1
+    assert result.ack_seq == 6 and result.stored == 3 and result.rejected is None
+    assert result.quarantined == ((2, "invalid"), (4, "invalid"), (5, "invalid"))
+    assert result.quarantined_total == 3
+    assert stored_seqs(engine) == [1, 3, 6]
+    assert [use.id_tag for use in rows(engine, card_uses, card_uses.c.seq)] == ["A", "B", "D"]
+    put_aside = {row.seq: row for row in rows(engine, quarantined_events)}
+    assert sorted(put_aside) == [2, 4, 5]
+    assert put_aside[2].kind == "charger.exploded" and put_aside[2].reason == "invalid"
+    assert "source: Field required" in put_aside[4].detail
+    assert "'yesterday' is not an ISO 8601 time" in put_aside[5].detail
+    assert json.loads(put_aside[2].raw)["data"] == unknown_kind
+    (edge,) = rows(engine, edges)
+    assert edge.last_seq == 6 and edge.quarantined_events == 3
+    # Repeated (the ack was lost): nothing stored or quarantined twice.
+    again = store_batch(engine, EDGE, payload, MAX)
+    assert (again.ack_seq, again.stored, again.duplicates, again.quarantined) == (6, 0, 6, ())
+    assert again.quarantined_total == 3 and count(engine, quarantined_events) == 3
+
+
+def test_values_no_store_holds_are_quarantined_alike_on_every_store(engine: Engine) -> None:
+    beyond_64_bits = transaction_started(2**70)
+    with_nul = card_used("CARD\u0000-1")
+    lone_surrogate = card_used("CARD-\ud800")
+    not_finite = {
+        "kind": "edge.health",
+        "software_version": "1",
+        "uptime_s": 12345.678,  # becomes 1e400 below: JSON has it, no store holds infinity
+        "backlog": 0,
+        "oldest_age_s": None,
+        "disk_free_mb": 1.0,
+    }
+    a_time_that_is_not = transaction_started(7, started_at="at noon")
+    payload = (
+        json.dumps(
+            {
+                "edge_id": EDGE,
+                "events": [
+                    event(1, beyond_64_bits),
+                    event(2, with_nul),
+                    event(3, card_used("GOOD")),
+                    event(4, lone_surrogate),
+                    event(5, not_finite),
+                    event(6, a_time_that_is_not),
+                ],
+            }
+        )
+        .encode()
+        .replace(b"12345.678", b"1e400")
+    )
+    result = store_batch(engine, EDGE, payload, MAX)
+    assert result.ack_seq == 6 and result.stored == 1
+    assert [seq for seq, _ in result.quarantined] == [1, 2, 4, 5, 6]
+    assert stored_seqs(engine) == [3]
+    details = [row.detail for row in rows(engine, quarantined_events, quarantined_events.c.seq)]
+    assert "transaction_id: 1180591620717411303424 is beyond 64 bits" in details[0]
+    assert "NUL or lone surrogate" in details[1] and "NUL or lone surrogate" in details[2]
+    assert "uptime_s: inf is not finite" in details[3]
+    assert "started_at: 'at noon' is not an ISO 8601 time" in details[4]
+    # Kept escaped: the raw sample itself is text any store holds.
+    assert all(row.raw.isascii() for row in rows(engine, quarantined_events))
+    assert count(engine, transactions) == 0
+    # An escaped backslash before "u0000" is no NUL.
+    taken = store_batch(engine, EDGE, batch(EDGE, [event(7, card_used("a\\u0000"))]), MAX)
+    assert taken.ack_seq == 7 and taken.quarantined == ()
+
+
+def test_charger_numbers_beyond_32_bits_are_stored_on_every_store(engine: Engine) -> None:
+    # PostgreSQL's INTEGER ends at 2^31: connector ids and request ids are BIGINT.
+    status = {
+        "kind": "charger.status",
+        "charger_id": "CP-1",
+        "connector_id": 3_000_000_000,
+        "status": "Available",
+        "error_code": "NoError",
+    }
+    job = {"kind": "charger.job", "charger_id": "CP-1", "job": "log", "status": "Uploaded"}
+    payload = batch(
+        EDGE,
+        [
+            event(1, status),
+            event(2, job | {"request_id": 2**40}),
+            event(3, card_used(connector_id=2**33, charger_id="CP-1")),
+            event(4, transaction_started(5, connector_id=2**35)),
+        ],
+    )
+    result = store_batch(engine, EDGE, payload, MAX)
+    assert (result.ack_seq, result.stored, result.quarantined) == (4, 4, ())
+    (connector,) = rows(engine, connectors)
+    assert connector.connector_id == 3_000_000_000
+    assert rows(engine, charger_jobs)[0].request_id == 2**40
+    assert rows(engine, card_uses)[0].connector_id == 2**33
+    assert rows(engine, transactions)[0].connector_id == 2**35
+
+
+def test_an_event_larger_than_the_limit_is_quarantined_with_a_bounded_sample(
+    engine: Engine,
+) -> None:
+    answer = {"configurationKey": [{"key": "Big", "value": "x" * 200_000}]}
+    big = {"kind": "command.result", "command_id": "c-1", "status": "done", "response": answer}
+    payload = batch(EDGE, [event(1, card_used("A")), event(2, big), event(3, card_used("B"))])
+    result = store_batch(engine, EDGE, payload, MAX, max_event_bytes=65_536, sample_bytes=1000)
+    assert result.ack_seq == 3 and result.quarantined == ((2, "too_large"),)
+    assert stored_seqs(engine) == [1, 3]
+    (kept,) = rows(engine, quarantined_events)
+    assert kept.kind == "command.result" and len(kept.raw) == 1000
+    assert kept.raw_bytes > 200_000 and "more than 65536" in kept.detail
+
+
+def test_an_event_the_store_itself_refuses_is_quarantined_alone(engine: Engine) -> None:
+    # A rule of the database that no check of the aggregator knows about: the batch is
+    # taken again event by event, each in a savepoint, and only that event is put aside.
+    with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(
+                text("ALTER TABLE card_uses ADD CONSTRAINT no_poison CHECK (id_tag <> 'POISON')")
+            )
+        else:
+            connection.execute(
+                text(
+                    "CREATE TRIGGER no_poison BEFORE INSERT ON card_uses "
+                    "WHEN NEW.id_tag = 'POISON' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+                )
+            )
+    try:
+        payload = batch(
+            EDGE,
+            [event(1, card_used("A")), event(2, card_used("POISON")), event(3, card_used("B"))],
+        )
+        result = store_batch(engine, EDGE, payload, MAX)
+        assert result.ack_seq == 3 and result.quarantined == ((2, "unstorable"),)
+        assert stored_seqs(engine) == [1, 3]
+        assert [use.id_tag for use in rows(engine, card_uses, card_uses.c.seq)] == ["A", "B"]
+        (kept,) = rows(engine, quarantined_events)
+        assert kept.detail.startswith("the store refused it")
+    finally:
+        with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(text("ALTER TABLE card_uses DROP CONSTRAINT no_poison"))
+            else:
+                connection.execute(text("DROP TRIGGER no_poison"))
 
 
 def test_an_oversized_payload_is_refused_unread(engine: Engine) -> None:
@@ -184,15 +337,49 @@ def test_long_text_from_an_edge_is_stored_whole(engine: Engine) -> None:
     assert (use.id_tag, use.charger_id) == (long_tag, long_charger)
 
 
-def test_values_no_column_can_hold_are_refused_alike_on_every_store(engine: Engine) -> None:
-    too_big = batch(EDGE, [event(1, transaction_started(2**70))])
-    with_nul = batch(EDGE, [event(1, card_used("CARD\u0000-1"))])
-    for payload in (too_big, with_nul):
-        result = store_batch(engine, EDGE, payload, MAX)
-        assert (result.ack_seq, result.rejected) == (None, "invalid"), result
-    assert rejected(engine, EDGE, "invalid") == 2
-    assert count(engine, events) == 0 and count(engine, transactions) == 0
-    # An escaped backslash before "u0000" is no NUL.
-    assert (
-        store_batch(engine, EDGE, batch(EDGE, [event(1, card_used("a\\u0000"))]), MAX).ack_seq == 1
-    )
+def epoch_batch(epoch: str | None, seqs: range, tag: str) -> bytes:
+    document = json.loads(card_use_batch(EDGE, seqs, tag))
+    if epoch is not None:
+        document["epoch"] = epoch
+    return json.dumps(document).encode()
+
+
+FIRST, SECOND = "a" * 32, "b" * 32
+
+
+def test_an_edge_from_before_epochs_keeps_its_sequence_with_its_first_epoch(
+    engine: Engine,
+) -> None:
+    assert store_batch(engine, EDGE, epoch_batch(None, range(1, 4), "OLD"), MAX).ack_seq == 3
+    # The same store, upgraded: its epoch is recorded, its sequence goes on.
+    result = store_batch(engine, EDGE, epoch_batch(FIRST, range(3, 6), "OLD"), MAX)
+    assert (result.ack_seq, result.stored, result.duplicates, result.epoch) == (5, 2, 1, FIRST)
+    (edge,) = rows(engine, edges)
+    assert (edge.epoch, edge.seq_offset, edge.last_seq) == (FIRST, 0, 5)
+    # A batch with no epoch now comes from no store the edge has: refused, no ack.
+    stale = store_batch(engine, EDGE, epoch_batch(None, range(6, 7), "X"), MAX)
+    assert (stale.ack_seq, stale.rejected) == (None, "old_epoch")
+
+
+def test_a_new_store_starts_again_at_seq_1_after_the_old_stores_events(engine: Engine) -> None:
+    store_batch(engine, EDGE, epoch_batch(FIRST, range(1, 5), "OLD"), MAX)
+    # The new store's first batch does not start at 1: a gap, and no switch.
+    holed = store_batch(engine, EDGE, epoch_batch(SECOND, range(2, 4), "NEW"), MAX)
+    assert (holed.rejected, holed.ack_seq, holed.epoch) == ("gap", 0, SECOND)
+    assert rows(engine, edges)[0].epoch == FIRST
+    result = store_batch(engine, EDGE, epoch_batch(SECOND, range(1, 4), "NEW"), MAX)
+    assert (result.ack_seq, result.stored, result.duplicates, result.epoch) == (3, 3, 0, SECOND)
+    assert stored_seqs(engine) == [1, 2, 3, 4, 5, 6, 7]
+    tags = [use.id_tag for use in rows(engine, card_uses, card_uses.c.seq)]
+    assert tags == ["OLD-1", "OLD-2", "OLD-3", "OLD-4", "NEW-1", "NEW-2", "NEW-3"]
+    (edge,) = rows(engine, edges)
+    assert (edge.epoch, edge.seq_offset, edge.last_seq) == (SECOND, 4, 3)
+    view = list_edges(engine, parse_time("2026-03-01T10:00:00Z"))[0]
+    assert (view.epoch, view.epochs) == (SECOND, 2)
+    # The new store's repeat is a duplicate; the old store's late batch is refused.
+    again = store_batch(engine, EDGE, epoch_batch(SECOND, range(1, 4), "NEW"), MAX)
+    assert (again.ack_seq, again.duplicates) == (3, 3)
+    late = store_batch(engine, EDGE, epoch_batch(FIRST, range(5, 6), "LATE"), MAX)
+    assert (late.ack_seq, late.rejected) == (None, "old_epoch")
+    assert "replaced by" in late.detail
+    assert stored_seqs(engine) == [1, 2, 3, 4, 5, 6, 7]
