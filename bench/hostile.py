@@ -34,6 +34,10 @@ FRAMES_CHARGER = "hostile-frames"
 ANSWERS_CHARGER = "hostile-answers"
 KNOWN_CARD = "50AC0001"  # a real card of the site, which intruders try to use
 PAUSE_S = 0.2
+# Every attack comes from this address (loopback's 127/8 reaches the daemon from any of
+# them): the edge's limits per source address then hold the attacker, as on a site LAN,
+# and not the soak's well-behaved chargers on 127.0.0.1.
+SOURCE = "127.0.0.2"
 
 
 def now_iso() -> str:
@@ -42,7 +46,18 @@ def now_iso() -> str:
 
 async def _open(url: str) -> ClientConnection:
     return await connect(
-        url, subprotocols=SUBPROTOCOLS, open_timeout=10, max_size=None, ping_interval=None
+        url,
+        subprotocols=SUBPROTOCOLS,
+        open_timeout=10,
+        max_size=None,
+        ping_interval=None,
+        local_addr=(SOURCE, 0),
+    )
+
+
+def _http(timeout: float) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        timeout=timeout, transport=httpx.AsyncHTTPTransport(local_address=SOURCE)
     )
 
 
@@ -140,7 +155,7 @@ async def answers_attack(
         for number in range(flood):
             await connection.send(json.dumps([3, f"u{number}", {"status": "Accepted"}]))
         tally["answers: unsolicited results"] += flood
-        async with httpx.AsyncClient(timeout=15) as http:
+        async with _http(15) as http:
             command = asyncio.create_task(
                 http.post(
                     f"{api_url}/api/chargers/{ANSWERS_CHARGER}/commands/GetConfiguration",
@@ -223,7 +238,7 @@ async def slowloris_attack(url: str, tally: Counter[str], sockets: int = 10) -> 
     writers = []
     for _ in range(sockets):
         try:
-            _, writer = await asyncio.open_connection(host, port)
+            _, writer = await asyncio.open_connection(host, port, local_addr=(SOURCE, 0))
         except OSError:
             tally[f"slowloris {port}: refused"] += 1
             continue
@@ -256,7 +271,7 @@ async def upload_attack(files_url: str, api_url: str, tally: Counter[str]) -> No
         for _ in range(160):  # 10 MiB, without a Content-Length
             yield chunk
 
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with _http(30) as http:
         for name in ("diagnostics.zip", "../../edge.db", "other-charger.log"):
             with contextlib.suppress(httpx.HTTPError):
                 response = await http.put(f"{files_url}/uploads/{name}", content=b"x" * 4096)
@@ -279,7 +294,7 @@ async def upload_attack(files_url: str, api_url: str, tally: Counter[str]) -> No
 async def cloud_attack(cloud_url: str, token: str, edge_id: str, tally: Counter[str]) -> None:
     """A fleet client without the token, and a command that makes the charger answer
     with nearly 1 MiB (which the cloud cannot store as one event)."""
-    async with httpx.AsyncClient(timeout=15) as http:
+    async with _http(15) as http:
         with contextlib.suppress(httpx.HTTPError):
             response = await http.post(f"{cloud_url}/api/edges/{edge_id}/enrollment-codes", json={})
             tally[f"cloud: enroll code without token answered {response.status_code}"] += 1
