@@ -1,6 +1,7 @@
 """Payload keys between OCPP's camelCase and Python's snake_case, and the wire form
 of the `ocpp` library's result dataclasses. Key conversions are cached: the same
-few dozen keys arrive millions of times."""
+few dozen keys arrive millions of times; the caches are bounded, since keys come from
+chargers and the cloud and an unbounded cache would grow with every new one."""
 
 from __future__ import annotations
 
@@ -13,12 +14,16 @@ _FIRST = re.compile(r"(.)([A-Z][a-z]+)")
 _SECOND = re.compile(r"([a-z0-9])([A-Z])")
 
 
-@functools.cache
+# OCPP 1.6 has a few hundred field names; beyond these, the least used are dropped.
+KEYS_CACHED = 1024
+
+
+@functools.lru_cache(maxsize=KEYS_CACHED)
 def snake_case(key: str) -> str:
     return _SECOND.sub(r"\1_\2", _FIRST.sub(r"\1_\2", key)).lower()
 
 
-@functools.cache
+@functools.lru_cache(maxsize=KEYS_CACHED)
 def camel_case(key: str) -> str:
     first, *rest = key.split("_")
     return first + "".join(part[:1].upper() + part[1:] for part in rest)
