@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
+from cloud.api import MAX_CARD_LIST_BODY_BYTES
 from edge.cli import main
 from edge.files.tokens import UploadTokens
 from tests.conftest import RunningCloud, StartCloud, StartEdge, free_port
@@ -264,7 +265,8 @@ async def test_bodies_past_their_limit_are_refused_as_they_arrive(
     routes: list[tuple[int, str, str, dict[str, str], int]] = [
         (cloud_port, "POST", "/api/enroll", {}, 65536),
         (cloud_port, "POST", "/api/enroll/code", {}, 65536),
-        (cloud_port, "PUT", "/api/edges/site-1/cards", cloud.api_headers, 1 << 20),
+        # A card list may fill every part an edge takes.
+        (cloud_port, "PUT", "/api/edges/site-1/cards", cloud.api_headers, MAX_CARD_LIST_BODY_BYTES),
         (api.port, "POST", RESET, {}, 1 << 20),
     ]
     for port, method, path, headers, limit in routes:
