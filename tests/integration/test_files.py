@@ -305,6 +305,15 @@ def ftp_login(edge: RunningEdge, user: str, password: str) -> ftplib.FTP:
     return ftp
 
 
+def store_too_big(ftp: ftplib.FTP) -> None:
+    try:
+        ftp.storbinary("STOR big.bin", io.BytesIO(b"x" * 200_000))
+    except (ConnectionResetError, BrokenPipeError):
+        # The server closed the data connection while we were still sending; its 426
+        # answer is then still waiting on the control connection.
+        ftp.voidresp()
+
+
 @pytest.mark.parametrize("file_limits", [{"max_upload_bytes": 65536}])
 async def test_ftp_uploads_need_the_chargers_own_login_and_are_limited(site: Site) -> None:
     edge, _, _ = site
@@ -323,7 +332,7 @@ async def test_ftp_uploads_need_the_chargers_own_login_and_are_limited(site: Sit
                 "report.txt"
             ]
             with pytest.raises(ftplib.error_temp, match="426"):
-                ftp.storbinary("STOR big.bin", io.BytesIO(b"x" * 200_000))
+                store_too_big(ftp)
             for escape in ("../SIM2/x.txt", "sub/x.txt", ".hidden"):
                 with pytest.raises(ftplib.error_perm):
                     ftp.storbinary(f"STOR {escape}", io.BytesIO(b"x"))
