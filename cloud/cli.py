@@ -25,11 +25,11 @@ from cloud.settings import CloudSettings, find_config_file, load_settings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError, open_store
 from cloud.store.times import iso
-from edge.cli.common import configure_logging, run_parsed
-from edge.settings import ConfigError
-from edge.sync import protocol as wire
-from edge.sync.manifest import parse_target
-from edge.tables import render_table
+from contract import protocol as wire
+from contract.cli import configure_logging, run_parsed
+from contract.config_files import ConfigError
+from contract.firmware import parse_target
+from contract.tables import render_table
 
 CARD_LIST = TypeAdapter(list[wire.CardEntry])
 
@@ -122,7 +122,7 @@ def _settings(arguments: argparse.Namespace) -> CloudSettings:
 
 def cmd_run(arguments: argparse.Namespace) -> int:
     from cloud.app import run_cloud
-    from edge.shutdown import run_daemon
+    from contract.shutdown import run_daemon
 
     settings = _settings(arguments)
     configure_logging("INFO")

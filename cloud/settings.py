@@ -17,15 +17,10 @@ from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from edge.settings import (
-    FileThenEnvironment,
-    HttpServerLimits,
-    is_loopback_host,
-    locate_config_file,
-    parse_networks,
-    read_settings,
-)
-from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES
+from contract.config_files import FileThenEnvironment, locate_config_file, read_settings
+from contract.http.limits import HttpServerLimits
+from contract.networks import is_loopback_host, parse_networks
+from contract.protocol import DEFAULT_TOPIC_PREFIX, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES
 
 CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("cloud.toml"), Path("/etc/ocpp-cloud/cloud.toml"))
@@ -96,7 +91,7 @@ class MqttSettings(_Section):
 
 
 class ApiSettings(HttpServerLimits):
-    """The REST API: who may use it (cloud/api.py, edge/api/access.py) and how much."""
+    """The REST API: who may use it (cloud/api.py, contract/http/access.py) and how much."""
 
     host: str = Field("127.0.0.1", description="The REST API binds here.")
     port: int = Field(8090, ge=0, le=65535, description="0 turns the API off.")

@@ -18,6 +18,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from contract.config_files import ConfigError
 from edge.clock import parse_timestamp
 from edge.clock_sync import ClockState, clock_state
 from edge.hardware import Hardware
@@ -39,7 +40,6 @@ from edge.readers.devices import (
 )
 from edge.settings import (
     DEFAULT_CONFIG_PATHS,
-    ConfigError,
     Settings,
     SimulatedReaderSettings,
     find_config_file,

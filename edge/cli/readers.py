@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
+from contract.tables import render_table
 from edge.cli.common import settings_of
 from edge.hardware import Hardware
 from edge.probes import daemon_running
@@ -20,7 +21,6 @@ from edge.readers.devices import describe_reader, find_devices, readers_using
 from edge.readers.supervisor import supervise_reader
 from edge.readers.taps import CardTap
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
-from edge.tables import render_table
 
 # A reader that fails to open is tried again within this while watching (the daemon
 # waits up to a minute): an installer plugging it in sees it come online at once.
