@@ -8,10 +8,8 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
-
-from contract.config_files import ConfigError
 
 # "0" in the environment: no systemd-python even where it is installed (logs go to stderr,
 # and edge/service.py sends sd_notify through its own socket code).
@@ -64,18 +62,22 @@ def _is_journal_stream(environ: Mapping[str, str], stream: TextIO) -> bool:
 def run_parsed(
     parser: argparse.ArgumentParser,
     argv: Sequence[str] | None,
-    problems: tuple[type[Exception], ...] = (ConfigError,),
+    problems: Callable[[], tuple[type[Exception], ...]],
 ) -> int:
-    """Run the command `argv` names; a configuration or store problem (`problems`) is
-    one line on stderr and exit status 2, not a traceback."""
+    """Run the command `argv` names; a configuration or store problem (one of `problems()`)
+    is one line on stderr and exit status 2, not a traceback. `problems` is called only when
+    a command fails, so that the modules defining them load with the commands that raise
+    them and not for `--help`."""
     arguments = parser.parse_args(argv)
     if not hasattr(arguments, "command"):
         parser.print_help()
         return 2
     try:
         return int(arguments.command(arguments))
-    except problems as error:
-        print(f"{parser.prog}: {error}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as error:
+        if not isinstance(error, problems()):
+            raise
+        print(f"{parser.prog}: {error}", file=sys.stderr)
+        return 2

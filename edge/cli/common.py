@@ -41,7 +41,7 @@ def configure_logging(level: str) -> None:
 def run_parsed(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
     """Run the command `argv` names; a configuration or store problem is one line on
     stderr and exit status 2."""
-    return shared_run_parsed(parser, argv, (ConfigError, StoreError))
+    return shared_run_parsed(parser, argv, lambda: (ConfigError, StoreError))
 
 
 def shorten(text: str, width: int) -> str:

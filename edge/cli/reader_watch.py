@@ -1,19 +1,14 @@
-"""`ocpp-edge readers`: the reader devices on this machine and the configured reader each
-is mapped to; with --watch, every configured reader opened with its real driver and each
-tap printed live with the charger it starts, so an installer can tell which is which."""
+"""What `ocpp-edge readers` shows: the reader devices on this machine and the configured
+reader each is mapped to; with --watch, every configured reader opened with its real
+driver and each tap printed live with the charger it starts, so an installer can tell
+which is which. Loads the drivers: edge/cli/readers.py imports it only when run."""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import functools
-import logging
 from collections.abc import Callable
-from typing import Any
 
 from contract.tables import render_table
-from edge.cli.common import settings_of
 from edge.hardware import Hardware
 from edge.probes import daemon_running
 from edge.readers.build import open_reader, uid_rules
@@ -27,37 +22,6 @@ from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 WATCH_LONGEST_RETRY_SECONDS = 5.0
 
 Write = Callable[[str], None]
-
-
-def register(commands: Any, common: argparse.ArgumentParser) -> None:
-    readers = commands.add_parser(
-        "readers",
-        parents=[common],
-        help="reader devices found and configured; --watch prints each tap live",
-    )
-    readers.add_argument(
-        "--watch",
-        nargs="?",
-        type=float,
-        const=0.0,
-        metavar="SECONDS",
-        help="open every configured reader and print taps (for SECONDS; default until Ctrl-C)",
-    )
-    readers.set_defaults(command=cmd_readers)
-
-
-def cmd_readers(arguments: argparse.Namespace) -> int:
-    settings, _ = settings_of(arguments)
-    # Each reader's comings and goings are printed with their reasons; the drivers' log
-    # lines (nfcpy logs every attempt) would only repeat them.
-    logging.disable(logging.ERROR)
-    write = functools.partial(print, flush=True)
-    try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a watch ends
-            asyncio.run(show_readers(settings, watch_seconds=arguments.watch, write=write))
-    finally:
-        logging.disable(logging.NOTSET)
-    return 0
 
 
 async def show_readers(
