@@ -25,14 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel, ValidationError
 
-from contract.enrollment import (
-    CODE_PATH,
-    ENROLL_PATH,
-    CodeAnswer,
-    CodeQuery,
-    EnrollmentAnswer,
-    EnrollmentRequest,
-)
+from contract import enrollment as exchange
 from edge.settings import SyncSettings
 
 Answer = TypeVar("Answer", bound=BaseModel)
@@ -85,22 +78,26 @@ def cloud_client(
     )
 
 
-def edge_id_for_code(client: httpx.Client, code: str) -> CodeAnswer:
+def edge_id_for_code(client: httpx.Client, code: str) -> exchange.CodeAnswer:
     """The edge id the code was made for; the code stays unused."""
-    return _parse(CodeAnswer, _post(client, CODE_PATH, CodeQuery(code=code)))
+    return _parse(
+        exchange.CodeAnswer, _post(client, exchange.CODE_PATH, exchange.CodeQuery(code=code))
+    )
 
 
 def request_certificate(
     client: httpx.Client, code: str, key: ec.EllipticCurvePrivateKey, edge_id: str
-) -> EnrollmentAnswer:
+) -> exchange.EnrollmentAnswer:
     """Use the code: the cloud's answer to a CSR for `key` with CN = `edge_id`, checked."""
-    request = EnrollmentRequest(code=code, csr=certificate_request(key, edge_id))
-    answer = _parse(EnrollmentAnswer, _post(client, ENROLL_PATH, request))
+    request = exchange.EnrollmentRequest(code=code, csr=certificate_request(key, edge_id))
+    answer = _parse(exchange.EnrollmentAnswer, _post(client, exchange.ENROLL_PATH, request))
     check_answer(answer, key, edge_id)
     return answer
 
 
-def check_answer(answer: EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str) -> None:
+def check_answer(
+    answer: exchange.EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str
+) -> None:
     """The certificate must be for this key and this edge, the broker CA a certificate, and
     the settings valid ones: nothing is written otherwise."""
     try:

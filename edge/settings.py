@@ -29,8 +29,9 @@ from contract.config_files import (
     locate_config_file,
     read_settings,
 )
-from contract.http.limits import HttpServerLimits
-from contract.networks import is_loopback_host, parse_networks
+from contract.http.limits import ApiServerSettings, HttpServerLimits
+from contract.sections import Section as _Section
+from contract.sections import ServiceSettings
 
 CONFIG_ENV_VAR = "OCPP_EDGE_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/ocpp-edge/config.toml"))
@@ -48,10 +49,6 @@ IDENTITY_KEYS = frozenset(
         "firmware_public_key",
     }
 )
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ChargerLimitsSettings(_Section):
@@ -184,28 +181,14 @@ class StoreSettings(_Section):
     )
 
 
-class ApiSettings(HttpServerLimits):
+class ApiSettings(ApiServerSettings):
     host: str = Field("127.0.0.1", description="The local API binds here; loopback by default.")
     port: int = Field(8080, ge=0, le=65535, description="0 turns the API off.")
-    token: str = Field("", description="Bearer token; required when host is not loopback.")
     allowed_hosts: list[str] = Field(
         [],
         description="Host names clients without the token may use besides loopback's "
         "(DNS rebinding): e.g. edge.local.",
     )
-    trusted_proxies: list[str] = Field(
-        [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
-    )
-    max_body_bytes: int = Field(
-        1048576, ge=1024, description="The largest request body, in bytes (413 beyond)."
-    )
-
-    @model_validator(mode="after")
-    def token_when_exposed(self) -> ApiSettings:
-        if self.port and not is_loopback_host(self.host) and not self.token:
-            raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
-        parse_networks(self.trusted_proxies)
-        return self
 
 
 class FilesSettings(HttpServerLimits):
@@ -472,16 +455,6 @@ class LogSettings(_Section):
 class DemoSettings(_Section):
     chargers: int = Field(
         0, ge=0, le=50, description="Simulated chargers started inside the daemon (0 = none)."
-    )
-
-
-class ServiceSettings(_Section):
-    stop_timeout: float = Field(
-        10.0,
-        ge=1,
-        le=300,
-        description="Seconds from SIGTERM after which the daemon ends itself, naming what "
-        "had not stopped; keep it below the unit's TimeoutStopSec (30).",
     )
 
 
