@@ -28,9 +28,9 @@ from sqlalchemy import create_engine, func, select
 from bench.mqtt_raw import raw_qos1_rate, start_mosquitto
 from bench.processes import free_port, log_tail, prepare_environment, stop, wait_listening
 from cloud.store.schema import events as cloud_events
+from contract import protocol as wire
 from edge.clock import utc_now
 from edge.store.database import open_database
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
 TARGET_RATIO = 0.5

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -42,8 +41,9 @@ from cloud.store.ingest import (
     record_status,
     store_batch,
 )
-from edge.sync import protocol as wire
-from edge.sync.stopping import cancel_until_done
+from contract import protocol as wire
+from contract.mqtt import mqtt_client
+from contract.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
 
@@ -101,27 +101,15 @@ class Aggregator:
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
-        tls = None
-        if mqtt.tls_ca is not None:
-            tls = aiomqtt.TLSParameters(
-                ca_certs=str(mqtt.tls_ca),
-                certfile=str(mqtt.tls_certificate) if mqtt.tls_certificate else None,
-                keyfile=str(mqtt.tls_private_key) if mqtt.tls_private_key else None,
-            )
-        return aiomqtt.Client(
-            mqtt.broker_host,
-            mqtt.broker_port,
+        return mqtt_client(
+            mqtt,
             identifier=mqtt.effective_client_id(),
             username=mqtt.username or None,
             password=mqtt.password or None,
-            keepalive=mqtt.keepalive,
-            tls_params=tls,
-            # MQTT 5: shared subscriptions ($share/...) are part of the standard.
-            protocol=aiomqtt.ProtocolVersion.V5,
             # Bounds connecting, publishing and the goodbye at shutdown.
             timeout=5,
-            # No Nagle delay on acks and chunks (see edge/sync/link.py).
-            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            # MQTT 5: shared subscriptions ($share/...) are part of the standard.
+            protocol=aiomqtt.ProtocolVersion.V5,
             # The library's own queue, emptied at once into ours; bounded all the same.
             max_queued_incoming_messages=self.settings.limits.inbound_queue,
         )

@@ -4,10 +4,10 @@ to set: card lists, firmware images and offers, operator commands; enrollment co
 
 Every request carries the bearer token (`api.token`), except on the two routes edges
 enroll with (`/api/enroll/code`, `/api/enroll`), whose credential is the one-time code;
-`api.trust_loopback` serves this machine's own clients without it (edge/api/access.py:
+`api.trust_loopback` serves this machine's own clients without it (contract/http/access.py:
 never a client a reverse proxy forwards, and only past the browser checks). Bodies are
-limited per route while they stream in (edge/api/body_limit.py); connections are bounded
-by edge/api/serving.py. Errors are JSON with a sentence in `detail`: 401 no or wrong
+limited per route while they stream in (contract/http/body_limit.py); connections are bounded
+by contract/http/serving.py. Errors are JSON with a sentence in `detail`: 401 no or wrong
 token, 404 unknown edge or image, 413 body too large, 422 bad arguments (an edge id that
 cannot be one, too); enrolling: 403 wrong, used or expired code, 409 the edge has an
 identity the code may not replace, 422 bad certificate request, 429 too many wrong codes
@@ -57,11 +57,8 @@ from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
 from cloud.store.desired import DesiredStateError
-from edge.api.access import AccessGuard, AccessPolicy, BodyTypes
-from edge.api.answers import GUARD_RESPONSES, problem
-from edge.api.body_limit import BodyLimit, RouteLimit
-from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
-from edge.enrollment import (
+from contract import protocol as wire
+from contract.enrollment import (
     CODE_PATH,
     ENROLL_PATH,
     CodeAnswer,
@@ -69,9 +66,12 @@ from edge.enrollment import (
     EnrollmentAnswer,
     EnrollmentRequest,
 )
-from edge.settings import parse_networks
-from edge.sync import protocol as wire
-from edge.sync.manifest import parse_target
+from contract.firmware import parse_target
+from contract.http.access import AccessGuard, AccessPolicy, BodyTypes
+from contract.http.answers import GUARD_RESPONSES, problem
+from contract.http.body_limit import BodyLimit, RouteLimit
+from contract.http.serving import ConnectionLimits, EmbeddedHttpServer
+from contract.networks import parse_networks
 
 IMAGE_NAME = wire.IMAGE_NAME_PATTERN
 
@@ -339,7 +339,7 @@ def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator |
 
 
 def _check_edge_ids(api: FastAPI) -> None:
-    """Every `/api/edges/{edge_id}...` route takes only an edge id (edge/sync/protocol.py,
+    """Every `/api/edges/{edge_id}...` route takes only an edge id (contract/protocol.py,
     one pattern): anything else (`+`, `#`, `/` percent-encoded, ...) is answered 422 with
     a sentence before a route runs, so it never reaches the store or an MQTT topic."""
 

@@ -1,6 +1,6 @@
 """The aggregator's composition root: opens the store (migrating it), loads the fleet's
 signing key, runs the MQTT side and the REST API on one event loop until `stop` is set
-(SIGTERM/SIGINT under `ocpp-cloud run`, see edge/shutdown.py), then stops them: no new
+(SIGTERM/SIGINT under `ocpp-cloud run`, see contract/shutdown.py), then stops them: no new
 requests, tasks ended (or cancelled after a grace period), the store's pool closed."""
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from cloud.api import cloud_api_server, create_cloud_api
 from cloud.firmware import load_or_create_signing_key
 from cloud.settings import CloudSettings
 from cloud.store.database import open_store
-from edge.api.serving import EmbeddedHttpServer
-from edge.settings import ConfigError
-from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
+from contract.config_files import ConfigError
+from contract.http.serving import EmbeddedHttpServer
+from contract.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 
 log = logging.getLogger(__name__)
 

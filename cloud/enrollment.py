@@ -7,7 +7,7 @@ A code is 120 random bits, shown once as 24 base32 characters in groups of four
 time a lookup takes says nothing about the code (an attacker cannot choose digests). It is
 used by one conditional UPDATE (unused and unexpired → used), so only one request wins.
 Wrong codes are counted per client address (the real client's, behind a trusted reverse
-proxy: edge/api/access.py): past `max_failed_attempts` within the window, that address is
+proxy: contract/http/access.py): past `max_failed_attempts` within the window, that address is
 turned away until the window has passed.
 
 An edge id with a live identity (a certificate issued by enrollment that has not expired,
@@ -43,9 +43,9 @@ from sqlalchemy import Engine
 from cloud.settings import CloudSettings, EnrollmentSettings
 from cloud.store import enrollment_codes
 from cloud.store.times import iso, utc_now
-from edge.enrollment import CodeAnswer, EnrollmentAnswer
-from edge.settings import ConfigError
-from edge.sync.protocol import EDGE_ID_PATTERN
+from contract.config_files import ConfigError
+from contract.enrollment import CodeAnswer, EnrollmentAnswer
+from contract.protocol import EDGE_ID_PATTERN
 
 log = logging.getLogger(__name__)
 

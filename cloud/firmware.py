@@ -3,7 +3,7 @@ manifests, offers of images to the edges, and the chunks that answer an edge's r
 
 Each image gets a manifest when it is added (name, version, targets, size, SHA-256,
 creation time, key id), signed whole by the fleet's key in its canonical form
-(edge.sync.protocol.canonical_manifest). An offer carries the manifest and signature;
+(contract.protocol.canonical_manifest). An offer carries the manifest and signature;
 the edges hold the public key (`[sync] firmware_public_key`) and take an image only if
 the manifest verifies and describes the offer and the bytes. The signing key is a PEM
 file readable by its owner alone.
@@ -26,8 +26,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from pydantic import ValidationError
 
-from edge.sync.manifest import key_id_of
-from edge.sync.protocol import (
+from contract.firmware import key_id_of
+from contract.protocol import (
     MANIFEST_FORMAT,
     MAX_PAYLOAD_BYTES,
     FirmwareChunk,

@@ -12,30 +12,22 @@ import os
 import socket
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from edge.settings import (
-    FileThenEnvironment,
-    HttpServerLimits,
-    is_loopback_host,
-    locate_config_file,
-    parse_networks,
-    read_settings,
-)
-from edge.sync.protocol import DEFAULT_TOPIC_PREFIX, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES
+from contract.config_files import FileThenEnvironment, locate_config_file, read_settings
+from contract.http.limits import ApiServerSettings
+from contract.protocol import DEFAULT_TOPIC_PREFIX, MAX_EVENT_BYTES, MAX_PAYLOAD_BYTES
+from contract.sections import Section as _Section
+from contract.sections import ServiceSettings
 
 CONFIG_ENV_VAR = "OCPP_CLOUD_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("cloud.toml"), Path("/etc/ocpp-cloud/cloud.toml"))
 # The largest payload MQTT can carry at all.
 MQTT_MAX_PAYLOAD_BYTES = 268_435_455
 _STORE_DRIVERS = ("sqlite", "sqlite+pysqlite", "postgresql", "postgresql+psycopg")
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class StoreSettings(_Section):
@@ -95,8 +87,8 @@ class MqttSettings(_Section):
         return self.client_id or f"{socket.gethostname()}-{os.getpid()}"
 
 
-class ApiSettings(HttpServerLimits):
-    """The REST API: who may use it (cloud/api.py, edge/api/access.py) and how much."""
+class ApiSettings(ApiServerSettings):
+    """The REST API: who may use it (cloud/api.py, contract/http/access.py) and how much."""
 
     host: str = Field("127.0.0.1", description="The REST API binds here.")
     port: int = Field(8090, ge=0, le=65535, description="0 turns the API off.")
@@ -109,12 +101,6 @@ class ApiSettings(HttpServerLimits):
         False,
         description="Serve clients on this machine without the token. Never with a reverse "
         "proxy on this machine that is not in trusted_proxies.",
-    )
-    allowed_hosts: list[str] = Field(
-        [], description="Host names clients without the token may use besides loopback's."
-    )
-    trusted_proxies: list[str] = Field(
-        [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
     )
     max_body_bytes: int = Field(
         1048576,
@@ -131,13 +117,6 @@ class ApiSettings(HttpServerLimits):
         ge=1,
         description="Open connections from one client address (trusted proxies excepted).",
     )
-
-    @model_validator(mode="after")
-    def token_when_exposed(self) -> ApiSettings:
-        if self.port and not is_loopback_host(self.host) and not self.token:
-            raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
-        parse_networks(self.trusted_proxies)
-        return self
 
     def required_token_missing(self) -> str | None:
         """Why the API cannot start as set, naming the key; None when it can."""
@@ -256,16 +235,6 @@ class EnrollmentSettings(_Section):
             if not value:
                 raise ValueError(f"enrollment.ca_certificate is set: set enrollment.{key} too")
         return self
-
-
-class ServiceSettings(_Section):
-    stop_timeout: float = Field(
-        10.0,
-        ge=1,
-        le=300,
-        description="Seconds from SIGTERM after which the aggregator ends itself, naming "
-        "what had not stopped.",
-    )
 
 
 class CloudSettings(FileThenEnvironment):

@@ -1,5 +1,5 @@
 """The composition root: builds every part of the edge from the settings and runs
-them until `stop` is set (SIGTERM/SIGINT under `ocpp-edge run`, see edge/shutdown.py),
+them until `stop` is set (SIGTERM/SIGINT under `ocpp-edge run`, see contract/shutdown.py),
 then stops them in order, each step bounded: no new chargers or requests, tasks ended
 (or cancelled after a grace period), connections closed, the store flushed."""
 
@@ -16,8 +16,10 @@ from typing import Any
 from sqlite_utils import Database
 from websockets.asyncio.server import Server
 
+from contract import protocol as wire
+from contract.http.serving import EmbeddedHttpServer
+from contract.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.api.app import create_api, local_api_server
-from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
 from edge.feedback.build import build_feedback
@@ -38,12 +40,10 @@ from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
 from edge.service import ServiceNotifier
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
-from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
-from edge.sync import protocol as wire
 from edge.sync.firmware import FirmwareDownloads
 from edge.sync.link import SyncLink
 from edge.sync.outbox import Outbox

@@ -10,7 +10,6 @@ import getpass
 import os
 import shutil
 import sqlite3
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,9 +17,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from contract.config_files import ConfigError
 from edge.clock import parse_timestamp
 from edge.clock_sync import ClockState, clock_state
-from edge.hardware import Hardware
+from edge.hardware import Hardware, NoPinFactory
 from edge.presence import presence
 from edge.probes import (
     PortState,
@@ -39,7 +39,6 @@ from edge.readers.devices import (
 )
 from edge.settings import (
     DEFAULT_CONFIG_PATHS,
-    ConfigError,
     Settings,
     SimulatedReaderSettings,
     find_config_file,
@@ -279,19 +278,10 @@ def reader_devices_result(found: FoundDevices, settings: Settings) -> CheckResul
 
 
 def check_gpio(hardware: Hardware) -> CheckResult:
-    factory = hardware.pin_factory
-    if factory is None:
-        from gpiozero import BadPinFactory, Device
-
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # gpiozero warns at each fallback it tries
-                Device.ensure_pin_factory()
-            factory = Device.pin_factory
-        except BadPinFactory:
-            return gpio_missing_result(_is_raspberry_pi(), "")
-        except Exception as error:  # gpiozero raises many kinds; each means "no GPIO"
-            return gpio_missing_result(_is_raspberry_pi(), f"{type(error).__name__}: {error}")
+    try:
+        factory = hardware.pin_factory_in_use()
+    except NoPinFactory as missing:
+        return gpio_missing_result(_is_raspberry_pi(), str(missing))
     try:
         board = f" on {factory.board_info.model}"
     except Exception:  # a factory without board information is still a factory

@@ -1,5 +1,5 @@
-"""Enrolling this edge with the cloud: the wire contract of the exchange (shared with
-cloud/enrollment.py), a new key and certificate request, and the two HTTP calls.
+"""Enrolling this edge with the cloud: a new key and certificate request, and the two HTTP
+calls of the exchange (its wire models are contract/enrollment.py, shared with the cloud).
 edge/sync/identity.py writes what they bring.
 
 The exchange: `POST /api/enroll/code {code}` answers the edge id the one-time code was
@@ -14,7 +14,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import ssl
-from datetime import datetime
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import urlsplit
@@ -24,54 +23,16 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from contract import enrollment as exchange
 from edge.settings import SyncSettings
-from edge.sync.protocol import EDGE_ID_PATTERN
-
-CODE_PATH = "/api/enroll/code"
-ENROLL_PATH = "/api/enroll"
-# Codes are typed by people: generous, but bounded, room for separators and spaces.
-MAX_CODE_LENGTH = 64
-MAX_CSR_LENGTH = 16_384
-
 
 Answer = TypeVar("Answer", bound=BaseModel)
 
 
 class EnrollmentError(Exception):
     """Enrolling did not happen; the message says what to do."""
-
-
-# -- the wire contract ----------------------------------------------------------------
-
-
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class CodeQuery(_Message):
-    code: str = Field(min_length=1, max_length=MAX_CODE_LENGTH)
-
-
-class CodeAnswer(_Message):
-    edge_id: str = Field(pattern=EDGE_ID_PATTERN)
-    expires_at: datetime
-
-
-class EnrollmentRequest(_Message):
-    code: str = Field(min_length=1, max_length=MAX_CODE_LENGTH)
-    csr: str = Field(min_length=1, max_length=MAX_CSR_LENGTH, description="PEM, CN = edge id")
-
-
-class EnrollmentAnswer(_Message):
-    edge_id: str = Field(pattern=EDGE_ID_PATTERN)
-    certificate: str = Field(description="PEM: the edge's certificate, then the edge CA's")
-    broker_ca: str = Field(description="PEM: the CA(s) of the broker's certificate")
-    broker_host: str = Field(min_length=1)
-    broker_port: int = Field(ge=1, le=65535)
-    topic_prefix: str
-    firmware_public_key: str = Field(description="base64 of the fleet's Ed25519 key")
 
 
 # -- key and request ------------------------------------------------------------------
@@ -117,22 +78,26 @@ def cloud_client(
     )
 
 
-def edge_id_for_code(client: httpx.Client, code: str) -> CodeAnswer:
+def edge_id_for_code(client: httpx.Client, code: str) -> exchange.CodeAnswer:
     """The edge id the code was made for; the code stays unused."""
-    return _parse(CodeAnswer, _post(client, CODE_PATH, CodeQuery(code=code)))
+    return _parse(
+        exchange.CodeAnswer, _post(client, exchange.CODE_PATH, exchange.CodeQuery(code=code))
+    )
 
 
 def request_certificate(
     client: httpx.Client, code: str, key: ec.EllipticCurvePrivateKey, edge_id: str
-) -> EnrollmentAnswer:
+) -> exchange.EnrollmentAnswer:
     """Use the code: the cloud's answer to a CSR for `key` with CN = `edge_id`, checked."""
-    request = EnrollmentRequest(code=code, csr=certificate_request(key, edge_id))
-    answer = _parse(EnrollmentAnswer, _post(client, ENROLL_PATH, request))
+    request = exchange.EnrollmentRequest(code=code, csr=certificate_request(key, edge_id))
+    answer = _parse(exchange.EnrollmentAnswer, _post(client, exchange.ENROLL_PATH, request))
     check_answer(answer, key, edge_id)
     return answer
 
 
-def check_answer(answer: EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str) -> None:
+def check_answer(
+    answer: exchange.EnrollmentAnswer, key: ec.EllipticCurvePrivateKey, edge_id: str
+) -> None:
     """The certificate must be for this key and this edge, the broker CA a certificate, and
     the settings valid ones: nothing is written otherwise."""
     try:

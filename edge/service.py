@@ -20,6 +20,7 @@ import sqlite3
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
+from contract.cli import BINDINGS_SWITCH
 from edge.events import ChargerConnection, SiteEvent
 from edge.store.database import StoreError
 from edge.sync.outbox import backlog
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# "0" here: sd_notify through this module's socket code even where systemd-python exists.
-BINDINGS_SWITCH = "OCPP_EDGE_SYSTEMD_PYTHON"
 # STATUS= is refreshed this often, and at once when a charger comes or goes.
 STATUS_EVERY_SECONDS = 5.0
 

@@ -3,7 +3,7 @@
 Environment variables win over the file, the file wins over defaults. Nested keys
 use a double underscore: `OCPP_EDGE_OCPP__PORT=9100` overrides `[ocpp] port`.
 A wrong value stops the daemon with the key, the value, the reason and, when it
-came from the file, the line (edge/config_files.py does the reading).
+came from the file, the line (contract/config_files.py does the reading).
 
 `ocpp-edge enroll` writes this edge's fleet identity to `identity.toml` in
 `[sync] identity_directory`; `load_settings` fills from it the `[sync]` keys the file does
@@ -14,25 +14,24 @@ defaults.
 from __future__ import annotations
 
 import base64
-import ipaddress
 import socket
 import tomllib
-from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from edge.config_files import (
+from contract.config_files import (
     ConfigError,
     FileThenEnvironment,
     describe_errors,
     locate_config_file,
     read_settings,
 )
-
-__all__ = ["ConfigError", "FileThenEnvironment", "locate_config_file", "read_settings"]
+from contract.http.limits import ApiServerSettings, HttpServerLimits
+from contract.sections import Section as _Section
+from contract.sections import ServiceSettings
 
 CONFIG_ENV_VAR = "OCPP_EDGE_CONFIG"
 DEFAULT_CONFIG_PATHS = (Path("config.toml"), Path("/etc/ocpp-edge/config.toml"))
@@ -50,10 +49,6 @@ IDENTITY_KEYS = frozenset(
         "firmware_public_key",
     }
 )
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class ChargerLimitsSettings(_Section):
@@ -186,82 +181,14 @@ class StoreSettings(_Section):
     )
 
 
-LOOPBACK_NAMES = ("127.0.0.1", "::1", "localhost")
-
-
-def is_loopback_host(host: str) -> bool:
-    """Whether a bind address or host name stays on this machine."""
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def parse_networks(entries: list[str]) -> list[IPv4Network | IPv6Network]:
-    """Addresses or CIDRs (`10.0.0.5`, `10.0.0.0/24`, `::1`); ValueError naming a bad one."""
-    networks = []
-    for entry in entries:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError as error:
-            raise ValueError(f"{entry!r} is not an IP address or CIDR: {error}") from error
-    return networks
-
-
-class HttpServerLimits(_Section):
-    """What one HTTP server grants a client (edge/api/serving.py enforces it)."""
-
-    header_timeout: float = Field(
-        10.0,
-        gt=0,
-        le=600,
-        description="Seconds a client has to send a request's headers (also while idle).",
-    )
-    body_timeout: float = Field(
-        30.0, gt=0, le=3600, description="Seconds of grace to send a request's body..."
-    )
-    min_body_rate: int = Field(
-        4096, ge=1, description="...plus one second per this many bytes of it received."
-    )
-    send_timeout: float = Field(
-        60.0, gt=0, le=3600, description="Seconds a client may leave our answer unread."
-    )
-    keep_alive_timeout: int = Field(
-        5, ge=1, le=600, description="Seconds an idle kept-alive connection stays open."
-    )
-    max_header_bytes: int = Field(
-        16384, ge=1024, le=1048576, description="Request line and headers, in bytes."
-    )
-    max_connections: int = Field(100, ge=1, description="Open connections, all clients.")
-    max_connections_per_source: int = Field(
-        16, ge=1, description="Open connections from one client address."
-    )
-
-
-class ApiSettings(HttpServerLimits):
+class ApiSettings(ApiServerSettings):
     host: str = Field("127.0.0.1", description="The local API binds here; loopback by default.")
     port: int = Field(8080, ge=0, le=65535, description="0 turns the API off.")
-    token: str = Field("", description="Bearer token; required when host is not loopback.")
     allowed_hosts: list[str] = Field(
         [],
         description="Host names clients without the token may use besides loopback's "
         "(DNS rebinding): e.g. edge.local.",
     )
-    trusted_proxies: list[str] = Field(
-        [], description="Reverse proxies whose X-Forwarded-For is believed (addresses, CIDRs)."
-    )
-    max_body_bytes: int = Field(
-        1048576, ge=1024, description="The largest request body, in bytes (413 beyond)."
-    )
-
-    @model_validator(mode="after")
-    def token_when_exposed(self) -> ApiSettings:
-        if self.port and not is_loopback_host(self.host) and not self.token:
-            raise ValueError(f"the API binds to {self.host}, beyond this machine: set api.token")
-        parse_networks(self.trusted_proxies)
-        return self
 
 
 class FilesSettings(HttpServerLimits):
@@ -528,16 +455,6 @@ class LogSettings(_Section):
 class DemoSettings(_Section):
     chargers: int = Field(
         0, ge=0, le=50, description="Simulated chargers started inside the daemon (0 = none)."
-    )
-
-
-class ServiceSettings(_Section):
-    stop_timeout: float = Field(
-        10.0,
-        ge=1,
-        le=300,
-        description="Seconds from SIGTERM after which the daemon ends itself, naming what "
-        "had not stopped; keep it below the unit's TimeoutStopSec (30).",
     )
 
 

@@ -1,24 +1,29 @@
 #!/usr/bin/env bash
 # Set up ocpp-edge on a Debian machine: system packages, then .venv with the project.
-#   scripts/setup.sh          what the daemon needs
-#   scripts/setup.sh --dev    and what the tests, linters and benchmarks need
+#   scripts/setup.sh          the edge daemon (the `edge` extra: OCPP, store, readers)
+#   scripts/setup.sh --cloud  the cloud aggregator (the `cloud` extra: no reader drivers)
+#   scripts/setup.sh --dev    both, and what the tests, linters and benchmarks need
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 dev=0
+cloud=0
 [ "${1:-}" = "--dev" ] && dev=1
+[ "${1:-}" = "--cloud" ] && cloud=1
 
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 packages=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || packages+=(python3-venv python3-pip)
 command -v python3 >/dev/null || packages+=(python3)
-# evdev and spidev compile against the kernel's headers; nfcpy opens USB readers with libusb.
-command -v gcc >/dev/null || packages+=(gcc)
-[ -e /usr/include/linux/input.h ] || packages+=(linux-libc-dev)
-python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' 2>/dev/null \
-    || packages+=(python3-dev)
-ldconfig -p 2>/dev/null | grep -q libusb-1.0 || packages+=(libusb-1.0-0)
+if [ "$cloud" -eq 0 ]; then
+    # evdev and spidev compile against the kernel's headers; nfcpy opens USB readers with libusb.
+    command -v gcc >/dev/null || packages+=(gcc)
+    [ -e /usr/include/linux/input.h ] || packages+=(linux-libc-dev)
+    python3 -c 'import sysconfig, os, sys; sys.exit(not os.path.exists(sysconfig.get_paths()["include"] + "/Python.h"))' 2>/dev/null \
+        || packages+=(python3-dev)
+    ldconfig -p 2>/dev/null | grep -q libusb-1.0 || packages+=(libusb-1.0-0)
+fi
 # systemd-python (journald, sd_notify) builds against libsystemd.
 if command -v systemctl >/dev/null || [ "$dev" -eq 1 ]; then
     [ -e /usr/include/systemd/sd-daemon.h ] || packages+=(libsystemd-dev)
@@ -39,10 +44,12 @@ fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+deployable=edge
+[ "$cloud" -eq 1 ] && deployable=cloud
 if [ "$dev" -eq 1 ]; then
     .venv/bin/python -m pip install -q -e '.[dev]'
 elif [ -e /usr/include/systemd/sd-daemon.h ]; then
-    .venv/bin/python -m pip install -q -e '.[systemd]'
+    .venv/bin/python -m pip install -q -e ".[$deployable,systemd]"
 else
-    .venv/bin/python -m pip install -q -e .
+    .venv/bin/python -m pip install -q -e ".[$deployable]"
 fi

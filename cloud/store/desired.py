@@ -34,7 +34,7 @@ from cloud.store.schema import (
 )
 from cloud.store.statements import lock_edge, upsert
 from cloud.store.times import iso, utc_now
-from edge.sync.protocol import (
+from contract.protocol import (
     CARD_LIST_PART_BYTES,
     MAX_CARD_LIST_PARTS,
     MAX_PAYLOAD_BYTES,

@@ -44,7 +44,7 @@ from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
 from cloud.store.statements import PendingWrites, lock_edge, upsert
 from cloud.store.times import parse_time, utc_now
-from edge.sync.protocol import (
+from contract.protocol import (
     EDGE_ID_PATTERN,
     EPOCH_PATTERN,
     EVENT_DATA,
@@ -55,7 +55,7 @@ from edge.sync.protocol import (
     EventData,
     is_edge_id,
 )
-from edge.sync.storable import safe_text, unstorable_reason
+from contract.storable import safe_text, unstorable_reason
 
 log = logging.getLogger(__name__)
 

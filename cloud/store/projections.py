@@ -29,7 +29,7 @@ from cloud.store.schema import (
 )
 from cloud.store.statements import PendingWrites
 from cloud.store.times import parse_time
-from edge.sync.protocol import (
+from contract.protocol import (
     CardsApplied,
     CardUsed,
     ChargerBoot,

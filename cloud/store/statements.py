@@ -11,7 +11,7 @@ from sqlalchemy import Connection, Row, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from cloud.store.schema import edges, metadata
-from edge.sync.protocol import check_edge_id
+from contract.protocol import check_edge_id
 
 
 def upsert(

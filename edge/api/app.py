@@ -2,7 +2,7 @@
 
 Bound to loopback by default; bound anywhere else it requires a bearer token. Without a
 token it serves only this machine's clients that pass the browser checks of
-edge/api/access.py (Host, Origin, JSON bodies); bodies are limited (`api.max_body_bytes`).
+contract/http/access.py (Host, Origin, JSON bodies); bodies are limited (`api.max_body_bytes`).
 Errors say what happened in words: 404 unknown charger, 409 charger offline or connector
 busy, 422 bad arguments, 502 the charger refused (CALLERROR), 504 no answer in time.
 """
@@ -19,10 +19,11 @@ from fastapi.responses import JSONResponse
 from sqlite_utils import Database
 from starlette.types import ASGIApp
 
-from edge.api.access import AccessGuard, AccessPolicy
-from edge.api.answers import GUARD_RESPONSES, problem
-from edge.api.body_limit import BodyLimit
-from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
+from contract.http.access import AccessGuard, AccessPolicy
+from contract.http.answers import GUARD_RESPONSES, problem
+from contract.http.body_limit import BodyLimit
+from contract.http.serving import ConnectionLimits, EmbeddedHttpServer
+from contract.networks import parse_networks
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import (
     CSMS_INITIATED,
@@ -37,7 +38,7 @@ from edge.ocpp.commands import (
 from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
-from edge.settings import ApiSettings, Settings, parse_networks
+from edge.settings import ApiSettings, Settings
 from edge.store import card_decisions, chargers, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink

@@ -8,6 +8,7 @@ import re
 import sys
 from typing import Any
 
+from contract.tables import render_table
 from edge.cli.common import read_store, settings_of, shorten, write_store
 from edge.clock import normalize_timestamp, utc_now
 from edge.readers.uid import UidError, normalize_uid
@@ -15,7 +16,6 @@ from edge.store import (
     card_decisions,
     id_tags,
 )
-from edge.tables import render_table
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

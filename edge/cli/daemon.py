@@ -29,9 +29,9 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(arguments: argparse.Namespace) -> int:
+    from contract.shutdown import run_daemon
     from edge.app import run_edge
     from edge.service import ServiceNotifier
-    from edge.shutdown import run_daemon
 
     # One socket per charger: lift the open-files limit as far as the system allows.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from edge.doctor import CheckResult, Status, exit_code, run_checks
+if TYPE_CHECKING:
+    from edge.doctor import CheckResult
 
-MARKS = {Status.OK: "✓", Status.WARNING: "!", Status.ERROR: "✗"}
+# By edge.doctor's Status values: the checks (broker, probes) load only when the doctor runs.
+MARKS = {"ok": "✓", "warning": "!", "error": "✗"}
 NAME_WIDTH = 16
 
 
@@ -24,6 +26,8 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_doctor(arguments: argparse.Namespace) -> int:
+    from edge.doctor import exit_code, run_checks
+
     results = asyncio.run(run_checks(arguments.config))
     print(render_results(results), flush=True)
     return exit_code(results)
@@ -37,10 +41,10 @@ def render_results(results: Sequence[CheckResult]) -> str:
     for result in results:
         lines.append(f"{MARKS[result.status]} {result.name.ljust(NAME_WIDTH)} {result.summary}")
         lines.extend(f"{indent}{detail}" for detail in result.details)
-        if result.fix and result.status is not Status.OK:
+        if result.fix and result.status != "ok":
             lines.append(f"{indent}fix: {result.fix}")
-    errors = sum(result.status is Status.ERROR for result in results)
-    warnings = sum(result.status is Status.WARNING for result in results)
+    errors = sum(result.status == "error" for result in results)
+    warnings = sum(result.status == "warning" for result in results)
     if errors or warnings:
         lines.append(f"{_count(errors, 'problem')}, {_count(warnings, 'warning')}")
     else:

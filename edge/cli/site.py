@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from contract.tables import render_table
 from edge.cli.common import read_store, settings_of, shorten, write_store
 from edge.clock import utc_now
 from edge.files.store import FileDirectory, FileNameError
@@ -25,7 +26,6 @@ from edge.store import (
 )
 from edge.store import firmware as firmware_store
 from edge.store.database import open_database, open_readonly
-from edge.tables import render_table
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:

@@ -24,8 +24,8 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse
 from starlette.types import ASGIApp
 
-from edge.api.body_limit import BodyLimit, RouteLimit
-from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
+from contract.http.body_limit import BodyLimit, RouteLimit
+from contract.http.serving import ConnectionLimits, EmbeddedHttpServer
 from edge.files.store import FileDirectory, FileNameError, record_received_file, safe_name
 from edge.files.tokens import UploadTokens
 from edge.files.uploads import Upload, UploadArea, UploadRefused

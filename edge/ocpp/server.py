@@ -25,6 +25,7 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
+from contract import protocol as wire
 from edge import log_context
 from edge.clock import utc_now
 from edge.events import ChargerConnection
@@ -39,7 +40,6 @@ from edge.ocpp.security import (
 )
 from edge.ocpp.session import SiteContext
 from edge.store import charger_reports, chargers
-from edge.sync import protocol as wire
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from edge.hardware import Hardware
 from edge.readers.keyboard import open_input_device
 from edge.settings import (
     KeyboardReaderSettings,
@@ -20,6 +20,10 @@ from edge.settings import (
     ReaderSettings,
     SerialReaderSettings,
 )
+
+if TYPE_CHECKING:
+    # Annotations only: listing devices needs no driver (gpiozero loads with the hardware).
+    from edge.hardware import Hardware
 
 USB_NFC = "USB NFC reader"
 SERIAL = "serial port"

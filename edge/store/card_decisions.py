@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from contract import protocol as wire
 from edge.authorization import Authorization
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
 

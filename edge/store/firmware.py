@@ -10,8 +10,8 @@ from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from contract.protocol import FirmwareInstall, FirmwareManifest, FirmwareOffer
 from edge.clock import utc_now
-from edge.sync.protocol import FirmwareInstall, FirmwareManifest, FirmwareOffer
 
 DownloadStatus = Literal["downloading", "verified", "rejected"]
 InstallStatus = Literal["refused", "installing", "installed", "failed"]

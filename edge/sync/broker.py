@@ -15,6 +15,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
+from contract.mqtt import mqtt_client
 from edge.settings import SyncSettings
 
 # CONNACK refusals that mean "who you are" was not accepted: MQTT 3.1.1 return codes 4
@@ -32,26 +33,13 @@ def broker_client(
     """An aiomqtt client for the broker in `settings`: TLS when `tls_ca` is set (with the
     edge's client certificate when given), the user name and password when a password is
     set. `timeout` bounds connecting, publishing and the goodbye."""
-    tls = None
-    if settings.tls_ca is not None:
-        tls = aiomqtt.TLSParameters(
-            ca_certs=str(settings.tls_ca),
-            certfile=str(settings.tls_certificate) if settings.tls_certificate else None,
-            keyfile=str(settings.tls_private_key) if settings.tls_private_key else None,
-        )
-    return aiomqtt.Client(
-        settings.broker_host,
-        settings.broker_port,
+    return mqtt_client(
+        settings,
         identifier=identifier,
         username=broker_username(settings) if settings.password else None,
         password=settings.password or None,
-        keepalive=settings.keepalive,
-        tls_params=tls,
         will=will,
         timeout=timeout,
-        # Small messages waiting for a delayed ACK cost ~40 ms each (Nagle): measured on
-        # firmware chunks, 44 ms per 64 KiB chunk with it, 2.5 ms without.
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
 
 

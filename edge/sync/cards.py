@@ -15,8 +15,8 @@ import sqlite3
 from pydantic import ValidationError
 from sqlite_utils import Database
 
+from contract import protocol as wire
 from edge.store import id_tags
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)

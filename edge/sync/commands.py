@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
+from contract import protocol as wire
 from edge.clock import parse_timestamp, utc_now
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 from edge.sync.rollout import FIRMWARE_ACTIONS, is_firmware_command, run_firmware_command
 

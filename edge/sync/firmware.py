@@ -25,6 +25,13 @@ from typing import Literal
 
 import sqlite_utils
 
+from contract.protocol import (
+    FirmwareChunk,
+    FirmwareManifest,
+    FirmwareOffer,
+    FirmwareProgress,
+    FirmwareRequest,
+)
 from edge.files.store import FileDirectory, FileNameError, record_firmware, safe_name
 from edge.store import firmware as firmware_store
 from edge.store.writer import StoreWriter
@@ -37,13 +44,6 @@ from edge.sync.manifest import (
     parse_public_keys,
     printable,
     verified_manifest,
-)
-from edge.sync.protocol import (
-    FirmwareChunk,
-    FirmwareManifest,
-    FirmwareOffer,
-    FirmwareProgress,
-    FirmwareRequest,
 )
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from edge.enrollment import EnrollmentAnswer
+from contract.enrollment import EnrollmentAnswer
 from edge.settings import IDENTITY_FILE
 
 KEY_FILE = "edge.key"

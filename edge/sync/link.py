@@ -23,9 +23,10 @@ import aiomqtt
 from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
+from contract import protocol as wire
+from contract.stopping import cancel_until_done
 from edge.clock import parse_timestamp, utc_now
 from edge.settings import FilesSettings, SyncSettings
-from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
 from edge.sync.cards import apply_card_part, refuse_card_list
 from edge.sync.commands import (
@@ -42,7 +43,6 @@ from edge.sync.outbox import (
     pending_batch,
     store_epoch,
 )
-from edge.sync.stopping import cancel_until_done
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer

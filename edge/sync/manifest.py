@@ -8,16 +8,15 @@ from __future__ import annotations
 import base64
 import binascii
 import fnmatch
-import hashlib
 import re
 from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
-from edge.sync.protocol import (
+from contract.firmware import key_id_of
+from contract.protocol import (
     MANIFEST_FORMAT,
     FirmwareManifest,
     FirmwareOffer,
@@ -43,12 +42,6 @@ class ManifestRefused(Exception):
 class TrustedKey:
     key_id: str
     public_key: Ed25519PublicKey
-
-
-def key_id_of(public_key: Ed25519PublicKey) -> str:
-    """A key's id in manifests: the first 8 bytes of the SHA-256 of its 32 raw bytes, hex."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
 
 
 def parse_public_key(text: str) -> Ed25519PublicKey | None:
@@ -153,25 +146,6 @@ def printable(text: str, limit: int = 64) -> str:
     control characters replaced, at most `limit` characters."""
     cleaned = "".join(character if character.isprintable() else "?" for character in text)
     return cleaned if len(cleaned) <= limit else cleaned[: limit - 1] + "…"
-
-
-def target_text(target: FirmwareTarget) -> str:
-    return f"{target.vendor}/{target.model}"
-
-
-def parse_target(text: str) -> FirmwareTarget:
-    """`VENDOR/MODEL` (shell patterns, split at the first slash) as a target; ValueError
-    with a sentence otherwise."""
-    vendor, separator, model = text.partition("/")
-    if not separator:
-        raise ValueError(f"target {text!r}: write VENDOR/MODEL, e.g. 'ACME/AC22*' or '*/*'")
-    try:
-        return FirmwareTarget(vendor=vendor.strip(), model=model.strip())
-    except ValidationError:
-        raise ValueError(
-            f"target {text!r}: vendor and model are 1-64 characters each, no control "
-            "characters, and the vendor has no '/'"
-        ) from None
 
 
 def is_target(targets: list[FirmwareTarget], vendor: str | None, model: str | None) -> bool:

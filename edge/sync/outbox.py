@@ -2,7 +2,7 @@
 report, so the change and its event commit together; read in sequence order by the sync
 link and deleted once the cloud acknowledged them.
 
-Every event is made storable before it is appended (edge/sync/storable.py): the outbox
+Every event is made storable before it is appended (contract/storable.py): the outbox
 never holds an event the cloud cannot take, which would stop every later one behind it.
 """
 
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlite_utils import Database
 
+from contract import protocol as wire
+from contract.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
+from contract.storable import storable_event
 from edge.clock import utc_now
-from edge.sync import protocol as wire
-from edge.sync.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
-from edge.sync.storable import storable_event
 
 log = logging.getLogger(__name__)
 

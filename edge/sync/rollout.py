@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from sqlite_utils import Database
 
+from contract import protocol as wire
+from contract.firmware import target_text
 from edge.clock import utc_now
 from edge.files.locations import resolve_file_locations
 from edge.files.store import FileNameError
@@ -27,8 +29,7 @@ from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
 from edge.store import firmware as firmware_store
-from edge.sync import protocol as wire
-from edge.sync.manifest import is_older, is_target, printable, target_text
+from edge.sync.manifest import is_older, is_target, printable
 from edge.sync.outbox import Outbox
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from cloud.store.desired import (
 from cloud.store.ingest import record_status, store_batch
 from cloud.store.schema import commands, firmware_images
 from cloud.store.times import utc_now
-from edge.sync.manifest import parse_target
-from edge.sync.protocol import CardEntry, CardList
+from contract.firmware import parse_target
+from contract.protocol import CardEntry, CardList
 from tests.cloud.payloads import batch, event, status
 from tests.cloud.rows import rows
 

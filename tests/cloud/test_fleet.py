@@ -10,7 +10,7 @@ from cloud.store.desired import set_card_list
 from cloud.store.fleet import list_edges, list_transactions, rejection_counts
 from cloud.store.ingest import record_status, store_batch
 from cloud.store.times import parse_time
-from edge.sync.protocol import CardEntry
+from contract.protocol import CardEntry
 from tests.cloud.payloads import batch, card_used, event, status, transaction_started
 
 T0 = parse_time("2026-03-01T10:00:00Z")

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from cloud.settings import CloudSettings, find_config_file, load_settings
-from edge.settings import ConfigError
-from edge.sync.protocol import MAX_PAYLOAD_BYTES
+from contract.config_files import ConfigError
+from contract.protocol import MAX_PAYLOAD_BYTES
 
 REPO = Path(__file__).resolve().parents[2]
 

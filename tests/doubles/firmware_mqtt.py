@@ -17,8 +17,7 @@ import aiomqtt
 from pydantic import ValidationError
 
 from cloud.firmware import ChunkRequestError, answer_request
-from edge.sync.firmware import FirmwareDownloads
-from edge.sync.protocol import (
+from contract.protocol import (
     DEFAULT_TOPIC_PREFIX,
     FirmwareChunk,
     FirmwareOffer,
@@ -27,6 +26,7 @@ from edge.sync.protocol import (
     Topics,
     edge_id_of,
 )
+from edge.sync.firmware import FirmwareDownloads
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
+from contract.protocol import Topics
 from edge.settings import NfcReaderSettings, SerialReaderSettings, load_settings
-from edge.sync.protocol import Topics
 from tests.debian_root import DEBOOTSTRAP, keep_downloads, make_root, remove_root
 from tests.integration.test_broker_security import (
     AGGREGATOR,

@@ -20,7 +20,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edge.sync.protocol import Topics
+from contract.protocol import Topics
 from tests.certificates import CertificateAuthority, Issued
 from tests.mosquitto import (
     SHIPPED_CONFIG,

@@ -8,7 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from edge.settings import ConfigError
+from contract.config_files import ConfigError
 from tests.conftest import StartCloud
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually

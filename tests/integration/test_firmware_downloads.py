@@ -17,13 +17,13 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.firmware import answer_request, make_offer, public_key_text
+from contract.firmware import parse_target
+from contract.protocol import FirmwareOffer, FirmwareProgress, FirmwareRequest
 from edge.files.store import FileDirectory
 from edge.settings import FilesSettings
 from edge.store.firmware import KEEP_REFUSED
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
-from edge.sync.manifest import parse_target
-from edge.sync.protocol import FirmwareOffer, FirmwareProgress, FirmwareRequest
 from edge.sync.rollout import FirmwareCommand, InstallRefused, plan_install
 
 CHUNK = 4096

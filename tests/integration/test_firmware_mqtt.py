@@ -15,11 +15,11 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud.firmware import make_offer, public_key_text
+from contract.firmware import parse_target
+from contract.protocol import FirmwareRequest, Topics
 from edge.files.store import FileDirectory
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
-from edge.sync.manifest import parse_target
-from edge.sync.protocol import FirmwareRequest, Topics
 from tests.doubles.firmware_mqtt import (
     CloudFirmwareResponder,
     ConnectionCut,

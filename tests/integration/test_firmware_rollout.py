@@ -26,9 +26,9 @@ from websockets.typing import Subprotocol
 
 from cloud.firmware import public_key_text
 from cloud.store.schema import events, firmware_status
+from contract.protocol import Topics
 from edge.cli import main as edge_cli
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from edge.sync.protocol import Topics
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port
 from tests.doubles.firmware_mqtt import CloudFirmwareResponder
 from tests.mosquitto import Mosquitto

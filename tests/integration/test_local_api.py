@@ -13,8 +13,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from contract.config_files import ConfigError
 from edge.ocpp.commands import CSMS_INITIATED
-from edge.settings import ConfigError, load_settings
+from edge.settings import load_settings
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningEdge, StartEdge
 

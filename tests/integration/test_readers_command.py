@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge.cli import main
-from edge.cli.readers import show_readers
+from edge.cli.reader_watch import show_readers
 from edge.hardware import Hardware
 from edge.settings import Settings
 from tests.conftest import StartEdge

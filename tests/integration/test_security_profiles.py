@@ -139,7 +139,8 @@ async def test_profile_3_client_certificate_cn_is_the_charger(
 
 
 def test_profile_settings_name_the_missing_files(tmp_path: Path) -> None:
-    from edge.settings import ConfigError, load_settings
+    from contract.config_files import ConfigError
+    from edge.settings import load_settings
 
     path = tmp_path / "config.toml"
     path.write_text("[ocpp]\nsecurity_profile = 2\n")

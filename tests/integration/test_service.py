@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.service import BINDINGS_SWITCH, ServiceNotifier
+from contract.cli import BINDINGS_SWITCH
+from edge.service import ServiceNotifier
 from tests.doubles.service_manager import (
     JournalSocket,
     Notification,

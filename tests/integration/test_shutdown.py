@@ -37,10 +37,10 @@ from websockets.typing import Subprotocol
 
 from cloud.firmware import public_key_text
 from cloud.store.schema import events
+from contract import protocol as wire
 from edge.files.store import FileDirectory
 from edge.files.tokens import UploadTokens
 from edge.store.database import open_database
-from edge.sync import protocol as wire
 from tests.conftest import RunningCloud, StartCloud
 from tests.doubles.blackhole import blackhole_address, blackholes_available
 from tests.doubles.serial_pty import rdm6300_frame, serial_pty

@@ -19,9 +19,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from contract import protocol as wire
 from edge.cli import main
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from edge.sync import protocol as wire
 from tests.conftest import RunningEdge, StartEdge, free_port, stop_edge
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually

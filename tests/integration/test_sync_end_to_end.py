@@ -187,7 +187,7 @@ async def test_bad_payloads_are_refused_counted_and_change_nothing(
 ) -> None:
     import aiomqtt
 
-    from edge.sync import protocol as wire
+    from contract import protocol as wire
 
     topics = wire.Topics("intruder")
     good = wire.EventBatch(

@@ -36,9 +36,9 @@ from websockets.typing import Subprotocol
 from cloud.app import CloudSite, run_cloud
 from cloud.settings import CloudSettings
 from cloud.store.schema import edges, events, rejections
+from contract import protocol as wire
 from edge.app import Site, run_edge
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from edge.sync import protocol as wire
 from tests.conftest import free_port, make_settings
 from tests.mosquitto import Mosquitto
 

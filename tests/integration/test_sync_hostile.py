@@ -26,9 +26,9 @@ from websockets.typing import Subprotocol
 from cloud import cli as cloud_cli
 from cloud.store import fleet
 from cloud.store.schema import edges, events
+from contract import protocol as wire
 from edge import cli as edge_cli
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from edge.sync import protocol as wire
 from tests.conftest import (
     PostgresServer,
     RunningCloud,

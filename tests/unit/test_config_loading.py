@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import ConfigError, Settings, find_config_file, load_settings
+from contract.config_files import ConfigError
+from edge.settings import Settings, find_config_file, load_settings
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from edge.sync.protocol import OperatorCommand
+from contract.protocol import OperatorCommand
 from edge.sync.rollout import InstallRefused, firmware_command, is_firmware_command
 
 NOW = "2026-01-01T00:00:00.000Z"

@@ -27,18 +27,18 @@ from cloud.firmware import (
     public_key_text,
     store_image_file,
 )
+from contract.firmware import parse_target
+from contract.protocol import FirmwareManifest, FirmwareRequest, canonical_manifest
 from edge.sync.firmware import FirmwarePublicKeyError, next_request, parse_public_key
 from edge.sync.manifest import (
     ManifestRefused,
     is_older,
     is_target,
     parse_public_keys,
-    parse_target,
     printable,
     verified_manifest,
     version_key,
 )
-from edge.sync.protocol import FirmwareManifest, FirmwareRequest, canonical_manifest
 
 TARGETS = [parse_target("ACME/AC22*"), parse_target("*/Wallbox ?")]
 

@@ -13,10 +13,9 @@ from typing import Any
 import pytest
 from systemd.journal import JournalHandler
 
+from contract.cli import BINDINGS_SWITCH, log_handler
 from edge import log_context
-from edge.cli.common import log_handler
 from edge.log_context import LogContextFilter, concerning
-from edge.service import BINDINGS_SWITCH
 
 
 class Records(logging.Handler):

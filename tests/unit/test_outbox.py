@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from contract import protocol as wire
 from edge.store.database import open_database
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox, acknowledge, backlog, pending_batch, store_epoch
 
 

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from edge.shutdown import StoppableTaskGroup, names
+from contract.shutdown import StoppableTaskGroup, names
 
 
 async def watches(stop: asyncio.Event, ended: list[str]) -> None:
@@ -31,7 +31,7 @@ async def test_the_group_lets_watchful_tasks_end_and_cancels_the_rest(
     stop = asyncio.Event()
     ended: list[str] = []
     cancelled: list[str] = []
-    caplog.set_level(logging.INFO, logger="edge.shutdown")
+    caplog.set_level(logging.INFO, logger="contract.shutdown")
     started = asyncio.get_running_loop().time()
     async with StoppableTaskGroup() as tasks:
         tasks.create_task(watches(stop, ended), name="watchful")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import ConfigError, load_settings
+from contract.config_files import ConfigError
+from edge.settings import load_settings
 
 KEY = "q4Nn9hZ8d3I4wN6y3GmW0vq8l1bQ2ZrB7mK0sJ9cV1A="
 IDENTITY = f"""# written by ocpp-edge enroll

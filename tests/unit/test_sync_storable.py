@@ -1,10 +1,10 @@
-"""What the edge does to an event before the outbox takes it (edge/sync/storable.py):
+"""What the edge does to an event before the outbox takes it (contract/storable.py):
 text, numbers, times and sizes made into what every store holds, each change noted."""
 
 from __future__ import annotations
 
-from edge.sync import protocol as wire
-from edge.sync.storable import (
+from contract import protocol as wire
+from contract.storable import (
     MAX_TEXT_CHARS,
     TRUNCATION_MARK,
     safe_text,

@@ -14,6 +14,7 @@ from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
 from sqlite_utils import Database
 
+from contract import protocol as wire
 from edge.authorization import Authorization, authorize_card, authorize_id_tag
 from edge.clock import normalize_timestamp, parse_timestamp, utc_now
 from edge.events import ConnectorStatusChanged, MeterReading, TransactionStarted, TransactionStopped
@@ -28,7 +29,6 @@ from edge.store import (
     meter_values,
     transactions,
 )
-from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)

@@ -17,13 +17,7 @@ from typing import Any
 
 from pydantic_core import PydanticSerializationError
 
-from edge.sync.protocol import (
-    EVENT_DATA,
-    INT64_MAX,
-    INT64_MIN,
-    MAX_EVENT_BYTES,
-    EventData,
-)
+from contract.protocol import EVENT_DATA, INT64_MAX, INT64_MIN, MAX_EVENT_BYTES, EventData
 
 # A text longer than this is cut, and ends with TRUNCATION_MARK (inside the limit).
 MAX_TEXT_CHARS = 1_000

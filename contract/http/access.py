@@ -32,7 +32,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from edge.settings import LOOPBACK_NAMES, parse_networks
+from contract.networks import LOOPBACK_NAMES, parse_networks
 
 Network = IPv4Network | IPv6Network
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})

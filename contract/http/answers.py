@@ -21,7 +21,7 @@ def problem(description: str) -> dict[str, Any]:
     return {"model": Problem, "description": description}
 
 
-# What edge/api/access.py and edge/api/body_limit.py answer before any route runs.
+# What contract/http/access.py and contract/http/body_limit.py answer before any route runs.
 GUARD_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: problem("A Host this API does not serve without the token, or a malformed length"),
     401: problem("The bearer token is missing or wrong"),

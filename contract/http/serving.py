@@ -41,8 +41,8 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from edge.api.access import Network, is_trusted_proxy
-from edge.settings import HttpServerLimits
+from contract.http.access import Network, is_trusted_proxy
+from contract.http.limits import HttpServerLimits
 
 log = logging.getLogger(__name__)
 # One warning per client address and reason within this many seconds: a flood of
@@ -345,7 +345,7 @@ class EmbeddedHttpServer:
             timeout_graceful_shutdown=REQUEST_GRACE_SECONDS,
             http=protocol,
             ws="none",
-            # Forwarded headers are ours to judge (edge/api/access.py): uvicorn would
+            # Forwarded headers are ours to judge (contract/http/access.py): uvicorn would
             # believe them from any process on this machine.
             proxy_headers=False,
             server_header=False,
