@@ -9,9 +9,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from sqlite_utils import Database
 from websockets.asyncio.server import Server
@@ -36,6 +35,7 @@ from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
+from edge.runtime import run_until_stopped, until_stopped
 from edge.service import ServiceNotifier
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
@@ -262,17 +262,13 @@ async def _start_readers(
             debounce_seconds=reader.debounce_seconds,
             on_status=flow.reader_status,
         )
-        tasks.create_task(_until(stop, supervised), name=f"reader-{reader.id}")
+        tasks.create_task(run_until_stopped(stop, supervised), name=f"reader-{reader.id}")
     return flow
 
 
 async def _report_health(link: SyncLink, outbox: Outbox, stop: asyncio.Event) -> None:
     """An `edge.health` event every hour, for the cloud's history of this edge."""
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=HEALTH_EVERY_SECONDS)
-        if stop.is_set():
-            return
+    while not await until_stopped(stop, HEALTH_EVERY_SECONDS):
         status = await link.status()
         health = wire.EdgeHealth(
             software_version=status.software_version or "unknown",
@@ -301,23 +297,7 @@ async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event)
         )
         while await store.run(prune) == chunk and not stop.is_set():
             pass
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=3600)
-
-
-async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work`, which runs forever, until `stop` is set."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, stopping):
-            pending.cancel()
-        await asyncio.gather(task, stopping, return_exceptions=True)
-    error = task.exception() if task.done() and not task.cancelled() else None
-    if error is not None:
-        raise error
+        await until_stopped(stop, 3600)
 
 
 async def _close_charger_connections(listener: Server) -> None:

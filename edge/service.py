@@ -12,7 +12,6 @@ systemd as `Type=notify`) every call does nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -21,6 +20,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 from edge.events import ChargerConnection, SiteEvent
+from edge.runtime import until_stopped
 from edge.store.database import StoreError
 from edge.sync.outbox import backlog
 
@@ -93,8 +93,7 @@ class ServiceNotifier:
         every = self.watchdog_seconds / 2
         while not stop.is_set():
             self.notify("WATCHDOG=1")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+            await until_stopped(stop, every)
 
     async def _report_status(self, site: Site, stop: asyncio.Event, last: str) -> None:
         changed = asyncio.Event()
@@ -110,7 +109,7 @@ class ServiceNotifier:
                 self.notify(f"STATUS={status}")
                 last = status
             changed.clear()
-            await _first_of(stop, changed, seconds=STATUS_EVERY_SECONDS)
+            await until_stopped(stop, STATUS_EVERY_SECONDS, or_when=changed)
 
     def _send_on_socket(self, message: str) -> bool:
         """sd_notify(3)'s protocol: one datagram to the socket in $NOTIFY_SOCKET."""
@@ -174,12 +173,3 @@ def _watchdog_seconds(environ: Mapping[str, str]) -> float | None:
     if pid and pid != str(os.getpid()):
         return None
     return int(usec) / 1_000_000
-
-
-async def _first_of(stop: asyncio.Event, changed: asyncio.Event, *, seconds: float) -> None:
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(changed.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()

@@ -16,7 +16,6 @@ import logging
 import random
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,6 +53,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
+from edge.runtime import run_until_stopped, until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -680,29 +680,12 @@ async def run_simulated_charger(
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            await _until_stopped(stop, _connect_and_live(url, charger_id, config, plan))
+            await run_until_stopped(stop, _connect_and_live(url, charger_id, config, plan))
         except (TimeoutError, OSError) as error:
             log.info("%s: cannot reach the central system (%s); retrying", charger_id, error)
         except Exception as error:
             log.warning("%s: %s; reconnecting", charger_id, error)
-        if not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
-
-
-async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` until it returns or `stop` is set (then cancel it)."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, stopping):
-            pending.cancel()
-        await asyncio.gather(task, stopping, return_exceptions=True)
-    error = None if task.cancelled() else task.exception()
-    if error is not None:
-        raise error
+        await until_stopped(stop, 2.0)
 
 
 async def _connect_and_live(

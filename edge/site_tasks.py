@@ -9,7 +9,6 @@ the other chargers' nor the next round of this loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -20,6 +19,7 @@ from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.command_effects import expire_reservations
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.ocpp.server import OcppServer
+from edge.runtime import until_stopped
 from edge.store import chargers
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,7 @@ async def run_site_tasks(server: OcppServer, stop: asyncio.Event) -> None:
                     if not lanes.busy(charger_id):
                         sync = functools.partial(sync_local_list, server, charger_id)
                         lanes.submit(charger_id, sync)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=EVERY_SECONDS)
+            await until_stopped(stop, EVERY_SECONDS)
 
 
 async def forget_stale_pending_chargers(server: OcppServer) -> list[str]:

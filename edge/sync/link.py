@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
 from edge.clock import parse_timestamp, utc_now
+from edge.runtime import retry_with_backoff
 from edge.settings import FilesSettings, SyncSettings
 from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 
 Message = TypeVar("Message", bound=BaseModel)
 
-FIRST_RETRY_SECONDS = 1.0
-LONGEST_RETRY_SECONDS = 60.0
 # Seconds without a firmware chunk after which the missing ones are asked for again.
 FIRMWARE_SILENCE_SECONDS = 5.0
 # A batch stays well under the aggregator's limit on one message.
@@ -135,28 +134,20 @@ class SyncLink:
                 task.cancel()
 
     async def _stay_connected(self, stop: asyncio.Event) -> None:
-        retry_in = FIRST_RETRY_SECONDS
-        while not stop.is_set():
-            try:
-                await self._connected_session(stop)
-                retry_in = FIRST_RETRY_SECONDS
-            except* aiomqtt.MqttError as errors:
-                log.warning(
-                    "cloud link to %s:%s down: %s; trying again in %.0f s",
-                    self.settings.broker_host,
-                    self.settings.broker_port,
-                    errors.exceptions[0],
-                    retry_in,
-                )
-            except* Exception:
-                # The site goes on without the cloud: a failing link is retried, never
-                # allowed to stop the daemon.
-                log.exception("cloud link failed; trying again in %.0f s", retry_in)
+        def down() -> None:
             self.connected = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry_in):
-                    await stop.wait()
-            retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
+
+        # The site goes on without the cloud: a failing link is retried, never allowed
+        # to stop the daemon.
+        await retry_with_backoff(
+            stop,
+            lambda: self._connected_session(stop),
+            expected=aiomqtt.MqttError,
+            down=f"cloud link to {self.settings.broker_host}:{self.settings.broker_port} down",
+            failed="cloud link failed",
+            after_each=down,
+            logger=log,
+        )
 
     def _new_client(self) -> aiomqtt.Client:
         offline = wire.EdgeStatus(state="offline").model_dump_json(exclude_none=True)
