@@ -28,9 +28,9 @@ from edge.files.uploads import UploadArea, UploadLimits, remove_partial_uploads
 from edge.hardware import Hardware
 from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.charger_work import ChargerWork
+from edge.ocpp.connected import ConnectedChargers
 from edge.ocpp.local_list import sync_local_list
 from edge.ocpp.server import OcppServer
-from edge.ocpp.session import SiteContext
 from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
@@ -40,6 +40,7 @@ from edge.service import ServiceNotifier
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
+from edge.site import SiteContext
 from edge.site_tasks import run_site_tasks
 from edge.store import chargers, id_tags, message_log
 from edge.store.writer import StoreWriter
@@ -100,15 +101,16 @@ async def run_edge(
             settings.certificates.validity_days,
         )
         outbox = Outbox(enabled=settings.sync.enabled)
-        server = OcppServer(
-            SiteContext(
-                settings=settings.ocpp,
-                store=store,
-                certificate_authority=authority,
-                authorization=settings.authorization,
-                outbox=outbox,
-            )
+        connected = ConnectedChargers()
+        site_context = SiteContext(
+            settings=settings.ocpp,
+            store=store,
+            chargers=connected,
+            certificate_authority=authority,
+            authorization=settings.authorization,
+            outbox=outbox,
         )
+        server = OcppServer(site_context, connected)
         async with (
             server.serving() as listener,
             contextlib.AsyncExitStack() as stack,
@@ -121,21 +123,21 @@ async def run_edge(
             if settings.ocpp.push_local_list:
                 server.context.after_boot.append(
                     lambda charger_id: charger_work.start(
-                        charger_id, "local list", sync_local_list(server, charger_id)
+                        charger_id, "local list", sync_local_list(site_context, charger_id)
                     )
                 )
             server.context.after_sign_certificate.append(
                 lambda charger_id, request_id: charger_work.start(
                     charger_id,
                     "certificate delivery",
-                    deliver_certificate(server, authority, charger_id, request_id),
+                    deliver_certificate(site_context, authority, charger_id, request_id),
                 )
             )
             if settings.smart_charging.site_limit_w:
-                balancer = SiteLimitBalancer(server, settings.smart_charging)
+                balancer = SiteLimitBalancer(site_context, settings.smart_charging)
                 server.context.events.subscribe(balancer.on_event)
                 tasks.create_task(balancer.run(stop), name="site-limit")
-            tasks.create_task(run_site_tasks(server, stop), name="site-tasks")
+            tasks.create_task(run_site_tasks(site_context, stop), name="site-tasks")
             if settings.demo.chargers:
                 count = settings.demo.chargers
                 await store.run(lambda db: _enroll_demo_cards(db, count))
@@ -175,7 +177,7 @@ async def run_edge(
                     settings.sync.firmware_public_key,
                     report=outbox.append,
                 )
-                link = SyncLink(settings.sync, server, outbox, settings.files, downloads)
+                link = SyncLink(settings.sync, site_context, settings.files, downloads)
                 tasks.create_task(link.run(stop), name="cloud-link")
                 tasks.create_task(_report_health(link, outbox, stop), name="edge-health")
             tap_flow = None
@@ -185,7 +187,9 @@ async def run_edge(
                 )
             api = None
             if settings.api.port:
-                api = local_api_server(create_api(server, settings, tap_flow, link), settings.api)
+                api = local_api_server(
+                    create_api(site_context, settings, tap_flow, link), settings.api
+                )
                 tasks.create_task(api.serve(), name="local-api")
             for http_server in (api, file_server):
                 while http_server and not http_server.started:  # noqa: ASYNC110 - no event
@@ -241,7 +245,7 @@ async def _start_readers(
         )
         for reader in reader_settings
     ]
-    flow = TapFlow(server, posts, settings.taps, settings.authorization)
+    flow = TapFlow(server.context, posts, settings.taps, settings.authorization)
     stack.push_async_callback(flow.close)
     server.context.events.subscribe(flow.on_event)
     socket_path = settings.taps.socket_path(settings.store.path)

@@ -35,9 +35,9 @@ from edge.ocpp.commands import (
     send_command,
 )
 from edge.ocpp.payloads import snake_case
-from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings, parse_networks
+from edge.site import SiteContext
 from edge.store import card_decisions, chargers, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink
@@ -57,7 +57,7 @@ class ConnectorBusy(CommandError):
 
 
 def create_api(
-    server: OcppServer,
+    site: SiteContext,
     settings: Settings,
     taps: TapFlow | None = None,
     sync: SyncLink | None = None,
@@ -68,7 +68,7 @@ def create_api(
         version="1",
         responses=GUARD_RESPONSES,
     )
-    store = server.context.store
+    store = site.store
 
     @api.exception_handler(CommandError)
     async def command_failed(request: Request, error: CommandError) -> JSONResponse:
@@ -169,7 +169,7 @@ def create_api(
         return await store.run(lambda db: _charger_state(db, charger_id))
 
     for action in CSMS_INITIATED:
-        _add_command_route(api, server, settings, action)
+        _add_command_route(api, site, settings, action)
     return api
 
 
@@ -208,7 +208,7 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, action: str) -> None:
+def _add_command_route(api: FastAPI, site: SiteContext, settings: Settings, action: str) -> None:
     async def command(
         charger_id: str,
         request: Request,
@@ -221,8 +221,8 @@ def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, act
             settings.files,
             charger_id,
         )
-        await _refuse_if_connector_busy(server, charger_id, action, arguments)
-        result = await send_command(server, charger_id, action, arguments, answer_within=wait)
+        await _refuse_if_connector_busy(site, charger_id, action, arguments)
+        result = await send_command(site, charger_id, action, arguments, answer_within=wait)
         return {"commandId": result.command_id, "response": result.response}
 
     schema = _request_schema(action)
@@ -269,12 +269,12 @@ def _command_fields(body: bytes) -> dict[str, Any]:
 
 
 async def _refuse_if_connector_busy(
-    server: OcppServer, charger_id: str, action: str, arguments: dict[str, Any]
+    site: SiteContext, charger_id: str, action: str, arguments: dict[str, Any]
 ) -> None:
     connector_id = arguments.get("connector_id")
     if action not in ("RemoteStartTransaction", "ReserveNow") or not connector_id:
         return
-    busy = await server.context.store.run(
+    busy = await site.store.run(
         lambda db: transactions.open_transaction(db, charger_id, int(connector_id))
     )
     if busy is not None:

@@ -20,7 +20,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ocpp.exceptions import (
@@ -37,10 +36,8 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from edge import log_context
-from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
-from edge.events import SiteEvent, SiteEvents
-from edge.ocpp.data_transfer import DataTransferHandlers
+from edge.events import SiteEvent
 from edge.ocpp.frames import (
     FrameError,
     bounded,
@@ -52,10 +49,8 @@ from edge.ocpp.frames import (
 from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, FrameBudget, Note, check_sampled_values
 from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
-from edge.settings import AuthorizationSettings, OcppSettings
+from edge.site import SiteContext
 from edge.store import chargers, message_log
-from edge.store.writer import StoreWriter
-from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -112,26 +107,6 @@ class InvalidAnswer(CallFailed):
 
 class ConnectionLost(CallFailed):
     """The connection closed before the answer came."""
-
-
-@dataclass
-class SiteContext:
-    """What every session shares: settings, the store, plug-ins."""
-
-    settings: OcppSettings
-    store: StoreWriter
-    data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
-    # Called with the charger id after an accepted BootNotification has been answered.
-    after_boot: list[Callable[[str], None]] = field(default_factory=list)
-    # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
-    certificate_authority: SiteCA | None = None
-    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
-    # Events for the cloud, appended in the same unit of work as the change they report.
-    outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
-    # What happened (transactions, meter readings, status), for the parts that react.
-    events: SiteEvents = field(default_factory=SiteEvents)
-    # Called with (charger id, certificate request id) after an accepted SignCertificate.
-    after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)
 
 
 class SessionBase(ChargePoint):  # type: ignore[misc]

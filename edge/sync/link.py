@@ -37,7 +37,6 @@ from edge.sync.commands import (
 from edge.sync.outbox import (
     AckOutcome,
     Backlog,
-    Outbox,
     acknowledge,
     backlog,
     pending_batch,
@@ -46,7 +45,7 @@ from edge.sync.outbox import (
 from edge.sync.stopping import cancel_until_done
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +87,14 @@ class SyncLink:
     def __init__(
         self,
         settings: SyncSettings,
-        server: OcppServer,
-        outbox: Outbox,
+        site: SiteContext,
         files: FilesSettings,
         firmware: FirmwareSink | None = None,
     ) -> None:
         self.settings = settings
-        self.server = server
-        self.store = server.context.store
-        self.outbox = outbox
+        self.site = site
+        self.store = site.store
+        self.outbox = site.outbox
         self.files = files
         self.firmware = firmware
         self.topics = wire.Topics(settings.edge_id, settings.topic_prefix)
@@ -106,7 +104,7 @@ class SyncLink:
         self._acked = 0
         self._ack_changed = asyncio.Condition()
         self._outbox_grew = asyncio.Event()
-        outbox.on_append = self._outbox_grew.set
+        self.outbox.on_append = self._outbox_grew.set
         self._commands: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None  # while connected, for replies
         self._last_chunk_at = 0.0
@@ -122,7 +120,7 @@ class SyncLink:
         First, commands a previous run left unfinished are reported or run again."""
         self._epoch = await self.store.run(store_epoch)
         self._start_command(
-            rerun_or_report_interrupted(self.server, self.files, self.outbox, stop),
+            rerun_or_report_interrupted(self.site, self.files, self.outbox, stop),
             "cloud-commands-interrupted",
         )
         try:
@@ -396,7 +394,7 @@ class SyncLink:
             )
             return
         self._start_command(
-            run_command(self.server, command, self.files, self.outbox),
+            run_command(self.site, command, self.files, self.outbox),
             f"cloud-command-{command.id}",
         )
 
