@@ -19,6 +19,7 @@ from edge.api.app import create_api, local_api_server
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
+from edge.events import CertificateRequestAccepted, ChargerAccepted, Listener, SiteEvent
 from edge.feedback.build import build_feedback
 from edge.files.ftp import UploadFtpServer
 from edge.files.http import file_server as file_server_of
@@ -120,17 +121,9 @@ async def run_edge(
             stack.push_async_callback(_close_charger_connections, listener)
             # Per-charger work runs supervised: no charger can end this task group.
             charger_work = ChargerWork(tasks, settings.ocpp.limits.max_tasks_per_charger)
-            if settings.ocpp.push_local_list:
-                server.context.after_boot.append(
-                    lambda charger_id: charger_work.start(
-                        charger_id, "local list", sync_local_list(site_context, charger_id)
-                    )
-                )
-            server.context.after_sign_certificate.append(
-                lambda charger_id, request_id: charger_work.start(
-                    charger_id,
-                    "certificate delivery",
-                    deliver_certificate(site_context, authority, charger_id, request_id),
+            site_context.events.subscribe(
+                _charger_work_after(
+                    site_context, charger_work, authority, settings.ocpp.push_local_list
                 )
             )
             if settings.smart_charging.site_limit_w:
@@ -211,6 +204,22 @@ async def run_edge(
                     http_server.stop()
             await tasks.stop(STOP_GRACE_SECONDS)
     log.info("store closed after %d commits of %d units", store.commits, store.units_committed)
+
+
+def _charger_work_after(
+    site: SiteContext, work: ChargerWork, authority: SiteCA, push_local_list: bool
+) -> Listener:
+    """The work a charger's answered call starts: its local list once it is accepted,
+    its certificate once its request is."""
+
+    def on_event(event: SiteEvent) -> None:
+        if isinstance(event, ChargerAccepted) and push_local_list:
+            work.start(event.charger_id, "local list", sync_local_list(site, event.charger_id))
+        elif isinstance(event, CertificateRequestAccepted):
+            delivery = deliver_certificate(site, authority, event.charger_id, event.request_id)
+            work.start(event.charger_id, "certificate delivery", delivery)
+
+    return on_event
 
 
 def _prepare_uploads(files: FileDirectory, settings: Settings) -> UploadTokens:

@@ -5,7 +5,6 @@ never the OCPP server."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,8 +42,6 @@ class SiteContext:
     store: StoreWriter
     chargers: Chargers
     data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
-    # Called with the charger id after an accepted BootNotification has been answered.
-    after_boot: list[Callable[[str], None]] = field(default_factory=list)
     # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
     certificate_authority: SiteCA | None = None
     authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
@@ -52,5 +49,3 @@ class SiteContext:
     outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
     # What happened (transactions, meter readings, status), for the parts that react.
     events: SiteEvents = field(default_factory=SiteEvents)
-    # Called with (charger id, certificate request id) after an accepted SignCertificate.
-    after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)

@@ -119,7 +119,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # Transaction ids this charger owns (ids are never reused) and their meter
         # start in Wh: saves a look-up for every MeterValues.
         self.known_transactions: dict[int, int] = {}
-        self.certificate_request_to_sign: int | None = None
         self.outbox = context.outbox
         # When each transaction's figures last went to the cloud (monotonic seconds).
         self._meter_reported_at: dict[int, float] = {}
@@ -308,12 +307,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             await self._send(encode_call_error(call.unique_id, internal), call.action)
             return
         await self._send(encode_call_result(call.unique_id, payload), call.action)
-        after = self.route_map.get(call.action, {}).get("_after_action")
-        if after is not None:
-            try:
-                after(**keyword_arguments(call.payload))
-            except Exception:  # what follows an answer never ends the connection
-                log.exception("%s: what follows %s failed", self.id, call.action)
+        # What follows an answer (edge.events) is published once it is on the wire.
         for event in self._events:
             self.context.events.publish(event)
         self._events.clear()
