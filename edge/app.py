@@ -37,7 +37,7 @@ from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
 from edge.runtime import run_until_stopped, until_stopped
-from edge.service import ServiceNotifier
+from edge.service import ServiceNotifier, SiteStatus, StatusSource
 from edge.settings import ReaderSettings, Settings, SimulatedReaderSettings
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import DemoPlan, SimulatedChargerConfig, run_simulated_charger
@@ -48,7 +48,7 @@ from edge.store.writer import StoreWriter
 from edge.sync import protocol as wire
 from edge.sync.firmware import FirmwareDownloads
 from edge.sync.link import SyncLink
-from edge.sync.outbox import Outbox
+from edge.sync.outbox import Outbox, backlog
 from edge.tap_flow import ReaderPost, TapFlow
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ async def run_edge(
                 log.info("local API on http://%s:%s/docs", settings.api.host, api.port)
             site = Site(server, api, file_server, tap_flow, link)
             service = ServiceNotifier()
-            service.started(site, tasks, stop)
+            service.started(_status_source(site, site_context), tasks, stop)
             if on_ready is not None:
                 on_ready(site)
             await stop.wait()
@@ -220,6 +220,26 @@ def _charger_work_after(
             work.start(event.charger_id, "certificate delivery", delivery)
 
     return on_event
+
+
+def _status_source(site: Site, context: SiteContext) -> StatusSource:
+    """What the service manager's status line reports, read from the running parts."""
+
+    def now() -> SiteStatus:
+        taps = site.taps
+        return SiteStatus(
+            chargers_online=len(context.chargers.connected_ids()),
+            cloud_connected=None if site.sync is None else site.sync.connected,
+            readers_open=None
+            if taps is None
+            else sum(1 for state in taps.reader_states.values() if state.online),
+            readers=0 if taps is None else len(taps.posts),
+        )
+
+    async def backlog_events() -> int:
+        return (await context.store.run(backlog)).events
+
+    return StatusSource(now, backlog_events if site.sync is not None else None, context.events)
 
 
 def _prepare_uploads(files: FileDirectory, settings: Settings) -> UploadTokens:
