@@ -23,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import (
     Action,
@@ -53,6 +52,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from edge.clock import utc_now
+from edge.ocpp.library import on
 from edge.runtime import run_until_stopped, until_stopped
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,8 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         self, charger_id: str, connection: ClientConnection, config: SimulatedChargerConfig
     ) -> None:
         super().__init__(charger_id, connection, response_timeout=30)
+        # Ours, not the library's private attribute of the same connection.
+        self.websocket = connection
         self.config = config
         self.connectors = {number: Connector() for number in range(1, config.connectors + 1)}
         self.configuration: dict[str, str] = {
@@ -721,7 +723,7 @@ async def _live(charger: SimulatedCharger, plan: DemoPlan) -> None:
         asyncio.create_task(_charge_cars(charger, number, plan)) for number in charger.connectors
     ]
     try:
-        await charger._connection.wait_closed()
+        await charger.websocket.wait_closed()
     finally:
         for task in loops:
             task.cancel()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -34,6 +33,7 @@ from edge.ocpp.commands import (
     UnknownCharger,
     send_command,
 )
+from edge.ocpp.library import schema_text
 from edge.ocpp.payloads import snake_case
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings, parse_networks
@@ -284,8 +284,7 @@ async def _refuse_if_connector_busy(
 
 
 def _request_schema(action: str) -> dict[str, Any]:
-    text = resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(schema_text(action))
     for key in ("$schema", "id", "$id", "title"):
         schema.pop(key, None)
     return schema

@@ -309,7 +309,7 @@ class OcppServer:
         previous = self.connected.register(charger_id, session)
         if previous is not None:
             log.info("%s connected again; closing its previous connection", charger_id)
-            task = asyncio.create_task(_close_replaced(previous._connection))
+            task = asyncio.create_task(_close_replaced(previous.websocket))
             self._closing_replaced.add(task)
             task.add_done_callback(self._closing_replaced.discard)
 

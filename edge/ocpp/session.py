@@ -19,7 +19,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ocpp.exceptions import (
@@ -29,8 +28,6 @@ from ocpp.exceptions import (
     OCPPError,
     SecurityError,
 )
-from ocpp.messages import Call, CallError
-from ocpp.v16 import ChargePoint
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
@@ -46,6 +43,7 @@ from edge.ocpp.frames import (
     encode_call_result,
     parse_frame,
 )
+from edge.ocpp.library import Call, CallError, ChargePoint, Handler, handler_for
 from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, FrameBudget, Note, check_sampled_values
 from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
@@ -112,6 +110,8 @@ class ConnectionLost(CallFailed):
 class SessionBase(ChargePoint):  # type: ignore[misc]
     def __init__(self, charger_id: str, connection: ServerConnection, context: SiteContext) -> None:
         super().__init__(charger_id, connection, response_timeout=context.settings.response_timeout)
+        # Ours, not the library's private attribute of the same connection.
+        self.websocket = connection
         self.context = context
         self.store = context.store
         self.settings = context.settings
@@ -156,7 +156,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
     async def start(self) -> None:
         """Serve frames until the connection closes."""
         try:
-            async for raw in self._connection:
+            async for raw in self.websocket:
                 # Over its budget a charger is read more slowly: while this waits, the
                 # connection's bounded queue fills and TCP holds the charger back.
                 delay = self._budget.delay()
@@ -242,7 +242,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
                 message = encode_call(unique_id, action, payload)
                 self._log_frame("out", message, 2, unique_id, action, now_ms())
                 try:
-                    await self._connection.send(message)
+                    await self.websocket.send(message)
                 except ConnectionClosed as error:
                     raise ConnectionLost(
                         "the connection closed before the call could be sent"
@@ -312,7 +312,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             self.context.events.publish(event)
         self._events.clear()
 
-    def _handler_for(self, action: str) -> Callable[..., Awaitable[Any]]:
+    def _handler_for(self, action: str) -> Handler:
         if action not in ALL_ACTIONS:
             raise NotImplementedError(
                 description=f"{bounded(action, 64)} is not an OCPP 1.6 action"
@@ -321,8 +321,8 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             raise NotSupportedError(
                 description=f"a central system does not accept {bounded(action, 64)}"
             )
-        handlers = self.route_map.get(action, {})
-        if "_on_action" not in handlers:
+        handler = handler_for(self, action)
+        if handler is None:
             raise NotImplementedError(description=f"no handler for {action}")
         if (
             self.registration != "accepted"
@@ -333,7 +333,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
                 description=f"this charger's registration is {self.registration}: until "
                 "it is accepted it may send only BootNotification (OCPP 1.6 section 4.2)"
             )
-        handler: Callable[..., Awaitable[Any]] = handlers["_on_action"]
         return handler
 
     async def _check_registration_again(self) -> None:
@@ -351,7 +350,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
     async def _send(self, message: str, action: str | None = None) -> None:
         self._log_frame("out", message, None, None, action, now_ms())
         try:
-            await self._connection.send(message)
+            await self.websocket.send(message)
         except ConnectionClosed:
             log.info("%s: connection closed before our answer could be sent", self.id)
 

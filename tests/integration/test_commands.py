@@ -23,6 +23,7 @@ from edge.ocpp.commands import (
     UnknownCharger,
     send_command,
 )
+from edge.ocpp.library import set_handler
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig, make_csr
 from tests.conftest import RunningEdge, StartEdge
 
@@ -202,7 +203,7 @@ async def test_command_outcomes_other_than_an_answer(
         await send_command(edge.context, "OFF1", "Reset", {"type": "Soft"})
 
     # A charger that answers with a CALLERROR, and one that does not answer at all.
-    charger.route_map.pop("ClearCache")
+    set_handler(charger, "ClearCache", None)
     with pytest.raises(ChargerRefused) as refused:
         await send_command(edge.context, "SIM1", "ClearCache", {})
     assert refused.value.code == "NotImplemented"
@@ -210,7 +211,7 @@ async def test_command_outcomes_other_than_an_answer(
     async def never(**_: Any) -> None:
         await asyncio.sleep(3600)
 
-    charger.route_map["GetLocalListVersion"]["_on_action"] = never
+    set_handler(charger, "GetLocalListVersion", never)
     with pytest.raises(ChargerTimeout):
         await send_command(edge.context, "SIM1", "GetLocalListVersion", {}, answer_within=0.3)
     outcomes = [

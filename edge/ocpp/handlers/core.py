@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
@@ -24,6 +23,7 @@ from edge.events import (
     TransactionStopped,
 )
 from edge.metering import active_power_w, energy_register_wh, normalize_sampled_value
+from edge.ocpp.library import on
 from edge.ocpp.session import SessionBase
 from edge.settings import AuthorizationSettings
 from edge.store import (

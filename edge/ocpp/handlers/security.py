@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 
-from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
@@ -12,6 +11,7 @@ from edge.certificates import CertificateRequestRejected
 from edge.clock import normalize_timestamp, utc_now
 from edge.events import CertificateRequestAccepted
 from edge.ocpp.handlers.firmware import FirmwareHandlers
+from edge.ocpp.library import on
 from edge.store import charger_reports
 
 log = logging.getLogger(__name__)
