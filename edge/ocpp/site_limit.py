@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from edge.events import SiteEvent, TransactionStarted, TransactionStopped
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.commands import CommandError, send_command
+from edge.runtime import until_stopped
 from edge.settings import SmartChargingSettings
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE, fair_shares, site_limit_profile
 
@@ -48,14 +49,7 @@ class SiteLimitBalancer:
     async def run(self, stop: asyncio.Event) -> None:
         self._changed.set()  # once at start: the last run may have left shares behind
         async with self._lanes:
-            while not stop.is_set():
-                waiting = asyncio.ensure_future(self._changed.wait())
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-                waiting.cancel()
-                stopping.cancel()
-                if stop.is_set():
-                    return
+            while not await until_stopped(stop, or_when=self._changed):
                 self._changed.clear()
                 await self.rebalance()
 

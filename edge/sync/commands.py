@@ -25,6 +25,7 @@ from edge.clock import parse_timestamp, utc_now
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
+from edge.runtime import until_stopped
 from edge.settings import FilesSettings
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
@@ -279,9 +280,10 @@ async def rerun_or_report_interrupted(
     deadline = time.monotonic() + wait_seconds
     for command in again:
         while not site.chargers.is_connected(command.charger_id) and time.monotonic() < deadline:
-            if stop.is_set() or parse_timestamp(command.expires_at) <= parse_timestamp(clock()):
+            if parse_timestamp(command.expires_at) <= parse_timestamp(clock()):
                 break
-            await asyncio.sleep(1.0)
+            if await until_stopped(stop, 1.0):
+                break
         if site.chargers.is_connected(command.charger_id) and not stop.is_set():
             log.info(
                 "cloud command %s (%s) interrupted by a stop: run again", command.id, command.action
