@@ -343,3 +343,34 @@ def test_expired_reservations_are_marked(tmp_path: Any) -> None:
         "expired",
         "active",
     ]
+
+
+async def test_features_see_the_chargers_through_the_site_context(
+    start_edge: StartEdge,
+) -> None:
+    """`context.chargers` (what every feature is given instead of the server): who is
+    connected and accepted, and a call to one of them; a charger not connected is a
+    ConnectionLost, never a KeyError."""
+    from edge.ocpp.session import ConnectionLost
+
+    edge = await start_edge(unknown_chargers="pending")
+    chargers = edge.context.chargers
+    async with (
+        connect(f"{edge.url}/SIM1", subprotocols=[Subprotocol("ocpp1.6")]) as accepted,
+        connect(f"{edge.url}/NEW1", subprotocols=[Subprotocol("ocpp1.6")]) as pending,
+    ):
+        await edge.execute("UPDATE chargers SET registration = 'accepted' WHERE id = 'SIM1'")
+        sim = SimulatedCharger("SIM1", accepted, SimulatedChargerConfig())
+        newcomer = SimulatedCharger("NEW1", pending, SimulatedChargerConfig())
+        listeners = [asyncio.create_task(sim.start()), asyncio.create_task(newcomer.start())]
+        assert (await sim.boot()).status == "Accepted"
+        assert (await newcomer.boot()).status == "Pending"
+        assert sorted(chargers.connected_ids()) == ["NEW1", "SIM1"]
+        assert chargers.is_connected("NEW1") and not chargers.is_accepted("NEW1")
+        assert chargers.is_accepted("SIM1") and not chargers.is_connected("GONE")
+        answer = await chargers.send("SIM1", "GetLocalListVersion", {})
+        assert answer == {"listVersion": sim.local_list_version}
+        with pytest.raises(ConnectionLost):
+            await chargers.send("GONE", "GetLocalListVersion", {})
+        for listener in listeners:
+            listener.cancel()
