@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from websockets.asyncio.server import Server
-
 from edge.api.app import create_api, local_api_server
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
-from edge.clock import now_ms, utc_now
+from edge.clock import utc_now
 from edge.demo import demo_plan, demo_reader, enroll_demo_cards
 from edge.events import CertificateRequestAccepted, ChargerAccepted, Listener, SiteEvent
 from edge.feedback.build import build_feedback
@@ -35,31 +32,26 @@ from edge.ocpp.certificate_delivery import deliver_certificate
 from edge.ocpp.charger_work import ChargerWork
 from edge.ocpp.connected import ConnectedChargers
 from edge.ocpp.local_list import sync_local_list
-from edge.ocpp.server import OcppServer
+from edge.ocpp.server import OcppServer, close_connections
 from edge.ocpp.site_limit import SiteLimitBalancer
 from edge.readers.build import open_reader, uid_rules
 from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
-from edge.runtime import run_until_stopped, until_stopped
+from edge.runtime import run_until_stopped
 from edge.service import ServiceNotifier, SiteStatus, StatusSource
 from edge.settings import Settings
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import SimulatedChargerConfig, run_simulated_charger
 from edge.site import SiteContext
-from edge.site_tasks import run_site_tasks
-from edge.store import chargers, message_log
+from edge.site_tasks import prune_message_log, run_site_tasks
+from edge.store import chargers
 from edge.store.writer import StoreWriter
-from edge.sync import protocol as wire
 from edge.sync.firmware import FirmwareDownloads
 from edge.sync.link import SyncLink
 from edge.sync.outbox import Outbox, backlog
 from edge.tap_flow import ReaderPost, TapFlow
 
 log = logging.getLogger(__name__)
-
-HEALTH_EVERY_SECONDS = 3600.0
-# Chargers get this long to answer the closing handshake before their connection is cut.
-CLOSE_CONNECTIONS_SECONDS = 1.0
 
 
 @dataclass
@@ -162,7 +154,7 @@ class EdgeDaemon:
         """Listening for chargers; at the stop, their connections closed within bounds."""
         self.server = OcppServer(self.context, self.connected)
         self.listener = await self.exits.enter_async_context(self.server.serving())
-        self.exits.push_async_callback(_close_charger_connections, self.listener)
+        self.exits.push_async_callback(close_connections, self.listener)
 
     def start_charger_work(self) -> None:
         """Per-charger work after its answered calls, supervised: no charger can end the
@@ -202,7 +194,7 @@ class EdgeDaemon:
     def start_message_log_pruning(self) -> None:
         days = self.settings.store.message_log_days
         if days:
-            pruning = _prune_message_log(self.store, days, self.stop)
+            pruning = prune_message_log(self.store, days, self.stop)
             self.tasks.create_task(pruning, name="message-log-pruning")
 
     async def start_file_servers(self) -> None:
@@ -230,7 +222,7 @@ class EdgeDaemon:
         )
         self.link = SyncLink(settings.sync, self.context, settings.files, downloads)
         self.tasks.create_task(self.link.run(self.stop), name="cloud-link")
-        health = _report_health(self.link, self.outbox, self.stop)
+        health = self.link.report_health(self.stop)
         self.tasks.create_task(health, name="edge-health")
 
     async def start_readers(self) -> None:
@@ -353,48 +345,3 @@ def _prepare_uploads(files: FileDirectory, settings: Settings) -> UploadTokens:
     if removed:
         log.info("removed %d uploads cut off by the last stop", removed)
     return UploadTokens.load_or_create(settings.files.directory)
-
-
-async def _report_health(link: SyncLink, outbox: Outbox, stop: asyncio.Event) -> None:
-    """An `edge.health` event every hour, for the cloud's history of this edge."""
-    while not await until_stopped(stop, HEALTH_EVERY_SECONDS):
-        status = await link.status()
-        health = wire.EdgeHealth(
-            software_version=status.software_version or "unknown",
-            uptime_s=status.uptime_s or 0.0,
-            backlog=status.backlog or 0,
-            oldest_age_s=status.oldest_age_s,
-            disk_free_mb=status.disk_free_mb or 0.0,
-        )
-        await link.store.run(functools.partial(outbox.append, event=health))
-
-
-async def _prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event) -> None:
-    """Keep `days` of OCPP frames: check at start, then hourly, in small steps."""
-    chunk = 5000
-    while not stop.is_set():
-        prune = functools.partial(
-            message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
-        )
-        while await store.run(prune) == chunk and not stop.is_set():
-            pass
-        await until_stopped(stop, 3600)
-
-
-async def _close_charger_connections(listener: Server) -> None:
-    """Wait for the closing handshakes `listener.close()` started; cut the connections
-    of chargers that do not answer within CLOSE_CONNECTIONS_SECONDS."""
-    listener.close()  # idempotent: already called when the stop began
-    try:
-        async with asyncio.timeout(CLOSE_CONNECTIONS_SECONDS):
-            await listener.wait_closed()
-    except TimeoutError:
-        # Not answering, or not reading what we send (a close() would wait for that).
-        silent = list(listener.all_connections)
-        log.warning(
-            "%d charger connections not closed within %g s: cut",
-            len(silent),
-            CLOSE_CONNECTIONS_SECONDS,
-        )
-        for connection in silent:
-            connection.transport.abort()

@@ -14,13 +14,14 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from edge.clock import format_utc, utc_now
+from edge.clock import format_utc, now_ms, utc_now
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.command_effects import expire_reservations
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.runtime import until_stopped
 from edge.site import SiteContext
-from edge.store import chargers
+from edge.store import chargers, message_log
+from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -66,3 +67,15 @@ async def forget_stale_pending_chargers(site: SiteContext) -> list[str]:
             ", ".join(forgotten[:10]) + (" ..." if len(forgotten) > 10 else ""),
         )
     return forgotten
+
+
+async def prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event) -> None:
+    """Keep `days` of OCPP frames: check at start, then hourly, in small steps."""
+    chunk = 5000
+    while not stop.is_set():
+        prune = functools.partial(
+            message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
+        )
+        while await store.run(prune) == chunk and not stop.is_set():
+            pass
+        await until_stopped(stop, 3600)

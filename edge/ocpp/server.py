@@ -58,6 +58,8 @@ RECORDED_REFUSALS_PER_MINUTE = 10
 # Of a refused subprotocol list, this many names are echoed back, each cut to this length.
 ECHOED_SUBPROTOCOLS = 5
 ECHOED_LENGTH = 32
+# At the stop, chargers get this long to answer the closing handshake; then it is cut.
+CLOSE_CONNECTIONS_SECONDS = 1.0
 
 
 class OcppServer:
@@ -346,6 +348,25 @@ class OcppServer:
                 await store.run(disconnect)
                 log.info("%s disconnected", charger_id)
                 self.context.events.publish(ChargerConnection(charger_id, connected=False))
+
+
+async def close_connections(listener: Server) -> None:
+    """Wait for the closing handshakes `listener.close()` started; cut the connections
+    of chargers that do not answer within CLOSE_CONNECTIONS_SECONDS."""
+    listener.close()  # idempotent: already called when the stop began
+    try:
+        async with asyncio.timeout(CLOSE_CONNECTIONS_SECONDS):
+            await listener.wait_closed()
+    except TimeoutError:
+        # Not answering, or not reading what we send (a close() would wait for that).
+        silent = list(listener.all_connections)
+        log.warning(
+            "%d charger connections not closed within %g s: cut",
+            len(silent),
+            CLOSE_CONNECTIONS_SECONDS,
+        )
+        for connection in silent:
+            connection.transport.abort()
 
 
 async def _cut_when_not_reading(connection: ServerConnection, every: float) -> None:

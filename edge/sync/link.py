@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -24,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
 from edge.clock import parse_timestamp, utc_now
-from edge.runtime import retry_with_backoff
+from edge.runtime import retry_with_backoff, until_stopped
 from edge.settings import FilesSettings, SyncSettings
 from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
@@ -64,6 +65,8 @@ MAX_COMMANDS_AT_ONCE = 64
 # Desired state that fails validation is reported at most this often (seconds) for one
 # card list version, command or image: the cloud sends it again every resend_interval.
 REPORT_REFUSAL_SECONDS = 600.0
+# An `edge.health` event this often (seconds).
+HEALTH_EVERY_SECONDS = 3600.0
 
 
 class FirmwareSink(Protocol):
@@ -275,6 +278,19 @@ class SyncLink:
             cards_version=held.cards_version,
             at=utc_now(),
         )
+
+    async def report_health(self, stop: asyncio.Event) -> None:
+        """An `edge.health` event every hour, for the cloud's history of this edge."""
+        while not await until_stopped(stop, HEALTH_EVERY_SECONDS):
+            status = await self.status()
+            health = wire.EdgeHealth(
+                software_version=status.software_version or "unknown",
+                uptime_s=status.uptime_s or 0.0,
+                backlog=status.backlog or 0,
+                oldest_age_s=status.oldest_age_s,
+                disk_free_mb=status.disk_free_mb or 0.0,
+            )
+            await self.store.run(functools.partial(self.outbox.append, event=health))
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
         await self._publish(client, self.topics.status, await self.status(), retain=True)
