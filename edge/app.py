@@ -39,7 +39,7 @@ from edge.readers.simulated import SimulatedReader, TapSocket
 from edge.readers.supervisor import supervise_reader
 from edge.runtime import run_until_stopped
 from edge.service import ServiceNotifier, SiteStatus, StatusSource
-from edge.settings import Settings
+from edge.settings import ReaderSettings, Settings
 from edge.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.simulator import SimulatedChargerConfig, run_simulated_charger
 from edge.site import SiteContext
@@ -234,20 +234,7 @@ class EdgeDaemon:
             readers = [demo_reader(settings.demo.chargers)]
         if not readers:
             return
-        posts = [
-            ReaderPost(
-                reader.id,
-                reader.charger,
-                reader.connector,
-                build_feedback(
-                    reader.feedback,
-                    reader.id,
-                    pin_factory=hardware.pin_factory,
-                    open_bus=hardware.open_bus,
-                ),
-            )
-            for reader in readers
-        ]
+        posts = [_reader_post(reader, hardware) for reader in readers]
         self.taps = flow = TapFlow(self.context, posts, settings.taps, settings.authorization)
         self.exits.push_async_callback(flow.close)
         self.context.events.subscribe(flow.on_event)
@@ -317,6 +304,14 @@ def _charger_work_after(
             work.start(event.charger_id, "certificate delivery", delivery)
 
     return on_event
+
+
+def _reader_post(reader: ReaderSettings, hardware: Hardware) -> ReaderPost:
+    """A reader's place at its charger, with its lights, buzzer and display."""
+    feedback = build_feedback(
+        reader.feedback, reader.id, pin_factory=hardware.pin_factory, open_bus=hardware.open_bus
+    )
+    return ReaderPost(reader.id, reader.charger, reader.connector, feedback)
 
 
 def _status_source(site: Site, context: SiteContext) -> StatusSource:
