@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ocpp.routing import on
 from ocpp.v16.enums import Action
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
 from bench.processes import BENCH, free_port, log_tail, prepare_environment, stop, wait_listening
+from edge.ocpp.library import on
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 
 TARGET_P99_MS = 25.0  # tap to RemoteStartTransaction on the wire

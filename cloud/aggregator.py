@@ -16,7 +16,6 @@ is counted as refused and never used to publish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
@@ -43,6 +42,7 @@ from cloud.store.ingest import (
 )
 from contract import protocol as wire
 from contract.mqtt import mqtt_client
+from contract.runtime import Backoff, retry_with_backoff, until_stopped
 from contract.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -76,28 +76,23 @@ class Aggregator:
     # -- connection --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
-        retry_in = FIRST_RETRY_SECONDS
-        while not stop.is_set():
-            try:
-                await self._session(stop)
-                retry_in = FIRST_RETRY_SECONDS
-            except* aiomqtt.MqttError as errors:
-                log.warning(
-                    "broker %s:%s unreachable: %s; trying again in %.0f s",
-                    self.settings.mqtt.broker_host,
-                    self.settings.mqtt.broker_port,
-                    errors.exceptions[0],
-                    retry_in,
-                )
-            except* Exception:
-                # A failing store or a bug in one message must not end the service: what
-                # was not acknowledged is sent again by the edges.
-                log.exception("aggregator session failed; starting again in %.0f s", retry_in)
+        mqtt = self.settings.mqtt
+
+        def disconnected() -> None:
             self.connected, self._client = False, None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry_in):
-                    await stop.wait()
-            retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
+
+        # A failing store or a bug in one message must not end the service: what was not
+        # acknowledged is sent again by the edges.
+        await retry_with_backoff(
+            stop,
+            functools.partial(self._session, stop),
+            expected=aiomqtt.MqttError,
+            down=f"broker {mqtt.broker_host}:{mqtt.broker_port} unreachable",
+            failed="aggregator session failed",
+            after_each=disconnected,
+            backoff=Backoff(FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS),
+            logger=log,
+        )
 
     def _new_client(self) -> aiomqtt.Client:
         mqtt = self.settings.mqtt
@@ -321,11 +316,7 @@ class Aggregator:
         `resend_interval` to every online edge."""
         interval = self.settings.desired.resend_interval
         while True:
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for loses a cancel that
-            # comes as the event is set (a batch stored just before the stop).
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(interval):
-                    await self._desired_changed.wait()
+            await until_stopped(self._desired_changed, interval)  # a change, or a while
             self._desired_changed.clear()
             if self._send_now:
                 edges, self._send_now = self._send_now, set()

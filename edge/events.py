@@ -55,12 +55,29 @@ class ChargerConnection:
     connected: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ChargerAccepted:
+    """The charger's BootNotification was answered Accepted (the local list follows)."""
+
+    charger_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class CertificateRequestAccepted:
+    """The charger's SignCertificate was answered Accepted: sign and deliver it."""
+
+    charger_id: str
+    request_id: int
+
+
 SiteEvent = (
     TransactionStarted
     | TransactionStopped
     | MeterReading
     | ConnectorStatusChanged
     | ChargerConnection
+    | ChargerAccepted
+    | CertificateRequestAccepted
 )
 Listener = Callable[[SiteEvent], None]
 

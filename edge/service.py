@@ -12,21 +12,17 @@ systemd as `Type=notify`) every call does nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
 import sqlite3
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, replace
 
 from contract.cli import BINDINGS_SWITCH
-from edge.events import ChargerConnection, SiteEvent
+from contract.runtime import until_stopped
+from edge.events import ChargerConnection, SiteEvent, SiteEvents
 from edge.store.database import StoreError
-from edge.sync.outbox import backlog
-
-if TYPE_CHECKING:
-    from edge.app import Site
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +30,30 @@ log = logging.getLogger(__name__)
 STATUS_EVERY_SECONDS = 5.0
 
 Send = Callable[[str], bool]
+
+
+@dataclass(frozen=True)
+class SiteStatus:
+    """What the status line reports, as the running site gives it."""
+
+    chargers_online: int
+    # None: cloud sync is off.
+    cloud_connected: bool | None
+    # None: no readers configured.
+    readers_open: int | None = None
+    readers: int = 0
+    # None: not counted (yet, or the store could not say).
+    backlog_events: int | None = None
+
+
+@dataclass(frozen=True)
+class StatusSource:
+    """Where the status comes from: the site's parts as they are now, the cloud backlog
+    (read from the store, so asked for separately), and the events that change it."""
+
+    now: Callable[[], SiteStatus]
+    backlog_events: Callable[[], Awaitable[int]] | None
+    events: SiteEvents
 
 
 class ServiceNotifier:
@@ -72,14 +92,14 @@ class ServiceNotifier:
         self._failing = False
         return sent
 
-    def started(self, site: Site, tasks: asyncio.TaskGroup, stop: asyncio.Event) -> None:
+    def started(self, source: StatusSource, tasks: asyncio.TaskGroup, stop: asyncio.Event) -> None:
         """The OCPP server listens and the store is open: READY=1, then STATUS= lines
         and watchdog pings from tasks on the event loop until `stop` is set."""
         if not self.enabled:
             return
-        status = describe(site, backlog_events=None)
+        status = describe(source.now())
         self.notify("READY=1", f"STATUS={status}")
-        tasks.create_task(self._report_status(site, stop, status), name="service-status")
+        tasks.create_task(self._report_status(source, stop, status), name="service-status")
         if self.watchdog_seconds is not None:
             tasks.create_task(self._keep_watchdog_fed(stop), name="service-watchdog")
 
@@ -92,24 +112,24 @@ class ServiceNotifier:
         every = self.watchdog_seconds / 2
         while not stop.is_set():
             self.notify("WATCHDOG=1")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=every)
+            await until_stopped(stop, every)
 
-    async def _report_status(self, site: Site, stop: asyncio.Event, last: str) -> None:
+    async def _report_status(self, source: StatusSource, stop: asyncio.Event, last: str) -> None:
         changed = asyncio.Event()
 
         def on_event(event: SiteEvent) -> None:
             if isinstance(event, ChargerConnection):
                 changed.set()
 
-        site.ocpp.context.events.subscribe(on_event)
+        source.events.subscribe(on_event)
         while not stop.is_set():
-            status = describe(site, backlog_events=await _backlog_events(site))
+            backlog_events = await _backlog_events(source)
+            status = describe(replace(source.now(), backlog_events=backlog_events))
             if status != last and not stop.is_set():
                 self.notify(f"STATUS={status}")
                 last = status
             changed.clear()
-            await _first_of(stop, changed, seconds=STATUS_EVERY_SECONDS)
+            await until_stopped(stop, STATUS_EVERY_SECONDS, or_when=changed)
 
     def _send_on_socket(self, message: str) -> bool:
         """sd_notify(3)'s protocol: one datagram to the socket in $NOTIFY_SOCKET."""
@@ -122,29 +142,27 @@ class ServiceNotifier:
         return True
 
 
-def describe(site: Site, *, backlog_events: int | None) -> str:
+def describe(status: SiteStatus) -> str:
     """One line for `systemctl status`: "12 chargers online, backlog 0, readers 2/2 open"."""
-    online = len(site.ocpp.sessions)
+    online = status.chargers_online
     parts = [f"{online} charger{'' if online == 1 else 's'} online"]
-    if site.sync is None:
+    if status.cloud_connected is None:
         parts.append("cloud sync off")
-    elif backlog_events is not None:
-        reach = "" if site.sync.connected else " (cloud unreachable)"
-        parts.append(f"backlog {backlog_events}{reach}")
-    if site.taps is not None:
-        states = site.taps.reader_states.values()
-        opened = sum(1 for state in states if state.online)
-        parts.append(f"readers {opened}/{len(site.taps.posts)} open")
+    elif status.backlog_events is not None:
+        reach = "" if status.cloud_connected else " (cloud unreachable)"
+        parts.append(f"backlog {status.backlog_events}{reach}")
+    if status.readers_open is not None:
+        parts.append(f"readers {status.readers_open}/{status.readers} open")
     return ", ".join(parts)
 
 
-async def _backlog_events(site: Site) -> int | None:
+async def _backlog_events(source: StatusSource) -> int | None:
     """Events waiting for the cloud; None without sync, or when the store cannot say
     (the status line is no reason to stop the daemon: the store's own users fail loudly)."""
-    if site.sync is None:
+    if source.backlog_events is None:
         return None
     try:
-        return (await site.ocpp.context.store.run(backlog)).events
+        return await source.backlog_events()
     except (StoreError, sqlite3.Error) as error:
         log.warning("status: could not count the cloud backlog: %s", error)
         return None
@@ -173,12 +191,3 @@ def _watchdog_seconds(environ: Mapping[str, str]) -> float | None:
     if pid and pid != str(os.getpid()):
         return None
     return int(usec) / 1_000_000
-
-
-async def _first_of(stop: asyncio.Event, changed: asyncio.Event, *, seconds: float) -> None:
-    waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(changed.wait())]
-    try:
-        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for wait in waits:
-            wait.cancel()

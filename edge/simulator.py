@@ -16,7 +16,6 @@ import logging
 import random
 import urllib.parse
 import urllib.request
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +23,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ocpp.routing import on
 from ocpp.v16 import ChargePoint, call, call_result
 from ocpp.v16.enums import (
     Action,
@@ -53,7 +51,9 @@ from ocpp.v16.enums import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
+from contract.runtime import run_until_stopped, until_stopped
 from edge.clock import utc_now
+from edge.ocpp.library import on
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         self, charger_id: str, connection: ClientConnection, config: SimulatedChargerConfig
     ) -> None:
         super().__init__(charger_id, connection, response_timeout=30)
+        # Ours, not the library's private attribute of the same connection.
+        self.websocket = connection
         self.config = config
         self.connectors = {number: Connector() for number in range(1, config.connectors + 1)}
         self.configuration: dict[str, str] = {
@@ -680,29 +682,12 @@ async def run_simulated_charger(
     stop = stop or asyncio.Event()
     while not stop.is_set():
         try:
-            await _until_stopped(stop, _connect_and_live(url, charger_id, config, plan))
+            await run_until_stopped(stop, _connect_and_live(url, charger_id, config, plan))
         except (TimeoutError, OSError) as error:
             log.info("%s: cannot reach the central system (%s); retrying", charger_id, error)
         except Exception as error:
             log.warning("%s: %s; reconnecting", charger_id, error)
-        if not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=2.0)
-
-
-async def _until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]) -> None:
-    """Run `work` until it returns or `stop` is set (then cancel it)."""
-    task = asyncio.ensure_future(work)
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait([task, stopping], return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, stopping):
-            pending.cancel()
-        await asyncio.gather(task, stopping, return_exceptions=True)
-    error = None if task.cancelled() else task.exception()
-    if error is not None:
-        raise error
+        await until_stopped(stop, 2.0)
 
 
 async def _connect_and_live(
@@ -738,7 +723,7 @@ async def _live(charger: SimulatedCharger, plan: DemoPlan) -> None:
         asyncio.create_task(_charge_cars(charger, number, plan)) for number in charger.connectors
     ]
     try:
-        await charger._connection.wait_closed()
+        await charger.websocket.wait_closed()
     finally:
         for task in loops:
             task.cancel()

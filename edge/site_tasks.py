@@ -9,18 +9,19 @@ the other chargers' nor the next round of this loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from edge.clock import format_utc, utc_now
+from contract.runtime import until_stopped
+from edge.clock import format_utc, now_ms, utc_now
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.command_effects import expire_reservations
 from edge.ocpp.local_list import chargers_behind, sync_local_list
-from edge.ocpp.server import OcppServer
-from edge.store import chargers
+from edge.site import SiteContext
+from edge.store import chargers, message_log
+from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
 
@@ -29,37 +30,33 @@ EVERY_SECONDS = 60.0
 FORGET_PENDING_EVERY_SECONDS = 3600.0
 
 
-async def run_site_tasks(server: OcppServer, stop: asyncio.Event) -> None:
+async def run_site_tasks(site: SiteContext, stop: asyncio.Event) -> None:
     forgotten_at = -FORGET_PENDING_EVERY_SECONDS
     async with ChargerLanes() as lanes:
         while not stop.is_set():
-            expired = await server.context.store.run(
-                functools.partial(expire_reservations, now=utc_now())
-            )
+            expired = await site.store.run(functools.partial(expire_reservations, now=utc_now()))
             if expired:
                 log.info("%d reservations expired", expired)
             if time.monotonic() - forgotten_at >= FORGET_PENDING_EVERY_SECONDS:
                 forgotten_at = time.monotonic()
-                await forget_stale_pending_chargers(server)
-            if server.settings.push_local_list:
-                for charger_id in await chargers_behind(server):
-                    session = server.sessions.get(charger_id)
+                await forget_stale_pending_chargers(site)
+            if site.settings.push_local_list:
+                for charger_id in await chargers_behind(site):
                     # A pending charger is told nothing, least of all the site's cards.
-                    if session is None or session.registration != "accepted":
+                    if not site.chargers.is_accepted(charger_id):
                         continue
                     if not lanes.busy(charger_id):
-                        sync = functools.partial(sync_local_list, server, charger_id)
+                        sync = functools.partial(sync_local_list, site, charger_id)
                         lanes.submit(charger_id, sync)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=EVERY_SECONDS)
+            await until_stopped(stop, EVERY_SECONDS)
 
 
-async def forget_stale_pending_chargers(server: OcppServer) -> list[str]:
+async def forget_stale_pending_chargers(site: SiteContext) -> list[str]:
     """Delete pending chargers unseen for `pending_charger_days` (not connected ones)."""
-    days = server.settings.pending_charger_days
+    days = site.settings.pending_charger_days
     unseen_since = format_utc(datetime.now(UTC) - timedelta(days=days))
-    connected = frozenset(server.sessions)
-    forgotten: list[str] = await server.context.store.run(
+    connected = frozenset(site.chargers.connected_ids())
+    forgotten: list[str] = await site.store.run(
         functools.partial(chargers.forget_stale_pending, unseen_since=unseen_since, keep=connected)
     )
     if forgotten:
@@ -70,3 +67,15 @@ async def forget_stale_pending_chargers(server: OcppServer) -> list[str]:
             ", ".join(forgotten[:10]) + (" ..." if len(forgotten) > 10 else ""),
         )
     return forgotten
+
+
+async def prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event) -> None:
+    """Keep `days` of OCPP frames: check at start, then hourly, in small steps."""
+    chunk = 5000
+    while not stop.is_set():
+        prune = functools.partial(
+            message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
+        )
+        while await store.run(prune) == chunk and not stop.is_set():
+            pass
+        await until_stopped(stop, 3600)

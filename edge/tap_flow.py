@@ -42,7 +42,7 @@ from edge.tap_decision import (
 )
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +93,12 @@ class _Underway:
 class TapFlow:
     def __init__(
         self,
-        server: OcppServer,
+        site: SiteContext,
         posts: list[ReaderPost],
         taps: TapSettings,
         authorization: AuthorizationSettings,
     ) -> None:
-        self.server = server
+        self.site = site
         self.posts = {post.reader_id: post for post in posts}
         self.taps = taps
         self.authorization = authorization
@@ -166,7 +166,8 @@ class TapFlow:
         return TapOutcome(plan, decision_id, outcome)
 
     async def _decide(self, post: ReaderPost, tap: CardTap) -> tuple[TapPlan, int]:
-        charger_id, online = post.charger_id, post.charger_id in self.server.sessions
+        charger_id = post.charger_id
+        online = charger_id is not None and self.site.chargers.is_connected(charger_id)
         settings, now = self.authorization, format_utc(tap.at)
         starting = {
             key[1]: underway.id_tag
@@ -174,7 +175,7 @@ class TapFlow:
             if key[0] == charger_id
         }
         stopping = set(self._stopping)
-        outbox = self.server.context.outbox
+        outbox = self.site.outbox
 
         def decide(db: Database) -> tuple[TapPlan, int]:
             facts = id_tags.card_facts(db, tap.uid, charger_id, None)
@@ -210,7 +211,7 @@ class TapFlow:
                 card_decisions.remember_unknown_card(db, tap.uid, authorization, where, now)
             return plan, decision_id
 
-        plan, decision_id = await self.server.context.store.run(decide)
+        plan, decision_id = await self.site.store.run(decide)
         log.info(
             "tap %s at reader %s (charger %s): %s",
             tap.uid,
@@ -244,11 +245,11 @@ class TapFlow:
         arguments = {"id_tag": tap.uid, "connector_id": plan.connector_id}
         try:
             result = await send_command(
-                self.server,
+                self.site,
                 post.charger_id,
                 "RemoteStartTransaction",
                 arguments,
-                answer_within=self.server.settings.response_timeout,
+                answer_within=self.site.settings.response_timeout,
             )
         except CommandError as error:
             self._starting.pop(key, None)
@@ -276,11 +277,11 @@ class TapFlow:
         self._stopping[plan.transaction_id] = underway
         try:
             result = await send_command(
-                self.server,
+                self.site,
                 post.charger_id,
                 "RemoteStopTransaction",
                 {"transaction_id": plan.transaction_id},
-                answer_within=self.server.settings.response_timeout,
+                answer_within=self.site.settings.response_timeout,
             )
         except CommandError as error:
             self._stopping.pop(plan.transaction_id, None)
@@ -323,7 +324,7 @@ class TapFlow:
         command_id: int | None = None,
         transaction_id: int | None = None,
     ) -> None:
-        self.server.context.store.submit(
+        self.site.store.submit(
             lambda db: card_decisions.record_tap_outcome(
                 db, decision_id, outcome, command_id=command_id, transaction_id=transaction_id
             )

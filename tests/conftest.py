@@ -20,6 +20,7 @@ from edge.app import Site, run_edge
 from edge.hardware import Hardware
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
+from edge.site import SiteContext
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer, PostgresUnavailable
 
@@ -42,6 +43,11 @@ class RunningEdge:
     site: Site
     stop: asyncio.Event
     task: asyncio.Task[None]
+
+    @property
+    def context(self) -> SiteContext:
+        """What the site's features are given: for tests that call them directly."""
+        return self.server.context
 
     @property
     def url(self) -> str:

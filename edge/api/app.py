@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
@@ -35,10 +34,11 @@ from edge.ocpp.commands import (
     UnknownCharger,
     send_command,
 )
+from edge.ocpp.library import schema_text
 from edge.ocpp.payloads import snake_case
-from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings
+from edge.site import SiteContext
 from edge.store import card_decisions, chargers, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink
@@ -58,7 +58,7 @@ class ConnectorBusy(CommandError):
 
 
 def create_api(
-    server: OcppServer,
+    site: SiteContext,
     settings: Settings,
     taps: TapFlow | None = None,
     sync: SyncLink | None = None,
@@ -69,7 +69,7 @@ def create_api(
         version="1",
         responses=GUARD_RESPONSES,
     )
-    store = server.context.store
+    store = site.store
 
     @api.exception_handler(CommandError)
     async def command_failed(request: Request, error: CommandError) -> JSONResponse:
@@ -170,7 +170,7 @@ def create_api(
         return await store.run(lambda db: _charger_state(db, charger_id))
 
     for action in CSMS_INITIATED:
-        _add_command_route(api, server, settings, action)
+        _add_command_route(api, site, settings, action)
     return api
 
 
@@ -209,7 +209,7 @@ COMMAND_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, action: str) -> None:
+def _add_command_route(api: FastAPI, site: SiteContext, settings: Settings, action: str) -> None:
     async def command(
         charger_id: str,
         request: Request,
@@ -222,8 +222,8 @@ def _add_command_route(api: FastAPI, server: OcppServer, settings: Settings, act
             settings.files,
             charger_id,
         )
-        await _refuse_if_connector_busy(server, charger_id, action, arguments)
-        result = await send_command(server, charger_id, action, arguments, answer_within=wait)
+        await _refuse_if_connector_busy(site, charger_id, action, arguments)
+        result = await send_command(site, charger_id, action, arguments, answer_within=wait)
         return {"commandId": result.command_id, "response": result.response}
 
     schema = _request_schema(action)
@@ -270,12 +270,12 @@ def _command_fields(body: bytes) -> dict[str, Any]:
 
 
 async def _refuse_if_connector_busy(
-    server: OcppServer, charger_id: str, action: str, arguments: dict[str, Any]
+    site: SiteContext, charger_id: str, action: str, arguments: dict[str, Any]
 ) -> None:
     connector_id = arguments.get("connector_id")
     if action not in ("RemoteStartTransaction", "ReserveNow") or not connector_id:
         return
-    busy = await server.context.store.run(
+    busy = await site.store.run(
         lambda db: transactions.open_transaction(db, charger_id, int(connector_id))
     )
     if busy is not None:
@@ -285,8 +285,7 @@ async def _refuse_if_connector_busy(
 
 
 def _request_schema(action: str) -> dict[str, Any]:
-    text = resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text()
-    schema: dict[str, Any] = json.loads(text)
+    schema: dict[str, Any] = json.loads(schema_text(action))
     for key in ("$schema", "id", "$id", "title"):
         schema.pop(key, None)
     return schema

@@ -9,7 +9,6 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from datetime import UTC, datetime
-from importlib import resources
 from typing import Any
 
 from edge.cli.common import read_store, settings_of
@@ -85,10 +84,10 @@ def cmd_command(arguments: argparse.Namespace) -> int:
 
 def _field_value(action: str, key: str, text: str) -> object:
     """An --arg value as the command's schema types it: strings stay text, the rest JSON."""
+    from edge.ocpp.library import schema_text  # the library only when a command is sent
+
     try:
-        schema = json.loads(
-            resources.files("ocpp").joinpath("v16", "schemas", f"{action}.json").read_text()
-        )
+        schema = json.loads(schema_text(action))
     except FileNotFoundError:
         schema = {}
     field = schema.get("properties", {}).get(camel_case(key), {})

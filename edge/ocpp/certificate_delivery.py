@@ -9,15 +9,15 @@ from edge.certificates import CertificateRequestRejected, SiteCA
 from edge.ocpp.commands import CommandError, send_command
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
 
 async def deliver_certificate(
-    server: OcppServer, authority: SiteCA, charger_id: str, request_id: int
+    site: SiteContext, authority: SiteCA, charger_id: str, request_id: int
 ) -> None:
-    store = server.context.store
+    store = site.store
     csr = await store.run(
         lambda db: db.conn.execute(
             "SELECT csr FROM certificate_requests WHERE id = ?", (request_id,)
@@ -26,29 +26,29 @@ async def deliver_certificate(
     try:
         chain = authority.sign(csr, charger_id)
     except CertificateRequestRejected as error:
-        await _mark(server, request_id, "rejected", str(error), None)
+        await _mark(site, request_id, "rejected", str(error), None)
         return
     except Exception as error:  # a CSR the library cannot sign (e.g. an unsupported key)
         log.exception("certificate request %d of %s could not be signed", request_id, charger_id)
-        await _mark(server, request_id, "rejected", f"could not be signed: {error}", None)
+        await _mark(site, request_id, "rejected", f"could not be signed: {error}", None)
         return
     try:
         answer = await send_command(
-            server, charger_id, "CertificateSigned", {"certificate_chain": chain}
+            site, charger_id, "CertificateSigned", {"certificate_chain": chain}
         )
     except CommandError as error:
         log.warning("certificate for %s not delivered: %s", charger_id, error)
-        await _mark(server, request_id, "undelivered", str(error), chain)
+        await _mark(site, request_id, "undelivered", str(error), chain)
         return
     status = answer.response.get("status")
     outcome = "installed" if status == "Accepted" else "refused by charger"
-    await _mark(server, request_id, outcome, None, chain)
+    await _mark(site, request_id, outcome, None, chain)
 
 
 async def _mark(
-    server: OcppServer, request_id: int, status: str, reason: str | None, chain: str | None
+    site: SiteContext, request_id: int, status: str, reason: str | None, chain: str | None
 ) -> None:
-    await server.context.store.run(
+    await site.store.run(
         lambda db: db.conn.execute(
             "UPDATE certificate_requests SET status = ?, reason = coalesce(?, reason), "
             "certificate = coalesce(?, certificate) WHERE id = ?",

@@ -33,7 +33,7 @@ from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def build_payload(action: str, arguments: dict[str, Any]) -> Any:
 
 
 async def send_command(
-    server: OcppServer,
+    site: SiteContext,
     charger_id: str,
     action: str,
     arguments: dict[str, Any],
@@ -155,14 +155,14 @@ async def send_command(
     answer_within: float = DEFAULT_TIMEOUT,
 ) -> CommandResult:
     """Send `action` to `charger_id` and return its answer; raise CommandError otherwise."""
-    store = server.context.store
-    session = server.sessions.get(charger_id)
+    store = site.store
+    connected = site.chargers.is_connected(charger_id)
     requested_at = utc_now()
 
     def record_request(db: Database) -> tuple[int, dict[str, Any]]:
         if db.conn.execute("SELECT 1 FROM chargers WHERE id = ?", (charger_id,)).fetchone() is None:
             raise UnknownCharger(f"no charger {charger_id} at this site")
-        if session is None:
+        if not connected:
             # Checked as if it were sent (422 for a bad one), allocations undone.
             db.conn.execute("SAVEPOINT offline_check")
             try:
@@ -185,10 +185,10 @@ async def send_command(
                 json.dumps(request, default=str),
                 outcome,
                 requested_at,
-                requested_at if session is None else None,
+                requested_at if not connected else None,
             ),
         )
-        if session is not None:
+        if connected:
             apply_request(db, charger_id, action, request)
         assert cursor.lastrowid is not None
         return cursor.lastrowid, request
@@ -198,22 +198,22 @@ async def send_command(
             f"{action} is not a command a central system sends; one of: {', '.join(CSMS_INITIATED)}"
         )
     command_id, request = await store.run(record_request)
-    if session is None:
+    if not connected:
         raise ChargerOffline(f"charger {charger_id} is not connected", command_id)
     try:
         async with asyncio.timeout(answer_within):
-            response = await session.call_charger(action, request)
+            response = await site.chargers.send(charger_id, action, request)
     except TimeoutError:
-        await _finish(server, command_id, "timeout", None, None, None)
+        await _finish(site, command_id, "timeout", None, None, None)
         raise ChargerTimeout(
             f"charger {charger_id} did not answer {action} within {answer_within:g} s", command_id
         ) from None
     except ConnectionLost as error:
-        await _finish(server, command_id, "offline", None, None, error.description)
+        await _finish(site, command_id, "offline", None, None, error.description)
         raise ChargerOffline(f"charger {charger_id}: {error.description}", command_id) from error
     except CallFailed as error:
         code = error.code or "GenericError"
-        await _finish(server, command_id, "callerror", None, code, error.description)
+        await _finish(site, command_id, "callerror", None, code, error.description)
         raise ChargerRefused(
             f"charger {charger_id} answered {action} with {code}: {error.description}",
             command_id,
@@ -229,21 +229,21 @@ async def send_command(
     except Exception as error:  # a valid answer the store cannot take: recorded as such
         log.exception("%s: the answer to %s could not be stored", charger_id, action)
         description = f"the charger's answer could not be stored: {error}"
-        await _finish(server, command_id, "callerror", response, "InternalError", description)
+        await _finish(site, command_id, "callerror", response, "InternalError", description)
         raise ChargerRefused(description, command_id, "InternalError") from error
     log.info("%s answered %s: %s", charger_id, action, bounded(str(response), 500))
     return CommandResult(command_id, charger_id, action, response)
 
 
 async def _finish(
-    server: OcppServer,
+    site: SiteContext,
     command_id: int,
     outcome: str,
     response: dict[str, Any] | None,
     code: str | None,
     description: str | None,
 ) -> None:
-    await server.context.store.run(
+    await site.store.run(
         lambda db: _finish_row(db, command_id, outcome, response, code, description)
     )
 

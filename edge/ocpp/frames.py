@@ -20,7 +20,8 @@ from decimal import Decimal
 from typing import Any
 
 from ocpp.exceptions import FormationViolationError, OCPPError, ProtocolError
-from ocpp.messages import Call, CallError, CallResult
+
+from edge.ocpp.library import Call, CallError, CallResult
 
 UNKNOWN_UNIQUE_ID = "-1"
 MAX_UNIQUE_ID_LENGTH = 36

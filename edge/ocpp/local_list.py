@@ -11,39 +11,39 @@ from sqlite_utils import Database
 from edge.ocpp.commands import CommandError, send_command
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
 
-async def sync_local_list(server: OcppServer, charger_id: str) -> None:
+async def sync_local_list(site: SiteContext, charger_id: str) -> None:
     """Ask the charger its list version; send what it lacks (Differential from a version
     the edge confirmed, else Full; Full again if the charger refuses the difference)."""
-    store = server.context.store
+    store = site.store
     try:
-        reported = await send_command(server, charger_id, "GetLocalListVersion", {})
+        reported = await send_command(site, charger_id, "GetLocalListVersion", {})
         version = int(reported.response["listVersion"])
         current, confirmed = await store.run(lambda db: _versions(db, charger_id))
         if version >= max(current, 1):
             return
         update_type = "Differential" if 0 < version == confirmed else "Full"
-        sent = await send_command(server, charger_id, "SendLocalList", {"update_type": update_type})
+        sent = await send_command(site, charger_id, "SendLocalList", {"update_type": update_type})
         if sent.response.get("status") != "Accepted" and update_type == "Differential":
-            await send_command(server, charger_id, "SendLocalList", {"update_type": "Full"})
+            await send_command(site, charger_id, "SendLocalList", {"update_type": "Full"})
     except CommandError as error:
         log.warning("local list for %s not synchronised: %s", charger_id, error)
 
 
-async def chargers_behind(server: OcppServer) -> list[str]:
+async def chargers_behind(site: SiteContext) -> list[str]:
     """Connected chargers whose confirmed list version is older than the card table's."""
-    connected = list(server.sessions)
+    connected = site.chargers.connected_ids()
 
     def behind(db: Database) -> list[str]:
         current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
         confirmed = dict(db.conn.execute("SELECT charger_id, version FROM local_lists"))
         return [charger for charger in connected if confirmed.get(charger, 0) < current]
 
-    return await server.context.store.run(behind)
+    return await site.store.run(behind)
 
 
 def _versions(db: Database, charger_id: str) -> tuple[int, int]:

@@ -19,7 +19,6 @@ import functools
 import json
 from collections.abc import Callable
 from datetime import UTC
-from importlib import resources
 from typing import Any
 
 import fastjsonschema
@@ -34,6 +33,7 @@ from ocpp.exceptions import (
 )
 
 from edge.clock import parse_timestamp
+from edge.ocpp.library import schema_text
 
 _ERROR_FOR_RULE: dict[str, type[OCPPError]] = {
     "type": TypeConstraintViolationError,
@@ -64,9 +64,8 @@ def _is_date_time(text: str) -> bool:
 
 @functools.cache
 def _validator(schema_name: str) -> Callable[[Any], Any]:
-    schema_file = resources.files("ocpp").joinpath("v16", "schemas", f"{schema_name}.json")
     try:
-        schema = json.loads(schema_file.read_text(encoding="utf-8"))
+        schema = json.loads(schema_text(schema_name))
     except FileNotFoundError as error:
         raise NotImplementedError(description=f"no OCPP 1.6 schema for {schema_name}") from error
     schema.pop("$schema", None)

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from urllib.parse import unquote, urlsplit
@@ -30,6 +30,7 @@ from edge import log_context
 from edge.clock import utc_now
 from edge.events import ChargerConnection
 from edge.ocpp.admission import Admission, GuardedConnection, Refusal, connection_class
+from edge.ocpp.connected import ConnectedChargers
 from edge.ocpp.handlers import ChargerSession
 from edge.ocpp.security import (
     PasswordChecker,
@@ -38,7 +39,7 @@ from edge.ocpp.security import (
     certificate_common_name,
     server_tls_context,
 )
-from edge.ocpp.session import SiteContext
+from edge.site import SiteContext
 from edge.store import charger_reports, chargers
 
 log = logging.getLogger(__name__)
@@ -57,18 +58,27 @@ RECORDED_REFUSALS_PER_MINUTE = 10
 # Of a refused subprotocol list, this many names are echoed back, each cut to this length.
 ECHOED_SUBPROTOCOLS = 5
 ECHOED_LENGTH = 32
+# At the stop, chargers get this long to answer the closing handshake; then it is cut.
+CLOSE_CONNECTIONS_SECONDS = 1.0
 
 
 class OcppServer:
-    def __init__(self, context: SiteContext) -> None:
+    """Serves the site's chargers: sessions are built with `context` and registered in
+    `connected`, the registry the site's features see as `context.chargers`."""
+
+    def __init__(self, context: SiteContext, connected: ConnectedChargers) -> None:
         self.context = context
         self.settings = context.settings
-        self.sessions: dict[str, ChargerSession] = {}
+        self.connected = connected
         self.admission = Admission(self.settings)
         self.passwords = PasswordChecker(self.settings)
         self._closing_replaced: set[asyncio.Task[None]] = set()
         self._recorded_refusals: dict[str, deque[float]] = {}
         self.port: int | None = None
+
+    @property
+    def sessions(self) -> Mapping[str, ChargerSession]:
+        return self.connected.sessions
 
     @asynccontextmanager
     async def serving(self) -> AsyncIterator[Server]:
@@ -298,11 +308,10 @@ class OcppServer:
         store, now = self.context.store, utc_now()
         # Registered before anything is awaited: the connection it replaces, ending
         # meanwhile, must find itself replaced and not mark the charger offline.
-        previous = self.sessions.get(charger_id)
-        self.sessions[charger_id] = session
+        previous = self.connected.register(charger_id, session)
         if previous is not None:
             log.info("%s connected again; closing its previous connection", charger_id)
-            task = asyncio.create_task(_close_replaced(previous._connection))
+            task = asyncio.create_task(_close_replaced(previous.websocket))
             self._closing_replaced.add(task)
             task.add_done_callback(self._closing_replaced.discard)
 
@@ -328,8 +337,7 @@ class OcppServer:
             await session.start()
         finally:
             watchdog.cancel()
-            if self.sessions.get(charger_id) is session:
-                del self.sessions[charger_id]
+            if self.connected.remove(charger_id, session):
                 gone_at = utc_now()
 
                 def disconnect(db: Database) -> None:
@@ -340,6 +348,25 @@ class OcppServer:
                 await store.run(disconnect)
                 log.info("%s disconnected", charger_id)
                 self.context.events.publish(ChargerConnection(charger_id, connected=False))
+
+
+async def close_connections(listener: Server) -> None:
+    """Wait for the closing handshakes `listener.close()` started; cut the connections
+    of chargers that do not answer within CLOSE_CONNECTIONS_SECONDS."""
+    listener.close()  # idempotent: already called when the stop began
+    try:
+        async with asyncio.timeout(CLOSE_CONNECTIONS_SECONDS):
+            await listener.wait_closed()
+    except TimeoutError:
+        # Not answering, or not reading what we send (a close() would wait for that).
+        silent = list(listener.all_connections)
+        log.warning(
+            "%d charger connections not closed within %g s: cut",
+            len(silent),
+            CLOSE_CONNECTIONS_SECONDS,
+        )
+        for connection in silent:
+            connection.transport.abort()
 
 
 async def _cut_when_not_reading(connection: ServerConnection, every: float) -> None:

@@ -19,8 +19,6 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from ocpp.exceptions import (
@@ -30,17 +28,13 @@ from ocpp.exceptions import (
     OCPPError,
     SecurityError,
 )
-from ocpp.messages import Call, CallError
-from ocpp.v16 import ChargePoint
 from ocpp.v16.enums import Action
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from edge import log_context
-from edge.certificates import SiteCA
 from edge.clock import now_ms, utc_now
-from edge.events import SiteEvent, SiteEvents
-from edge.ocpp.data_transfer import DataTransferHandlers
+from edge.events import SiteEvent
 from edge.ocpp.frames import (
     FrameError,
     bounded,
@@ -49,13 +43,12 @@ from edge.ocpp.frames import (
     encode_call_result,
     parse_frame,
 )
+from edge.ocpp.library import Call, CallError, ChargePoint, Handler, handler_for
 from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, FrameBudget, Note, check_sampled_values
 from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
-from edge.settings import AuthorizationSettings, OcppSettings
+from edge.site import SiteContext
 from edge.store import chargers, message_log
-from edge.store.writer import StoreWriter
-from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -114,29 +107,11 @@ class ConnectionLost(CallFailed):
     """The connection closed before the answer came."""
 
 
-@dataclass
-class SiteContext:
-    """What every session shares: settings, the store, plug-ins."""
-
-    settings: OcppSettings
-    store: StoreWriter
-    data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
-    # Called with the charger id after an accepted BootNotification has been answered.
-    after_boot: list[Callable[[str], None]] = field(default_factory=list)
-    # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
-    certificate_authority: SiteCA | None = None
-    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
-    # Events for the cloud, appended in the same unit of work as the change they report.
-    outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
-    # What happened (transactions, meter readings, status), for the parts that react.
-    events: SiteEvents = field(default_factory=SiteEvents)
-    # Called with (charger id, certificate request id) after an accepted SignCertificate.
-    after_sign_certificate: list[Callable[[str, int], None]] = field(default_factory=list)
-
-
 class SessionBase(ChargePoint):  # type: ignore[misc]
     def __init__(self, charger_id: str, connection: ServerConnection, context: SiteContext) -> None:
         super().__init__(charger_id, connection, response_timeout=context.settings.response_timeout)
+        # Ours, not the library's private attribute of the same connection.
+        self.websocket = connection
         self.context = context
         self.store = context.store
         self.settings = context.settings
@@ -144,7 +119,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # Transaction ids this charger owns (ids are never reused) and their meter
         # start in Wh: saves a look-up for every MeterValues.
         self.known_transactions: dict[int, int] = {}
-        self.certificate_request_to_sign: int | None = None
         self.outbox = context.outbox
         # When each transaction's figures last went to the cloud (monotonic seconds).
         self._meter_reported_at: dict[int, float] = {}
@@ -182,7 +156,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
     async def start(self) -> None:
         """Serve frames until the connection closes."""
         try:
-            async for raw in self._connection:
+            async for raw in self.websocket:
                 # Over its budget a charger is read more slowly: while this waits, the
                 # connection's bounded queue fills and TCP holds the charger back.
                 delay = self._budget.delay()
@@ -268,7 +242,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
                 message = encode_call(unique_id, action, payload)
                 self._log_frame("out", message, 2, unique_id, action, now_ms())
                 try:
-                    await self._connection.send(message)
+                    await self.websocket.send(message)
                 except ConnectionClosed as error:
                     raise ConnectionLost(
                         "the connection closed before the call could be sent"
@@ -333,17 +307,12 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             await self._send(encode_call_error(call.unique_id, internal), call.action)
             return
         await self._send(encode_call_result(call.unique_id, payload), call.action)
-        after = self.route_map.get(call.action, {}).get("_after_action")
-        if after is not None:
-            try:
-                after(**keyword_arguments(call.payload))
-            except Exception:  # what follows an answer never ends the connection
-                log.exception("%s: what follows %s failed", self.id, call.action)
+        # What follows an answer (edge.events) is published once it is on the wire.
         for event in self._events:
             self.context.events.publish(event)
         self._events.clear()
 
-    def _handler_for(self, action: str) -> Callable[..., Awaitable[Any]]:
+    def _handler_for(self, action: str) -> Handler:
         if action not in ALL_ACTIONS:
             raise NotImplementedError(
                 description=f"{bounded(action, 64)} is not an OCPP 1.6 action"
@@ -352,8 +321,8 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             raise NotSupportedError(
                 description=f"a central system does not accept {bounded(action, 64)}"
             )
-        handlers = self.route_map.get(action, {})
-        if "_on_action" not in handlers:
+        handler = handler_for(self, action)
+        if handler is None:
             raise NotImplementedError(description=f"no handler for {action}")
         if (
             self.registration != "accepted"
@@ -364,7 +333,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
                 description=f"this charger's registration is {self.registration}: until "
                 "it is accepted it may send only BootNotification (OCPP 1.6 section 4.2)"
             )
-        handler: Callable[..., Awaitable[Any]] = handlers["_on_action"]
         return handler
 
     async def _check_registration_again(self) -> None:
@@ -382,7 +350,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
     async def _send(self, message: str, action: str | None = None) -> None:
         self._log_frame("out", message, None, None, action, now_ms())
         try:
-            await self._connection.send(message)
+            await self.websocket.send(message)
         except ConnectionClosed:
             log.info("%s: connection closed before our answer could be sent", self.id)
 

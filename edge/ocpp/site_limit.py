@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlite_utils import Database
 
+from contract.runtime import until_stopped
 from edge.events import SiteEvent, TransactionStarted, TransactionStopped
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.commands import CommandError, send_command
@@ -23,7 +24,7 @@ from edge.settings import SmartChargingSettings
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE, fair_shares, site_limit_profile
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,8 @@ Share = tuple[int, float]  # (transaction id, limit in W)
 
 
 class SiteLimitBalancer:
-    def __init__(self, server: OcppServer, settings: SmartChargingSettings) -> None:
-        self.server = server
+    def __init__(self, site: SiteContext, settings: SmartChargingSettings) -> None:
+        self.site = site
         self.settings = settings
         self._changed = asyncio.Event()
         self._lanes = ChargerLanes()
@@ -48,21 +49,14 @@ class SiteLimitBalancer:
     async def run(self, stop: asyncio.Event) -> None:
         self._changed.set()  # once at start: the last run may have left shares behind
         async with self._lanes:
-            while not stop.is_set():
-                waiting = asyncio.ensure_future(self._changed.wait())
-                stopping = asyncio.ensure_future(stop.wait())
-                await asyncio.wait([waiting, stopping], return_when=asyncio.FIRST_COMPLETED)
-                waiting.cancel()
-                stopping.cancel()
-                if stop.is_set():
-                    return
+            while not await until_stopped(stop, or_when=self._changed):
                 self._changed.clear()
                 await self.rebalance()
 
     async def rebalance(self) -> dict[Key, float]:
         """Work out every running transaction's share; each connected charger holding a
         share it does not have yet gets it sent in its lane."""
-        running, sent = await self.server.context.store.run(_running_and_sent)
+        running, sent = await self.site.store.run(_running_and_sent)
         shares = fair_shares(
             self.settings.site_limit_w,
             {key: float(self.settings.connector_max_w) for key in running},
@@ -73,7 +67,7 @@ class SiteLimitBalancer:
             for (charger_id, connector_id), share in self._shares.items()
             if sent.get((charger_id, connector_id)) != share
             # Offline: its share is still kept free for it.
-            and charger_id in self.server.sessions
+            and self.site.chargers.is_connected(charger_id)
         }
         for charger_id in behind:
             self._lanes.submit(charger_id, functools.partial(self._send_shares, charger_id))
@@ -81,13 +75,13 @@ class SiteLimitBalancer:
 
     async def _send_shares(self, charger_id: str) -> None:
         """Send the charger the newest shares it does not hold yet, one by one."""
-        _, sent = await self.server.context.store.run(_running_and_sent)
+        _, sent = await self.site.store.run(_running_and_sent)
         for (charger, connector_id), share in list(self._shares.items()):
             if charger != charger_id or sent.get((charger, connector_id)) == share:
                 continue
             if self._shares.get((charger, connector_id)) != share:
                 continue  # replaced by a newer re-balance meanwhile: the lane runs again
-            if charger_id not in self.server.sessions:
+            if not self.site.chargers.is_connected(charger_id):
                 return
             transaction_id, limit = share
             profile = site_limit_profile(
@@ -95,11 +89,11 @@ class SiteLimitBalancer:
             )
             try:
                 await send_command(
-                    self.server,
+                    self.site,
                     charger_id,
                     "SetChargingProfile",
                     {"connector_id": connector_id, "cs_charging_profiles": profile},
-                    answer_within=self.server.settings.response_timeout,
+                    answer_within=self.site.settings.response_timeout,
                 )
             except CommandError as error:
                 log.warning("site limit share not sent to %s: %s", charger_id, error)

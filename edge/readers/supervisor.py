@@ -10,13 +10,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from contract.runtime import FIRST_RETRY_SECONDS, LONGEST_RETRY_SECONDS, Backoff
 from edge.readers.taps import CardReader, CardTap, ReaderError, ReaderOpened
 from edge.readers.uid import ByteOrder, UidError, UidFormat, normalize_uid
 
 log = logging.getLogger(__name__)
-
-FIRST_RETRY_SECONDS = 1.0
-LONGEST_RETRY_SECONDS = 60.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ async def supervise_reader(
     driver keeps reading into its buffer meanwhile). `on_status(reader_id, online,
     reason)` hears when the reader comes and goes."""
     debouncer = Debouncer(debounce_seconds)
-    retry_in = first_retry
+    backoff = Backoff(first_retry, longest_retry)
     online: bool | None = None  # unknown until the first open succeeds or fails
 
     def report(now_online: bool, reason: str) -> None:
@@ -84,7 +82,7 @@ async def supervise_reader(
                 if isinstance(raw, ReaderOpened):
                     log.info("reader %s open: %s", reader_id, reader.describe())
                     report(True, "open")
-                    retry_in = first_retry
+                    backoff.succeeded()
                     continue
                 try:
                     uid = normalize_uid(
@@ -106,8 +104,7 @@ async def supervise_reader(
             reader_id,
             reader.describe(),
             reason,
-            retry_in,
+            backoff.seconds,
         )
         report(False, reason)
-        await asyncio.sleep(retry_in)
-        retry_in = min(retry_in * 2, longest_retry)
+        await asyncio.sleep(backoff.failed())

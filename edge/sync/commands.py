@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from contract import protocol as wire
+from contract.runtime import until_stopped
 from edge.clock import parse_timestamp, utc_now
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
@@ -31,7 +32,7 @@ from edge.sync.outbox import Outbox
 from edge.sync.rollout import FIRMWARE_ACTIONS, is_firmware_command, run_firmware_command
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -149,38 +150,38 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
 
 
 async def run_command(
-    server: OcppServer,
+    site: SiteContext,
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
     clock: Callable[[], str] = utc_now,
 ) -> wire.CommandResult | None:
     """Run a command the cloud sent, once; None when it was not run (a repeat)."""
-    store = server.context.store
+    store = site.store
     received = await store.run(lambda db: record_command(db, command, outbox, clock()))
     if not received.run:
         log.info("cloud command %s not run: %s", command.id, received.reason)
         return None
-    return await _execute(server, command, files, outbox, clock)
+    return await _execute(site, command, files, outbox, clock)
 
 
 async def _execute(
-    server: OcppServer,
+    site: SiteContext,
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
     clock: Callable[[], str] = utc_now,
 ) -> wire.CommandResult:
     """Run a recorded command and record its result."""
-    store = server.context.store
+    store = site.store
     if is_firmware_command(command):
-        result = await run_firmware_command(server, command, files, outbox, clock)
+        result = await run_firmware_command(site, command, files, outbox, clock)
         await store.run(lambda db: finish_command(db, result, outbox, clock()))
         log.info("cloud command %s (%s): %s", command.id, command.action, result.status)
         return result
     try:
         action, arguments = ocpp_request(command, files)
-        answer = await send_command(server, command.charger_id, action, arguments)
+        answer = await send_command(site, command.charger_id, action, arguments)
     except (CommandError, KeyError, TypeError, ValueError) as error:
         result = wire.CommandResult(command_id=command.id, status="failed", detail=str(error))
     except Exception as error:
@@ -254,7 +255,7 @@ def report_interrupted(
 
 
 async def rerun_or_report_interrupted(
-    server: OcppServer,
+    site: SiteContext,
     files: FilesSettings,
     outbox: Outbox,
     stop: asyncio.Event,
@@ -263,7 +264,7 @@ async def rerun_or_report_interrupted(
 ) -> None:
     """At start: every command a previous run left `received` is reported interrupted,
     or, when running it again is harmless, run again once its charger is back."""
-    store = server.context.store
+    store = site.store
     found = await store.run(interrupted_commands)
     again = []
     for command in found:
@@ -278,15 +279,16 @@ async def rerun_or_report_interrupted(
         log.warning("cloud command %s (%s) was interrupted by a stop", command.id, command.action)
     deadline = time.monotonic() + wait_seconds
     for command in again:
-        while command.charger_id not in server.sessions and time.monotonic() < deadline:
-            if stop.is_set() or parse_timestamp(command.expires_at) <= parse_timestamp(clock()):
+        while not site.chargers.is_connected(command.charger_id) and time.monotonic() < deadline:
+            if parse_timestamp(command.expires_at) <= parse_timestamp(clock()):
                 break
-            await asyncio.sleep(1.0)
-        if command.charger_id in server.sessions and not stop.is_set():
+            if await until_stopped(stop, 1.0):
+                break
+        if site.chargers.is_connected(command.charger_id) and not stop.is_set():
             log.info(
                 "cloud command %s (%s) interrupted by a stop: run again", command.id, command.action
             )
-            await _execute(server, command, files, outbox, clock)
+            await _execute(site, command, files, outbox, clock)
         elif not stop.is_set():
             await store.run(
                 functools.partial(report_interrupted, command=command, outbox=outbox, now=clock())

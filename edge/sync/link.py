@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import shutil
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
 from contract import protocol as wire
+from contract.runtime import retry_with_backoff, until_stopped
 from contract.stopping import cancel_until_done
 from edge.clock import parse_timestamp, utc_now
 from edge.settings import FilesSettings, SyncSettings
@@ -37,7 +39,6 @@ from edge.sync.commands import (
 from edge.sync.outbox import (
     AckOutcome,
     Backlog,
-    Outbox,
     acknowledge,
     backlog,
     pending_batch,
@@ -45,14 +46,12 @@ from edge.sync.outbox import (
 )
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
 Message = TypeVar("Message", bound=BaseModel)
 
-FIRST_RETRY_SECONDS = 1.0
-LONGEST_RETRY_SECONDS = 60.0
 # Seconds without a firmware chunk after which the missing ones are asked for again.
 FIRMWARE_SILENCE_SECONDS = 5.0
 # A batch stays well under the aggregator's limit on one message.
@@ -66,6 +65,8 @@ MAX_COMMANDS_AT_ONCE = 64
 # Desired state that fails validation is reported at most this often (seconds) for one
 # card list version, command or image: the cloud sends it again every resend_interval.
 REPORT_REFUSAL_SECONDS = 600.0
+# An `edge.health` event this often (seconds).
+HEALTH_EVERY_SECONDS = 3600.0
 
 
 class FirmwareSink(Protocol):
@@ -89,15 +90,14 @@ class SyncLink:
     def __init__(
         self,
         settings: SyncSettings,
-        server: OcppServer,
-        outbox: Outbox,
+        site: SiteContext,
         files: FilesSettings,
         firmware: FirmwareSink | None = None,
     ) -> None:
         self.settings = settings
-        self.server = server
-        self.store = server.context.store
-        self.outbox = outbox
+        self.site = site
+        self.store = site.store
+        self.outbox = site.outbox
         self.files = files
         self.firmware = firmware
         self.topics = wire.Topics(settings.edge_id, settings.topic_prefix)
@@ -107,7 +107,7 @@ class SyncLink:
         self._acked = 0
         self._ack_changed = asyncio.Condition()
         self._outbox_grew = asyncio.Event()
-        outbox.on_append = self._outbox_grew.set
+        self.outbox.on_append = self._outbox_grew.set
         self._commands: set[asyncio.Task[Any]] = set()
         self._client: aiomqtt.Client | None = None  # while connected, for replies
         self._last_chunk_at = 0.0
@@ -123,7 +123,7 @@ class SyncLink:
         First, commands a previous run left unfinished are reported or run again."""
         self._epoch = await self.store.run(store_epoch)
         self._start_command(
-            rerun_or_report_interrupted(self.server, self.files, self.outbox, stop),
+            rerun_or_report_interrupted(self.site, self.files, self.outbox, stop),
             "cloud-commands-interrupted",
         )
         try:
@@ -135,28 +135,20 @@ class SyncLink:
                 task.cancel()
 
     async def _stay_connected(self, stop: asyncio.Event) -> None:
-        retry_in = FIRST_RETRY_SECONDS
-        while not stop.is_set():
-            try:
-                await self._connected_session(stop)
-                retry_in = FIRST_RETRY_SECONDS
-            except* aiomqtt.MqttError as errors:
-                log.warning(
-                    "cloud link to %s:%s down: %s; trying again in %.0f s",
-                    self.settings.broker_host,
-                    self.settings.broker_port,
-                    errors.exceptions[0],
-                    retry_in,
-                )
-            except* Exception:
-                # The site goes on without the cloud: a failing link is retried, never
-                # allowed to stop the daemon.
-                log.exception("cloud link failed; trying again in %.0f s", retry_in)
+        def down() -> None:
             self.connected = False
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(retry_in):
-                    await stop.wait()
-            retry_in = min(retry_in * 2, LONGEST_RETRY_SECONDS)
+
+        # The site goes on without the cloud: a failing link is retried, never allowed
+        # to stop the daemon.
+        await retry_with_backoff(
+            stop,
+            lambda: self._connected_session(stop),
+            expected=aiomqtt.MqttError,
+            down=f"cloud link to {self.settings.broker_host}:{self.settings.broker_port} down",
+            failed="cloud link failed",
+            after_each=down,
+            logger=log,
+        )
 
     def _new_client(self) -> aiomqtt.Client:
         offline = wire.EdgeStatus(state="offline").model_dump_json(exclude_none=True)
@@ -287,6 +279,19 @@ class SyncLink:
             at=utc_now(),
         )
 
+    async def report_health(self, stop: asyncio.Event) -> None:
+        """An `edge.health` event every hour, for the cloud's history of this edge."""
+        while not await until_stopped(stop, HEALTH_EVERY_SECONDS):
+            status = await self.status()
+            health = wire.EdgeHealth(
+                software_version=status.software_version or "unknown",
+                uptime_s=status.uptime_s or 0.0,
+                backlog=status.backlog or 0,
+                oldest_age_s=status.oldest_age_s,
+                disk_free_mb=status.disk_free_mb or 0.0,
+            )
+            await self.store.run(functools.partial(self.outbox.append, event=health))
+
     async def _publish_status(self, client: aiomqtt.Client) -> None:
         await self._publish(client, self.topics.status, await self.status(), retain=True)
 
@@ -405,7 +410,7 @@ class SyncLink:
             )
             return
         self._start_command(
-            run_command(self.server, command, self.files, self.outbox),
+            run_command(self.site, command, self.files, self.outbox),
             f"cloud-command-{command.id}",
         )
 

@@ -33,7 +33,7 @@ from edge.sync.manifest import is_older, is_target, printable
 from edge.sync.outbox import Outbox
 
 if TYPE_CHECKING:
-    from edge.ocpp.server import OcppServer
+    from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
 
@@ -161,14 +161,14 @@ def plan_install(
 
 
 async def run_firmware_command(
-    server: OcppServer,
+    site: SiteContext,
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
     clock: Callable[[], str] = utc_now,
 ) -> wire.CommandResult:
     """Check, send and follow a firmware command from the cloud; its result."""
-    store = server.context.store
+    store = site.store
     charger_id = command.charger_id
     try:
         firmware: FirmwareCommand | None = firmware_command(command, clock())
@@ -204,7 +204,7 @@ async def run_firmware_command(
     failure: str | None = None
     response: dict[str, Any] | None = None
     try:
-        answer = await send_command(server, charger_id, firmware.action, planned.arguments)
+        answer = await send_command(site, charger_id, firmware.action, planned.arguments)
     except CommandError as error:
         command_id, failure = error.command_id, str(error)
     except Exception as error:  # the charger's session failed: so did the install

@@ -90,7 +90,7 @@ async def stuck_charger(edge: RunningEdge, charger_id: str) -> tuple[asyncio.Str
     await eventually(lambda: charger_id in edge.server.sessions)
     with pytest.raises(ChargerTimeout):
         await send_command(
-            edge.server,
+            edge.context,
             charger_id,
             "DataTransfer",
             {"vendor_id": "test", "data": "x" * 8_000_000},

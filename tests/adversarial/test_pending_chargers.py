@@ -67,7 +67,7 @@ async def test_pending_charger_may_send_what_the_edge_triggered(start_edge: Star
     async with HostileCharger(edge.url, "NEWCOMER2") as charger:
         assert (await charger.boot())["status"] == "Pending"
         sending = send_command(
-            edge.server, "NEWCOMER2", "TriggerMessage", {"requested_message": "StatusNotification"}
+            edge.context, "NEWCOMER2", "TriggerMessage", {"requested_message": "StatusNotification"}
         )
         task = asyncio.create_task(sending)
         call = await charger.next_call("TriggerMessage")

@@ -23,6 +23,7 @@ from edge.ocpp.commands import (
     UnknownCharger,
     send_command,
 )
+from edge.ocpp.library import set_handler
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig, make_csr
 from tests.conftest import RunningEdge, StartEdge
 
@@ -78,7 +79,7 @@ def self_signed_pem(common_name: str) -> str:
 
 async def test_every_command_round_trips(edge: RunningEdge, charger: SimulatedCharger) -> None:
     async def send(action: str, **arguments: Any) -> dict[str, Any]:
-        result = await send_command(edge.server, "SIM1", action, arguments, answer_within=10)
+        result = await send_command(edge.context, "SIM1", action, arguments, answer_within=10)
         done.add(action)
         return result.response
 
@@ -192,27 +193,27 @@ async def test_command_outcomes_other_than_an_answer(
     edge: RunningEdge, charger: SimulatedCharger
 ) -> None:
     with pytest.raises(UnknownCharger):
-        await send_command(edge.server, "NOBODY", "Reset", {"type": "Soft"})
+        await send_command(edge.context, "NOBODY", "Reset", {"type": "Soft"})
     with pytest.raises(InvalidArguments, match="type"):
-        await send_command(edge.server, "SIM1", "Reset", {"type": "Sideways"})
+        await send_command(edge.context, "SIM1", "Reset", {"type": "Sideways"})
     with pytest.raises(InvalidArguments, match="not a command"):
-        await send_command(edge.server, "SIM1", "BootNotification", {})
+        await send_command(edge.context, "SIM1", "BootNotification", {})
     await edge.execute("INSERT INTO chargers (id, created_at) VALUES ('OFF1', 'x')")
     with pytest.raises(ChargerOffline):
-        await send_command(edge.server, "OFF1", "Reset", {"type": "Soft"})
+        await send_command(edge.context, "OFF1", "Reset", {"type": "Soft"})
 
     # A charger that answers with a CALLERROR, and one that does not answer at all.
-    charger.route_map.pop("ClearCache")
+    set_handler(charger, "ClearCache", None)
     with pytest.raises(ChargerRefused) as refused:
-        await send_command(edge.server, "SIM1", "ClearCache", {})
+        await send_command(edge.context, "SIM1", "ClearCache", {})
     assert refused.value.code == "NotImplemented"
 
     async def never(**_: Any) -> None:
         await asyncio.sleep(3600)
 
-    charger.route_map["GetLocalListVersion"]["_on_action"] = never
+    set_handler(charger, "GetLocalListVersion", never)
     with pytest.raises(ChargerTimeout):
-        await send_command(edge.server, "SIM1", "GetLocalListVersion", {}, answer_within=0.3)
+        await send_command(edge.context, "SIM1", "GetLocalListVersion", {}, answer_within=0.3)
     outcomes = [
         tuple(r)
         for r in edge.query("SELECT charger_id, outcome, error_code FROM commands ORDER BY id")
@@ -233,11 +234,11 @@ async def test_differential_local_list_after_card_changes(
     await edge.execute(
         "INSERT INTO id_tags (id_tag, created_at, updated_at) VALUES ('B2', 'x', 'x')"
     )
-    await send_command(edge.server, "SIM1", "SendLocalList", {})
+    await send_command(edge.context, "SIM1", "SendLocalList", {})
     assert charger.local_list == {"A1": {"status": "Accepted"}, "B2": {"status": "Accepted"}}
     first = charger.local_list_version
     await edge.execute("UPDATE id_tags SET status = 'Blocked' WHERE id_tag = 'B2'")
-    await send_command(edge.server, "SIM1", "SendLocalList", {})
+    await send_command(edge.context, "SIM1", "SendLocalList", {})
     request = json.loads(edge.query("SELECT request FROM commands ORDER BY id DESC LIMIT 1")[0][0])
     assert request["updateType"] == "Differential"
     assert request["localAuthorizationList"] == [
@@ -254,7 +255,7 @@ async def test_reservation_is_consumed_by_start_transaction(
         "INSERT INTO id_tags (id_tag, created_at, updated_at) VALUES ('RES1', 'x', 'x')"
     )
     result = await send_command(
-        edge.server,
+        edge.context,
         "SIM1",
         "ReserveNow",
         {"connector_id": 0, "expiry_date": SOON, "id_tag": "RES1"},
@@ -314,7 +315,7 @@ async def test_availability_scheduled_during_a_transaction_applies_at_its_end(
 ) -> None:
     await charger.start_transaction(1, "CARD1")
     result = await send_command(
-        edge.server, "SIM1", "ChangeAvailability", {"connector_id": 1, "type": "Inoperative"}
+        edge.context, "SIM1", "ChangeAvailability", {"connector_id": 1, "type": "Inoperative"}
     )
     assert result.response == {"status": "Scheduled"}
     assert edge.query("SELECT answer FROM availability_requests")[0][0] == "Scheduled"
@@ -342,3 +343,34 @@ def test_expired_reservations_are_marked(tmp_path: Any) -> None:
         "expired",
         "active",
     ]
+
+
+async def test_features_see_the_chargers_through_the_site_context(
+    start_edge: StartEdge,
+) -> None:
+    """`context.chargers` (what every feature is given instead of the server): who is
+    connected and accepted, and a call to one of them; a charger not connected is a
+    ConnectionLost, never a KeyError."""
+    from edge.ocpp.session import ConnectionLost
+
+    edge = await start_edge(unknown_chargers="pending")
+    chargers = edge.context.chargers
+    async with (
+        connect(f"{edge.url}/SIM1", subprotocols=[Subprotocol("ocpp1.6")]) as accepted,
+        connect(f"{edge.url}/NEW1", subprotocols=[Subprotocol("ocpp1.6")]) as pending,
+    ):
+        await edge.execute("UPDATE chargers SET registration = 'accepted' WHERE id = 'SIM1'")
+        sim = SimulatedCharger("SIM1", accepted, SimulatedChargerConfig())
+        newcomer = SimulatedCharger("NEW1", pending, SimulatedChargerConfig())
+        listeners = [asyncio.create_task(sim.start()), asyncio.create_task(newcomer.start())]
+        assert (await sim.boot()).status == "Accepted"
+        assert (await newcomer.boot()).status == "Pending"
+        assert sorted(chargers.connected_ids()) == ["NEW1", "SIM1"]
+        assert chargers.is_connected("NEW1") and not chargers.is_accepted("NEW1")
+        assert chargers.is_accepted("SIM1") and not chargers.is_connected("GONE")
+        answer = await chargers.send("SIM1", "GetLocalListVersion", {})
+        assert answer == {"listVersion": sim.local_list_version}
+        with pytest.raises(ConnectionLost):
+            await chargers.send("GONE", "GetLocalListVersion", {})
+        for listener in listeners:
+            listener.cancel()

@@ -15,6 +15,7 @@ from websockets.typing import Subprotocol
 
 from contract.config_files import ConfigError
 from edge.ocpp.commands import CSMS_INITIATED
+from edge.ocpp.library import set_handler
 from edge.settings import load_settings
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningEdge, StartEdge
@@ -90,14 +91,14 @@ async def test_command_endpoint_and_its_errors(
         "/api/chargers/SIM1/commands/RemoteStartTransaction", {"idTag": "X", "connectorId": 1}
     )
     assert code == 409 and "busy with transaction" in body["detail"]
-    charger.route_map.pop("ClearCache")
+    set_handler(charger, "ClearCache", None)
     code, body = await status("/api/chargers/SIM1/commands/ClearCache")
     assert code == 502 and body["errorCode"] == "NotImplemented"
 
     async def never(**_: Any) -> None:
         await asyncio.sleep(3600)
 
-    charger.route_map["UnlockConnector"]["_on_action"] = never
+    set_handler(charger, "UnlockConnector", never)
     code, body = await status(
         "/api/chargers/SIM1/commands/UnlockConnector", {"connectorId": 1}, wait=0.3
     )

@@ -14,7 +14,7 @@ from tests.waiting import eventually_answers
 
 
 async def nobody_behind(edge: RunningEdge) -> bool:
-    return await chargers_behind(edge.server) == []
+    return await chargers_behind(edge.context) == []
 
 
 async def test_list_pushed_after_boot_and_resent_when_behind(start_edge: StartEdge) -> None:
@@ -34,13 +34,13 @@ async def test_list_pushed_after_boot_and_resent_when_behind(start_edge: StartEd
         await eventually_answers(lambda: nobody_behind(edge))
 
         await edge.execute("UPDATE id_tags SET status = 'Blocked' WHERE id_tag = 'CARD1'")
-        assert await chargers_behind(edge.server) == ["SIM1"]
-        await sync_local_list(edge.server, "SIM1")
+        assert await chargers_behind(edge.context) == ["SIM1"]
+        await sync_local_list(edge.context, "SIM1")
         assert charger.local_list == {"CARD1": {"status": "Blocked"}}
-        assert await chargers_behind(edge.server) == []
+        assert await chargers_behind(edge.context) == []
         # A charger that lost its list (reports 0) gets a Full one again.
         charger.local_list, charger.local_list_version = {}, 0
-        await sync_local_list(edge.server, "SIM1")
+        await sync_local_list(edge.context, "SIM1")
         assert charger.local_list == {"CARD1": {"status": "Blocked"}}
         listener.cancel()
     actions = [row[0] for row in edge.query("SELECT action FROM commands ORDER BY id")]

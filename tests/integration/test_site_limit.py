@@ -138,7 +138,7 @@ async def test_invalid_profile_is_refused_before_sending(start_edge: StartEdge) 
         await charger.boot()
         with pytest.raises(InvalidArguments, match="names its transactionId"):
             await send_command(
-                edge.server,
+                edge.context,
                 "X",
                 "SetChargingProfile",
                 {"connector_id": 1, "cs_charging_profiles": profile},

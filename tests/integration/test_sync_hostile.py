@@ -16,7 +16,6 @@ from typing import Any
 import aiomqtt
 import httpx
 import pytest
-from ocpp.routing import on
 from ocpp.v16 import call, call_result
 from ocpp.v16.enums import Action, DataTransferStatus
 from sqlalchemy import Engine, select
@@ -28,6 +27,7 @@ from cloud.store import fleet
 from cloud.store.schema import edges, events
 from contract import protocol as wire
 from edge import cli as edge_cli
+from edge.ocpp.library import on
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import (
     PostgresServer,

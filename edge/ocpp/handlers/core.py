@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
@@ -17,8 +16,15 @@ from sqlite_utils import Database
 from contract import protocol as wire
 from edge.authorization import Authorization, authorize_card, authorize_id_tag
 from edge.clock import normalize_timestamp, parse_timestamp, utc_now
-from edge.events import ConnectorStatusChanged, MeterReading, TransactionStarted, TransactionStopped
+from edge.events import (
+    ChargerAccepted,
+    ConnectorStatusChanged,
+    MeterReading,
+    TransactionStarted,
+    TransactionStopped,
+)
 from edge.metering import active_power_w, energy_register_wh, normalize_sampled_value
+from edge.ocpp.library import on
 from edge.ocpp.session import SessionBase
 from edge.settings import AuthorizationSettings
 from edge.store import (
@@ -185,6 +191,8 @@ class CoreHandlers(SessionBase):
 
         self.registration = await self.store.run(boot)
         accepted = self.registration == "accepted"
+        if accepted:
+            self.announce(ChargerAccepted(charger_id))
         return call_result.BootNotification(
             current_time=now,
             interval=(
@@ -192,12 +200,6 @@ class CoreHandlers(SessionBase):
             ),
             status=_REGISTRATION_STATUS[self.registration],
         )
-
-    @after(Action.boot_notification)
-    def after_boot_notification(self, **_: Any) -> None:
-        if self.registration == "accepted":
-            for callback in self.context.after_boot:
-                callback(self.id)
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from ocpp.routing import on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 from sqlite_utils import Database
 
 from contract import protocol as wire
 from edge.clock import utc_now
+from edge.ocpp.library import on
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
 from edge.store import firmware as firmware_store

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 
-from ocpp.routing import after, on
 from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
 from edge.certificates import CertificateRequestRejected
 from edge.clock import normalize_timestamp, utc_now
+from edge.events import CertificateRequestAccepted
 from edge.ocpp.handlers.firmware import FirmwareHandlers
+from edge.ocpp.library import on
 from edge.store import charger_reports
 
 log = logging.getLogger(__name__)
@@ -55,16 +56,9 @@ class SecurityHandlers(FirmwareHandlers):
             )
         )
         if status == "accepted":
-            self.certificate_request_to_sign = request_id
+            self.announce(CertificateRequestAccepted(charger_id, request_id))
         accepted = GenericStatus.accepted if status == "accepted" else GenericStatus.rejected
         return call_result.SignCertificate(status=accepted)
-
-    @after(Action.sign_certificate)
-    def after_sign_certificate(self, **_: object) -> None:
-        request_id, self.certificate_request_to_sign = self.certificate_request_to_sign, None
-        if request_id is not None:
-            for callback in self.context.after_sign_certificate:
-                callback(self.id, request_id)
 
     @on(Action.signed_firmware_status_notification)
     async def on_signed_firmware_status_notification(

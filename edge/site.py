@@ -1,0 +1,51 @@
+"""The site's shared context: what every feature of a running edge is given, explicitly,
+by the composition root (edge/app.py) — the OCPP settings, the store, the outbox, the
+event bus, the site CA and a narrow view of the connected chargers. Features take this,
+never the OCPP server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from edge.certificates import SiteCA
+from edge.events import SiteEvents
+from edge.ocpp.data_transfer import DataTransferHandlers
+from edge.settings import AuthorizationSettings, OcppSettings
+from edge.store.writer import StoreWriter
+from edge.sync.outbox import Outbox
+
+
+class Chargers(Protocol):
+    """The chargers connected now, as the site's features need them."""
+
+    def is_connected(self, charger_id: str) -> bool: ...
+
+    def is_accepted(self, charger_id: str) -> bool:
+        """Connected, and its registration accepted (a pending charger is told nothing)."""
+        ...
+
+    def connected_ids(self) -> tuple[str, ...]: ...
+
+    async def send(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+        """Call the charger (`payload` already valid) and return its valid CALLRESULT
+        payload; raise `edge.ocpp.session.CallFailed` otherwise (`ConnectionLost` when it
+        is not connected). The caller bounds the wait."""
+        ...
+
+
+@dataclass
+class SiteContext:
+    """What every session and feature shares: settings, the store, plug-ins."""
+
+    settings: OcppSettings
+    store: StoreWriter
+    chargers: Chargers
+    data_transfer: DataTransferHandlers = field(default_factory=DataTransferHandlers)
+    # Signs chargers' CSRs (security whitepaper); None: requests are rejected.
+    certificate_authority: SiteCA | None = None
+    authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
+    # Events for the cloud, appended in the same unit of work as the change they report.
+    outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
+    # What happened (transactions, meter readings, status), for the parts that react.
+    events: SiteEvents = field(default_factory=SiteEvents)
