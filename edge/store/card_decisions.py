@@ -10,6 +10,7 @@ from sqlite_utils import Database
 from edge.authorization import Authorization
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
+from edge.tap_decision import TapResult, moves_forward
 
 
 def record_card_decision(
@@ -64,15 +65,23 @@ def record_card_decision(
 def record_tap_outcome(
     db: Database,
     decision_id: int,
-    outcome: str,
+    result: TapResult,
     *,
+    detail: str | None = None,
     command_id: int | None = None,
     transaction_id: int | None = None,
 ) -> None:
+    """Add what came of a tap: the command and transaction always, the outcome only if
+    it moves the recorded one forward (see `moves_forward`)."""
+    row = db.execute("SELECT outcome FROM card_decisions WHERE id = ?", [decision_id]).fetchone()
+    if row is None:
+        return
+    outcome = result.value if detail is None else f"{result.value}: {detail}"
     db.execute(
-        "UPDATE card_decisions SET outcome = ?, command_id = coalesce(?, command_id), "
-        "transaction_id = coalesce(?, transaction_id) WHERE id = ?",
-        [outcome, command_id, transaction_id, decision_id],
+        "UPDATE card_decisions SET outcome = CASE WHEN ? THEN ? ELSE outcome END, "
+        "command_id = coalesce(?, command_id), transaction_id = coalesce(?, transaction_id) "
+        "WHERE id = ?",
+        [moves_forward(row[0], result), outcome, command_id, transaction_id, decision_id],
     )
 
 

@@ -14,20 +14,14 @@ from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
 from sqlite_utils import Database
 
-from edge.authorization import Authorization, authorize_card, authorize_id_tag
+from edge.authorization import Authorization, authorize_id_tag
+from edge.card_decision import CardPresented, as_charger_decides, decide_card
 from edge.clock import normalize_timestamp, parse_timestamp, utc_now
 from edge.events import ConnectorStatusChanged, MeterReading, TransactionStarted, TransactionStopped
 from edge.metering import active_power_w, energy_register_wh, normalize_sampled_value
 from edge.ocpp.session import SessionBase
 from edge.settings import AuthorizationSettings
-from edge.store import (
-    card_decisions,
-    charger_reports,
-    chargers,
-    id_tags,
-    meter_values,
-    transactions,
-)
+from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
@@ -101,40 +95,19 @@ def _store_meter_values(
 def decide_card_at_charger(
     db: Database,
     outbox: Outbox,
-    id_tag: str,
-    charger_id: str,
-    connector_id: int | None,
+    card: CardPresented,
     settings: AuthorizationSettings,
-    now: str,
     action: str = "authorize",
 ) -> Authorization:
     """Decide on a card a charger's own reader read, and record the decision."""
-    facts = id_tags.card_facts(db, id_tag, charger_id, connector_id)
-    authorization = authorize_card(
-        facts,
-        charger_id,
-        parse_timestamp(now),
-        unknown_cards=settings.unknown_cards,
-        cache_days=settings.cache_days,
-    )
-    card_decisions.record_card_decision(
-        db,
-        outbox,
-        id_tag=id_tag,
-        source="charger",
-        action=action,
-        authorization=authorization,
-        reason=authorization.reason,
-        now=now,
-        charger_id=charger_id,
-        connector_id=connector_id,
-    )
-    if authorization.remember_unknown:
-        card_decisions.remember_unknown_card(
-            db, id_tag, authorization, f"charger {charger_id}", now
-        )
+    choose = as_charger_decides(action, card.connector_id)
+    authorization = decide_card(db, outbox, card, settings, choose).authorization
     log.info(
-        "card %s at %s: %s (%s)", id_tag, charger_id, authorization.status, authorization.reason
+        "card %s at %s: %s (%s)",
+        card.id_tag,
+        card.charger_id,
+        authorization.status,
+        authorization.reason,
     )
     return authorization
 
@@ -248,10 +221,10 @@ class CoreHandlers(SessionBase):
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        charger_id, settings, now = self.id, self.context.authorization, utc_now()
-        outbox = self.outbox
+        card = CardPresented(id_tag, datetime.now(UTC), self.id)
+        settings, outbox = self.context.authorization, self.outbox
         authorization = await self.store.run(
-            lambda db: decide_card_at_charger(db, outbox, id_tag, charger_id, None, settings, now)
+            lambda db: decide_card_at_charger(db, outbox, card, settings)
         )
         return call_result.Authorize(id_tag_info=_id_tag_info(authorization))
 
@@ -273,13 +246,11 @@ class CoreHandlers(SessionBase):
             reservation_id=reservation_id,
         )
         received_at = utc_now()
-
+        card = CardPresented(id_tag, parse_timestamp(received_at), self.id, connector_id)
         settings, outbox = self.context.authorization, self.outbox
 
         def start(db: Database) -> tuple[int, bool, Authorization]:
-            authorization = decide_card_at_charger(
-                db, outbox, id_tag, request.charger_id, connector_id, settings, received_at, "start"
-            )
+            authorization = decide_card_at_charger(db, outbox, card, settings, "start")
             # The transaction is recorded whatever the card's status: the charger
             # may already be delivering energy; the status tells it to stop.
             transaction_id, repeat = transactions.start_transaction(
