@@ -35,17 +35,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# An operator's action and the OCPP command that carries it out.
-OCPP_ACTION = {
-    "remote_start": "RemoteStartTransaction",
-    "remote_stop": "RemoteStopTransaction",
-    "reset": "Reset",
-    "change_availability": "ChangeAvailability",
-    "unlock": "UnlockConnector",
-    "trigger": "TriggerMessage",
-}
-
-
 # Commands whose second run leaves the charger as one run would: an availability set
 # again, a message triggered again, a configuration or list version read again.
 RERUNNABLE_ACTIONS = frozenset(
@@ -142,7 +131,7 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
         inner = arguments.pop("arguments", {})
         arguments = {snake_case(key): value for key, value in dict(inner).items()}
     else:
-        action = OCPP_ACTION[command.action]
+        action = wire.OCPP_ACTION_OF[command.action]
     if action in FIRMWARE_ACTIONS:  # never here: run_command sends those to rollout
         raise ValueError(f"{action} from the cloud goes through the firmware checks")
     return action, resolve_file_locations(action, arguments, files, command.charger_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import datetime
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
@@ -448,20 +448,36 @@ class FirmwareChunk(_Message):
     data: str  # base64
 
 
+# What an operator may ask of a charger through the cloud: the one list both ends use.
+OperatorAction = Literal[
+    "remote_start",
+    "remote_stop",
+    "reset",
+    "change_availability",
+    "unlock",
+    "trigger",
+    "firmware_rollout",
+    "ocpp",
+]
+OPERATOR_ACTIONS: tuple[OperatorAction, ...] = get_args(OperatorAction)
+
+# The OCPP command that carries out each operator action that names one ("ocpp" carries
+# its own; a firmware rollout is built by the edge's firmware checks).
+OCPP_ACTION_OF: dict[OperatorAction, str] = {
+    "remote_start": "RemoteStartTransaction",
+    "remote_stop": "RemoteStopTransaction",
+    "reset": "Reset",
+    "change_availability": "ChangeAvailability",
+    "unlock": "UnlockConnector",
+    "trigger": "TriggerMessage",
+}
+
+
 class OperatorCommand(_Message):
     """Run once by the edge (a repeat of `id` is ignored), unless past `expires_at`."""
 
     id: str = Field(min_length=1, max_length=64)
-    action: Literal[
-        "remote_start",
-        "remote_stop",
-        "reset",
-        "change_availability",
-        "unlock",
-        "trigger",
-        "firmware_rollout",
-        "ocpp",
-    ]
+    action: OperatorAction
     charger_id: str = Field(min_length=1, max_length=255)
     arguments: dict[str, Any] = {}
     expires_at: str
