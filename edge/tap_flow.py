@@ -30,7 +30,7 @@ from edge.feedback import Feedback, Signal
 from edge.ocpp.commands import CommandError, send_command
 from edge.readers.taps import CardTap
 from edge.settings import AuthorizationSettings, TapSettings
-from edge.store import card_decisions
+from edge.store import card_decisions, reservations
 from edge.tap_decision import (
     ConnectorView,
     InProgress,
@@ -434,14 +434,7 @@ def _connector_views(
             [charger_id],
         )
     }
-    reserved = {
-        row[0]: (row[1], row[2])
-        for row in db.execute(
-            "SELECT connector_id, id_tag, parent_id_tag FROM reservations "
-            "WHERE charger_id = ? AND status = 'active'",
-            [charger_id],
-        )
-    }
+    reserved = reservations.active_reservations(db, charger_id)
     for number in numbers:
         transaction = running.get(number)
         yield ConnectorView(

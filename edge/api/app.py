@@ -38,7 +38,7 @@ from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings, parse_networks
-from edge.store import card_decisions, chargers, transactions
+from edge.store import card_decisions, chargers, reservations, transactions
 from edge.sync import outbox
 from edge.sync.link import SyncLink
 from edge.tap_flow import TapFlow
@@ -314,10 +314,7 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
             "SELECT connector_id, requested, answer, requested_at FROM availability_requests "
             "WHERE charger_id = ? ORDER BY connector_id"
         ),
-        "reservations": rows(
-            "SELECT id, connector_id, id_tag, expiry_date, status, transaction_id "
-            "FROM reservations WHERE charger_id = ? ORDER BY id DESC LIMIT 50"
-        ),
+        "reservations": reservations.list_reservations(db, charger_id),
         "charging_profiles": profiles,
         "local_list": local_list[0] if local_list else None,
         "installed_certificates": rows(

@@ -17,6 +17,7 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
+from edge.store import reservations
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -143,32 +144,23 @@ def _allocate_reservation(
 ) -> dict[str, Any]:
     if arguments.get("reservation_id") is not None:
         return arguments
-    now = utc_now()
-    cursor = db.conn.execute(
-        "INSERT INTO reservations (charger_id, connector_id, id_tag, parent_id_tag, "
-        "expiry_date, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (
-            charger_id,
-            arguments.get("connector_id", 0),
-            arguments.get("id_tag", ""),
-            arguments.get("parent_id_tag"),
-            _store_time(arguments.get("expiry_date", "")),
-            now,
-            now,
-        ),
+    reservation_id = reservations.add_reservation(
+        db,
+        charger_id,
+        arguments.get("connector_id", 0),
+        arguments.get("id_tag", ""),
+        arguments.get("parent_id_tag"),
+        _store_time(arguments.get("expiry_date", "")),
+        utc_now(),
     )
-    return {**arguments, "reservation_id": cursor.lastrowid}
+    return {**arguments, "reservation_id": reservation_id}
 
 
 @on_answer("ReserveNow")
 def _reservation_answered(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    status = answer.get("status")
-    db.conn.execute(
-        "UPDATE reservations SET status = ?, answer = ?, updated_at = ? WHERE id = ?",
-        ("active" if status == "Accepted" else "rejected", status, now, request["reservationId"]),
-    )
+    reservations.record_reservation_answer(db, request["reservationId"], answer["status"], now)
 
 
 @on_answer("CancelReservation")
@@ -176,20 +168,7 @@ def _reservation_cancelled(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
     if answer.get("status") == "Accepted":
-        db.conn.execute(
-            "UPDATE reservations SET status = 'cancelled', updated_at = ? WHERE id = ?",
-            (now, request["reservationId"]),
-        )
-
-
-def expire_reservations(db: Database, now: str) -> int:
-    """Mark reservations past their expiry date as expired; how many were."""
-    cursor = db.conn.execute(
-        "UPDATE reservations SET status = 'expired', updated_at = ? "
-        "WHERE status IN ('requested', 'active') AND expiry_date < ?",
-        (now, now),
-    )
-    return int(cursor.rowcount)
+        reservations.cancel_reservation(db, request["reservationId"], now)
 
 
 def _store_time(text: str) -> str:

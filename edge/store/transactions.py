@@ -9,6 +9,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from edge.store import reservations
+
 log = logging.getLogger(__name__)
 
 
@@ -95,10 +97,8 @@ def start_transaction(
     )
     assert cursor.lastrowid is not None
     if request.reservation_id is not None:
-        db.execute(
-            "UPDATE reservations SET status = 'used', transaction_id = ?, updated_at = ? "
-            "WHERE id = ? AND charger_id = ? AND status = 'active'",
-            [cursor.lastrowid, received_at, request.reservation_id, request.charger_id],
+        reservations.use_reservation(
+            db, request.reservation_id, request.charger_id, cursor.lastrowid, received_at
         )
     return cursor.lastrowid, False
 
