@@ -38,7 +38,13 @@ from edge.ocpp.payloads import snake_case
 from edge.ocpp.server import OcppServer
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings, parse_networks
-from edge.store import card_decisions, chargers, reservations, transactions
+from edge.store import (
+    card_decisions,
+    charger_configuration,
+    chargers,
+    reservations,
+    transactions,
+)
 from edge.sync import outbox
 from edge.sync.link import SyncLink
 from edge.tap_flow import TapFlow
@@ -306,14 +312,8 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
         profile["profile"] = json.loads(profile["profile"])
     local_list = rows("SELECT version, updated_at FROM local_lists WHERE charger_id = ?")
     return {
-        "configuration": rows(
-            "SELECT key, value, readonly, change_status, reported_at FROM charger_configuration "
-            "WHERE charger_id = ? ORDER BY key"
-        ),
-        "availability": rows(
-            "SELECT connector_id, requested, answer, requested_at FROM availability_requests "
-            "WHERE charger_id = ? ORDER BY connector_id"
-        ),
+        "configuration": charger_configuration.list_configuration(db, charger_id),
+        "availability": charger_configuration.list_availability_requests(db, charger_id),
         "reservations": reservations.list_reservations(db, charger_id),
         "charging_profiles": profiles,
         "local_list": local_list[0] if local_list else None,

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
-from edge.store import reservations
+from edge.store import charger_configuration, reservations
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -89,12 +89,8 @@ def _configuration_reported(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
     for entry in answer.get("configurationKey", []):
-        db.conn.execute(
-            "INSERT INTO charger_configuration (charger_id, key, value, readonly, reported_at) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (charger_id, key) DO UPDATE SET "
-            "value = excluded.value, readonly = excluded.readonly, "
-            "reported_at = excluded.reported_at, change_status = NULL",
-            (charger_id, entry["key"], entry.get("value"), int(entry["readonly"]), now),
+        charger_configuration.record_reported_key(
+            db, charger_id, entry["key"], entry.get("value"), entry["readonly"], now
         )
 
 
@@ -104,11 +100,8 @@ def _configuration_changed(
 ) -> None:
     status = answer.get("status")
     if status in ("Accepted", "RebootRequired"):
-        db.conn.execute(
-            "INSERT INTO charger_configuration (charger_id, key, value, readonly, reported_at, "
-            "change_status) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (charger_id, key) DO UPDATE "
-            "SET value = excluded.value, change_status = excluded.change_status",
-            (charger_id, request["key"], request["value"], now, status),
+        charger_configuration.record_changed_key(
+            db, charger_id, request["key"], request["value"], status, now
         )
 
 
@@ -116,12 +109,8 @@ def _configuration_changed(
 def _availability_requested(
     db: Database, charger_id: str, request: dict[str, Any], now: str
 ) -> None:
-    db.conn.execute(
-        "INSERT INTO availability_requests (charger_id, connector_id, requested, answer, "
-        "requested_at) VALUES (?, ?, ?, 'Sent', ?) ON CONFLICT (charger_id, connector_id) "
-        "DO UPDATE SET requested = excluded.requested, answer = 'Sent', "
-        "requested_at = excluded.requested_at",
-        (charger_id, request["connectorId"], request["type"], now),
+    charger_configuration.record_availability_request(
+        db, charger_id, request["connectorId"], request["type"], now
     )
 
 
@@ -129,9 +118,8 @@ def _availability_requested(
 def _availability_answered(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    db.conn.execute(
-        "UPDATE availability_requests SET answer = ? WHERE charger_id = ? AND connector_id = ?",
-        (answer.get("status"), charger_id, request["connectorId"]),
+    charger_configuration.record_availability_answer(
+        db, charger_id, request["connectorId"], answer.get("status")
     )
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from edge.store import reservations
+from edge.store import charger_configuration, reservations
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +122,8 @@ def stop_transaction(db: Database, request: StopRequest, received_at: str) -> st
             request.transaction_id,
         ],
     )
-    # An availability change the charger scheduled for this transaction's end is now done.
-    db.execute(
-        "UPDATE availability_requests SET answer = 'Accepted' WHERE charger_id = ? "
-        "AND connector_id IN (0, ?) AND answer = 'Scheduled'",
-        [request.charger_id, current["connector_id"]],
+    charger_configuration.settle_scheduled_availability(
+        db, request.charger_id, current["connector_id"]
     )
     return "stopped"
 
