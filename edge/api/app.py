@@ -42,6 +42,7 @@ from edge.store import (
     card_decisions,
     charger_configuration,
     chargers,
+    local_lists,
     reservations,
     transactions,
 )
@@ -310,13 +311,12 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
     )
     for profile in profiles:
         profile["profile"] = json.loads(profile["profile"])
-    local_list = rows("SELECT version, updated_at FROM local_lists WHERE charger_id = ?")
     return {
         "configuration": charger_configuration.list_configuration(db, charger_id),
         "availability": charger_configuration.list_availability_requests(db, charger_id),
         "reservations": reservations.list_reservations(db, charger_id),
         "charging_profiles": profiles,
-        "local_list": local_list[0] if local_list else None,
+        "local_list": local_lists.get_confirmed(db, charger_id),
         "installed_certificates": rows(
             "SELECT certificate_type, serial_number, reported_at FROM installed_certificates "
             "WHERE charger_id = ? ORDER BY certificate_type"

@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
-from edge.store import charger_configuration, reservations
+from edge.store import charger_configuration, local_lists, reservations
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -179,29 +179,26 @@ def _fill_local_list(db: Database, charger_id: str, arguments: dict[str, Any]) -
 def local_list_update(db: Database, charger_id: str, update_type: str | None) -> dict[str, Any]:
     """A SendLocalList from the card table: Differential from the charger's confirmed
     version when it has one (and none was asked for explicitly), else Full."""
-    current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
-    row = db.conn.execute(
-        "SELECT version FROM local_lists WHERE charger_id = ?", (charger_id,)
-    ).fetchone()
-    confirmed = row[0] if row else 0
+    current = local_lists.card_list_version(db)
+    confirmed = local_lists.confirmed_version(db, charger_id)
     if update_type is None:
         update_type = "Differential" if confirmed > 0 else "Full"
     since = confirmed if update_type == "Differential" else -1
     entries: list[dict[str, Any]] = []
-    for id_tag, status, expiry_date, parent_id_tag, limited, allowed in db.conn.execute(
-        "SELECT id_tag, status, expiry_date, parent_id_tag, "
-        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag), "
-        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag "
-        "AND c.charger_id = ?) FROM id_tags t WHERE list_version > ? ORDER BY id_tag",
-        (charger_id, since),
-    ):
-        if limited and not allowed:
+    for card in local_lists.cards_changed_since(db, charger_id, since):
+        if card.limited and not card.allowed:
             # Not for this charger: a Differential update without idTagInfo removes it.
             if update_type == "Differential":
-                entries.append({"id_tag": id_tag})
+                entries.append({"id_tag": card.id_tag})
             continue
-        info = (("status", status), ("expiry_date", expiry_date), ("parent_id_tag", parent_id_tag))
-        entries.append({"id_tag": id_tag, "id_tag_info": {k: v for k, v in info if v is not None}})
+        info = (
+            ("status", card.status),
+            ("expiry_date", card.expiry_date),
+            ("parent_id_tag", card.parent_id_tag),
+        )
+        entries.append(
+            {"id_tag": card.id_tag, "id_tag_info": {k: v for k, v in info if v is not None}}
+        )
     return {
         "list_version": max(current, 1),
         "update_type": update_type,
@@ -214,23 +211,14 @@ def _local_list_sent(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
     if answer.get("status") == "Accepted":
-        _confirm_list_version(db, charger_id, request["listVersion"], now)
+        local_lists.confirm_version(db, charger_id, request["listVersion"], now)
 
 
 @on_answer("GetLocalListVersion")
 def _local_list_reported(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    _confirm_list_version(db, charger_id, answer["listVersion"], now)
-
-
-def _confirm_list_version(db: Database, charger_id: str, version: int, now: str) -> None:
-    db.conn.execute(
-        "INSERT INTO local_lists (charger_id, version, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (charger_id) DO UPDATE SET version = excluded.version, "
-        "updated_at = excluded.updated_at",
-        (charger_id, version, now),
-    )
+    local_lists.confirm_version(db, charger_id, answer["listVersion"], now)
 
 
 # -- Smart charging ------------------------------------------------------------------
