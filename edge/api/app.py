@@ -42,6 +42,7 @@ from edge.store import (
     card_decisions,
     charger_configuration,
     chargers,
+    charging_profiles,
     local_lists,
     reservations,
     transactions,
@@ -305,17 +306,11 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
     def rows(sql: str) -> list[dict[str, Any]]:
         return list(db.query(sql, [charger_id]))
 
-    profiles = rows(
-        "SELECT profile_id, connector_id, purpose, stack_level, transaction_id, source, status, "
-        "profile FROM charging_profiles WHERE charger_id = ? ORDER BY profile_id"
-    )
-    for profile in profiles:
-        profile["profile"] = json.loads(profile["profile"])
     return {
         "configuration": charger_configuration.list_configuration(db, charger_id),
         "availability": charger_configuration.list_availability_requests(db, charger_id),
         "reservations": reservations.list_reservations(db, charger_id),
-        "charging_profiles": profiles,
+        "charging_profiles": charging_profiles.list_profiles(db, charger_id),
         "local_list": local_lists.get_confirmed(db, charger_id),
         "installed_certificates": rows(
             "SELECT certificate_type, serial_number, reported_at FROM installed_certificates "

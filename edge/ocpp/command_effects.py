@@ -17,7 +17,7 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
-from edge.store import charger_configuration, local_lists, reservations
+from edge.store import charger_configuration, charging_profiles, local_lists, reservations
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -227,26 +227,9 @@ def _local_list_reported(
 @on_request("SetChargingProfile")
 def _profile_sent(db: Database, charger_id: str, request: dict[str, Any], now: str) -> None:
     profile = request["csChargingProfiles"]
-    db.conn.execute(
-        "INSERT INTO charging_profiles (charger_id, profile_id, connector_id, purpose, "
-        "stack_level, transaction_id, profile, source, status, updated_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'Sent', ?) "
-        "ON CONFLICT (charger_id, profile_id) DO UPDATE SET "
-        "connector_id = excluded.connector_id, "
-        "purpose = excluded.purpose, stack_level = excluded.stack_level, "
-        "transaction_id = excluded.transaction_id, profile = excluded.profile, "
-        "status = 'Sent', updated_at = excluded.updated_at",
-        (
-            charger_id,
-            profile["chargingProfileId"],
-            request["connectorId"],
-            profile["chargingProfilePurpose"],
-            profile["stackLevel"],
-            profile.get("transactionId"),
-            json.dumps(profile),
-            _profile_source(profile["chargingProfileId"]),
-            now,
-        ),
+    source = _profile_source(profile["chargingProfileId"])
+    charging_profiles.record_profile_sent(
+        db, charger_id, request["connectorId"], profile, source, now
     )
 
 
@@ -256,35 +239,24 @@ def _profile_answered(
 ) -> None:
     profile_id = request["csChargingProfiles"]["chargingProfileId"]
     if answer.get("status") == "Accepted":
-        db.conn.execute(
-            "UPDATE charging_profiles SET status = 'Accepted', updated_at = ? "
-            "WHERE charger_id = ? AND profile_id = ?",
-            (now, charger_id, profile_id),
-        )
+        charging_profiles.accept_profile(db, charger_id, profile_id, now)
     else:
-        db.conn.execute(
-            "DELETE FROM charging_profiles WHERE charger_id = ? AND profile_id = ?",
-            (charger_id, profile_id),
-        )
+        charging_profiles.delete_profile(db, charger_id, profile_id)
 
 
 @on_answer("ClearChargingProfile")
 def _profiles_cleared(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    if answer.get("status") != "Accepted":
-        return
-    clauses, params = ["charger_id = ?"], [charger_id]
-    for key, column in (
-        ("id", "profile_id"),
-        ("connectorId", "connector_id"),
-        ("chargingProfilePurpose", "purpose"),
-        ("stackLevel", "stack_level"),
-    ):
-        if request.get(key) is not None:
-            clauses.append(f"{column} = ?")
-            params.append(request[key])
-    db.conn.execute(f"DELETE FROM charging_profiles WHERE {' AND '.join(clauses)}", params)
+    if answer.get("status") == "Accepted":
+        charging_profiles.delete_matching_profiles(
+            db,
+            charger_id,
+            profile_id=request.get("id"),
+            connector_id=request.get("connectorId"),
+            purpose=request.get("chargingProfilePurpose"),
+            stack_level=request.get("stackLevel"),
+        )
 
 
 def _profile_source(profile_id: int) -> str:

@@ -183,3 +183,14 @@ def list_transactions(
             [*params, limit],
         )
     )
+
+
+def open_transaction_ids(db: Database) -> dict[tuple[str, int], int]:
+    """(charger, connector) -> the transaction running there."""
+    rows = db.execute(
+        "SELECT charger_id, connector_id, id FROM transactions WHERE stopped_at IS NULL"
+    )
+    return {
+        (charger_id, connector_id): transaction_id
+        for charger_id, connector_id, transaction_id in rows
+    }
