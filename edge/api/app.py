@@ -40,6 +40,7 @@ from edge.presence import presence
 from edge.settings import ApiSettings, Settings, parse_networks
 from edge.store import (
     card_decisions,
+    certificates,
     charger_configuration,
     chargers,
     charging_profiles,
@@ -303,23 +304,14 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
     if chargers.get_charger(db, charger_id) is None:
         raise HTTPException(404, f"no charger {charger_id} at this site")
 
-    def rows(sql: str) -> list[dict[str, Any]]:
-        return list(db.query(sql, [charger_id]))
-
     return {
         "configuration": charger_configuration.list_configuration(db, charger_id),
         "availability": charger_configuration.list_availability_requests(db, charger_id),
         "reservations": reservations.list_reservations(db, charger_id),
         "charging_profiles": charging_profiles.list_profiles(db, charger_id),
         "local_list": local_lists.get_confirmed(db, charger_id),
-        "installed_certificates": rows(
-            "SELECT certificate_type, serial_number, reported_at FROM installed_certificates "
-            "WHERE charger_id = ? ORDER BY certificate_type"
-        ),
-        "certificate_requests": rows(
-            "SELECT id, status, reason, received_at FROM certificate_requests "
-            "WHERE charger_id = ? ORDER BY id DESC LIMIT 20"
-        ),
+        "installed_certificates": certificates.list_installed_certificates(db, charger_id),
+        "certificate_requests": certificates.list_certificate_requests(db, charger_id),
     }
 
 

@@ -9,7 +9,6 @@ place to edit. Requests and answers use OCPP's own camelCase keys, as on the wir
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,7 +16,13 @@ from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
-from edge.store import charger_configuration, charging_profiles, local_lists, reservations
+from edge.store import (
+    certificates,
+    charger_configuration,
+    charging_profiles,
+    local_lists,
+    reservations,
+)
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -270,17 +275,10 @@ def _profile_source(profile_id: int) -> str:
 def _certificates_reported(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    certificate_type = request["certificateType"]
-    db.conn.execute(
-        "DELETE FROM installed_certificates WHERE charger_id = ? AND certificate_type = ?",
-        (charger_id, certificate_type),
+    hashes = answer.get("certificateHashData") or []
+    certificates.replace_installed_certificates(
+        db, charger_id, request["certificateType"], hashes, now
     )
-    for hash_data in answer.get("certificateHashData") or []:
-        db.conn.execute(
-            "INSERT INTO installed_certificates (charger_id, certificate_type, serial_number, "
-            "hash_data, reported_at) VALUES (?, ?, ?, ?, ?)",
-            (charger_id, certificate_type, hash_data["serialNumber"], json.dumps(hash_data), now),
-        )
 
 
 @on_answer("DeleteCertificate")
@@ -288,7 +286,5 @@ def _certificate_deleted(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
     if answer.get("status") == "Accepted":
-        db.conn.execute(
-            "DELETE FROM installed_certificates WHERE charger_id = ? AND serial_number = ?",
-            (charger_id, request["certificateHashData"]["serialNumber"]),
-        )
+        serial_number = request["certificateHashData"]["serialNumber"]
+        certificates.delete_installed_certificate(db, charger_id, serial_number)

@@ -74,23 +74,6 @@ def record_security_event(
     )
 
 
-def record_certificate_request(
-    db: Database,
-    charger_id: str,
-    csr: str,
-    received_at: str,
-    status: str = "received",
-    reason: str | None = None,
-) -> int:
-    cursor = db.execute(
-        "INSERT INTO certificate_requests (charger_id, csr, status, reason, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [charger_id, csr, status, reason, received_at],
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
 def list_security_events(
     db: Database, charger_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ from ocpp.v16.enums import Action, GenericStatus
 from edge.certificates import CertificateRequestRejected
 from edge.clock import normalize_timestamp, utc_now
 from edge.ocpp.handlers.firmware import FirmwareHandlers
-from edge.store import charger_reports
+from edge.store import certificates, charger_reports
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class SecurityHandlers(FirmwareHandlers):
         if reason:
             log.warning("certificate request from %s rejected: %s", charger_id, reason)
         request_id = await self.store.run(
-            lambda db: charger_reports.record_certificate_request(
+            lambda db: certificates.record_certificate_request(
                 db, charger_id, csr, received_at, status, reason
             )
         )
