@@ -44,6 +44,7 @@ from edge.store import (
     charger_configuration,
     chargers,
     charging_profiles,
+    commands,
     local_lists,
     reservations,
     transactions,
@@ -156,18 +157,7 @@ def create_api(
     async def list_commands(
         charger_id: str, limit: int = Query(50, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
-        rows = await store.run(
-            lambda db: list(
-                db.query(
-                    "SELECT * FROM commands WHERE charger_id = ? ORDER BY id DESC LIMIT ?",
-                    [charger_id, limit],
-                )
-            )
-        )
-        for row in rows:
-            row["request"] = json.loads(row["request"])
-            row["response"] = json.loads(row["response"]) if row["response"] else None
-        return rows
+        return await store.run(lambda db: commands.list_commands(db, charger_id, limit))
 
     @api.get(
         "/api/chargers/{charger_id}/state",

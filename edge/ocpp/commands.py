@@ -15,7 +15,6 @@ availability, reservations, list versions, profiles, certificates) is applied by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from edge.ocpp.payloads import to_wire
 from edge.ocpp.schemas import validate_request
 from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
+from edge.store import chargers, commands
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -160,7 +160,7 @@ async def send_command(
     requested_at = utc_now()
 
     def record_request(db: Database) -> tuple[int, dict[str, Any]]:
-        if db.conn.execute("SELECT 1 FROM chargers WHERE id = ?", (charger_id,)).fetchone() is None:
+        if chargers.get_charger(db, charger_id) is None:
             raise UnknownCharger(f"no charger {charger_id} at this site")
         if session is None:
             # Checked as if it were sent (422 for a bad one), allocations undone.
@@ -176,22 +176,13 @@ async def send_command(
             # Allocations (reservation id, list version) roll back if validation fails.
             payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
             request, outcome = to_wire(payload), "sent"
-        cursor = db.conn.execute(
-            "INSERT INTO commands (charger_id, action, request, outcome, requested_at, "
-            "finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                charger_id,
-                action,
-                json.dumps(request, default=str),
-                outcome,
-                requested_at,
-                requested_at if session is None else None,
-            ),
+        finished_at = requested_at if session is None else None
+        command_id = commands.add_command(
+            db, charger_id, action, request, outcome, requested_at, finished_at
         )
         if session is not None:
             apply_request(db, charger_id, action, request)
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid, request
+        return command_id, request
 
     if action not in CSMS_INITIATED:
         raise InvalidArguments(
@@ -256,15 +247,4 @@ def _finish_row(
     code: str | None,
     description: str | None,
 ) -> None:
-    db.conn.execute(
-        "UPDATE commands SET outcome = ?, response = ?, error_code = ?, error_description = ?, "
-        "finished_at = ? WHERE id = ?",
-        (
-            outcome,
-            json.dumps(response) if response is not None else None,
-            code,
-            description,
-            utc_now(),
-            command_id,
-        ),
-    )
+    commands.finish_command(db, command_id, outcome, response, code, description, utc_now())
