@@ -30,12 +30,11 @@ from edge.feedback import Feedback, Signal
 from edge.ocpp.commands import CommandError, send_command
 from edge.readers.taps import CardTap
 from edge.settings import AuthorizationSettings, TapSettings
-from edge.store import card_decisions, reservations
+from edge.store import card_decisions, chargers, reservations, transactions
 from edge.tap_decision import (
     ConnectorView,
     InProgress,
     Refuse,
-    RunningTransaction,
     StartCharging,
     StopCharging,
     TapPlan,
@@ -411,29 +410,9 @@ def _connector_views(
     stopping: set[int],
 ) -> Iterator[ConnectorView]:
     """The connectors a reader serves (one, or all of the charger's) as the plan sees them."""
-    if connector_id:
-        numbers = [connector_id]
-    else:
-        numbers = [
-            row[0]
-            for row in db.execute(
-                "SELECT connector_id FROM connectors WHERE charger_id = ? AND connector_id > 0 "
-                "ORDER BY connector_id",
-                [charger_id],
-            )
-        ]
-    statuses = dict(
-        db.execute("SELECT connector_id, status FROM connectors WHERE charger_id = ?", [charger_id])
-    )
-    running = {
-        row[0]: RunningTransaction(row[1], row[2], row[3])
-        for row in db.execute(
-            "SELECT t.connector_id, t.id, t.id_tag, c.parent_id_tag FROM transactions t "
-            "LEFT JOIN id_tags c ON c.id_tag = t.id_tag "
-            "WHERE t.charger_id = ? AND t.stopped_at IS NULL",
-            [charger_id],
-        )
-    }
+    statuses = chargers.connector_statuses(db, charger_id)
+    numbers = [connector_id] if connector_id else sorted(n for n in statuses if n > 0)
+    running = transactions.running_on_charger(db, charger_id)
     reserved = reservations.active_reservations(db, charger_id)
     for number in numbers:
         transaction = running.get(number)

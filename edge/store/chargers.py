@@ -194,3 +194,11 @@ def list_connectors(db: Database, charger_id: str | None = None) -> list[dict[st
             "SELECT * FROM connectors WHERE charger_id = ? ORDER BY connector_id", [charger_id]
         )
     )
+
+
+def connector_statuses(db: Database, charger_id: str) -> dict[int, str | None]:
+    """Connector (0: the charger itself) -> its last reported status."""
+    rows = db.execute(
+        "SELECT connector_id, status FROM connectors WHERE charger_id = ?", [charger_id]
+    )
+    return {row[0]: row[1] for row in rows}

@@ -10,6 +10,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.store import charger_configuration, reservations
+from edge.tap_decision import RunningTransaction
 
 log = logging.getLogger(__name__)
 
@@ -194,3 +195,14 @@ def open_transaction_ids(db: Database) -> dict[tuple[str, int], int]:
         (charger_id, connector_id): transaction_id
         for charger_id, connector_id, transaction_id in rows
     }
+
+
+def running_on_charger(db: Database, charger_id: str) -> dict[int, RunningTransaction]:
+    """Connector -> the transaction running there, with its card's parent idTag."""
+    rows = db.execute(
+        "SELECT t.connector_id, t.id, t.id_tag, c.parent_id_tag FROM transactions t "
+        "LEFT JOIN id_tags c ON c.id_tag = t.id_tag "
+        "WHERE t.charger_id = ? AND t.stopped_at IS NULL",
+        [charger_id],
+    )
+    return {row[0]: RunningTransaction(row[1], row[2], row[3]) for row in rows}
