@@ -26,6 +26,7 @@ from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
+from edge.store import cloud_commands
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 from edge.sync.rollout import FIRMWARE_ACTIONS, is_firmware_command, run_firmware_command
@@ -64,26 +65,19 @@ def record_command(
     db: Database, command: wire.OperatorCommand, outbox: Outbox, now: str
 ) -> Received:
     """Record `command` by its id; an expired one is answered at once, a repeat ignored."""
-    known = db.conn.execute(
-        "SELECT status FROM cloud_commands WHERE id = ?", (command.id,)
-    ).fetchone()
+    known = cloud_commands.command_status(db, command.id)
     if known is not None:
-        return Received(False, f"already received ({known[0]})")
+        return Received(False, f"already received ({known})")
     expired = parse_timestamp(command.expires_at) <= parse_timestamp(now)
-    db.conn.execute(
-        "INSERT INTO cloud_commands (id, action, charger_id, arguments, expires_at, "
-        "received_at, status, detail, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            command.id,
-            command.action,
-            command.charger_id,
-            json.dumps(command.arguments),
-            command.expires_at,
-            now,
-            "expired" if expired else "received",
-            f"expired at {command.expires_at}" if expired else None,
-            now if expired else None,
-        ),
+    cloud_commands.add_command(
+        db,
+        command.id,
+        command.action,
+        command.charger_id,
+        command.arguments,
+        command.expires_at,
+        now,
+        expired=expired,
     )
     if expired:
         result = wire.CommandResult(
@@ -99,26 +93,14 @@ def record_unreadable_command(
 ) -> None:
     """A command message that failed validation: recorded as rejected by its id (a
     repeat is then ignored) and reported once."""
-    inserted = db.conn.execute(
-        "INSERT OR IGNORE INTO cloud_commands (id, action, charger_id, arguments, expires_at, "
-        "received_at, status, detail, finished_at) "
-        "VALUES (?, '', '', '{}', ?, ?, 'rejected', ?, ?)",
-        (command_id, now, now, f"not a command this edge can run: {detail}", now),
-    ).rowcount
-    if inserted:
-        result = wire.CommandResult(
-            command_id=command_id,
-            status="rejected",
-            detail=f"not a command this edge can run: {detail}",
-        )
+    why = f"not a command this edge can run: {detail}"
+    if cloud_commands.add_rejected(db, command_id, why, now):
+        result = wire.CommandResult(command_id=command_id, status="rejected", detail=why)
         outbox.append(db, result, now)
 
 
 def finish_command(db: Database, result: wire.CommandResult, outbox: Outbox, now: str) -> None:
-    db.conn.execute(
-        "UPDATE cloud_commands SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
-        (result.status, result.detail, now, result.command_id),
-    )
+    cloud_commands.finish_command(db, result.command_id, result.status, result.detail, now)
     outbox.append(db, result, now)
 
 
@@ -195,12 +177,10 @@ async def _execute(
 def interrupted_commands(db: Database) -> list[wire.OperatorCommand]:
     """Commands recorded as received and never finished: the daemon stopped while they
     ran (only called at start, before any command runs)."""
-    rows = db.conn.execute(
-        "SELECT id, action, charger_id, arguments, expires_at FROM cloud_commands "
-        "WHERE status = 'received' ORDER BY received_at, id"
-    ).fetchall()
     found = []
-    for command_id, action, charger_id, arguments, expires_at in rows:
+    for command_id, action, charger_id, arguments, expires_at in cloud_commands.unfinished_commands(
+        db
+    ):
         try:
             found.append(
                 wire.OperatorCommand(
