@@ -45,6 +45,7 @@ from edge.settings import (
     find_config_file,
     load_settings,
 )
+from edge.store import chargers
 from edge.store.database import StoreError, latest_schema_version, open_readonly
 from edge.sync.broker import BrokerStep, attempt_connection
 
@@ -370,11 +371,7 @@ def check_chargers(settings: Settings, now: datetime) -> CheckResult:
     except StoreError as error:
         return CheckResult("chargers", Status.WARNING, f"none seen: {error}", hint)
     try:
-        rows = [
-            row
-            for row in db.query("SELECT * FROM chargers ORDER BY id")
-            if row["registration"] != "rejected"
-        ]
+        rows = [row for row in chargers.list_chargers(db) if row["registration"] != "rejected"]
     finally:
         db.conn.close()
     seen = [row for row in rows if row["last_seen_at"]]

@@ -20,6 +20,7 @@ from edge.presence import presence
 from edge.store import (
     charger_reports,
     chargers,
+    files,
     message_log,
     transactions,
 )
@@ -132,9 +133,7 @@ def _set_charger_password(db: Database, charger_id: str, password: str | None) -
         return 2
     if chargers.get_charger(db, charger_id) is None:
         chargers.add_charger(db, charger_id, "accepted", utc_now())
-    db.conn.execute(
-        "UPDATE chargers SET password_hash = ? WHERE id = ?", (hash_password(password), charger_id)
-    )
+    chargers.set_password_hash(db, charger_id, hash_password(password))
     if generated:
         print(f"{charger_id}: password {password}  (set it as the charger's AuthorizationKey)")
     else:
@@ -206,7 +205,7 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
         db = open_readonly(settings.store.path)
         rows = [
             (row["name"], row["size"], row["sha256"], row["added_at"])
-            for row in db.query("SELECT * FROM firmware_images ORDER BY name")
+            for row in files.list_firmware_images(db)
         ]
         print(render_table(["name", "bytes", "sha256", "added"], rows))
         offered = [
