@@ -25,6 +25,7 @@ from sqlite_utils import Database
 
 from edge.clock import parse_timestamp, utc_now
 from edge.settings import FilesSettings, SyncSettings
+from edge.store.outbox import store_epoch
 from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
 from edge.sync.cards import apply_card_part, refuse_card_list
@@ -40,7 +41,6 @@ from edge.sync.outbox import (
     acknowledge,
     backlog,
     pending_batch,
-    store_epoch,
 )
 from edge.sync.stopping import cancel_until_done
 
