@@ -31,6 +31,7 @@ from edge.ocpp.schemas import validate_request
 from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
 from edge.store import chargers, commands
+from edge.store.database import savepoint
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer
@@ -164,12 +165,8 @@ async def send_command(
             raise UnknownCharger(f"no charger {charger_id} at this site")
         if session is None:
             # Checked as if it were sent (422 for a bad one), allocations undone.
-            db.conn.execute("SAVEPOINT offline_check")
-            try:
+            with savepoint(db, "offline_check", keep=False):
                 build_payload(action, prepare_arguments(db, charger_id, action, arguments))
-            finally:
-                db.conn.execute("ROLLBACK TO offline_check")
-                db.conn.execute("RELEASE offline_check")
             request: dict[str, Any] = {"arguments": arguments}
             outcome = "offline"
         else:

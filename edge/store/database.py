@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -102,3 +104,21 @@ def open_readonly(path: Path | str) -> sqlite_utils.Database:
             f"{latest_schema_version()}: start the daemon to migrate it"
         )
     return sqlite_utils.Database(connection)
+
+
+@contextmanager
+def savepoint(db: sqlite_utils.Database, name: str, *, keep: bool = True) -> Iterator[None]:
+    """Work inside a unit of work that is undone alone if it raises (the exception goes
+    on), or always when `keep` is False (work done only to check it can be done)."""
+    if not name.isidentifier():
+        raise ValueError(f"savepoint name {name!r}: letters, digits and _ only")
+    db.conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        db.conn.execute(f"ROLLBACK TO {name}")
+        db.conn.execute(f"RELEASE {name}")
+        raise
+    if not keep:
+        db.conn.execute(f"ROLLBACK TO {name}")
+    db.conn.execute(f"RELEASE {name}")

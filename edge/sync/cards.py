@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 
 from edge.store import card_lists, id_tags
+from edge.store.database import savepoint
 from edge.sync import protocol as wire
 from edge.sync.outbox import Outbox
 
@@ -76,15 +77,11 @@ def refuse_card_list(
 def apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
     """`_apply_card_list` inside a savepoint: a list that fails halfway leaves the card
     table as it was, and the refusal is reported in the same transaction."""
-    db.conn.execute("SAVEPOINT card_list")
     try:
-        outcome = _apply_card_list(db, cards, outbox, now)
+        with savepoint(db, "card_list"):
+            return _apply_card_list(db, cards, outbox, now)
     except (sqlite3.Error, ValueError) as error:
-        db.conn.execute("ROLLBACK TO card_list")
-        db.conn.execute("RELEASE card_list")
         return refuse_card_list(db, cards.version, f"{type(error).__name__}: {error}", outbox, now)
-    db.conn.execute("RELEASE card_list")
-    return outcome
 
 
 def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
