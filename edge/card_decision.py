@@ -14,9 +14,9 @@ from sqlite_utils import Database
 
 from edge.authorization import Authorization, authorize_card
 from edge.clock import format_utc
+from edge.events import EventRecorder
 from edge.settings import AuthorizationSettings
 from edge.store import card_decisions, id_tags
-from edge.sync.outbox import Outbox
 
 Plan = TypeVar("Plan")
 
@@ -56,7 +56,7 @@ class CardDecision(Generic[Plan]):
 
 def decide_card(
     db: Database,
-    outbox: Outbox,
+    outbox: EventRecorder,
     card: CardPresented,
     settings: AuthorizationSettings,
     choose: Callable[[Authorization], Choice[Plan]],

@@ -39,7 +39,6 @@ from edge.ocpp.security import (
 )
 from edge.ocpp.session import SiteContext
 from edge.store import charger_reports, chargers
-from edge.sync import protocol as wire
 
 log = logging.getLogger(__name__)
 
@@ -313,7 +312,7 @@ class OcppServer:
                 # Forgotten as a stale pending charger during its own handshake.
                 chargers.ensure_charger(db, charger_id, "pending", now)
             chargers.mark_connected(db, charger_id, now)
-            outbox.append(db, wire.ChargerConnection(charger_id=charger_id, connected=True), now)
+            outbox.record(db, ChargerConnection(charger_id, connected=True), now)
             row = chargers.get_charger(db, charger_id)
             assert row is not None
             return str(row["registration"])
@@ -334,8 +333,7 @@ class OcppServer:
 
                 def disconnect(db: Database) -> None:
                     chargers.mark_disconnected(db, charger_id, gone_at)
-                    gone = wire.ChargerConnection(charger_id=charger_id, connected=False)
-                    outbox.append(db, gone, gone_at)
+                    outbox.record(db, ChargerConnection(charger_id, connected=False), gone_at)
 
                 await store.run(disconnect)
                 log.info("%s disconnected", charger_id)

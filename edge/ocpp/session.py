@@ -146,8 +146,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         self.known_transactions: dict[int, int] = {}
         self.certificate_request_to_sign: int | None = None
         self.outbox = context.outbox
-        # When each transaction's figures last went to the cloud (monotonic seconds).
-        self._meter_reported_at: dict[int, float] = {}
         self._last_touch = 0.0
         # Events of the call being handled, published once its answer is sent.
         self._events: list[SiteEvent] = []

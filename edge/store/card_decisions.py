@@ -8,14 +8,13 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.authorization import Authorization
-from edge.sync import protocol as wire
-from edge.sync.outbox import Outbox
+from edge.events import CardDecided, EventRecorder
 from edge.tap_decision import TapResult, moves_forward
 
 
 def record_card_decision(
     db: Database,
-    outbox: Outbox,
+    outbox: EventRecorder,
     *,
     id_tag: str,
     source: str,
@@ -27,22 +26,12 @@ def record_card_decision(
     charger_id: str | None = None,
     connector_id: int | None = None,
 ) -> int:
-    """Store one decision with its reason, and its `card.used` event for the cloud;
+    """Store one decision with its reason, and record its `CardDecided` event;
     returns its id (a tap's outcome is added later)."""
-    outbox.append(
-        db,
-        wire.CardUsed(
-            id_tag=id_tag,
-            source="reader" if reader_id else "charger",
-            action=action,
-            status=authorization.status,
-            reason=reason,
-            charger_id=charger_id,
-            connector_id=connector_id,
-            reader_id=reader_id,
-        ),
-        now,
+    decided = CardDecided(
+        id_tag, action, authorization.status, reason, charger_id, connector_id, reader_id
     )
+    outbox.record(db, decided, now)
     cursor = db.execute(
         "INSERT INTO card_decisions (decided_at, id_tag, source, reader_id, charger_id, "
         "connector_id, action, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -17,23 +17,35 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 
 from edge.clock import utc_now
+from edge.events import SiteEvent
 from edge.store import outbox as outbox_store
 from edge.sync import protocol as wire
 from edge.sync.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
 from edge.sync.storable import storable_event
+from edge.sync.wire_events import WireEvents
 
 log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """`outbox.append(db, event)` inside a unit of work. A site without cloud sync
-    keeps no outbox: appends are dropped."""
+    """`outbox.record(db, site_event, at)` (or `append` for a wire event the sync
+    features make themselves) inside a unit of work. A site without cloud sync keeps no
+    outbox: events are dropped."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.wire_events = WireEvents()
         # Told of each append (on the event loop, inside the unit of work): the sync
         # link wakes and reads the outbox once that unit is committed.
         self.on_append: Callable[[], None] | None = None
+
+    def record(self, db: Database, event: SiteEvent, at: str) -> None:
+        """The site event `event`, as the cloud hears of it (if it does)."""
+        if not self.enabled:
+            return
+        wire_event = self.wire_events.event_for(event)
+        if wire_event is not None:
+            self.append(db, wire_event, at)
 
     def append(self, db: Database, event: EventData, at: str | None = None) -> None:
         if not self.enabled:

@@ -8,10 +8,10 @@ from ocpp.v16.enums import Action
 from sqlite_utils import Database
 
 from edge.clock import utc_now
+from edge.events import ChargerJobReported
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
 from edge.store import firmware as firmware_store
-from edge.sync import protocol as wire
 
 
 class FirmwareHandlers(SessionBase):
@@ -20,10 +20,8 @@ class FirmwareHandlers(SessionBase):
 
         def record(db: Database) -> None:
             charger_reports.record_job_status(db, charger_id, kind, status, request_id, received_at)
-            job = wire.ChargerJob(
-                charger_id=charger_id, job=kind, status=status, request_id=request_id
-            )
-            outbox.append(db, job, received_at)
+            job = ChargerJobReported(charger_id, kind, status, request_id)
+            outbox.record(db, job, received_at)
             # An install the edge started moves on with what the charger says of it.
             install = firmware_store.install_status_reported(
                 db, charger_id, kind, status, received_at
