@@ -19,7 +19,7 @@ from websockets.asyncio.server import Server
 from edge.api.app import create_api, local_api_server
 from edge.api.serving import EmbeddedHttpServer
 from edge.certificates import SiteCA
-from edge.clock import now_ms, utc_now
+from edge.clock import now_ms, utc_now_text
 from edge.feedback.build import build_feedback
 from edge.files.ftp import UploadFtpServer
 from edge.files.http import file_server as file_server_of
@@ -93,7 +93,7 @@ async def run_edge(
     stop = stop or asyncio.Event()
     hardware = hardware or Hardware()
     async with StoreWriter(settings.store.path) as store:
-        await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
+        await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now_text()))
         authority = await asyncio.to_thread(
             SiteCA.load_or_create,
             *settings.certificates.paths(settings.store.path),
@@ -285,7 +285,7 @@ async def _report_health(link: SyncLink, outbox: Outbox, stop: asyncio.Event) ->
 
 
 def _enroll_demo_cards(db: Database, chargers_count: int) -> None:
-    now = utc_now()
+    now = utc_now_text()
     for number in range(1, chargers_count + 1):
         for card in demo_cards(number):
             if id_tags.get_id_tag(db, card) is None:

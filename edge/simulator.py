@@ -53,7 +53,7 @@ from ocpp.v16.enums import (
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,10 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
             self.connectors[connector_id].status = status
         await self.call(
             call.StatusNotification(
-                connector_id=connector_id, error_code=error_code, status=status, timestamp=utc_now()
+                connector_id=connector_id,
+                error_code=error_code,
+                status=status,
+                timestamp=utc_now_text(),
             ),
             suppress=False,
         )
@@ -141,7 +144,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                 connector_id=connector_id,
                 id_tag=id_tag,
                 meter_start=connector.meter_wh,
-                timestamp=utc_now(),
+                timestamp=utc_now_text(),
             ),
             suppress=False,
         )
@@ -161,7 +164,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                 transaction_id=connector.transaction_id,
                 meter_value=[
                     {
-                        "timestamp": utc_now(),
+                        "timestamp": utc_now_text(),
                         "sampledValue": [
                             {
                                 "value": str(connector.meter_wh),
@@ -189,7 +192,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         await self.call(
             call.StopTransaction(
                 meter_stop=connector.meter_wh,
-                timestamp=utc_now(),
+                timestamp=utc_now_text(),
                 transaction_id=connector.transaction_id,
                 reason=reason,
                 id_tag=connector.id_tag,
@@ -438,7 +441,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         return call_result.GetCompositeSchedule(
             status=GetCompositeScheduleStatus.accepted,
             connector_id=connector_id,
-            schedule_start=utc_now(),
+            schedule_start=utc_now_text(),
             charging_schedule=schedule,
         )
 
@@ -521,7 +524,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                     suppress=False,
                 )
 
-        content = f"{self.id} diagnostics at {utc_now()}\n".encode() * 64
+        content = f"{self.id} diagnostics at {utc_now_text()}\n".encode() * 64
         await report("Uploading")
         try:
             await asyncio.to_thread(upload, location, file_name, content)

@@ -15,7 +15,7 @@ import logging
 import time
 from datetime import UTC, datetime, timedelta
 
-from edge.clock import format_utc, utc_now
+from edge.clock import format_utc, utc_now_text
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.ocpp.server import OcppServer
@@ -33,7 +33,7 @@ async def run_site_tasks(server: OcppServer, stop: asyncio.Event) -> None:
     async with ChargerLanes() as lanes:
         while not stop.is_set():
             expired = await server.context.store.run(
-                functools.partial(reservations.expire_reservations, now=utc_now())
+                functools.partial(reservations.expire_reservations, now=utc_now_text())
             )
             if expired:
                 log.info("%d reservations expired", expired)

@@ -19,7 +19,7 @@ from sqlite_utils import Database
 from edge import log_context
 from edge.authorization import Authorization
 from edge.card_decision import CardDecision, CardPresented, Choice, decide_card
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.events import (
     MeterReading,
     SiteEvent,
@@ -376,7 +376,7 @@ class TapFlow:
 
     def reader_status(self, reader_id: str, online: bool, reason: str) -> None:
         """The supervisor's report: the reader came or went."""
-        self.reader_states[reader_id] = ReaderState(online, reason, utc_now())
+        self.reader_states[reader_id] = ReaderState(online, reason, utc_now_text())
         post = self.posts.get(reader_id)
         if post is not None:
             # The reason is in the log; a driver needs only to know the reader is out.

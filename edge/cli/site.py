@@ -13,7 +13,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.cli.common import read_store, settings_of, shorten, write_store
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.files.store import FileDirectory, FileNameError
 from edge.ocpp.security import hash_password
 from edge.presence import presence
@@ -81,7 +81,7 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
         registration = {"add": "accepted", "accept": "accepted", "reject": "rejected"}
         with db.conn:
             chargers.add_charger(
-                db, arguments.charger_id, registration[arguments.action], utc_now()
+                db, arguments.charger_id, registration[arguments.action], utc_now_text()
             )
         print(f"{arguments.charger_id}: {registration[arguments.action]}")
         return 0
@@ -132,7 +132,7 @@ def _set_charger_password(db: Database, charger_id: str, password: str | None) -
         print("use a password of at least 16 characters (OCPP's AuthorizationKey)", file=sys.stderr)
         return 2
     if chargers.get_charger(db, charger_id) is None:
-        chargers.add_charger(db, charger_id, "accepted", utc_now())
+        chargers.add_charger(db, charger_id, "accepted", utc_now_text())
     chargers.set_password_hash(db, charger_id, hash_password(password))
     if generated:
         print(f"{charger_id}: password {password}  (set it as the charger's AuthorizationKey)")

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp
 
 from edge.api.body_limit import BodyLimit, RouteLimit
 from edge.api.serving import ConnectionLimits, EmbeddedHttpServer
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.files.store import FileDirectory, FileNameError, safe_name
 from edge.files.tokens import UploadTokens
 from edge.files.uploads import Upload, UploadArea, UploadRefused
@@ -81,7 +81,7 @@ def create_file_server(
         try:
             await store.run(
                 lambda db: files.record_received_file(
-                    db, charger_id, name, size, sha256, "http", utc_now()
+                    db, charger_id, name, size, sha256, "http", utc_now_text()
                 )
             )
         except Exception as error:

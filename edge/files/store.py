@@ -9,7 +9,7 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.store import files
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -49,5 +49,5 @@ class FileDirectory:
         target = self.firmware / name
         shutil.copyfile(source, target)
         size, digest = target.stat().st_size, sha256_of(target)
-        files.record_firmware_image(db, name, size, digest, utc_now())
+        files.record_firmware_image(db, name, size, digest, utc_now_text())
         return name, size, digest

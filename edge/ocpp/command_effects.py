@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now_text
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
 from edge.store import (
     certificates,
@@ -71,7 +71,7 @@ def prepare_arguments(
 def apply_request(db: Database, charger_id: str, action: str, request: dict[str, Any]) -> None:
     record = _REQUESTS.get(action)
     if record is not None:
-        record(db, charger_id, request, utc_now())
+        record(db, charger_id, request, utc_now_text())
 
 
 def apply_answer(
@@ -83,7 +83,7 @@ def apply_answer(
 ) -> None:
     record = _ANSWERS.get(action)
     if record is not None:
-        record(db, charger_id, request, answer, utc_now())
+        record(db, charger_id, request, answer, utc_now_text())
 
 
 # -- Core: configuration, availability ------------------------------------------
@@ -144,7 +144,7 @@ def _allocate_reservation(
         arguments.get("id_tag", ""),
         arguments.get("parent_id_tag"),
         _store_time(arguments.get("expiry_date", "")),
-        utc_now(),
+        utc_now_text(),
     )
     return {**arguments, "reservation_id": reservation_id}
 

@@ -23,7 +23,7 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
 from edge.ocpp.frames import bounded
 from edge.ocpp.payloads import to_wire
@@ -158,7 +158,7 @@ async def send_command(
     """Send `action` to `charger_id` and return its answer; raise CommandError otherwise."""
     store = server.context.store
     session = server.sessions.get(charger_id)
-    requested_at = utc_now()
+    requested_at = utc_now_text()
 
     def record_request(db: Database) -> tuple[int, dict[str, Any]]:
         if chargers.get_charger(db, charger_id) is None:
@@ -244,4 +244,4 @@ def _finish_row(
     code: str | None,
     description: str | None,
 ) -> None:
-    commands.finish_command(db, command_id, outcome, response, code, description, utc_now())
+    commands.finish_command(db, command_id, outcome, response, code, description, utc_now_text())

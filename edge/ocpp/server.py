@@ -26,7 +26,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from edge import log_context
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.events import ChargerConnection
 from edge.ocpp.admission import Admission, GuardedConnection, Refusal, connection_class
 from edge.ocpp.handlers import ChargerSession
@@ -142,7 +142,7 @@ class OcppServer:
         refused = await self._check_identity(connection, request, charger_id)
         if refused is not None:
             return refused
-        mode, now = self.settings.unknown_chargers, utc_now()
+        mode, now = self.settings.unknown_chargers, utc_now_text()
         limit = self.settings.max_pending_chargers
         registration = await self.context.store.run(
             lambda db: chargers.admit_charger(db, charger_id, mode, limit, now)
@@ -262,7 +262,7 @@ class OcppServer:
         """A security event for a known charger, at most RECORDED_REFUSALS_PER_MINUTE."""
         if not self._may_record_refusal(charger_id):
             return
-        now = utc_now()
+        now = utc_now_text()
 
         def record(db: Database) -> None:
             if chargers.get_charger(db, charger_id) is not None:
@@ -294,7 +294,7 @@ class OcppServer:
         log_context.CHARGER_ID.set(charger_id)  # the connection's own task: all it logs
         session = ChargerSession(charger_id, connection, self.context)
         session.registration = "pending"  # until the store says otherwise, just below
-        store, now = self.context.store, utc_now()
+        store, now = self.context.store, utc_now_text()
         # Registered before anything is awaited: the connection it replaces, ending
         # meanwhile, must find itself replaced and not mark the charger offline.
         previous = self.sessions.get(charger_id)
@@ -329,7 +329,7 @@ class OcppServer:
             watchdog.cancel()
             if self.sessions.get(charger_id) is session:
                 del self.sessions[charger_id]
-                gone_at = utc_now()
+                gone_at = utc_now_text()
 
                 def disconnect(db: Database) -> None:
                     chargers.mark_disconnected(db, charger_id, gone_at)

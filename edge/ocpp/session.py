@@ -38,7 +38,7 @@ from websockets.exceptions import ConnectionClosed
 
 from edge import log_context
 from edge.certificates import SiteCA
-from edge.clock import now_ms, utc_now
+from edge.clock import now_ms, utc_now_text
 from edge.events import SiteEvent, SiteEvents
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.frames import (
@@ -405,7 +405,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         now = time.monotonic()
         if now - self._last_touch >= TOUCH_EVERY_SECONDS:
             self._last_touch = now
-            charger_id, seen_at = self.id, utc_now()
+            charger_id, seen_at = self.id, utc_now_text()
             self.store.submit(lambda db: chargers.touch(db, charger_id, seen_at))
 
 

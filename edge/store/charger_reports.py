@@ -83,12 +83,3 @@ def list_security_events(
             f"SELECT * FROM security_events {where} ORDER BY id DESC LIMIT ?", [*params, limit]
         )
     )
-
-
-def list_job_status(db: Database, charger_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    return list(
-        db.query(
-            "SELECT * FROM charger_job_status WHERE charger_id = ? ORDER BY id DESC LIMIT ?",
-            [charger_id, limit],
-        )
-    )

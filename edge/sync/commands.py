@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
-from edge.clock import parse_timestamp, utc_now
+from edge.clock import parse_timestamp, utc_now_text
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
@@ -124,7 +124,7 @@ async def run_command(
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
 ) -> wire.CommandResult | None:
     """Run a command the cloud sent, once; None when it was not run (a repeat)."""
     store = server.context.store
@@ -140,7 +140,7 @@ async def _execute(
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
 ) -> wire.CommandResult:
     """Run a recorded command and record its result."""
     store = server.context.store
@@ -227,7 +227,7 @@ async def rerun_or_report_interrupted(
     files: FilesSettings,
     outbox: Outbox,
     stop: asyncio.Event,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
     wait_seconds: float = RERUN_WAIT_SECONDS,
 ) -> None:
     """At start: every command a previous run left `received` is reported interrupted,

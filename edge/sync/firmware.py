@@ -25,7 +25,7 @@ from typing import Literal
 
 import sqlite_utils
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.files.store import FileDirectory, FileNameError, safe_name
 from edge.store import files as file_store
 from edge.store import firmware as firmware_store
@@ -368,7 +368,7 @@ class FirmwareDownloads:
             )
             if status == "verified":
                 file_store.record_firmware_image(
-                    db, offer.image, offer.size, offer.sha256, utc_now()
+                    db, offer.image, offer.size, offer.sha256, utc_now_text()
                 )
 
         await self._store.run(record)

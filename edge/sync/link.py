@@ -23,7 +23,7 @@ import aiomqtt
 from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
-from edge.clock import parse_timestamp, utc_now
+from edge.clock import parse_timestamp, utc_now_text
 from edge.settings import FilesSettings, SyncSettings
 from edge.store.outbox import store_epoch
 from edge.sync import protocol as wire
@@ -101,7 +101,7 @@ class SyncLink:
         self.files = files
         self.firmware = firmware
         self.topics = wire.Topics(settings.edge_id, settings.topic_prefix)
-        self.started_at = utc_now()
+        self.started_at = utc_now_text()
         self._started = time.monotonic()
         self.connected = False
         self._acked = 0
@@ -200,7 +200,7 @@ class SyncLink:
                 )
                 if stopping in done:
                     # A clean goodbye: the last will is only for a dropped link.
-                    offline = wire.EdgeStatus(state="offline", at=utc_now())
+                    offline = wire.EdgeStatus(state="offline", at=utc_now_text())
                     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                         async with asyncio.timeout(2):
                             await self._publish(client, self.topics.status, offline, retain=True)
@@ -250,7 +250,7 @@ class SyncLink:
     async def _on_ack(self, ack: wire.Ack) -> None:
         if ack.seq <= self._acked and not ack.quarantined:
             return  # a repeat: nothing new to forget
-        now, epoch = utc_now(), self._epoch
+        now, epoch = utc_now_text(), self._epoch
         outcome: AckOutcome = await self.store.run(lambda db: acknowledge(db, ack, epoch, now))
         if outcome.refused is not None:
             # Never taken: it would forget events the cloud never had (or another
@@ -284,7 +284,7 @@ class SyncLink:
             oldest_age_s=None if oldest_age is None else round(oldest_age, 1),
             disk_free_mb=round(disk.free / 1_048_576, 1),
             cards_version=held.cards_version,
-            at=utc_now(),
+            at=utc_now_text(),
         )
 
     async def _publish_status(self, client: aiomqtt.Client) -> None:
@@ -352,7 +352,7 @@ class SyncLink:
         except (ValueError, RecursionError):
             raw = None
         fields = raw if isinstance(raw, dict) else {}
-        now, outbox = utc_now(), self.outbox
+        now, outbox = utc_now_text(), self.outbox
         work: Callable[[Database], object] | None = None
         if model is wire.CardList:
             version = fields.get("version")
@@ -392,7 +392,7 @@ class SyncLink:
         await self.store.run(work)
 
     async def _on_cards(self, cards: wire.CardList) -> None:
-        now, outbox = utc_now(), self.outbox
+        now, outbox = utc_now_text(), self.outbox
         outcome = await self.store.run(lambda db: apply_card_part(db, cards, outbox, now))
         log.info("card list %s from the cloud: %s", cards.version, outcome)
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.events import SiteEvent
 from edge.store import outbox as outbox_store
 from edge.sync import protocol as wire
@@ -50,7 +50,7 @@ class Outbox:
     def append(self, db: Database, event: EventData, at: str | None = None) -> None:
         if not self.enabled:
             return
-        at = at or utc_now()
+        at = at or utc_now_text()
         cleaned, data = storable_event(event, at)
         if cleaned.cleaned:
             log.warning(

@@ -15,7 +15,7 @@ from sqlite_utils import Database
 
 from edge.authorization import Authorization, authorize_id_tag
 from edge.card_decision import CardPresented, as_charger_decides, decide_card
-from edge.clock import normalize_timestamp, parse_timestamp, utc_now
+from edge.clock import normalize_timestamp, parse_timestamp, utc_now_text
 from edge.events import (
     ChargerBooted,
     ConnectorStatusChanged,
@@ -121,7 +121,7 @@ class CoreHandlers(SessionBase):
     async def on_boot_notification(
         self, charge_point_vendor: str, charge_point_model: str, **details: Any
     ) -> call_result.BootNotification:
-        now = utc_now()
+        now = utc_now_text()
         details.update(
             charge_point_vendor=charge_point_vendor, charge_point_model=charge_point_model
         )
@@ -160,7 +160,7 @@ class CoreHandlers(SessionBase):
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=utc_now())
+        return call_result.Heartbeat(current_time=utc_now_text())
 
     @on(Action.status_notification)
     async def on_status_notification(
@@ -174,7 +174,7 @@ class CoreHandlers(SessionBase):
         vendor_error_code: str | None = None,
     ) -> call_result.StatusNotification:
         charger_timestamp = normalize_timestamp(timestamp) if timestamp else None
-        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+        received_at, charger_id, outbox = utc_now_text(), self.id, self.outbox
         changed = ConnectorStatusChanged(charger_id, connector_id, status, error_code, info)
 
         def record(db: Database) -> None:
@@ -222,7 +222,7 @@ class CoreHandlers(SessionBase):
             started_at=normalize_timestamp(timestamp),
             reservation_id=reservation_id,
         )
-        received_at = utc_now()
+        received_at = utc_now_text()
         card = CardPresented(id_tag, parse_timestamp(received_at), self.id, connector_id)
         settings, outbox = self.context.authorization, self.outbox
 
@@ -262,7 +262,7 @@ class CoreHandlers(SessionBase):
         meter_value: list[dict[str, Any]],
         transaction_id: int | None = None,
     ) -> call_result.MeterValues:
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         meter_start = (
             self.known_transactions.get(transaction_id) if transaction_id is not None else None
         )
@@ -306,7 +306,7 @@ class CoreHandlers(SessionBase):
             id_tag=id_tag,
             reason=reason,
         )
-        received_at = utc_now()
+        received_at = utc_now_text()
 
         outbox = self.outbox
 
@@ -357,7 +357,7 @@ class CoreHandlers(SessionBase):
         self, vendor_id: str, message_id: str | None = None, data: str | None = None
     ) -> call_result.DataTransfer:
         status, response_data = self.context.data_transfer.answer(vendor_id, message_id, data)
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         await self.store.run(
             lambda db: charger_reports.record_data_transfer(
                 db, charger_id, vendor_id, message_id, data, status, response_data, received_at

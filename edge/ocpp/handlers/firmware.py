@@ -7,7 +7,7 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.events import ChargerJobReported
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
@@ -16,7 +16,7 @@ from edge.store import firmware as firmware_store
 
 class FirmwareHandlers(SessionBase):
     async def _record_job_status(self, kind: str, status: str, request_id: int | None) -> None:
-        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+        received_at, charger_id, outbox = utc_now_text(), self.id, self.outbox
 
         def record(db: Database) -> None:
             charger_reports.record_job_status(db, charger_id, kind, status, request_id, received_at)

@@ -9,7 +9,7 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
 from edge.certificates import CertificateRequestRejected
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now_text
 from edge.ocpp.handlers.firmware import FirmwareHandlers
 from edge.store import certificates, charger_reports
 
@@ -24,7 +24,7 @@ class SecurityHandlers(FirmwareHandlers):
         log.warning("security event from %s: %s %s", self.id, type, tech_info or "")
         charger_timestamp, received_at, charger_id = (
             normalize_timestamp(timestamp),
-            utc_now(),
+            utc_now_text(),
             self.id,
         )
         await self.store.run(
@@ -37,7 +37,7 @@ class SecurityHandlers(FirmwareHandlers):
     @on(Action.sign_certificate)
     async def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
         """Check the CSR now (valid, CN = this charger); sign and deliver it after answering."""
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         status, reason = "accepted", None
         authority = self.context.certificate_authority
         if authority is None:
