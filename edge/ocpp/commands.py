@@ -209,7 +209,7 @@ async def send_command(
         ) from error
 
     def record_answer(db: Database) -> None:
-        _finish_row(db, command_id, "answered", response, None, None)
+        commands.finish_command(db, command_id, "answered", response, None, None, utc_now_text())
         apply_answer(db, charger_id, action, request, response)
 
     try:
@@ -232,16 +232,7 @@ async def _finish(
     description: str | None,
 ) -> None:
     await server.context.store.run(
-        lambda db: _finish_row(db, command_id, outcome, response, code, description)
+        lambda db: commands.finish_command(
+            db, command_id, outcome, response, code, description, utc_now_text()
+        )
     )
-
-
-def _finish_row(
-    db: Database,
-    command_id: int,
-    outcome: str,
-    response: dict[str, Any] | None,
-    code: str | None,
-    description: str | None,
-) -> None:
-    commands.finish_command(db, command_id, outcome, response, code, description, utc_now_text())

@@ -17,9 +17,9 @@ class SyncState(NamedTuple):
     acked_at: str | None
     cards_version: int
     epoch: str
-    refused_acks: int
-    cloud_quarantined: int
-    last_quarantined: str | None
+    refused_acks: int  # acks beyond what was sent, or for another store
+    cloud_quarantined: int  # this edge's events the cloud quarantined, as it last said
+    last_quarantined: str | None  # the latest of them: seq, kind and reason
 
 
 def append_event(db: Database, at: str, kind: str, data: str) -> None:

@@ -25,7 +25,7 @@ from sqlite_utils import Database
 
 from edge.clock import parse_timestamp, utc_now_text
 from edge.settings import FilesSettings, SyncSettings
-from edge.store.outbox import store_epoch
+from edge.store.outbox import SyncState, store_epoch
 from edge.sync import protocol as wire
 from edge.sync.broker import broker_client
 from edge.sync.cards import apply_card_part, refuse_card_list
@@ -36,7 +36,6 @@ from edge.sync.commands import (
 )
 from edge.sync.outbox import (
     AckOutcome,
-    Backlog,
     Outbox,
     acknowledge,
     backlog,
@@ -270,7 +269,7 @@ class SyncLink:
 
     async def status(self) -> wire.EdgeStatus:
         """This edge's presence and health, as the cloud sees it."""
-        held: Backlog = await self.store.run(backlog)
+        held: SyncState = await self.store.run(backlog)
         oldest_age = None
         if held.oldest_at is not None:
             oldest_age = time.time() - parse_timestamp(held.oldest_at).timestamp()

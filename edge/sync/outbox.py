@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from edge.clock import utc_now_text
 from edge.events import SiteEvent
 from edge.store import outbox as outbox_store
+from edge.store.outbox import SyncState
 from edge.sync import protocol as wire
 from edge.sync.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
 from edge.sync.storable import storable_event
@@ -59,19 +60,6 @@ class Outbox:
         outbox_store.append_event(db, at, event.kind, data)
         if self.on_append is not None:
             self.on_append()
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    events: int
-    oldest_at: str | None
-    acked_seq: int
-    acked_at: str | None
-    cards_version: int
-    epoch: str
-    refused_acks: int  # acks beyond what was sent, or for another store
-    cloud_quarantined: int  # this edge's events the cloud quarantined, as it last said
-    last_quarantined: str | None  # the latest of them: seq, kind and reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,5 +145,6 @@ def acknowledge(db: Database, ack: wire.Ack, epoch: str, now: str) -> AckOutcome
     return AckOutcome(deleted)
 
 
-def backlog(db: Database) -> Backlog:
-    return Backlog(*outbox_store.sync_state(db))
+def backlog(db: Database) -> SyncState:
+    """What the outbox holds, and what the cloud last said of it."""
+    return outbox_store.sync_state(db)
