@@ -46,7 +46,12 @@ from edge.settings import (
     load_settings,
 )
 from edge.store import chargers
-from edge.store.database import StoreError, latest_schema_version, open_readonly
+from edge.store.database import (
+    StoreError,
+    latest_schema_version,
+    open_readonly,
+    schema_version,
+)
 from edge.sync.broker import BrokerStep, attempt_connection
 
 DISK_WARNING_BYTES = 1024**3  # 1 GiB
@@ -177,7 +182,7 @@ def check_store(settings: Settings) -> CheckResult:
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            version = schema_version(connection)
         finally:
             connection.close()
     except sqlite3.Error as error:

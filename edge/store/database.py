@@ -63,9 +63,14 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return connection
 
 
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The number of the last migration applied to the file (0: none)."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Apply every migration newer than the file's version; return the version now."""
-    current: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    current = schema_version(connection)
     available = migrations()
     if current > len(available):
         raise StoreError(
