@@ -10,7 +10,6 @@ a car plugged in (Preparing), else the first Available one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from edge.authorization import Authorization, same_account
 from edge.feedback import Signal
@@ -65,33 +64,6 @@ class Refuse:
 
 
 TapPlan = StartCharging | StopCharging | InProgress | Refuse
-
-
-class TapResult(StrEnum):
-    """What came of a tap. `start accepted` and `stop accepted` wait for the charger;
-    the others are where a tap ends."""
-
-    IN_PROGRESS = "in progress"
-    REFUSED = "refused"
-    START_ACCEPTED = "start accepted"
-    STOP_ACCEPTED = "stop accepted"
-    STARTED = "started"
-    NOT_STARTED_IN_TIME = "not started in time"
-    CHARGER_REFUSED = "charger refused"
-    FAILED = "failed"
-
-
-_WAITING = frozenset({TapResult.START_ACCEPTED, TapResult.STOP_ACCEPTED})
-
-
-def moves_forward(recorded: str | None, result: TapResult) -> bool:
-    """Whether `result` may replace the recorded outcome (its text, "failed: why" for a
-    failure): an outcome only moves forward, so a charger's StartTransaction that arrives
-    before its answer to RemoteStartTransaction still ends the tap as `started`."""
-    if recorded is None:
-        return True
-    waiting = recorded.partition(":")[0] in _WAITING
-    return waiting and result not in _WAITING
 
 
 def plan_tap(

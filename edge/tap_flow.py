@@ -38,9 +38,9 @@ from edge.tap_decision import (
     StartCharging,
     StopCharging,
     TapPlan,
-    TapResult,
     plan_tap,
 )
+from edge.tap_outcome import TapResult
 
 if TYPE_CHECKING:
     from edge.ocpp.server import OcppServer

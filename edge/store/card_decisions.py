@@ -9,7 +9,7 @@ from sqlite_utils import Database
 
 from edge.authorization import Authorization
 from edge.events import CardDecided, EventRecorder
-from edge.tap_decision import TapResult, moves_forward
+from edge.tap_outcome import TapResult, moves_forward
 
 
 def record_card_decision(

@@ -8,7 +8,7 @@ import pytest
 
 from edge.authorization import IdTagRecord, authorize_id_tag
 from edge.metering import energy_register_wh, normalize_sampled_value
-from edge.tap_decision import TapResult, moves_forward
+from edge.tap_outcome import TapResult, moves_forward
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
