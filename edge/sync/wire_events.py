@@ -4,12 +4,24 @@ events (edge/sync/protocol.py), and where it is decided which facts the cloud he
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 
 from edge import events
 from edge.sync import protocol as wire
 
 # A running transaction's figures go to the cloud at most this often.
 METER_REPORT_SECONDS = 60.0
+
+
+# Site events whose wire event carries the same fields (by name; the wire may take fewer).
+_SAME_FACT: dict[type[events.SiteEvent], type[wire.EventData]] = {
+    events.ChargerBooted: wire.ChargerBoot,
+    events.ChargerConnection: wire.ChargerConnection,
+    events.ConnectorStatusChanged: wire.ConnectorStatus,
+    events.TransactionStarted: wire.TransactionStarted,
+    events.TransactionStopped: wire.TransactionStopped,
+    events.ChargerJobReported: wire.ChargerJob,
+}
 
 
 class WireEvents:
@@ -20,67 +32,16 @@ class WireEvents:
         self._meter_reported_at: dict[int, float] = {}
 
     def event_for(self, event: events.SiteEvent) -> wire.EventData | None:
-        match event:
-            case events.ChargerBooted():
-                return wire.ChargerBoot(
-                    charger_id=event.charger_id,
-                    vendor=event.vendor,
-                    model=event.model,
-                    serial_number=event.serial_number,
-                    firmware_version=event.firmware_version,
-                )
-            case events.ChargerConnection():
-                return wire.ChargerConnection(
-                    charger_id=event.charger_id, connected=event.connected
-                )
-            case events.ConnectorStatusChanged():
-                return wire.ConnectorStatus(
-                    charger_id=event.charger_id,
-                    connector_id=event.connector_id,
-                    status=event.status,
-                    error_code=event.error_code,
-                    info=event.info,
-                )
-            case events.TransactionStarted():
-                return wire.TransactionStarted(
-                    charger_id=event.charger_id,
-                    connector_id=event.connector_id,
-                    transaction_id=event.transaction_id,
-                    id_tag=event.id_tag,
-                    id_tag_status=event.id_tag_status,
-                    meter_start_wh=event.meter_start_wh,
-                    started_at=event.started_at,
-                )
-            case events.MeterReading():
-                return self._meter_report(event)
-            case events.TransactionStopped():
-                self._meter_reported_at.pop(event.transaction_id, None)
-                return wire.TransactionStopped(
-                    charger_id=event.charger_id,
-                    transaction_id=event.transaction_id,
-                    meter_stop_wh=event.meter_stop_wh,
-                    energy_wh=event.energy_wh,
-                    stopped_at=event.stopped_at,
-                    reason=event.reason,
-                )
-            case events.CardDecided():
-                return wire.CardUsed(
-                    id_tag=event.id_tag,
-                    source="reader" if event.reader_id else "charger",
-                    action=event.action,
-                    status=event.status,
-                    reason=event.reason,
-                    charger_id=event.charger_id,
-                    connector_id=event.connector_id,
-                    reader_id=event.reader_id,
-                )
-            case events.ChargerJobReported():
-                return wire.ChargerJob(
-                    charger_id=event.charger_id,
-                    job=event.job,
-                    status=event.status,
-                    request_id=event.request_id,
-                )
+        if isinstance(event, events.MeterReading):
+            return self._meter_report(event)
+        if isinstance(event, events.TransactionStopped):
+            self._meter_reported_at.pop(event.transaction_id, None)
+        if isinstance(event, events.CardDecided):
+            source = "reader" if event.reader_id else "charger"
+            return wire.CardUsed.model_validate({**asdict(event), "source": source})
+        model = _SAME_FACT[type(event)]
+        # The wire event takes the fields it names from the site event.
+        return model.model_validate(event, from_attributes=True)
 
     def _meter_report(self, reading: events.MeterReading) -> wire.TransactionMeter | None:
         if not reading.meter_wh or reading.energy_wh is None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 from edge import events
 from edge.sync import protocol as wire
+from edge.sync import wire_events
 from edge.sync.wire_events import WireEvents
 
 
@@ -37,4 +40,22 @@ def test_every_fact_has_its_wire_event() -> None:
     connection = events.ChargerConnection("CP1", connected=False)
     assert mapping.event_for(connection) == wire.ChargerConnection(
         charger_id="CP1", connected=False
+    )
+
+
+def test_every_site_event_has_a_way_to_the_wire() -> None:
+    own_mapping = {events.MeterReading, events.CardDecided}
+    for event_type in get_args(events.SiteEvent):
+        assert event_type in wire_events._SAME_FACT or event_type in own_mapping, event_type
+    started = events.TransactionStarted(
+        "CP1", 1, 7, "04A2B3C4", "Accepted", 1000, "2026-01-01T00:00:00.000Z"
+    )
+    assert WireEvents().event_for(started) == wire.TransactionStarted(
+        charger_id="CP1",
+        connector_id=1,
+        transaction_id=7,
+        id_tag="04A2B3C4",
+        id_tag_status="Accepted",
+        meter_start_wh=1000,
+        started_at="2026-01-01T00:00:00.000Z",
     )
