@@ -14,7 +14,7 @@ from sqlite_utils import Database
 
 from edge.authorization import Authorization, authorize_card
 from edge.clock import format_utc
-from edge.events import EventRecorder
+from edge.events import CardAction, EventRecorder
 from edge.settings import AuthorizationSettings
 from edge.store import card_decisions, id_tags
 
@@ -42,7 +42,7 @@ class Choice(Generic[Plan]):
     """What the caller makes of an authorization: its plan, and how the record names it."""
 
     plan: Plan
-    action: str
+    action: CardAction
     reason: str
     connector_id: int | None
 
@@ -91,7 +91,7 @@ def decide_card(
 
 
 def as_charger_decides(
-    action: str, connector_id: int | None
+    action: CardAction, connector_id: int | None
 ) -> Callable[[Authorization], Choice[Authorization]]:
     """For a card at a charger's own reader the authorization is the whole decision."""
     return lambda authorization: Choice(authorization, action, authorization.reason, connector_id)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 if TYPE_CHECKING:
     from sqlite_utils import Database
@@ -79,12 +79,17 @@ class ChargerConnection:
     connected: bool
 
 
+# What a decision on a card does: a charger's own reader asks to authorize or start; a
+# tap at one of the edge's readers starts, stops, is refused, or is ignored (under way).
+CardAction = Literal["authorize", "start", "stop", "refuse", "ignore"]
+
+
 @dataclass(frozen=True, slots=True)
 class CardDecided:
     """A decision on a card, at one of the edge's readers (`reader_id`) or a charger's."""
 
     id_tag: str
-    action: str
+    action: CardAction
     status: str
     reason: str
     charger_id: str | None

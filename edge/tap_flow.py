@@ -21,6 +21,7 @@ from edge.authorization import Authorization
 from edge.card_decision import CardDecision, CardPresented, Choice, decide_card
 from edge.clock import utc_now_text
 from edge.events import (
+    CardAction,
     MeterReading,
     SiteEvent,
     TransactionStarted,
@@ -386,7 +387,12 @@ class TapFlow:
         return (post for post in self.posts.values() if post.serves(charger_id, connector_id))
 
 
-_ACTIONS = {StartCharging: "start", StopCharging: "stop", Refuse: "refuse", InProgress: "ignore"}
+_ACTIONS: dict[type[TapPlan], CardAction] = {
+    StartCharging: "start",
+    StopCharging: "stop",
+    Refuse: "refuse",
+    InProgress: "ignore",
+}
 
 
 def _reason(plan: TapPlan, authorization: Authorization) -> str:

@@ -31,6 +31,7 @@ from edge.ocpp.schemas import validate_request
 from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
 from edge.store import chargers, commands
+from edge.store.commands import CommandOutcome
 from edge.store.database import savepoint
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ async def send_command(
             with savepoint(db, "offline_check", keep=False):
                 build_payload(action, prepare_arguments(db, charger_id, action, arguments))
             request: dict[str, Any] = {"arguments": arguments}
-            outcome = "offline"
+            outcome: CommandOutcome = "offline"
         else:
             # Allocations (reservation id, list version) roll back if validation fails.
             payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
@@ -226,7 +227,7 @@ async def send_command(
 async def _finish(
     server: OcppServer,
     command_id: int,
-    outcome: str,
+    outcome: CommandOutcome,
     response: dict[str, Any] | None,
     code: str | None,
     description: str | None,

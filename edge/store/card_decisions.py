@@ -8,7 +8,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from edge.authorization import Authorization
-from edge.events import CardDecided, EventRecorder
+from edge.events import CardAction, CardDecided, EventRecorder
 from edge.tap_outcome import TapResult, moves_forward
 
 
@@ -18,7 +18,7 @@ def record_card_decision(
     *,
     id_tag: str,
     source: str,
-    action: str,
+    action: CardAction,
     authorization: Authorization,
     reason: str,
     now: str,

@@ -4,9 +4,12 @@ its outcome (answered, callerror, timeout, offline) with the charger's answer.""
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Literal
 
 from sqlite_utils import Database
+
+# sent: on the wire, no answer yet; the others are where a command ends.
+CommandOutcome = Literal["sent", "answered", "callerror", "timeout", "offline"]
 
 
 def add_command(
@@ -14,7 +17,7 @@ def add_command(
     charger_id: str,
     action: str,
     request: dict[str, Any],
-    outcome: str,
+    outcome: CommandOutcome,
     requested_at: str,
     finished_at: str | None,
 ) -> int:
@@ -38,7 +41,7 @@ def add_command(
 def finish_command(
     db: Database,
     command_id: int,
-    outcome: str,
+    outcome: CommandOutcome,
     response: dict[str, Any] | None,
     code: str | None,
     description: str | None,

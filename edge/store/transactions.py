@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlite_utils import Database
 
@@ -104,7 +104,10 @@ def start_transaction(
     return cursor.lastrowid, False
 
 
-def stop_transaction(db: Database, request: StopRequest, received_at: str) -> str:
+StopOutcome = Literal["stopped", "repeat", "unknown"]
+
+
+def stop_transaction(db: Database, request: StopRequest, received_at: str) -> StopOutcome:
     """Close a transaction: 'stopped', 'repeat' (already closed) or 'unknown'."""
     current = get_transaction(db, request.transaction_id)
     if current is None or current["charger_id"] != request.charger_id:

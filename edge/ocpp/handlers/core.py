@@ -17,6 +17,7 @@ from edge.authorization import Authorization, authorize_id_tag
 from edge.card_decision import CardPresented, as_charger_decides, decide_card
 from edge.clock import normalize_timestamp, parse_timestamp, utc_now_text
 from edge.events import (
+    CardAction,
     ChargerBooted,
     ConnectorStatusChanged,
     EventRecorder,
@@ -101,7 +102,7 @@ def decide_card_at_charger(
     outbox: EventRecorder,
     card: CardPresented,
     settings: AuthorizationSettings,
-    action: str = "authorize",
+    action: CardAction = "authorize",
 ) -> Authorization:
     """Decide on a card a charger's own reader read, and record the decision."""
     choose = as_charger_decides(action, card.connector_id)
