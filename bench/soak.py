@@ -43,7 +43,7 @@ from bench.hostile import ANSWERS_CHARGER, FRAMES_CHARGER, KNOWN_CARD
 from bench.load import now_iso, rss_mb
 from bench.mqtt_raw import start_mosquitto
 from bench.processes import BENCH, free_port, log_tail, prepare_environment, stop, wait_listening
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.store import chargers, id_tags
 from edge.store.database import open_database
 
@@ -223,7 +223,7 @@ def prepare_site(database: Path, normal: int) -> list[str]:
     """The site's chargers (accepted) and cards, written before the daemon starts."""
     db = open_database(database)
     names = [f"soak-{number:02d}" for number in range(1, normal + 1)]
-    now = utc_now()
+    now = utc_now_text()
     with db.conn:
         for charger_id in [*names, FRAMES_CHARGER, ANSWERS_CHARGER]:
             chargers.add_charger(db, charger_id, "accepted", now)

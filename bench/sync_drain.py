@@ -29,7 +29,7 @@ from bench.mqtt_raw import raw_qos1_rate, start_mosquitto
 from bench.processes import free_port, log_tail, prepare_environment, stop, wait_listening
 from cloud.store.schema import events as cloud_events
 from contract import protocol as wire
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.store.database import open_database
 from edge.sync.outbox import Outbox
 
@@ -87,7 +87,7 @@ def site_events(count: int, chargers: int = 20) -> list[wire.EventData]:
                     id_tag="04A2B3C4",
                     id_tag_status="Accepted",
                     meter_start_wh=random.randrange(10**7),
-                    started_at=utc_now(),
+                    started_at=utc_now_text(),
                 )
             )
     return made[:count]

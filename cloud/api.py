@@ -25,7 +25,7 @@ import urllib.parse
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
@@ -78,16 +78,7 @@ IMAGE_NAME = wire.IMAGE_NAME_PATTERN
 
 class CommandRequest(BaseModel):
     charger_id: str = Field(min_length=1)
-    action: Literal[
-        "remote_start",
-        "remote_stop",
-        "reset",
-        "change_availability",
-        "unlock",
-        "trigger",
-        "firmware_rollout",
-        "ocpp",
-    ]
+    action: wire.OperatorAction
     arguments: dict[str, Any] = {}
     expires_in_s: float = Field(3600.0, gt=0, le=30 * 86400)
 

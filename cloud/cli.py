@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from contract.cli import run_parsed
+from contract.operator_actions import OPERATOR_ACTIONS
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -65,7 +66,7 @@ def _parser() -> argparse.ArgumentParser:
     command = commands.add_parser("command", parents=[common], help="an operator command")
     command.add_argument("edge_id", type=_edge_id)
     command.add_argument("charger_id")
-    command.add_argument("action", help="remote_start, reset, unlock, ... or ocpp")
+    command.add_argument("action", help=", ".join(OPERATOR_ACTIONS))
     command.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE")
     command.add_argument("--expires-in", type=float, default=3600.0, help="seconds")
     command.set_defaults(command=_command("command"))

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 
+from contract.operator_actions import OperatorAction as OperatorAction  # re-exported
+
 DEFAULT_TOPIC_PREFIX = "ocpp-edge/v1"
 # A batch larger than this is refused by the aggregator (and never built by the edge).
 MAX_PAYLOAD_BYTES = 1_048_576
@@ -452,16 +454,7 @@ class OperatorCommand(_Message):
     """Run once by the edge (a repeat of `id` is ignored), unless past `expires_at`."""
 
     id: str = Field(min_length=1, max_length=64)
-    action: Literal[
-        "remote_start",
-        "remote_stop",
-        "reset",
-        "change_availability",
-        "unlock",
-        "trigger",
-        "firmware_rollout",
-        "ocpp",
-    ]
+    action: OperatorAction
     charger_id: str = Field(min_length=1, max_length=255)
     arguments: dict[str, Any] = {}
     expires_at: str

@@ -20,7 +20,7 @@ from contract.runtime import run_until_stopped
 from contract.shutdown import STOP_GRACE_SECONDS, StoppableTaskGroup
 from edge.api.app import create_api, local_api_server
 from edge.certificates import SiteCA
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.demo import demo_plan, demo_reader, enroll_demo_cards
 from edge.events import CertificateRequestAccepted, ChargerAccepted, Listener, SiteEvent
 from edge.feedback.build import build_feedback
@@ -131,7 +131,7 @@ class EdgeDaemon:
             )
         )
         await self.exits.enter_async_context(store)
-        await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now()))
+        await store.run(lambda db: chargers.mark_all_disconnected(db, utc_now_text()))
 
     async def build_site_context(self) -> None:
         """The site CA, and the context every feature is given."""
@@ -220,7 +220,7 @@ class EdgeDaemon:
             settings.sync.firmware_public_key,
             report=self.outbox.append,
         )
-        self.link = SyncLink(settings.sync, self.context, settings.files, downloads)
+        self.link = SyncLink(settings.sync, self.context, self.outbox, settings.files, downloads)
         self.tasks.create_task(self.link.run(self.stop), name="cloud-link")
         health = self.link.report_health(self.stop)
         self.tasks.create_task(health, name="edge-health")

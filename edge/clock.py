@@ -11,7 +11,8 @@ def format_utc(moment: datetime) -> str:
     return text.removesuffix("+00:00") + "Z"
 
 
-def utc_now() -> str:
+def utc_now_text() -> str:
+    """Now, as the store writes it (text; the cloud's `utc_now` returns a datetime)."""
     return format_utc(datetime.now(UTC))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.settings import SimulatedReaderSettings
 from edge.simulator import DemoPlan
 from edge.store import id_tags
@@ -33,7 +33,7 @@ def demo_plan(charger_number: int, chargers_count: int) -> DemoPlan:
 
 
 def enroll_demo_cards(db: Database, chargers_count: int) -> None:
-    now = utc_now()
+    now = utc_now_text()
     for number in range(1, chargers_count + 1):
         for card in demo_cards(number):
             if id_tags.get_id_tag(db, card) is None:

@@ -44,7 +44,13 @@ from edge.settings import (
     find_config_file,
     load_settings,
 )
-from edge.store.database import StoreError, latest_schema_version, open_readonly
+from edge.store import chargers
+from edge.store.database import (
+    StoreError,
+    latest_schema_version,
+    open_readonly,
+    schema_version,
+)
 from edge.sync.broker import BrokerStep, attempt_connection
 
 DISK_WARNING_BYTES = 1024**3  # 1 GiB
@@ -175,7 +181,7 @@ def check_store(settings: Settings) -> CheckResult:
     try:
         connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
         try:
-            version = int(connection.execute("PRAGMA user_version").fetchone()[0])
+            version = schema_version(connection)
         finally:
             connection.close()
     except sqlite3.Error as error:
@@ -360,11 +366,7 @@ def check_chargers(settings: Settings, now: datetime) -> CheckResult:
     except StoreError as error:
         return CheckResult("chargers", Status.WARNING, f"none seen: {error}", hint)
     try:
-        rows = [
-            row
-            for row in db.query("SELECT * FROM chargers ORDER BY id")
-            if row["registration"] != "rejected"
-        ]
+        rows = [row for row in chargers.list_chargers(db) if row["registration"] != "rejected"]
     finally:
         db.conn.close()
     seen = [row for row in rows if row["last_seen_at"]]

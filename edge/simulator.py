@@ -52,7 +52,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
 from contract.runtime import run_until_stopped, until_stopped
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.ocpp.library import on
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,10 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
             self.connectors[connector_id].status = status
         await self.call(
             call.StatusNotification(
-                connector_id=connector_id, error_code=error_code, status=status, timestamp=utc_now()
+                connector_id=connector_id,
+                error_code=error_code,
+                status=status,
+                timestamp=utc_now_text(),
             ),
             suppress=False,
         )
@@ -143,7 +146,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                 connector_id=connector_id,
                 id_tag=id_tag,
                 meter_start=connector.meter_wh,
-                timestamp=utc_now(),
+                timestamp=utc_now_text(),
             ),
             suppress=False,
         )
@@ -163,7 +166,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                 transaction_id=connector.transaction_id,
                 meter_value=[
                     {
-                        "timestamp": utc_now(),
+                        "timestamp": utc_now_text(),
                         "sampledValue": [
                             {
                                 "value": str(connector.meter_wh),
@@ -191,7 +194,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         await self.call(
             call.StopTransaction(
                 meter_stop=connector.meter_wh,
-                timestamp=utc_now(),
+                timestamp=utc_now_text(),
                 transaction_id=connector.transaction_id,
                 reason=reason,
                 id_tag=connector.id_tag,
@@ -440,7 +443,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         return call_result.GetCompositeSchedule(
             status=GetCompositeScheduleStatus.accepted,
             connector_id=connector_id,
-            schedule_start=utc_now(),
+            schedule_start=utc_now_text(),
             charging_schedule=schedule,
         )
 
@@ -523,7 +526,7 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
                     suppress=False,
                 )
 
-        content = f"{self.id} diagnostics at {utc_now()}\n".encode() * 64
+        content = f"{self.id} diagnostics at {utc_now_text()}\n".encode() * 64
         await report("Uploading")
         try:
             await asyncio.to_thread(upload, location, file_name, content)

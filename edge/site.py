@@ -9,11 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from edge.certificates import SiteCA
-from edge.events import SiteEvents
+from edge.events import NoOutbox, SiteEvents, SiteOutbox
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store.writer import StoreWriter
-from edge.sync.outbox import Outbox
 
 
 class Chargers(Protocol):
@@ -46,6 +45,6 @@ class SiteContext:
     certificate_authority: SiteCA | None = None
     authorization: AuthorizationSettings = field(default_factory=AuthorizationSettings)
     # Events for the cloud, appended in the same unit of work as the change they report.
-    outbox: Outbox = field(default_factory=lambda: Outbox(enabled=False))
+    outbox: SiteOutbox = field(default_factory=NoOutbox)
     # What happened (transactions, meter readings, status), for the parts that react.
     events: SiteEvents = field(default_factory=SiteEvents)

@@ -15,12 +15,11 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from contract.runtime import until_stopped
-from edge.clock import format_utc, now_ms, utc_now
+from edge.clock import format_utc, now_ms, utc_now_text
 from edge.ocpp.charger_lanes import ChargerLanes
-from edge.ocpp.command_effects import expire_reservations
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.site import SiteContext
-from edge.store import chargers, message_log
+from edge.store import chargers, message_log, reservations
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -34,7 +33,9 @@ async def run_site_tasks(site: SiteContext, stop: asyncio.Event) -> None:
     forgotten_at = -FORGET_PENDING_EVERY_SECONDS
     async with ChargerLanes() as lanes:
         while not stop.is_set():
-            expired = await site.store.run(functools.partial(expire_reservations, now=utc_now()))
+            expired = await site.store.run(
+                functools.partial(reservations.expire_reservations, now=utc_now_text())
+            )
             if expired:
                 log.info("%d reservations expired", expired)
             if time.monotonic() - forgotten_at >= FORGET_PENDING_EVERY_SECONDS:

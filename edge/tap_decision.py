@@ -13,16 +13,10 @@ from dataclasses import dataclass
 
 from edge.authorization import Authorization, same_account
 from edge.feedback import Signal
+from edge.store.transactions import RunningTransaction
 
 # Statuses in which a connector takes a RemoteStartTransaction (None: not reported yet).
 _STARTABLE = ("Preparing", "Available", None)
-
-
-@dataclass(frozen=True, slots=True)
-class RunningTransaction:
-    transaction_id: int
-    id_tag: str
-    parent_id_tag: str | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from sqlite_utils import Database
 
 from edge import log_context
-from edge.authorization import Authorization, authorize_card
-from edge.clock import format_utc, utc_now
+from edge.authorization import Authorization
+from edge.card_decision import CardDecision, CardPresented, Choice, decide_card
+from edge.clock import utc_now_text
 from edge.events import (
+    CardAction,
     MeterReading,
     SiteEvent,
     TransactionStarted,
@@ -29,17 +31,17 @@ from edge.feedback import Feedback, Signal
 from edge.ocpp.commands import CommandError, send_command
 from edge.readers.taps import CardTap
 from edge.settings import AuthorizationSettings, TapSettings
-from edge.store import card_decisions, id_tags
+from edge.store import card_decisions, chargers, reservations, transactions
 from edge.tap_decision import (
     ConnectorView,
     InProgress,
     Refuse,
-    RunningTransaction,
     StartCharging,
     StopCharging,
     TapPlan,
     plan_tap,
 )
+from edge.tap_outcome import TapResult
 
 if TYPE_CHECKING:
     from edge.site import SiteContext
@@ -76,7 +78,19 @@ class TapOutcome:
 
     plan: TapPlan
     decision_id: int
-    outcome: str
+    outcome: TapResult
+
+
+@dataclass(frozen=True, slots=True)
+class _Command:
+    """A tap's RemoteStartTransaction or RemoteStopTransaction, and what its acceptance
+    records."""
+
+    action: str
+    arguments: dict[str, Any]
+    accepted: TapResult
+    refused: Signal
+    transaction_id: int | None = None
 
 
 @dataclass
@@ -87,7 +101,6 @@ class _Underway:
     reader_id: str
     decision_id: int
     expiry: asyncio.TimerHandle | None = None
-    started: asyncio.Future[int] = field(default_factory=lambda: asyncio.Future())
 
 
 class TapFlow:
@@ -159,67 +172,49 @@ class TapFlow:
                 underway = _Underway(tap.uid, post.reader_id, decision_id)
                 self._starting[(charger_id, plan.connector_id)] = underway
         if isinstance(plan, StartCharging):
-            return await self._start(post, tap, plan, decision_id, underway)
+            return await self._start(post, tap, plan, underway)
         if isinstance(plan, StopCharging):
             return await self._stop(post, tap, plan, decision_id)
-        outcome = "in progress" if isinstance(plan, InProgress) else "refused"
-        return TapOutcome(plan, decision_id, outcome)
+        result = TapResult.IN_PROGRESS if isinstance(plan, InProgress) else TapResult.REFUSED
+        return TapOutcome(plan, decision_id, result)
 
     async def _decide(self, post: ReaderPost, tap: CardTap) -> tuple[TapPlan, int]:
         charger_id = post.charger_id
         online = charger_id is not None and self.site.chargers.is_connected(charger_id)
-        settings, now = self.authorization, format_utc(tap.at)
+        card = CardPresented(tap.uid, tap.at, charger_id, reader_id=post.reader_id)
         starting = {
             key[1]: underway.id_tag
             for key, underway in self._starting.items()
             if key[0] == charger_id
         }
         stopping = set(self._stopping)
-        outbox = self.site.outbox
+        outbox, settings = self.site.outbox, self.authorization
 
-        def decide(db: Database) -> tuple[TapPlan, int]:
-            facts = id_tags.card_facts(db, tap.uid, charger_id, None)
-            authorization = authorize_card(
-                facts,
-                charger_id,
-                tap.at,
-                unknown_cards=settings.unknown_cards,
-                cache_days=settings.cache_days,
-            )
-            if charger_id is None:
-                plan: TapPlan = Refuse("reader not mapped to a charger", Signal.ERROR)
-            else:
-                views = _connector_views(db, charger_id, post.connector_id, starting, stopping)
-                plan = plan_tap(
-                    tap.uid, authorization, charger_online=online, connectors=list(views)
+        def decide(db: Database) -> CardDecision[TapPlan]:
+            def choose(authorization: Authorization) -> Choice[TapPlan]:
+                if charger_id is None:
+                    plan: TapPlan = Refuse("reader not mapped to a charger", Signal.ERROR)
+                else:
+                    views = _connector_views(db, charger_id, post.connector_id, starting, stopping)
+                    plan = plan_tap(
+                        tap.uid, authorization, charger_online=online, connectors=list(views)
+                    )
+                reason = _reason(plan, authorization)
+                return Choice(
+                    plan, _ACTIONS[type(plan)], reason, getattr(plan, "connector_id", None)
                 )
-            decision_id = card_decisions.record_card_decision(
-                db,
-                outbox,
-                id_tag=tap.uid,
-                source="reader",
-                action=_ACTIONS[type(plan)],
-                authorization=authorization,
-                reason=_reason(plan, authorization),
-                now=now,
-                reader_id=post.reader_id,
-                charger_id=charger_id,
-                connector_id=getattr(plan, "connector_id", None),
-            )
-            if authorization.remember_unknown:
-                where = f"reader {post.reader_id}"
-                card_decisions.remember_unknown_card(db, tap.uid, authorization, where, now)
-            return plan, decision_id
 
-        plan, decision_id = await self.site.store.run(decide)
+            return decide_card(db, outbox, card, settings, choose)
+
+        decision = await self.site.store.run(decide)
         log.info(
             "tap %s at reader %s (charger %s): %s",
             tap.uid,
             post.reader_id,
             charger_id,
-            plan,
+            decision.plan,
         )
-        return plan, decision_id
+        return decision.plan, decision.decision_id
 
     def _signal_decision(self, post: ReaderPost, tap: CardTap, plan: TapPlan) -> None:
         if isinstance(plan, Refuse):
@@ -233,73 +228,89 @@ class TapFlow:
             post.feedback.signal(Signal.ACCEPTED, plan.reason.capitalize())
 
     async def _start(
-        self,
-        post: ReaderPost,
-        tap: CardTap,
-        plan: StartCharging,
-        decision_id: int,
-        underway: _Underway,
+        self, post: ReaderPost, tap: CardTap, plan: StartCharging, underway: _Underway
     ) -> TapOutcome:
         assert post.charger_id is not None
         key = (post.charger_id, plan.connector_id)
         arguments = {"id_tag": tap.uid, "connector_id": plan.connector_id}
-        try:
-            result = await send_command(
-                self.site,
-                post.charger_id,
-                "RemoteStartTransaction",
-                arguments,
-                answer_within=self.site.settings.response_timeout,
-            )
-        except CommandError as error:
-            self._starting.pop(key, None)
-            post.feedback.signal(Signal.ERROR, _short(error))
-            self._record_outcome(decision_id, f"failed: {error}", error.command_id)
-            return TapOutcome(plan, decision_id, "failed")
-        if result.response.get("status") != "Accepted":
-            self._starting.pop(key, None)
-            post.feedback.signal(Signal.REJECTED, "Charger refused")
-            self._record_outcome(decision_id, "charger refused", result.command_id)
-            return TapOutcome(plan, decision_id, "charger refused")
-        self._record_outcome(decision_id, "start accepted", result.command_id)
-        if self._starting.get(key) is underway:
+
+        def forget() -> None:
+            if self._starting.get(key) is underway:
+                del self._starting[key]
+
+        def wait_for_start() -> None:
             # The StartTransaction may already be here; else it has start_timeout.
-            underway.expiry = asyncio.get_running_loop().call_later(
-                self.taps.start_timeout, self._start_expired, key, underway
-            )
-        return TapOutcome(plan, decision_id, "start accepted")
+            if self._starting.get(key) is underway:
+                underway.expiry = asyncio.get_running_loop().call_later(
+                    self.taps.start_timeout, self._start_expired, key, underway
+                )
+
+        command = _Command(
+            "RemoteStartTransaction", arguments, TapResult.START_ACCEPTED, Signal.REJECTED
+        )
+        return await self._send(post, plan, underway.decision_id, command, forget, wait_for_start)
 
     async def _stop(
         self, post: ReaderPost, tap: CardTap, plan: StopCharging, decision_id: int
     ) -> TapOutcome:
-        assert post.charger_id is not None
+        transaction_id = plan.transaction_id
         underway = _Underway(tap.uid, post.reader_id, decision_id)
-        self._stopping[plan.transaction_id] = underway
+        self._stopping[transaction_id] = underway
+
+        def forget() -> None:
+            self._stopping.pop(transaction_id, None)
+
+        def wait_for_stop() -> None:
+            if transaction_id in self._stopping:
+                underway.expiry = asyncio.get_running_loop().call_later(
+                    self.taps.start_timeout, forget
+                )
+
+        arguments = {"transaction_id": transaction_id}
+        command = _Command(
+            "RemoteStopTransaction",
+            arguments,
+            TapResult.STOP_ACCEPTED,
+            Signal.ERROR,
+            transaction_id,
+        )
+        return await self._send(post, plan, decision_id, command, forget, wait_for_stop)
+
+    async def _send(
+        self,
+        post: ReaderPost,
+        plan: StartCharging | StopCharging,
+        decision_id: int,
+        command: _Command,
+        forget: Callable[[], None],
+        wait: Callable[[], None],
+    ) -> TapOutcome:
+        """Send a tap's command; on "Accepted" wait for the charger to act, else forget
+        the start or stop and tell the driver."""
+        assert post.charger_id is not None
         try:
             result = await send_command(
                 self.site,
                 post.charger_id,
-                "RemoteStopTransaction",
-                {"transaction_id": plan.transaction_id},
+                command.action,
+                command.arguments,
                 answer_within=self.site.settings.response_timeout,
             )
         except CommandError as error:
-            self._stopping.pop(plan.transaction_id, None)
+            forget()
             post.feedback.signal(Signal.ERROR, _short(error))
-            self._record_outcome(decision_id, f"failed: {error}", error.command_id)
-            return TapOutcome(plan, decision_id, "failed")
+            self._record_outcome(decision_id, TapResult.FAILED, error.command_id, detail=str(error))
+            return TapOutcome(plan, decision_id, TapResult.FAILED)
         if result.response.get("status") != "Accepted":
-            self._stopping.pop(plan.transaction_id, None)
-            post.feedback.signal(Signal.ERROR, "Charger refused")
-            self._record_outcome(decision_id, "charger refused", result.command_id)
-            return TapOutcome(plan, decision_id, "charger refused")
-        self._record_outcome(decision_id, "stop accepted", result.command_id, plan.transaction_id)
-        if plan.transaction_id in self._stopping:
-            underway.expiry = asyncio.get_running_loop().call_later(
-                self.taps.start_timeout,
-                lambda: self._stopping.pop(plan.transaction_id, None),
-            )
-        return TapOutcome(plan, decision_id, "stop accepted")
+            forget()
+            post.feedback.signal(command.refused, "Charger refused")
+            self._record_outcome(decision_id, TapResult.CHARGER_REFUSED, result.command_id)
+            return TapOutcome(plan, decision_id, TapResult.CHARGER_REFUSED)
+        self._record_outcome(
+            decision_id, command.accepted, result.command_id, command.transaction_id
+        )
+        wait()
+        return TapOutcome(plan, decision_id, command.accepted)
 
     def _start_expired(self, key: tuple[str, int], underway: _Underway) -> None:
         if self._starting.get(key) is not underway:
@@ -315,18 +326,25 @@ class TapFlow:
         post = self.posts.get(underway.reader_id)
         if post is not None:
             post.feedback.signal(Signal.ERROR, "Not started")
-        self._record_outcome(underway.decision_id, "not started in time")
+        self._record_outcome(underway.decision_id, TapResult.NOT_STARTED_IN_TIME)
 
     def _record_outcome(
         self,
         decision_id: int,
-        outcome: str,
+        result: TapResult,
         command_id: int | None = None,
         transaction_id: int | None = None,
+        *,
+        detail: str | None = None,
     ) -> None:
         self.site.store.submit(
             lambda db: card_decisions.record_tap_outcome(
-                db, decision_id, outcome, command_id=command_id, transaction_id=transaction_id
+                db,
+                decision_id,
+                result,
+                detail=detail,
+                command_id=command_id,
+                transaction_id=transaction_id,
             )
         )
 
@@ -340,10 +358,8 @@ class TapFlow:
                 del self._starting[key]
                 if underway.expiry is not None:
                     underway.expiry.cancel()
-                if not underway.started.done():
-                    underway.started.set_result(event.transaction_id)
                 self._record_outcome(
-                    underway.decision_id, "started", transaction_id=event.transaction_id
+                    underway.decision_id, TapResult.STARTED, transaction_id=event.transaction_id
                 )
             for post in self._posts_serving(event.charger_id, event.connector_id):
                 if event.id_tag_status == "Accepted":
@@ -362,7 +378,7 @@ class TapFlow:
 
     def reader_status(self, reader_id: str, online: bool, reason: str) -> None:
         """The supervisor's report: the reader came or went."""
-        self.reader_states[reader_id] = ReaderState(online, reason, utc_now())
+        self.reader_states[reader_id] = ReaderState(online, reason, utc_now_text())
         post = self.posts.get(reader_id)
         if post is not None:
             # The reason is in the log; a driver needs only to know the reader is out.
@@ -371,13 +387,13 @@ class TapFlow:
     def _posts_serving(self, charger_id: str, connector_id: int) -> Iterator[ReaderPost]:
         return (post for post in self.posts.values() if post.serves(charger_id, connector_id))
 
-    def started_transaction(self, charger_id: str, connector_id: int) -> asyncio.Future[int] | None:
-        """The transaction a tap's accepted start becomes (for benchmarks and tests)."""
-        underway = self._starting.get((charger_id, connector_id))
-        return underway.started if underway else None
 
-
-_ACTIONS = {StartCharging: "start", StopCharging: "stop", Refuse: "refuse", InProgress: "ignore"}
+_ACTIONS: dict[type[TapPlan], CardAction] = {
+    StartCharging: "start",
+    StopCharging: "stop",
+    Refuse: "refuse",
+    InProgress: "ignore",
+}
 
 
 def _reason(plan: TapPlan, authorization: Authorization) -> str:
@@ -401,37 +417,10 @@ def _connector_views(
     stopping: set[int],
 ) -> Iterator[ConnectorView]:
     """The connectors a reader serves (one, or all of the charger's) as the plan sees them."""
-    if connector_id:
-        numbers = [connector_id]
-    else:
-        numbers = [
-            row[0]
-            for row in db.execute(
-                "SELECT connector_id FROM connectors WHERE charger_id = ? AND connector_id > 0 "
-                "ORDER BY connector_id",
-                [charger_id],
-            )
-        ]
-    statuses = dict(
-        db.execute("SELECT connector_id, status FROM connectors WHERE charger_id = ?", [charger_id])
-    )
-    running = {
-        row[0]: RunningTransaction(row[1], row[2], row[3])
-        for row in db.execute(
-            "SELECT t.connector_id, t.id, t.id_tag, c.parent_id_tag FROM transactions t "
-            "LEFT JOIN id_tags c ON c.id_tag = t.id_tag "
-            "WHERE t.charger_id = ? AND t.stopped_at IS NULL",
-            [charger_id],
-        )
-    }
-    reserved = {
-        row[0]: (row[1], row[2])
-        for row in db.execute(
-            "SELECT connector_id, id_tag, parent_id_tag FROM reservations "
-            "WHERE charger_id = ? AND status = 'active'",
-            [charger_id],
-        )
-    }
+    statuses = chargers.connector_statuses(db, charger_id)
+    numbers = [connector_id] if connector_id else sorted(n for n in statuses if n > 0)
+    running = transactions.running_on_charger(db, charger_id)
+    reserved = reservations.active_reservations(db, charger_id)
     for number in numbers:
         transaction = running.get(number)
         yield ConnectorView(

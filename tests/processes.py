@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from tests.conftest import CLOUD_API_TOKEN
 from tests.mosquitto import free_port
 
@@ -156,7 +156,7 @@ class Storm:
                             "errorCode": "NoError",
                             "status": status,
                             "info": marker,
-                            "timestamp": utc_now(),
+                            "timestamp": utc_now_text(),
                         }
                         await link.send(_frame(marker, payload))
                         async with asyncio.timeout(10):

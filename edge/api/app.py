@@ -39,7 +39,17 @@ from edge.ocpp.payloads import snake_case
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings
 from edge.site import SiteContext
-from edge.store import card_decisions, chargers, transactions
+from edge.store import (
+    card_decisions,
+    certificates,
+    charger_configuration,
+    chargers,
+    charging_profiles,
+    commands,
+    local_lists,
+    reservations,
+    transactions,
+)
 from edge.sync import outbox
 from edge.sync.link import SyncLink
 from edge.tap_flow import TapFlow
@@ -148,18 +158,7 @@ def create_api(
     async def list_commands(
         charger_id: str, limit: int = Query(50, ge=1, le=1000)
     ) -> list[dict[str, Any]]:
-        rows = await store.run(
-            lambda db: list(
-                db.query(
-                    "SELECT * FROM commands WHERE charger_id = ? ORDER BY id DESC LIMIT ?",
-                    [charger_id, limit],
-                )
-            )
-        )
-        for row in rows:
-            row["request"] = json.loads(row["request"])
-            row["response"] = json.loads(row["response"]) if row["response"] else None
-        return rows
+        return await store.run(lambda db: commands.list_commands(db, charger_id, limit))
 
     @api.get(
         "/api/chargers/{charger_id}/state",
@@ -295,39 +294,14 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
     if chargers.get_charger(db, charger_id) is None:
         raise HTTPException(404, f"no charger {charger_id} at this site")
 
-    def rows(sql: str) -> list[dict[str, Any]]:
-        return list(db.query(sql, [charger_id]))
-
-    profiles = rows(
-        "SELECT profile_id, connector_id, purpose, stack_level, transaction_id, source, status, "
-        "profile FROM charging_profiles WHERE charger_id = ? ORDER BY profile_id"
-    )
-    for profile in profiles:
-        profile["profile"] = json.loads(profile["profile"])
-    local_list = rows("SELECT version, updated_at FROM local_lists WHERE charger_id = ?")
     return {
-        "configuration": rows(
-            "SELECT key, value, readonly, change_status, reported_at FROM charger_configuration "
-            "WHERE charger_id = ? ORDER BY key"
-        ),
-        "availability": rows(
-            "SELECT connector_id, requested, answer, requested_at FROM availability_requests "
-            "WHERE charger_id = ? ORDER BY connector_id"
-        ),
-        "reservations": rows(
-            "SELECT id, connector_id, id_tag, expiry_date, status, transaction_id "
-            "FROM reservations WHERE charger_id = ? ORDER BY id DESC LIMIT 50"
-        ),
-        "charging_profiles": profiles,
-        "local_list": local_list[0] if local_list else None,
-        "installed_certificates": rows(
-            "SELECT certificate_type, serial_number, reported_at FROM installed_certificates "
-            "WHERE charger_id = ? ORDER BY certificate_type"
-        ),
-        "certificate_requests": rows(
-            "SELECT id, status, reason, received_at FROM certificate_requests "
-            "WHERE charger_id = ? ORDER BY id DESC LIMIT 20"
-        ),
+        "configuration": charger_configuration.list_configuration(db, charger_id),
+        "availability": charger_configuration.list_availability_requests(db, charger_id),
+        "reservations": reservations.list_reservations(db, charger_id),
+        "charging_profiles": charging_profiles.list_profiles(db, charger_id),
+        "local_list": local_lists.get_confirmed(db, charger_id),
+        "installed_certificates": certificates.list_installed_certificates(db, charger_id),
+        "certificate_requests": certificates.list_certificate_requests(db, charger_id),
     }
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from contract.tables import render_table
 from edge.cli.common import read_store, settings_of, shorten, write_store
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now_text
 from edge.readers.uid import UidError, normalize_uid
 from edge.store import (
     card_decisions,
@@ -108,7 +108,7 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
         print("an OCPP 1.6 idTag is at most 20 characters", file=sys.stderr)
         return 2
     db = write_store(arguments)
-    now = utc_now()
+    now = utc_now_text()
     with db.conn:
         if arguments.action == "add":
             try:

@@ -14,13 +14,14 @@ from sqlite_utils import Database
 
 from contract.tables import render_table
 from edge.cli.common import read_store, settings_of, shorten, write_store
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.files.store import FileDirectory, FileNameError
 from edge.ocpp.security import hash_password
 from edge.presence import presence
 from edge.store import (
     charger_reports,
     chargers,
+    files,
     message_log,
     transactions,
 )
@@ -80,7 +81,7 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
         registration = {"add": "accepted", "accept": "accepted", "reject": "rejected"}
         with db.conn:
             chargers.add_charger(
-                db, arguments.charger_id, registration[arguments.action], utc_now()
+                db, arguments.charger_id, registration[arguments.action], utc_now_text()
             )
         print(f"{arguments.charger_id}: {registration[arguments.action]}")
         return 0
@@ -131,10 +132,8 @@ def _set_charger_password(db: Database, charger_id: str, password: str | None) -
         print("use a password of at least 16 characters (OCPP's AuthorizationKey)", file=sys.stderr)
         return 2
     if chargers.get_charger(db, charger_id) is None:
-        chargers.add_charger(db, charger_id, "accepted", utc_now())
-    db.conn.execute(
-        "UPDATE chargers SET password_hash = ? WHERE id = ?", (hash_password(password), charger_id)
-    )
+        chargers.add_charger(db, charger_id, "accepted", utc_now_text())
+    chargers.set_password_hash(db, charger_id, hash_password(password))
     if generated:
         print(f"{charger_id}: password {password}  (set it as the charger's AuthorizationKey)")
     else:
@@ -206,7 +205,7 @@ def cmd_firmware(arguments: argparse.Namespace) -> int:
         db = open_readonly(settings.store.path)
         rows = [
             (row["name"], row["size"], row["sha256"], row["added_at"])
-            for row in db.query("SELECT * FROM firmware_images ORDER BY name")
+            for row in files.list_firmware_images(db)
         ]
         print(render_table(["name", "bytes", "sha256", "added"], rows))
         offered = [

@@ -28,10 +28,12 @@ from pyftpdlib.filesystems import AbstractedFS
 from pyftpdlib.handlers import DTPHandler, FTPHandler
 from pyftpdlib.servers import ThreadedFTPServer
 
-from edge.files.store import FileNameError, record_received_file, safe_name
+from edge.clock import utc_now_text
+from edge.files.store import FileNameError, safe_name
 from edge.files.tokens import UploadTokens
 from edge.files.uploads import Upload, UploadArea, UploadRefused
 from edge.settings import FilesSettings
+from edge.store import files
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -169,7 +171,7 @@ class UploadHandler(FTPHandler):  # type: ignore[misc]
         charger_id, name = upload.charger_id, upload.name
 
         def record(db: Any) -> None:
-            record_received_file(db, charger_id, name, size, sha256, "ftp")
+            files.record_received_file(db, charger_id, name, size, sha256, "ftp", utc_now_text())
 
         try:
             recorded = asyncio.run_coroutine_threadsafe(_run(self.store, record), self.loop)

@@ -26,10 +26,12 @@ from starlette.types import ASGIApp
 
 from contract.http.body_limit import BodyLimit, RouteLimit
 from contract.http.serving import ConnectionLimits, EmbeddedHttpServer
-from edge.files.store import FileDirectory, FileNameError, record_received_file, safe_name
+from edge.clock import utc_now_text
+from edge.files.store import FileDirectory, FileNameError, safe_name
 from edge.files.tokens import UploadTokens
 from edge.files.uploads import Upload, UploadArea, UploadRefused
 from edge.settings import FilesSettings
+from edge.store import files
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -49,18 +51,14 @@ def create_file_server(
     @app.get("/firmware/{name}")
     async def firmware(name: str) -> FileResponse:
         path = directory.firmware / _checked(name)
-        row = await store.run(
-            lambda db: db.conn.execute(
-                "SELECT sha256 FROM firmware_images WHERE name = ?", (path.name,)
-            ).fetchone()
-        )
-        if row is None or not path.is_file():
+        sha256 = await store.run(lambda db: files.firmware_image_sha256(db, path.name))
+        if sha256 is None or not path.is_file():
             raise HTTPException(404, f"no firmware image {name}")
-        digest = base64.b64encode(bytes.fromhex(row[0])).decode()
+        digest = base64.b64encode(bytes.fromhex(sha256)).decode()
         return FileResponse(
             path,
             media_type="application/octet-stream",
-            headers={"Digest": f"sha-256={digest}", "ETag": f'"{row[0]}"'},
+            headers={"Digest": f"sha-256={digest}", "ETag": f'"{sha256}"'},
         )
 
     async def receive(token: str, name: str, request: Request) -> dict[str, object]:
@@ -82,7 +80,9 @@ def create_file_server(
             raise
         try:
             await store.run(
-                lambda db: record_received_file(db, charger_id, name, size, sha256, "http")
+                lambda db: files.record_received_file(
+                    db, charger_id, name, size, sha256, "http", utc_now_text()
+                )
             )
         except Exception as error:
             # Not recorded: not kept either, and the charger is told to try again.

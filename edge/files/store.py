@@ -9,7 +9,8 @@ from pathlib import Path
 
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
+from edge.store import files
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
@@ -48,26 +49,5 @@ class FileDirectory:
         target = self.firmware / name
         shutil.copyfile(source, target)
         size, digest = target.stat().st_size, sha256_of(target)
-        record_firmware(db, name, size, digest)
+        files.record_firmware_image(db, name, size, digest, utc_now_text())
         return name, size, digest
-
-
-def record_firmware(db: Database, name: str, size: int, digest: str) -> None:
-    """Record an image now in the firmware directory: the file server serves only these."""
-    db.conn.execute(
-        "INSERT INTO firmware_images (name, size, sha256, added_at) VALUES (?, ?, ?, ?) "
-        "ON CONFLICT (name) DO UPDATE SET size = excluded.size, sha256 = excluded.sha256, "
-        "added_at = excluded.added_at",
-        (name, size, digest, utc_now()),
-    )
-
-
-def record_received_file(
-    db: Database, charger_id: str, name: str, size: int, sha256: str, via: str
-) -> None:
-    """Record a file a charger uploaded, already whole on disk (hashed as it arrived)."""
-    db.conn.execute(
-        "INSERT INTO received_files (charger_id, name, size, sha256, via, received_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
-        (charger_id, name, size, sha256, via, utc_now()),
-    )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from edge.certificates import CertificateRequestRejected, SiteCA
 from edge.ocpp.commands import CommandError, send_command
+from edge.store import certificates
 
 if TYPE_CHECKING:
     from edge.site import SiteContext
@@ -18,11 +19,7 @@ async def deliver_certificate(
     site: SiteContext, authority: SiteCA, charger_id: str, request_id: int
 ) -> None:
     store = site.store
-    csr = await store.run(
-        lambda db: db.conn.execute(
-            "SELECT csr FROM certificate_requests WHERE id = ?", (request_id,)
-        ).fetchone()[0]
-    )
+    csr = await store.run(lambda db: certificates.certificate_request_csr(db, request_id))
     try:
         chain = authority.sign(csr, charger_id)
     except CertificateRequestRejected as error:
@@ -49,9 +46,5 @@ async def _mark(
     site: SiteContext, request_id: int, status: str, reason: str | None, chain: str | None
 ) -> None:
     await site.store.run(
-        lambda db: db.conn.execute(
-            "UPDATE certificate_requests SET status = ?, reason = coalesce(?, reason), "
-            "certificate = coalesce(?, certificate) WHERE id = ?",
-            (status, reason, chain, request_id),
-        )
+        lambda db: certificates.mark_certificate_request(db, request_id, status, reason, chain)
     )

@@ -1,114 +1,77 @@
 """What a central system remembers from the commands it sends.
 
-Three hooks, each a plain function over the database, one branch per action that
-has state: `prepare_arguments` fills in what the edge allocates (reservation ids,
-local list versions and entries), `apply_request` records what was asked,
-`apply_answer` records what the charger said. Requests and answers use OCPP's own
-camelCase keys, as they are on the wire.
+Each action with state registers its effects here, the way the `ocpp` library routes
+handlers with `@on(Action)`: `@prepares(action)` fills in what the edge allocates
+(reservation ids, local list versions and entries), `@on_request(action)` records what
+was asked, `@on_answer(action)` records what the charger said. A new command is one
+place to edit. Requests and answers use OCPP's own camelCase keys, as on the wire.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now_text
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
+from edge.store import (
+    certificates,
+    charger_configuration,
+    charging_profiles,
+    local_lists,
+    reservations,
+)
+
+# (db, charger_id, arguments) -> arguments with the edge's allocations
+Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
+# (db, charger_id, request, now)
+OnRequest = Callable[[Database, str, dict[str, Any], str], None]
+# (db, charger_id, request, answer, now)
+OnAnswer = Callable[[Database, str, dict[str, Any], dict[str, Any], str], None]
+
+_PREPARES: dict[str, Prepare] = {}
+_REQUESTS: dict[str, OnRequest] = {}
+_ANSWERS: dict[str, OnAnswer] = {}
+
+Hook = TypeVar("Hook", Prepare, OnRequest, OnAnswer)
+
+
+def _register(registry: dict[str, Hook], action: str) -> Callable[[Hook], Hook]:
+    def register(hook: Hook) -> Hook:
+        if action in registry:
+            raise ValueError(f"{action} has two {hook.__name__} effects")
+        registry[action] = hook
+        return hook
+
+    return register
+
+
+def prepares(action: str) -> Callable[[Prepare], Prepare]:
+    return _register(_PREPARES, action)
+
+
+def on_request(action: str) -> Callable[[OnRequest], OnRequest]:
+    return _register(_REQUESTS, action)
+
+
+def on_answer(action: str) -> Callable[[OnAnswer], OnAnswer]:
+    return _register(_ANSWERS, action)
 
 
 def prepare_arguments(
     db: Database, charger_id: str, action: str, arguments: dict[str, Any]
 ) -> dict[str, Any]:
     """Arguments (snake_case) with the edge's own allocations filled in."""
-    if action == "ReserveNow" and arguments.get("reservation_id") is None:
-        now = utc_now()
-        cursor = db.conn.execute(
-            "INSERT INTO reservations (charger_id, connector_id, id_tag, parent_id_tag, "
-            "expiry_date, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                charger_id,
-                arguments.get("connector_id", 0),
-                arguments.get("id_tag", ""),
-                arguments.get("parent_id_tag"),
-                _store_time(arguments.get("expiry_date", "")),
-                now,
-                now,
-            ),
-        )
-        return {**arguments, "reservation_id": cursor.lastrowid}
-    if action == "SendLocalList" and "local_authorization_list" not in arguments:
-        return {**arguments, **local_list_update(db, charger_id, arguments.get("update_type"))}
-    return arguments
-
-
-def local_list_update(db: Database, charger_id: str, update_type: str | None) -> dict[str, Any]:
-    """A SendLocalList from the card table: Differential from the charger's confirmed
-    version when it has one (and none was asked for explicitly), else Full."""
-    current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
-    row = db.conn.execute(
-        "SELECT version FROM local_lists WHERE charger_id = ?", (charger_id,)
-    ).fetchone()
-    confirmed = row[0] if row else 0
-    if update_type is None:
-        update_type = "Differential" if confirmed > 0 else "Full"
-    since = confirmed if update_type == "Differential" else -1
-    entries: list[dict[str, Any]] = []
-    for id_tag, status, expiry_date, parent_id_tag, limited, allowed in db.conn.execute(
-        "SELECT id_tag, status, expiry_date, parent_id_tag, "
-        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag), "
-        "EXISTS (SELECT 1 FROM id_tag_chargers c WHERE c.id_tag = t.id_tag "
-        "AND c.charger_id = ?) FROM id_tags t WHERE list_version > ? ORDER BY id_tag",
-        (charger_id, since),
-    ):
-        if limited and not allowed:
-            # Not for this charger: a Differential update without idTagInfo removes it.
-            if update_type == "Differential":
-                entries.append({"id_tag": id_tag})
-            continue
-        info = (("status", status), ("expiry_date", expiry_date), ("parent_id_tag", parent_id_tag))
-        entries.append({"id_tag": id_tag, "id_tag_info": {k: v for k, v in info if v is not None}})
-    return {
-        "list_version": max(current, 1),
-        "update_type": update_type,
-        "local_authorization_list": entries,
-    }
+    prepare = _PREPARES.get(action)
+    return arguments if prepare is None else prepare(db, charger_id, arguments)
 
 
 def apply_request(db: Database, charger_id: str, action: str, request: dict[str, Any]) -> None:
-    now = utc_now()
-    if action == "ChangeAvailability":
-        db.conn.execute(
-            "INSERT INTO availability_requests (charger_id, connector_id, requested, answer, "
-            "requested_at) VALUES (?, ?, ?, 'Sent', ?) ON CONFLICT (charger_id, connector_id) "
-            "DO UPDATE SET requested = excluded.requested, answer = 'Sent', "
-            "requested_at = excluded.requested_at",
-            (charger_id, request["connectorId"], request["type"], now),
-        )
-    elif action == "SetChargingProfile":
-        profile = request["csChargingProfiles"]
-        db.conn.execute(
-            "INSERT INTO charging_profiles (charger_id, profile_id, connector_id, purpose, "
-            "stack_level, transaction_id, profile, source, status, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'Sent', ?) "
-            "ON CONFLICT (charger_id, profile_id) DO UPDATE SET "
-            "connector_id = excluded.connector_id, "
-            "purpose = excluded.purpose, stack_level = excluded.stack_level, "
-            "transaction_id = excluded.transaction_id, profile = excluded.profile, "
-            "status = 'Sent', updated_at = excluded.updated_at",
-            (
-                charger_id,
-                profile["chargingProfileId"],
-                request["connectorId"],
-                profile["chargingProfilePurpose"],
-                profile["stackLevel"],
-                profile.get("transactionId"),
-                json.dumps(profile),
-                _profile_source(profile["chargingProfileId"]),
-                now,
-            ),
-        )
+    record = _REQUESTS.get(action)
+    if record is not None:
+        record(db, charger_id, request, utc_now_text())
 
 
 def apply_answer(
@@ -118,91 +81,87 @@ def apply_answer(
     request: dict[str, Any],
     answer: dict[str, Any],
 ) -> None:
-    now = utc_now()
+    record = _ANSWERS.get(action)
+    if record is not None:
+        record(db, charger_id, request, answer, utc_now_text())
+
+
+# -- Core: configuration, availability ------------------------------------------
+
+
+@on_answer("GetConfiguration")
+def _configuration_reported(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    for entry in answer.get("configurationKey", []):
+        charger_configuration.record_reported_key(
+            db, charger_id, entry["key"], entry.get("value"), entry["readonly"], now
+        )
+
+
+@on_answer("ChangeConfiguration")
+def _configuration_changed(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
     status = answer.get("status")
-    connection = db.conn
-    if action == "GetConfiguration":
-        for entry in answer.get("configurationKey", []):
-            connection.execute(
-                "INSERT INTO charger_configuration (charger_id, key, value, readonly, reported_at) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (charger_id, key) DO UPDATE SET "
-                "value = excluded.value, readonly = excluded.readonly, "
-                "reported_at = excluded.reported_at, change_status = NULL",
-                (charger_id, entry["key"], entry.get("value"), int(entry["readonly"]), now),
-            )
-    elif action == "ChangeConfiguration" and status in ("Accepted", "RebootRequired"):
-        connection.execute(
-            "INSERT INTO charger_configuration (charger_id, key, value, readonly, reported_at, "
-            "change_status) VALUES (?, ?, ?, 0, ?, ?) ON CONFLICT (charger_id, key) DO UPDATE "
-            "SET value = excluded.value, change_status = excluded.change_status",
-            (charger_id, request["key"], request["value"], now, status),
-        )
-    elif action == "ChangeAvailability":
-        connection.execute(
-            "UPDATE availability_requests SET answer = ? WHERE charger_id = ? AND connector_id = ?",
-            (status, charger_id, request["connectorId"]),
-        )
-    elif action == "ReserveNow":
-        connection.execute(
-            "UPDATE reservations SET status = ?, answer = ?, updated_at = ? WHERE id = ?",
-            (
-                "active" if status == "Accepted" else "rejected",
-                status,
-                now,
-                request["reservationId"],
-            ),
-        )
-    elif action == "CancelReservation" and status == "Accepted":
-        connection.execute(
-            "UPDATE reservations SET status = 'cancelled', updated_at = ? WHERE id = ?",
-            (now, request["reservationId"]),
-        )
-    elif action == "SendLocalList" and status == "Accepted":
-        _confirm_list_version(db, charger_id, request["listVersion"], now)
-    elif action == "GetLocalListVersion":
-        _confirm_list_version(db, charger_id, answer["listVersion"], now)
-    elif action == "SetChargingProfile":
-        profile_id = request["csChargingProfiles"]["chargingProfileId"]
-        if status == "Accepted":
-            connection.execute(
-                "UPDATE charging_profiles SET status = 'Accepted', updated_at = ? "
-                "WHERE charger_id = ? AND profile_id = ?",
-                (now, charger_id, profile_id),
-            )
-        else:
-            connection.execute(
-                "DELETE FROM charging_profiles WHERE charger_id = ? AND profile_id = ?",
-                (charger_id, profile_id),
-            )
-    elif action == "ClearChargingProfile" and status == "Accepted":
-        _forget_cleared_profiles(db, charger_id, request)
-    elif action == "GetInstalledCertificateIds":
-        certificate_type = request["certificateType"]
-        connection.execute(
-            "DELETE FROM installed_certificates WHERE charger_id = ? AND certificate_type = ?",
-            (charger_id, certificate_type),
-        )
-        for hash_data in answer.get("certificateHashData") or []:
-            connection.execute(
-                "INSERT INTO installed_certificates (charger_id, certificate_type, serial_number, "
-                "hash_data, reported_at) VALUES (?, ?, ?, ?, ?)",
-                (
-                    charger_id,
-                    certificate_type,
-                    hash_data["serialNumber"],
-                    json.dumps(hash_data),
-                    now,
-                ),
-            )
-    elif action == "DeleteCertificate" and status == "Accepted":
-        connection.execute(
-            "DELETE FROM installed_certificates WHERE charger_id = ? AND serial_number = ?",
-            (charger_id, request["certificateHashData"]["serialNumber"]),
+    if status in ("Accepted", "RebootRequired"):
+        charger_configuration.record_changed_key(
+            db, charger_id, request["key"], request["value"], status, now
         )
 
 
-def _profile_source(profile_id: int) -> str:
-    return "site_limit" if profile_id >= SITE_LIMIT_PROFILE_ID_BASE else "operator"
+@on_request("ChangeAvailability")
+def _availability_requested(
+    db: Database, charger_id: str, request: dict[str, Any], now: str
+) -> None:
+    charger_configuration.record_availability_request(
+        db, charger_id, request["connectorId"], request["type"], now
+    )
+
+
+@on_answer("ChangeAvailability")
+def _availability_answered(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    charger_configuration.record_availability_answer(
+        db, charger_id, request["connectorId"], answer.get("status")
+    )
+
+
+# -- Reservation ------------------------------------------------------------------
+
+
+@prepares("ReserveNow")
+def _allocate_reservation(
+    db: Database, charger_id: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    if arguments.get("reservation_id") is not None:
+        return arguments
+    reservation_id = reservations.add_reservation(
+        db,
+        charger_id,
+        arguments.get("connector_id", 0),
+        arguments.get("id_tag", ""),
+        arguments.get("parent_id_tag"),
+        _store_time(arguments.get("expiry_date", "")),
+        utc_now_text(),
+    )
+    return {**arguments, "reservation_id": reservation_id}
+
+
+@on_answer("ReserveNow")
+def _reservation_answered(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    reservations.record_reservation_answer(db, request["reservationId"], answer["status"], now)
+
+
+@on_answer("CancelReservation")
+def _reservation_cancelled(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    if answer.get("status") == "Accepted":
+        reservations.cancel_reservation(db, request["reservationId"], now)
 
 
 def _store_time(text: str) -> str:
@@ -212,34 +171,120 @@ def _store_time(text: str) -> str:
         return text  # refused by schema validation right after, and rolled back
 
 
-def expire_reservations(db: Database, now: str) -> int:
-    """Mark reservations past their expiry date as expired; how many were."""
-    cursor = db.conn.execute(
-        "UPDATE reservations SET status = 'expired', updated_at = ? "
-        "WHERE status IN ('requested', 'active') AND expiry_date < ?",
-        (now, now),
+# -- Local authorization list -------------------------------------------------------
+
+
+@prepares("SendLocalList")
+def _fill_local_list(db: Database, charger_id: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    if "local_authorization_list" in arguments:
+        return arguments
+    return {**arguments, **local_list_update(db, charger_id, arguments.get("update_type"))}
+
+
+def local_list_update(db: Database, charger_id: str, update_type: str | None) -> dict[str, Any]:
+    """A SendLocalList from the card table: Differential from the charger's confirmed
+    version when it has one (and none was asked for explicitly), else Full."""
+    current = local_lists.card_list_version(db)
+    confirmed = local_lists.confirmed_version(db, charger_id)
+    if update_type is None:
+        update_type = "Differential" if confirmed > 0 else "Full"
+    since = confirmed if update_type == "Differential" else -1
+    entries: list[dict[str, Any]] = []
+    for card in local_lists.cards_changed_since(db, charger_id, since):
+        if card.limited and not card.allowed:
+            # Not for this charger: a Differential update without idTagInfo removes it.
+            if update_type == "Differential":
+                entries.append({"id_tag": card.id_tag})
+            continue
+        info = (
+            ("status", card.status),
+            ("expiry_date", card.expiry_date),
+            ("parent_id_tag", card.parent_id_tag),
+        )
+        entries.append(
+            {"id_tag": card.id_tag, "id_tag_info": {k: v for k, v in info if v is not None}}
+        )
+    return {
+        "list_version": max(current, 1),
+        "update_type": update_type,
+        "local_authorization_list": entries,
+    }
+
+
+@on_answer("SendLocalList")
+def _local_list_sent(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    if answer.get("status") == "Accepted":
+        local_lists.confirm_version(db, charger_id, request["listVersion"], now)
+
+
+@on_answer("GetLocalListVersion")
+def _local_list_reported(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    local_lists.confirm_version(db, charger_id, answer["listVersion"], now)
+
+
+# -- Smart charging ------------------------------------------------------------------
+
+
+@on_request("SetChargingProfile")
+def _profile_sent(db: Database, charger_id: str, request: dict[str, Any], now: str) -> None:
+    profile = request["csChargingProfiles"]
+    source = _profile_source(profile["chargingProfileId"])
+    charging_profiles.record_profile_sent(
+        db, charger_id, request["connectorId"], profile, source, now
     )
-    return int(cursor.rowcount)
 
 
-def _confirm_list_version(db: Database, charger_id: str, version: int, now: str) -> None:
-    db.conn.execute(
-        "INSERT INTO local_lists (charger_id, version, updated_at) VALUES (?, ?, ?) "
-        "ON CONFLICT (charger_id) DO UPDATE SET version = excluded.version, "
-        "updated_at = excluded.updated_at",
-        (charger_id, version, now),
+@on_answer("SetChargingProfile")
+def _profile_answered(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    profile_id = request["csChargingProfiles"]["chargingProfileId"]
+    if answer.get("status") == "Accepted":
+        charging_profiles.accept_profile(db, charger_id, profile_id, now)
+    else:
+        charging_profiles.delete_profile(db, charger_id, profile_id)
+
+
+@on_answer("ClearChargingProfile")
+def _profiles_cleared(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    if answer.get("status") == "Accepted":
+        charging_profiles.delete_matching_profiles(
+            db,
+            charger_id,
+            profile_id=request.get("id"),
+            connector_id=request.get("connectorId"),
+            purpose=request.get("chargingProfilePurpose"),
+            stack_level=request.get("stackLevel"),
+        )
+
+
+def _profile_source(profile_id: int) -> str:
+    return "site_limit" if profile_id >= SITE_LIMIT_PROFILE_ID_BASE else "operator"
+
+
+# -- Security: installed certificates ------------------------------------------------
+
+
+@on_answer("GetInstalledCertificateIds")
+def _certificates_reported(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    hashes = answer.get("certificateHashData") or []
+    certificates.replace_installed_certificates(
+        db, charger_id, request["certificateType"], hashes, now
     )
 
 
-def _forget_cleared_profiles(db: Database, charger_id: str, request: dict[str, Any]) -> None:
-    clauses, params = ["charger_id = ?"], [charger_id]
-    for key, column in (
-        ("id", "profile_id"),
-        ("connectorId", "connector_id"),
-        ("chargingProfilePurpose", "purpose"),
-        ("stackLevel", "stack_level"),
-    ):
-        if request.get(key) is not None:
-            clauses.append(f"{column} = ?")
-            params.append(request[key])
-    db.conn.execute(f"DELETE FROM charging_profiles WHERE {' AND '.join(clauses)}", params)
+@on_answer("DeleteCertificate")
+def _certificate_deleted(
+    db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
+) -> None:
+    if answer.get("status") == "Accepted":
+        serial_number = request["certificateHashData"]["serialNumber"]
+        certificates.delete_installed_certificate(db, charger_id, serial_number)

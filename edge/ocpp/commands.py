@@ -15,7 +15,6 @@ availability, reservations, list versions, profiles, certificates) is applied by
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,13 +23,16 @@ from ocpp.exceptions import OCPPError
 from ocpp.v16 import call
 from sqlite_utils import Database
 
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
 from edge.ocpp.frames import bounded
 from edge.ocpp.payloads import to_wire
 from edge.ocpp.schemas import validate_request
 from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
+from edge.store import chargers, commands
+from edge.store.commands import CommandOutcome
+from edge.store.database import savepoint
 
 if TYPE_CHECKING:
     from edge.site import SiteContext
@@ -157,41 +159,28 @@ async def send_command(
     """Send `action` to `charger_id` and return its answer; raise CommandError otherwise."""
     store = site.store
     connected = site.chargers.is_connected(charger_id)
-    requested_at = utc_now()
+    requested_at = utc_now_text()
 
     def record_request(db: Database) -> tuple[int, dict[str, Any]]:
-        if db.conn.execute("SELECT 1 FROM chargers WHERE id = ?", (charger_id,)).fetchone() is None:
+        if chargers.get_charger(db, charger_id) is None:
             raise UnknownCharger(f"no charger {charger_id} at this site")
         if not connected:
             # Checked as if it were sent (422 for a bad one), allocations undone.
-            db.conn.execute("SAVEPOINT offline_check")
-            try:
+            with savepoint(db, "offline_check", keep=False):
                 build_payload(action, prepare_arguments(db, charger_id, action, arguments))
-            finally:
-                db.conn.execute("ROLLBACK TO offline_check")
-                db.conn.execute("RELEASE offline_check")
             request: dict[str, Any] = {"arguments": arguments}
-            outcome = "offline"
+            outcome: CommandOutcome = "offline"
         else:
             # Allocations (reservation id, list version) roll back if validation fails.
             payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
             request, outcome = to_wire(payload), "sent"
-        cursor = db.conn.execute(
-            "INSERT INTO commands (charger_id, action, request, outcome, requested_at, "
-            "finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                charger_id,
-                action,
-                json.dumps(request, default=str),
-                outcome,
-                requested_at,
-                requested_at if not connected else None,
-            ),
+        finished_at = requested_at if not connected else None
+        command_id = commands.add_command(
+            db, charger_id, action, request, outcome, requested_at, finished_at
         )
         if connected:
             apply_request(db, charger_id, action, request)
-        assert cursor.lastrowid is not None
-        return cursor.lastrowid, request
+        return command_id, request
 
     if action not in CSMS_INITIATED:
         raise InvalidArguments(
@@ -221,7 +210,7 @@ async def send_command(
         ) from error
 
     def record_answer(db: Database) -> None:
-        _finish_row(db, command_id, "answered", response, None, None)
+        commands.finish_command(db, command_id, "answered", response, None, None, utc_now_text())
         apply_answer(db, charger_id, action, request, response)
 
     try:
@@ -238,33 +227,13 @@ async def send_command(
 async def _finish(
     site: SiteContext,
     command_id: int,
-    outcome: str,
+    outcome: CommandOutcome,
     response: dict[str, Any] | None,
     code: str | None,
     description: str | None,
 ) -> None:
     await site.store.run(
-        lambda db: _finish_row(db, command_id, outcome, response, code, description)
-    )
-
-
-def _finish_row(
-    db: Database,
-    command_id: int,
-    outcome: str,
-    response: dict[str, Any] | None,
-    code: str | None,
-    description: str | None,
-) -> None:
-    db.conn.execute(
-        "UPDATE commands SET outcome = ?, response = ?, error_code = ?, error_description = ?, "
-        "finished_at = ? WHERE id = ?",
-        (
-            outcome,
-            json.dumps(response) if response is not None else None,
-            code,
-            description,
-            utc_now(),
-            command_id,
-        ),
+        lambda db: commands.finish_command(
+            db, command_id, outcome, response, code, description, utc_now_text()
+        )
     )

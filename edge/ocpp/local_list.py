@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from sqlite_utils import Database
 
 from edge.ocpp.commands import CommandError, send_command
+from edge.store import local_lists
 
 if TYPE_CHECKING:
     from edge.site import SiteContext
@@ -23,7 +24,12 @@ async def sync_local_list(site: SiteContext, charger_id: str) -> None:
     try:
         reported = await send_command(site, charger_id, "GetLocalListVersion", {})
         version = int(reported.response["listVersion"])
-        current, confirmed = await store.run(lambda db: _versions(db, charger_id))
+        current, confirmed = await store.run(
+            lambda db: (
+                local_lists.card_list_version(db),
+                local_lists.confirmed_version(db, charger_id),
+            )
+        )
         if version >= max(current, 1):
             return
         update_type = "Differential" if 0 < version == confirmed else "Full"
@@ -39,17 +45,8 @@ async def chargers_behind(site: SiteContext) -> list[str]:
     connected = site.chargers.connected_ids()
 
     def behind(db: Database) -> list[str]:
-        current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
-        confirmed = dict(db.conn.execute("SELECT charger_id, version FROM local_lists"))
+        current = local_lists.card_list_version(db)
+        confirmed = local_lists.confirmed_versions(db)
         return [charger for charger in connected if confirmed.get(charger, 0) < current]
 
     return await site.store.run(behind)
-
-
-def _versions(db: Database, charger_id: str) -> tuple[int, int]:
-    """(the card table's list version, the version this charger last confirmed)."""
-    current = db.conn.execute("SELECT version FROM local_list_counter").fetchone()[0]
-    row = db.conn.execute(
-        "SELECT version FROM local_lists WHERE charger_id = ?", (charger_id,)
-    ).fetchone()
-    return int(current), int(row[0]) if row else 0

@@ -25,9 +25,8 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from contract import protocol as wire
 from edge import log_context
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.events import ChargerConnection
 from edge.ocpp.admission import Admission, GuardedConnection, Refusal, connection_class
 from edge.ocpp.connected import ConnectedChargers
@@ -153,7 +152,7 @@ class OcppServer:
         refused = await self._check_identity(connection, request, charger_id)
         if refused is not None:
             return refused
-        mode, now = self.settings.unknown_chargers, utc_now()
+        mode, now = self.settings.unknown_chargers, utc_now_text()
         limit = self.settings.max_pending_chargers
         registration = await self.context.store.run(
             lambda db: chargers.admit_charger(db, charger_id, mode, limit, now)
@@ -273,7 +272,7 @@ class OcppServer:
         """A security event for a known charger, at most RECORDED_REFUSALS_PER_MINUTE."""
         if not self._may_record_refusal(charger_id):
             return
-        now = utc_now()
+        now = utc_now_text()
 
         def record(db: Database) -> None:
             if chargers.get_charger(db, charger_id) is not None:
@@ -305,7 +304,7 @@ class OcppServer:
         log_context.CHARGER_ID.set(charger_id)  # the connection's own task: all it logs
         session = ChargerSession(charger_id, connection, self.context)
         session.registration = "pending"  # until the store says otherwise, just below
-        store, now = self.context.store, utc_now()
+        store, now = self.context.store, utc_now_text()
         # Registered before anything is awaited: the connection it replaces, ending
         # meanwhile, must find itself replaced and not mark the charger offline.
         previous = self.connected.register(charger_id, session)
@@ -322,7 +321,7 @@ class OcppServer:
                 # Forgotten as a stale pending charger during its own handshake.
                 chargers.ensure_charger(db, charger_id, "pending", now)
             chargers.mark_connected(db, charger_id, now)
-            outbox.append(db, wire.ChargerConnection(charger_id=charger_id, connected=True), now)
+            outbox.record(db, ChargerConnection(charger_id, connected=True), now)
             row = chargers.get_charger(db, charger_id)
             assert row is not None
             return str(row["registration"])
@@ -338,12 +337,11 @@ class OcppServer:
         finally:
             watchdog.cancel()
             if self.connected.remove(charger_id, session):
-                gone_at = utc_now()
+                gone_at = utc_now_text()
 
                 def disconnect(db: Database) -> None:
                     chargers.mark_disconnected(db, charger_id, gone_at)
-                    gone = wire.ChargerConnection(charger_id=charger_id, connected=False)
-                    outbox.append(db, gone, gone_at)
+                    outbox.record(db, ChargerConnection(charger_id, connected=False), gone_at)
 
                 await store.run(disconnect)
                 log.info("%s disconnected", charger_id)

@@ -33,7 +33,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from edge import log_context
-from edge.clock import now_ms, utc_now
+from edge.clock import now_ms, utc_now_text
 from edge.events import SiteEvent
 from edge.ocpp.frames import (
     FrameError,
@@ -120,8 +120,6 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # start in Wh: saves a look-up for every MeterValues.
         self.known_transactions: dict[int, int] = {}
         self.outbox = context.outbox
-        # When each transaction's figures last went to the cloud (monotonic seconds).
-        self._meter_reported_at: dict[int, float] = {}
         self._last_touch = 0.0
         # Events of the call being handled, published once its answer is sent.
         self._events: list[SiteEvent] = []
@@ -375,7 +373,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         now = time.monotonic()
         if now - self._last_touch >= TOUCH_EVERY_SECONDS:
             self._last_touch = now
-            charger_id, seen_at = self.id, utc_now()
+            charger_id, seen_at = self.id, utc_now_text()
             self.store.submit(lambda db: chargers.touch(db, charger_id, seen_at))
 
 

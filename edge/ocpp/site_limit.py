@@ -22,6 +22,7 @@ from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.commands import CommandError, send_command
 from edge.settings import SmartChargingSettings
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE, fair_shares, site_limit_profile
+from edge.store import charging_profiles, transactions
 
 if TYPE_CHECKING:
     from edge.site import SiteContext
@@ -102,19 +103,5 @@ class SiteLimitBalancer:
 def _running_and_sent(
     db: Database,
 ) -> tuple[dict[tuple[str, int], int], dict[tuple[str, int], tuple[int, float]]]:
-    running = {
-        (charger_id, connector_id): transaction_id
-        for charger_id, connector_id, transaction_id in db.conn.execute(
-            "SELECT charger_id, connector_id, id FROM transactions WHERE stopped_at IS NULL"
-        )
-    }
-    sent = {}
-    for charger_id, connector_id, transaction_id, limit in db.conn.execute(
-        "SELECT charger_id, connector_id, transaction_id, "
-        "json_extract(profile, '$.chargingSchedule.chargingSchedulePeriod[0].limit') "
-        "FROM charging_profiles WHERE source = 'site_limit' AND status = 'Accepted' "
-        "AND profile_id >= ?",
-        (SITE_LIMIT_PROFILE_ID_BASE,),
-    ):
-        sent[(charger_id, connector_id)] = (transaction_id, float(limit))
-    return running, sent
+    running = transactions.open_transaction_ids(db)
+    return running, charging_profiles.accepted_site_limit_profiles(db, SITE_LIMIT_PROFILE_ID_BASE)

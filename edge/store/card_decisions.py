@@ -7,18 +7,18 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from contract import protocol as wire
 from edge.authorization import Authorization
-from edge.sync.outbox import Outbox
+from edge.events import CardAction, CardDecided, EventRecorder
+from edge.tap_outcome import TapResult, moves_forward
 
 
 def record_card_decision(
     db: Database,
-    outbox: Outbox,
+    outbox: EventRecorder,
     *,
     id_tag: str,
     source: str,
-    action: str,
+    action: CardAction,
     authorization: Authorization,
     reason: str,
     now: str,
@@ -26,22 +26,12 @@ def record_card_decision(
     charger_id: str | None = None,
     connector_id: int | None = None,
 ) -> int:
-    """Store one decision with its reason, and its `card.used` event for the cloud;
+    """Store one decision with its reason, and record its `CardDecided` event;
     returns its id (a tap's outcome is added later)."""
-    outbox.append(
-        db,
-        wire.CardUsed(
-            id_tag=id_tag,
-            source="reader" if reader_id else "charger",
-            action=action,
-            status=authorization.status,
-            reason=reason,
-            charger_id=charger_id,
-            connector_id=connector_id,
-            reader_id=reader_id,
-        ),
-        now,
+    decided = CardDecided(
+        id_tag, action, authorization.status, reason, charger_id, connector_id, reader_id
     )
+    outbox.record(db, decided, now)
     cursor = db.execute(
         "INSERT INTO card_decisions (decided_at, id_tag, source, reader_id, charger_id, "
         "connector_id, action, status, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -64,15 +54,23 @@ def record_card_decision(
 def record_tap_outcome(
     db: Database,
     decision_id: int,
-    outcome: str,
+    result: TapResult,
     *,
+    detail: str | None = None,
     command_id: int | None = None,
     transaction_id: int | None = None,
 ) -> None:
+    """Add what came of a tap: the command and transaction always, the outcome only if
+    it moves the recorded one forward (see `moves_forward`)."""
+    row = db.execute("SELECT outcome FROM card_decisions WHERE id = ?", [decision_id]).fetchone()
+    if row is None:
+        return
+    outcome = result.value if detail is None else f"{result.value}: {detail}"
     db.execute(
-        "UPDATE card_decisions SET outcome = ?, command_id = coalesce(?, command_id), "
-        "transaction_id = coalesce(?, transaction_id) WHERE id = ?",
-        [outcome, command_id, transaction_id, decision_id],
+        "UPDATE card_decisions SET outcome = CASE WHEN ? THEN ? ELSE outcome END, "
+        "command_id = coalesce(?, command_id), transaction_id = coalesce(?, transaction_id) "
+        "WHERE id = ?",
+        [moves_forward(row[0], result), outcome, command_id, transaction_id, decision_id],
     )
 
 

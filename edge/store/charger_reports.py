@@ -74,23 +74,6 @@ def record_security_event(
     )
 
 
-def record_certificate_request(
-    db: Database,
-    charger_id: str,
-    csr: str,
-    received_at: str,
-    status: str = "received",
-    reason: str | None = None,
-) -> int:
-    cursor = db.execute(
-        "INSERT INTO certificate_requests (charger_id, csr, status, reason, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        [charger_id, csr, status, reason, received_at],
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
 def list_security_events(
     db: Database, charger_id: str | None = None, limit: int = 50
 ) -> list[dict[str, Any]]:
@@ -98,14 +81,5 @@ def list_security_events(
     return list(
         db.query(
             f"SELECT * FROM security_events {where} ORDER BY id DESC LIMIT ?", [*params, limit]
-        )
-    )
-
-
-def list_job_status(db: Database, charger_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    return list(
-        db.query(
-            "SELECT * FROM charger_job_status WHERE charger_id = ? ORDER BY id DESC LIMIT ?",
-            [charger_id, limit],
         )
     )

@@ -194,3 +194,16 @@ def list_connectors(db: Database, charger_id: str | None = None) -> list[dict[st
             "SELECT * FROM connectors WHERE charger_id = ? ORDER BY connector_id", [charger_id]
         )
     )
+
+
+def connector_statuses(db: Database, charger_id: str) -> dict[int, str | None]:
+    """Connector (0: the charger itself) -> its last reported status."""
+    rows = db.execute(
+        "SELECT connector_id, status FROM connectors WHERE charger_id = ?", [charger_id]
+    )
+    return {row[0]: row[1] for row in rows}
+
+
+def set_password_hash(db: Database, charger_id: str, password_hash: str) -> None:
+    """The charger's HTTP Basic password (security profiles 1 and 2), hashed."""
+    db.execute("UPDATE chargers SET password_hash = ? WHERE id = ?", [password_hash, charger_id])

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -61,9 +63,14 @@ def connect(path: Path | str, *, readonly: bool = False) -> sqlite3.Connection:
     return connection
 
 
+def schema_version(connection: sqlite3.Connection) -> int:
+    """The number of the last migration applied to the file (0: none)."""
+    return int(connection.execute("PRAGMA user_version").fetchone()[0])
+
+
 def migrate(connection: sqlite3.Connection) -> int:
     """Apply every migration newer than the file's version; return the version now."""
-    current: int = connection.execute("PRAGMA user_version").fetchone()[0]
+    current = schema_version(connection)
     available = migrations()
     if current > len(available):
         raise StoreError(
@@ -102,3 +109,21 @@ def open_readonly(path: Path | str) -> sqlite_utils.Database:
             f"{latest_schema_version()}: start the daemon to migrate it"
         )
     return sqlite_utils.Database(connection)
+
+
+@contextmanager
+def savepoint(db: sqlite_utils.Database, name: str, *, keep: bool = True) -> Iterator[None]:
+    """Work inside a unit of work that is undone alone if it raises (the exception goes
+    on), or always when `keep` is False (work done only to check it can be done)."""
+    if not name.isidentifier():
+        raise ValueError(f"savepoint name {name!r}: letters, digits and _ only")
+    db.conn.execute(f"SAVEPOINT {name}")
+    try:
+        yield
+    except BaseException:
+        db.conn.execute(f"ROLLBACK TO {name}")
+        db.conn.execute(f"RELEASE {name}")
+        raise
+    if not keep:
+        db.conn.execute(f"ROLLBACK TO {name}")
+    db.conn.execute(f"RELEASE {name}")

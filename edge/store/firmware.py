@@ -11,7 +11,7 @@ from typing import Any, Literal
 from sqlite_utils import Database
 
 from contract.protocol import FirmwareInstall, FirmwareManifest, FirmwareOffer
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 
 DownloadStatus = Literal["downloading", "verified", "rejected"]
 InstallStatus = Literal["refused", "installing", "installed", "failed"]
@@ -58,7 +58,7 @@ def offer_of(row: dict[str, Any]) -> FirmwareOffer:
 
 def record_offer(db: Database, offer: FirmwareOffer) -> None:
     """The offer as the image's row, starting over from no bytes and no verdict."""
-    now = utc_now()
+    now = utc_now_text()
     db.conn.execute(
         "INSERT INTO firmware_downloads (image, version, size, sha256, signature, chunk_size, "
         "manifest, forced, status, bytes_received, detail, offered_at, updated_at) "
@@ -86,7 +86,7 @@ def record_offer(db: Database, offer: FirmwareOffer) -> None:
 def record_download_progress(db: Database, image: str, received: int) -> None:
     db.conn.execute(
         "UPDATE firmware_downloads SET bytes_received = ?, updated_at = ? WHERE image = ?",
-        (received, utc_now(), image),
+        (received, utc_now_text(), image),
     )
 
 
@@ -96,7 +96,7 @@ def settle_download(
     db.conn.execute(
         "UPDATE firmware_downloads SET status = ?, bytes_received = ?, detail = ?, "
         "updated_at = ? WHERE image = ?",
-        (status, received, detail, utc_now(), image),
+        (status, received, detail, utc_now_text(), image),
     )
 
 

@@ -93,3 +93,30 @@ def card_facts(
         cached=cached,
         charging_elsewhere=busy is not None,
     )
+
+
+def cloud_cards_in_force(db: Database) -> list[str]:
+    """The cards the cloud gave that it has not removed."""
+    rows = db.execute("SELECT id_tag FROM id_tags WHERE source = 'cloud' AND status != 'Invalid'")
+    return [row[0] for row in rows]
+
+
+def count_cloud_cards(db: Database) -> int:
+    row = db.execute(
+        "SELECT count(*) FROM id_tags WHERE source = 'cloud' AND status != 'Invalid'"
+    ).fetchone()
+    return int(row[0])
+
+
+def mark_from_cloud(db: Database, id_tag: str) -> None:
+    db.execute("UPDATE id_tags SET source = 'cloud' WHERE id_tag = ?", [id_tag])
+
+
+def invalidate_cloud_card(db: Database, id_tag: str, now: str) -> None:
+    """A card the cloud removed becomes Invalid (chargers' local lists drop it); a card
+    enrolled on the site is not the cloud's to remove."""
+    db.execute(
+        "UPDATE id_tags SET status = 'Invalid', updated_at = ? "
+        "WHERE id_tag = ? AND source = 'cloud'",
+        [now, id_tag],
+    )

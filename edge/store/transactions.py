@@ -5,11 +5,22 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from sqlite_utils import Database
 
+from edge.store import charger_configuration, reservations
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningTransaction:
+    """A transaction under way on a connector, as a decision on a card needs it."""
+
+    transaction_id: int
+    id_tag: str
+    parent_id_tag: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,15 +106,16 @@ def start_transaction(
     )
     assert cursor.lastrowid is not None
     if request.reservation_id is not None:
-        db.execute(
-            "UPDATE reservations SET status = 'used', transaction_id = ?, updated_at = ? "
-            "WHERE id = ? AND charger_id = ? AND status = 'active'",
-            [cursor.lastrowid, received_at, request.reservation_id, request.charger_id],
+        reservations.use_reservation(
+            db, request.reservation_id, request.charger_id, cursor.lastrowid, received_at
         )
     return cursor.lastrowid, False
 
 
-def stop_transaction(db: Database, request: StopRequest, received_at: str) -> str:
+StopOutcome = Literal["stopped", "repeat", "unknown"]
+
+
+def stop_transaction(db: Database, request: StopRequest, received_at: str) -> StopOutcome:
     """Close a transaction: 'stopped', 'repeat' (already closed) or 'unknown'."""
     current = get_transaction(db, request.transaction_id)
     if current is None or current["charger_id"] != request.charger_id:
@@ -122,11 +134,8 @@ def stop_transaction(db: Database, request: StopRequest, received_at: str) -> st
             request.transaction_id,
         ],
     )
-    # An availability change the charger scheduled for this transaction's end is now done.
-    db.execute(
-        "UPDATE availability_requests SET answer = 'Accepted' WHERE charger_id = ? "
-        "AND connector_id IN (0, ?) AND answer = 'Scheduled'",
-        [request.charger_id, current["connector_id"]],
+    charger_configuration.settle_scheduled_availability(
+        db, request.charger_id, current["connector_id"]
     )
     return "stopped"
 
@@ -186,3 +195,25 @@ def list_transactions(
             [*params, limit],
         )
     )
+
+
+def open_transaction_ids(db: Database) -> dict[tuple[str, int], int]:
+    """(charger, connector) -> the transaction running there."""
+    rows = db.execute(
+        "SELECT charger_id, connector_id, id FROM transactions WHERE stopped_at IS NULL"
+    )
+    return {
+        (charger_id, connector_id): transaction_id
+        for charger_id, connector_id, transaction_id in rows
+    }
+
+
+def running_on_charger(db: Database, charger_id: str) -> dict[int, RunningTransaction]:
+    """Connector -> the transaction running there, with its card's parent idTag."""
+    rows = db.execute(
+        "SELECT t.connector_id, t.id, t.id_tag, c.parent_id_tag FROM transactions t "
+        "LEFT JOIN id_tags c ON c.id_tag = t.id_tag "
+        "WHERE t.charger_id = ? AND t.stopped_at IS NULL",
+        [charger_id],
+    )
+    return {row[0]: RunningTransaction(row[1], row[2], row[3]) for row in rows}

@@ -16,14 +16,11 @@ from pydantic import ValidationError
 from sqlite_utils import Database
 
 from contract import protocol as wire
-from edge.store import id_tags
+from edge.store import card_lists, id_tags
+from edge.store.database import savepoint
 from edge.sync.outbox import Outbox
 
 log = logging.getLogger(__name__)
-
-
-def held_version(db: Database) -> int:
-    return int(db.conn.execute("SELECT cards_version FROM sync_state WHERE id = 1").fetchone()[0])
 
 
 def apply_card_part(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
@@ -31,30 +28,15 @@ def apply_card_part(db: Database, cards: wire.CardList, outbox: Outbox, now: str
     until its version's last part arrives, then the whole list is applied."""
     if cards.parts is None or cards.part is None:
         return apply_card_list(db, cards, outbox, now)
-    if cards.version == held_version(db):
+    if cards.version == card_lists.held_version(db):
         return "held"
-    # One version is gathered at a time: parts of any other are dropped.
-    db.conn.execute(
-        "DELETE FROM card_list_parts WHERE version != ? OR parts != ?", (cards.version, cards.parts)
-    )
-    db.conn.execute(
-        "INSERT OR REPLACE INTO card_list_parts (version, part, parts, document, received_at) "
-        "VALUES (?, ?, ?, ?, ?)",
-        (cards.version, cards.part, cards.parts, cards.model_dump_json(), now),
-    )
-    have = db.conn.execute(
-        "SELECT count(*) FROM card_list_parts WHERE version = ?", (cards.version,)
-    ).fetchone()[0]
+    document = cards.model_dump_json()
+    have = card_lists.keep_part(db, cards.version, cards.part, cards.parts, document, now)
     if have < cards.parts:
         return f"part {cards.part} of {cards.parts} kept"
     documents = [
-        wire.CardList.model_validate_json(row[0])
-        for row in db.conn.execute(
-            "SELECT document FROM card_list_parts WHERE version = ? ORDER BY part",
-            (cards.version,),
-        )
+        wire.CardList.model_validate_json(text) for text in card_lists.take_parts(db, cards.version)
     ]
-    db.conn.execute("DELETE FROM card_list_parts")
     first = documents[0]
     if any((d.full, d.base_version) != (first.full, first.base_version) for d in documents):
         return refuse_card_list(
@@ -82,7 +64,11 @@ def refuse_card_list(
     refused = f"{what}: {detail}"[:500]
     outbox.append(
         db,
-        wire.CardsApplied(version=held_version(db), cards=_cloud_cards(db), refused=refused),
+        wire.CardsApplied(
+            version=card_lists.held_version(db),
+            cards=id_tags.count_cloud_cards(db),
+            refused=refused,
+        ),
         now,
     )
     return "refused"
@@ -91,15 +77,11 @@ def refuse_card_list(
 def apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
     """`_apply_card_list` inside a savepoint: a list that fails halfway leaves the card
     table as it was, and the refusal is reported in the same transaction."""
-    db.conn.execute("SAVEPOINT card_list")
     try:
-        outcome = _apply_card_list(db, cards, outbox, now)
+        with savepoint(db, "card_list"):
+            return _apply_card_list(db, cards, outbox, now)
     except (sqlite3.Error, ValueError) as error:
-        db.conn.execute("ROLLBACK TO card_list")
-        db.conn.execute("RELEASE card_list")
         return refuse_card_list(db, cards.version, f"{type(error).__name__}: {error}", outbox, now)
-    db.conn.execute("RELEASE card_list")
-    return outcome
 
 
 def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: str) -> str:
@@ -110,7 +92,7 @@ def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: st
     A full list replaces every card the cloud gave before (locally enrolled cards stay).
     A card the cloud removes becomes Invalid, so that chargers' local lists drop it too.
     """
-    held = held_version(db)
+    held = card_lists.held_version(db)
     if cards.version == held:
         return "held"
     if not cards.full and cards.base_version != held:
@@ -120,17 +102,12 @@ def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: st
             cards.base_version,
             held,
         )
-        outbox.append(db, wire.CardsApplied(version=held, cards=_cloud_cards(db)), now)
+        outbox.append(db, wire.CardsApplied(version=held, cards=id_tags.count_cloud_cards(db)), now)
         return "refused"
     wanted = {entry.id_tag.upper() for entry in cards.cards}
     removed = {id_tag.upper() for id_tag in cards.removed}
     if cards.full:
-        removed |= {
-            row[0].upper()
-            for row in db.conn.execute(
-                "SELECT id_tag FROM id_tags WHERE source = 'cloud' AND status != 'Invalid'"
-            )
-        } - wanted
+        removed |= {id_tag.upper() for id_tag in id_tags.cloud_cards_in_force(db)} - wanted
     for entry in cards.cards:
         current = id_tags.get_id_tag(db, entry.id_tag)
         wanted_record = (entry.status, entry.expiry_date, entry.parent_id_tag)
@@ -147,22 +124,13 @@ def _apply_card_list(db: Database, cards: wire.CardList, outbox: Outbox, now: st
                 parent_id_tag=entry.parent_id_tag,
                 label=entry.label,
             )
-        db.conn.execute("UPDATE id_tags SET source = 'cloud' WHERE id_tag = ?", (entry.id_tag,))
+        id_tags.mark_from_cloud(db, entry.id_tag)
         if id_tags.allowed_chargers(db, entry.id_tag) != frozenset(entry.chargers):
             id_tags.set_allowed_chargers(db, entry.id_tag, entry.chargers)
     for id_tag in removed:
-        db.conn.execute(
-            "UPDATE id_tags SET status = 'Invalid', updated_at = ? "
-            "WHERE id_tag = ? AND source = 'cloud'",
-            (now, id_tag),
-        )
-    db.conn.execute("UPDATE sync_state SET cards_version = ? WHERE id = 1", (cards.version,))
-    outbox.append(db, wire.CardsApplied(version=cards.version, cards=_cloud_cards(db)), now)
+        id_tags.invalidate_cloud_card(db, id_tag, now)
+    card_lists.set_held_version(db, cards.version)
+    outbox.append(
+        db, wire.CardsApplied(version=cards.version, cards=id_tags.count_cloud_cards(db)), now
+    )
     return "applied"
-
-
-def _cloud_cards(db: Database) -> int:
-    row = db.conn.execute(
-        "SELECT count(*) FROM id_tags WHERE source = 'cloud' AND status != 'Invalid'"
-    ).fetchone()
-    return int(row[0])

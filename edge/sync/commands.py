@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 from sqlite_utils import Database
 
 from contract import protocol as wire
+from contract.operator_actions import OCPP_ACTION_OF
 from contract.runtime import until_stopped
-from edge.clock import parse_timestamp, utc_now
+from edge.clock import parse_timestamp, utc_now_text
 from edge.files.locations import resolve_file_locations
 from edge.ocpp.commands import CommandError, send_command
 from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
+from edge.store import cloud_commands
 from edge.sync.outbox import Outbox
 from edge.sync.rollout import FIRMWARE_ACTIONS, is_firmware_command, run_firmware_command
 
@@ -35,17 +37,6 @@ if TYPE_CHECKING:
     from edge.site import SiteContext
 
 log = logging.getLogger(__name__)
-
-# An operator's action and the OCPP command that carries it out.
-OCPP_ACTION = {
-    "remote_start": "RemoteStartTransaction",
-    "remote_stop": "RemoteStopTransaction",
-    "reset": "Reset",
-    "change_availability": "ChangeAvailability",
-    "unlock": "UnlockConnector",
-    "trigger": "TriggerMessage",
-}
-
 
 # Commands whose second run leaves the charger as one run would: an availability set
 # again, a message triggered again, a configuration or list version read again.
@@ -76,26 +67,19 @@ def record_command(
     db: Database, command: wire.OperatorCommand, outbox: Outbox, now: str
 ) -> Received:
     """Record `command` by its id; an expired one is answered at once, a repeat ignored."""
-    known = db.conn.execute(
-        "SELECT status FROM cloud_commands WHERE id = ?", (command.id,)
-    ).fetchone()
+    known = cloud_commands.command_status(db, command.id)
     if known is not None:
-        return Received(False, f"already received ({known[0]})")
+        return Received(False, f"already received ({known})")
     expired = parse_timestamp(command.expires_at) <= parse_timestamp(now)
-    db.conn.execute(
-        "INSERT INTO cloud_commands (id, action, charger_id, arguments, expires_at, "
-        "received_at, status, detail, finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            command.id,
-            command.action,
-            command.charger_id,
-            json.dumps(command.arguments),
-            command.expires_at,
-            now,
-            "expired" if expired else "received",
-            f"expired at {command.expires_at}" if expired else None,
-            now if expired else None,
-        ),
+    cloud_commands.add_command(
+        db,
+        command.id,
+        command.action,
+        command.charger_id,
+        command.arguments,
+        command.expires_at,
+        now,
+        expired=expired,
     )
     if expired:
         result = wire.CommandResult(
@@ -111,26 +95,14 @@ def record_unreadable_command(
 ) -> None:
     """A command message that failed validation: recorded as rejected by its id (a
     repeat is then ignored) and reported once."""
-    inserted = db.conn.execute(
-        "INSERT OR IGNORE INTO cloud_commands (id, action, charger_id, arguments, expires_at, "
-        "received_at, status, detail, finished_at) "
-        "VALUES (?, '', '', '{}', ?, ?, 'rejected', ?, ?)",
-        (command_id, now, now, f"not a command this edge can run: {detail}", now),
-    ).rowcount
-    if inserted:
-        result = wire.CommandResult(
-            command_id=command_id,
-            status="rejected",
-            detail=f"not a command this edge can run: {detail}",
-        )
+    why = f"not a command this edge can run: {detail}"
+    if cloud_commands.add_rejected(db, command_id, why, now):
+        result = wire.CommandResult(command_id=command_id, status="rejected", detail=why)
         outbox.append(db, result, now)
 
 
 def finish_command(db: Database, result: wire.CommandResult, outbox: Outbox, now: str) -> None:
-    db.conn.execute(
-        "UPDATE cloud_commands SET status = ?, detail = ?, finished_at = ? WHERE id = ?",
-        (result.status, result.detail, now, result.command_id),
-    )
+    cloud_commands.finish_command(db, result.command_id, result.status, result.detail, now)
     outbox.append(db, result, now)
 
 
@@ -143,7 +115,7 @@ def ocpp_request(command: wire.OperatorCommand, files: FilesSettings) -> tuple[s
         inner = arguments.pop("arguments", {})
         arguments = {snake_case(key): value for key, value in dict(inner).items()}
     else:
-        action = OCPP_ACTION[command.action]
+        action = OCPP_ACTION_OF[command.action]
     if action in FIRMWARE_ACTIONS:  # never here: run_command sends those to rollout
         raise ValueError(f"{action} from the cloud goes through the firmware checks")
     return action, resolve_file_locations(action, arguments, files, command.charger_id)
@@ -154,7 +126,7 @@ async def run_command(
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
 ) -> wire.CommandResult | None:
     """Run a command the cloud sent, once; None when it was not run (a repeat)."""
     store = site.store
@@ -170,7 +142,7 @@ async def _execute(
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
 ) -> wire.CommandResult:
     """Run a recorded command and record its result."""
     store = site.store
@@ -207,12 +179,10 @@ async def _execute(
 def interrupted_commands(db: Database) -> list[wire.OperatorCommand]:
     """Commands recorded as received and never finished: the daemon stopped while they
     ran (only called at start, before any command runs)."""
-    rows = db.conn.execute(
-        "SELECT id, action, charger_id, arguments, expires_at FROM cloud_commands "
-        "WHERE status = 'received' ORDER BY received_at, id"
-    ).fetchall()
     found = []
-    for command_id, action, charger_id, arguments, expires_at in rows:
+    for command_id, action, charger_id, arguments, expires_at in cloud_commands.unfinished_commands(
+        db
+    ):
         try:
             found.append(
                 wire.OperatorCommand(
@@ -259,7 +229,7 @@ async def rerun_or_report_interrupted(
     files: FilesSettings,
     outbox: Outbox,
     stop: asyncio.Event,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
     wait_seconds: float = RERUN_WAIT_SECONDS,
 ) -> None:
     """At start: every command a previous run left `received` is reported interrupted,

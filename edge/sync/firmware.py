@@ -32,7 +32,9 @@ from contract.protocol import (
     FirmwareProgress,
     FirmwareRequest,
 )
-from edge.files.store import FileDirectory, FileNameError, record_firmware, safe_name
+from edge.clock import utc_now_text
+from edge.files.store import FileDirectory, FileNameError, safe_name
+from edge.store import files as file_store
 from edge.store import firmware as firmware_store
 from edge.store.writer import StoreWriter
 from edge.sync.manifest import (
@@ -365,7 +367,9 @@ class FirmwareDownloads:
                 detail,
             )
             if status == "verified":
-                record_firmware(db, offer.image, offer.size, offer.sha256)
+                file_store.record_firmware_image(
+                    db, offer.image, offer.size, offer.sha256, utc_now_text()
+                )
 
         await self._store.run(record)
         download.status = status

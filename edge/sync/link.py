@@ -27,8 +27,9 @@ from sqlite_utils import Database
 from contract import protocol as wire
 from contract.runtime import retry_with_backoff, until_stopped
 from contract.stopping import cancel_until_done
-from edge.clock import parse_timestamp, utc_now
+from edge.clock import parse_timestamp, utc_now_text
 from edge.settings import FilesSettings, SyncSettings
+from edge.store.outbox import SyncState, store_epoch
 from edge.sync.broker import broker_client
 from edge.sync.cards import apply_card_part, refuse_card_list
 from edge.sync.commands import (
@@ -38,11 +39,10 @@ from edge.sync.commands import (
 )
 from edge.sync.outbox import (
     AckOutcome,
-    Backlog,
+    Outbox,
     acknowledge,
     backlog,
     pending_batch,
-    store_epoch,
 )
 
 if TYPE_CHECKING:
@@ -91,17 +91,18 @@ class SyncLink:
         self,
         settings: SyncSettings,
         site: SiteContext,
+        outbox: Outbox,
         files: FilesSettings,
         firmware: FirmwareSink | None = None,
     ) -> None:
         self.settings = settings
         self.site = site
         self.store = site.store
-        self.outbox = site.outbox
+        self.outbox = outbox  # the same one the site's parts record into
         self.files = files
         self.firmware = firmware
         self.topics = wire.Topics(settings.edge_id, settings.topic_prefix)
-        self.started_at = utc_now()
+        self.started_at = utc_now_text()
         self._started = time.monotonic()
         self.connected = False
         self._acked = 0
@@ -192,7 +193,7 @@ class SyncLink:
                 )
                 if stopping in done:
                     # A clean goodbye: the last will is only for a dropped link.
-                    offline = wire.EdgeStatus(state="offline", at=utc_now())
+                    offline = wire.EdgeStatus(state="offline", at=utc_now_text())
                     with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
                         async with asyncio.timeout(2):
                             await self._publish(client, self.topics.status, offline, retain=True)
@@ -242,7 +243,7 @@ class SyncLink:
     async def _on_ack(self, ack: wire.Ack) -> None:
         if ack.seq <= self._acked and not ack.quarantined:
             return  # a repeat: nothing new to forget
-        now, epoch = utc_now(), self._epoch
+        now, epoch = utc_now_text(), self._epoch
         outcome: AckOutcome = await self.store.run(lambda db: acknowledge(db, ack, epoch, now))
         if outcome.refused is not None:
             # Never taken: it would forget events the cloud never had (or another
@@ -262,7 +263,7 @@ class SyncLink:
 
     async def status(self) -> wire.EdgeStatus:
         """This edge's presence and health, as the cloud sees it."""
-        held: Backlog = await self.store.run(backlog)
+        held: SyncState = await self.store.run(backlog)
         oldest_age = None
         if held.oldest_at is not None:
             oldest_age = time.time() - parse_timestamp(held.oldest_at).timestamp()
@@ -276,7 +277,7 @@ class SyncLink:
             oldest_age_s=None if oldest_age is None else round(oldest_age, 1),
             disk_free_mb=round(disk.free / 1_048_576, 1),
             cards_version=held.cards_version,
-            at=utc_now(),
+            at=utc_now_text(),
         )
 
     async def report_health(self, stop: asyncio.Event) -> None:
@@ -357,7 +358,7 @@ class SyncLink:
         except (ValueError, RecursionError):
             raw = None
         fields = raw if isinstance(raw, dict) else {}
-        now, outbox = utc_now(), self.outbox
+        now, outbox = utc_now_text(), self.outbox
         work: Callable[[Database], object] | None = None
         if model is wire.CardList:
             version = fields.get("version")
@@ -397,7 +398,7 @@ class SyncLink:
         await self.store.run(work)
 
     async def _on_cards(self, cards: wire.CardList) -> None:
-        now, outbox = utc_now(), self.outbox
+        now, outbox = utc_now_text(), self.outbox
         outcome = await self.store.run(lambda db: apply_card_part(db, cards, outbox, now))
         log.info("card list %s from the cloud: %s", cards.version, outcome)
 

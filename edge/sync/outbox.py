@@ -19,48 +19,47 @@ from sqlite_utils import Database
 from contract import protocol as wire
 from contract.protocol import EVENT_DATA, MAX_EVENT_BYTES, EventData
 from contract.storable import storable_event
-from edge.clock import utc_now
+from edge.clock import utc_now_text
+from edge.events import SiteEvent
+from edge.store import outbox as outbox_store
+from edge.store.outbox import SyncState
+from edge.sync.wire_events import WireEvents
 
 log = logging.getLogger(__name__)
 
 
 class Outbox:
-    """`outbox.append(db, event)` inside a unit of work. A site without cloud sync
-    keeps no outbox: appends are dropped."""
+    """`outbox.record(db, site_event, at)` (or `append` for a wire event the sync
+    features make themselves) inside a unit of work. A site without cloud sync keeps no
+    outbox: events are dropped."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
+        self.wire_events = WireEvents()
         # Told of each append (on the event loop, inside the unit of work): the sync
         # link wakes and reads the outbox once that unit is committed.
         self.on_append: Callable[[], None] | None = None
 
+    def record(self, db: Database, event: SiteEvent, at: str) -> None:
+        """The site event `event`, as the cloud hears of it (if it does)."""
+        if not self.enabled:
+            return
+        wire_event = self.wire_events.event_for(event)
+        if wire_event is not None:
+            self.append(db, wire_event, at)
+
     def append(self, db: Database, event: EventData, at: str | None = None) -> None:
         if not self.enabled:
             return
-        at = at or utc_now()
+        at = at or utc_now_text()
         cleaned, data = storable_event(event, at)
         if cleaned.cleaned:
             log.warning(
                 "%s event cleaned for the cloud: %s", event.kind, "; ".join(cleaned.cleaned)
             )
-        db.conn.execute(
-            "INSERT INTO outbox (at, kind, data) VALUES (?, ?, ?)", (at, event.kind, data)
-        )
+        outbox_store.append_event(db, at, event.kind, data)
         if self.on_append is not None:
             self.on_append()
-
-
-@dataclass(frozen=True, slots=True)
-class Backlog:
-    events: int
-    oldest_at: str | None
-    acked_seq: int
-    acked_at: str | None
-    cards_version: int
-    epoch: str
-    refused_acks: int  # acks beyond what was sent, or for another store
-    cloud_quarantined: int  # this edge's events the cloud quarantined, as it last said
-    last_quarantined: str | None  # the latest of them: seq, kind and reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +72,6 @@ class PendingBatch:
     payload: bytes
 
 
-def store_epoch(db: Database) -> str:
-    """This store's identity, made with it (migration 0009)."""
-    return str(db.conn.execute("SELECT epoch FROM sync_state WHERE id = 1").fetchone()[0])
-
-
 def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> PendingBatch | None:
     """At most `limit` of the oldest unacknowledged events, and no more than about
     `max_bytes` (at least one), as an EventBatch's JSON, with this store's epoch. Each
@@ -87,9 +81,7 @@ def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> Pen
     highest sent are refused)."""
     parts: list[str] = []
     size, first, last = 0, 0, 0
-    for seq, at, data in db.conn.execute(
-        "SELECT seq, at, data FROM outbox ORDER BY seq LIMIT ?", (limit,)
-    ):
+    for seq, at, data in outbox_store.oldest_events(db, limit):
         if len(data) > MAX_EVENT_BYTES or "\\u0000" in data:
             data = _cleaned_again(seq, at, data)
         part = f'{{"seq":{seq},"at":{json.dumps(at)},"data":{data}}}'
@@ -100,10 +92,8 @@ def pending_batch(db: Database, edge_id: str, limit: int, max_bytes: int) -> Pen
         first, last = first or seq, seq
     if not parts:
         return None
-    epoch = store_epoch(db)
-    db.conn.execute(
-        "UPDATE sync_state SET sent_seq = ? WHERE id = 1 AND sent_seq < ?", (last, last)
-    )
+    epoch = outbox_store.store_epoch(db)
+    outbox_store.mark_sent(db, last)
     payload = (
         f'{{"edge_id":{json.dumps(edge_id)},"epoch":{json.dumps(epoch)},'
         f'"events":[{",".join(parts)}]}}'
@@ -134,47 +124,27 @@ def acknowledge(db: Database, ack: wire.Ack, epoch: str, now: str) -> AckOutcome
     """The cloud settled every event up to `ack.seq`: forget them. Refused (and counted)
     when the ack is for another store's epoch, or beyond the highest seq ever sent:
     taking it would forget events the cloud never had."""
-    sent_seq = int(db.conn.execute("SELECT sent_seq FROM sync_state WHERE id = 1").fetchone()[0])
+    sent_seq = outbox_store.sent_seq(db)
     refused = None
     if ack.epoch is not None and ack.epoch != epoch:
         refused = f"an ack for store {ack.epoch}, this store is {epoch}"
     elif ack.seq > sent_seq:
         refused = f"an ack for seq {ack.seq}, beyond the highest sent ({sent_seq})"
     if refused is not None:
-        db.conn.execute("UPDATE sync_state SET refused_acks = refused_acks + 1 WHERE id = 1")
+        outbox_store.count_refused_ack(db)
         return AckOutcome(0, refused)
     for entry in ack.quarantined or []:
-        row = db.conn.execute("SELECT kind FROM outbox WHERE seq = ?", (entry.seq,)).fetchone()
-        note = f"seq {entry.seq} ({row[0] if row else 'event'}): {entry.reason} at {now}"
+        kind = outbox_store.event_kind(db, entry.seq) or "event"
+        note = f"seq {entry.seq} ({kind}): {entry.reason} at {now}"
         log.warning("the cloud quarantined event %s", note)
-        db.conn.execute("UPDATE sync_state SET last_quarantined = ? WHERE id = 1", (note,))
+        outbox_store.note_quarantined(db, note)
     if ack.quarantined_total is not None:
-        db.conn.execute(
-            "UPDATE sync_state SET cloud_quarantined = ? WHERE id = 1", (ack.quarantined_total,)
-        )
-    deleted = db.conn.execute("DELETE FROM outbox WHERE seq <= ?", (ack.seq,)).rowcount
-    db.conn.execute(
-        "UPDATE sync_state SET acked_seq = ?, acked_at = ? WHERE id = 1 AND acked_seq < ?",
-        (ack.seq, now, ack.seq),
-    )
-    return AckOutcome(int(deleted))
+        outbox_store.set_cloud_quarantined(db, ack.quarantined_total)
+    deleted = outbox_store.delete_events_up_to(db, ack.seq)
+    outbox_store.mark_acked(db, ack.seq, now)
+    return AckOutcome(deleted)
 
 
-def backlog(db: Database) -> Backlog:
-    count, oldest = db.conn.execute("SELECT count(*), min(at) FROM outbox").fetchone()
-    row = db.conn.execute(
-        "SELECT acked_seq, acked_at, cards_version, epoch, refused_acks, cloud_quarantined, "
-        "last_quarantined FROM sync_state WHERE id = 1"
-    ).fetchone()
-    acked_seq, acked_at, cards_version, epoch, refused_acks, quarantined, last = row
-    return Backlog(
-        int(count),
-        oldest,
-        int(acked_seq),
-        acked_at,
-        int(cards_version),
-        str(epoch),
-        int(refused_acks),
-        int(quarantined),
-        last,
-    )
+def backlog(db: Database) -> SyncState:
+    """What the outbox holds, and what the cloud last said of it."""
+    return outbox_store.sync_state(db)

@@ -22,7 +22,7 @@ from sqlite_utils import Database
 
 from contract import protocol as wire
 from contract.firmware import target_text
-from edge.clock import utc_now
+from edge.clock import utc_now_text
 from edge.files.locations import resolve_file_locations
 from edge.files.store import FileNameError
 from edge.ocpp.commands import CommandError, send_command
@@ -165,7 +165,7 @@ async def run_firmware_command(
     command: wire.OperatorCommand,
     files: FilesSettings,
     outbox: Outbox,
-    clock: Callable[[], str] = utc_now,
+    clock: Callable[[], str] = utc_now_text,
 ) -> wire.CommandResult:
     """Check, send and follow a firmware command from the cloud; its result."""
     store = site.store

@@ -327,8 +327,8 @@ async def test_availability_scheduled_during_a_transaction_applies_at_its_end(
 
 
 def test_expired_reservations_are_marked(tmp_path: Any) -> None:
-    from edge.ocpp.command_effects import expire_reservations
     from edge.store.database import open_database
+    from edge.store.reservations import expire_reservations
 
     db = open_database(tmp_path / "edge.db")
     db.conn.execute("INSERT INTO chargers (id, created_at) VALUES ('C', 'x')")

@@ -4,6 +4,7 @@ stopping charging on the project's simulated charger over real websockets."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from edge.cli import main
 from edge.readers.simulated import send_tap
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningEdge, StartEdge
+from tests.ocpp_client import RawCharger, now_iso
 from tests.waiting import eventually
 
 CARD = "04A2B3C4"
@@ -263,4 +265,40 @@ async def test_readers_and_decisions_in_the_local_api(start_edge: StartEdge) -> 
         made = (await client.get("/api/card-decisions", params={"limit": 5})).json()
         assert [(d["id_tag"], d["reason"]) for d in made] == [
             (CARD, "reader not mapped to a charger")
+        ]
+
+
+async def test_a_start_reported_before_the_remote_start_answer_ends_started(
+    start_edge: StartEdge,
+) -> None:
+    # A charger may send StartTransaction before it answers RemoteStartTransaction;
+    # this one waits for the StartTransaction's answer first, so the tap's "started"
+    # is always recorded before the charger's "Accepted" reaches the tap flow.
+    edge = await start_edge(sections={"readers": [reader("bay-1", "RAW1", 1)]})
+    await edge.execute(
+        "INSERT INTO id_tags (id_tag, status, created_at, updated_at) "
+        "VALUES (?, 'Accepted', 'x', 'x')",
+        (CARD,),
+    )
+    async with RawCharger(edge.url, "RAW1") as charger:
+        await charger.boot()
+        await charger.ok(
+            "StatusNotification", {"connectorId": 1, "errorCode": "NoError", "status": "Available"}
+        )
+        await tap(edge, "bay-1", CARD)
+        assert charger.connection is not None
+        remote_start = json.loads(await asyncio.wait_for(charger.connection.recv(), 10))
+        assert remote_start[2] == "RemoteStartTransaction", remote_start
+        started = await charger.ok(
+            "StartTransaction",
+            {"connectorId": 1, "idTag": CARD, "meterStart": 0, "timestamp": now_iso()},
+        )
+        transaction_id = started["transactionId"]
+        await eventually(lambda: decisions(edge)[0][5] == "started")
+        await charger.connection.send(json.dumps([3, remote_start[1], {"status": "Accepted"}]))
+        # The answer is linked to the tap; its outcome stays where the charger took it.
+        linked = "SELECT command_id FROM card_decisions WHERE source = 'reader'"
+        await eventually(lambda: edge.query(linked)[0][0] is not None)
+        assert decisions(edge) == [
+            ("bay-1", CARD, "start", "Accepted", "card accepted", "started", transaction_id)
         ]

@@ -8,6 +8,7 @@ import pytest
 
 from edge.authorization import IdTagRecord, authorize_id_tag
 from edge.metering import energy_register_wh, normalize_sampled_value
+from edge.tap_outcome import TapResult, moves_forward
 
 NOW = datetime(2026, 6, 1, tzinfo=UTC)
 
@@ -103,3 +104,13 @@ def test_presence_online_stale_offline() -> None:
         presence({"connected": 0, "last_seen_at": "2026-06-01T11:59:59.000Z"}, settings, now)
         == "offline"
     )
+
+
+def test_a_tap_outcome_only_moves_forward() -> None:
+    assert moves_forward(None, TapResult.START_ACCEPTED)
+    assert moves_forward("start accepted", TapResult.STARTED)
+    assert moves_forward("stop accepted", TapResult.FAILED)
+    # The charger's StartTransaction came before its answer to RemoteStartTransaction.
+    assert not moves_forward("started", TapResult.START_ACCEPTED)
+    assert not moves_forward("started", TapResult.NOT_STARTED_IN_TIME)
+    assert not moves_forward("failed: charger CP1 did not answer", TapResult.STARTED)

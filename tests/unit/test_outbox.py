@@ -7,7 +7,8 @@ from pathlib import Path
 
 from contract import protocol as wire
 from edge.store.database import open_database
-from edge.sync.outbox import Outbox, acknowledge, backlog, pending_batch, store_epoch
+from edge.store.outbox import store_epoch
+from edge.sync.outbox import Outbox, acknowledge, backlog, pending_batch
 
 
 def test_batches_are_valid_in_order_and_bounded(tmp_path: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -13,12 +12,15 @@ from ocpp.v16.datatypes import IdTagInfo
 from ocpp.v16.enums import Action, DataTransferStatus, RegistrationStatus
 from sqlite_utils import Database
 
-from contract import protocol as wire
-from edge.authorization import Authorization, authorize_card, authorize_id_tag
-from edge.clock import normalize_timestamp, parse_timestamp, utc_now
+from edge.authorization import Authorization, authorize_id_tag
+from edge.card_decision import CardPresented, as_charger_decides, decide_card
+from edge.clock import normalize_timestamp, parse_timestamp, utc_now_text
 from edge.events import (
+    CardAction,
     ChargerAccepted,
+    ChargerBooted,
     ConnectorStatusChanged,
+    EventRecorder,
     MeterReading,
     TransactionStarted,
     TransactionStopped,
@@ -27,15 +29,7 @@ from edge.metering import active_power_w, energy_register_wh, normalize_sampled_
 from edge.ocpp.library import on
 from edge.ocpp.session import SessionBase
 from edge.settings import AuthorizationSettings
-from edge.store import (
-    card_decisions,
-    charger_reports,
-    chargers,
-    id_tags,
-    meter_values,
-    transactions,
-)
-from edge.sync.outbox import Outbox
+from edge.store import charger_reports, chargers, id_tags, meter_values, transactions
 
 log = logging.getLogger(__name__)
 
@@ -106,87 +100,48 @@ def _store_meter_values(
 
 def decide_card_at_charger(
     db: Database,
-    outbox: Outbox,
-    id_tag: str,
-    charger_id: str,
-    connector_id: int | None,
+    outbox: EventRecorder,
+    card: CardPresented,
     settings: AuthorizationSettings,
-    now: str,
-    action: str = "authorize",
+    action: CardAction = "authorize",
 ) -> Authorization:
     """Decide on a card a charger's own reader read, and record the decision."""
-    facts = id_tags.card_facts(db, id_tag, charger_id, connector_id)
-    authorization = authorize_card(
-        facts,
-        charger_id,
-        parse_timestamp(now),
-        unknown_cards=settings.unknown_cards,
-        cache_days=settings.cache_days,
-    )
-    card_decisions.record_card_decision(
-        db,
-        outbox,
-        id_tag=id_tag,
-        source="charger",
-        action=action,
-        authorization=authorization,
-        reason=authorization.reason,
-        now=now,
-        charger_id=charger_id,
-        connector_id=connector_id,
-    )
-    if authorization.remember_unknown:
-        card_decisions.remember_unknown_card(
-            db, id_tag, authorization, f"charger {charger_id}", now
-        )
+    choose = as_charger_decides(action, card.connector_id)
+    authorization = decide_card(db, outbox, card, settings, choose).authorization
     log.info(
-        "card %s at %s: %s (%s)", id_tag, charger_id, authorization.status, authorization.reason
+        "card %s at %s: %s (%s)",
+        card.id_tag,
+        card.charger_id,
+        authorization.status,
+        authorization.reason,
     )
     return authorization
 
 
-# A running transaction's figures go to the cloud at most this often.
-METER_REPORT_SECONDS = 60.0
-
-
 class CoreHandlers(SessionBase):
-    def _meter_report_due(self, transaction_id: int | None) -> bool:
-        if transaction_id is None or not self.outbox.enabled:
-            return False
-        now = time.monotonic()
-        if now - self._meter_reported_at.get(transaction_id, -METER_REPORT_SECONDS) < (
-            METER_REPORT_SECONDS
-        ):
-            return False
-        self._meter_reported_at[transaction_id] = now
-        return True
-
     @on(Action.boot_notification)
     async def on_boot_notification(
         self, charge_point_vendor: str, charge_point_model: str, **details: Any
     ) -> call_result.BootNotification:
-        now = utc_now()
+        now = utc_now_text()
         details.update(
             charge_point_vendor=charge_point_vendor, charge_point_model=charge_point_model
         )
         charger_id, default = self.id, self.settings.unknown_chargers
 
         outbox = self.outbox
+        booted = ChargerBooted(
+            charger_id,
+            charge_point_vendor,
+            charge_point_model,
+            details.get("charge_point_serial_number"),
+            details.get("firmware_version"),
+        )
 
         def boot(db: Database) -> str:
             registration = chargers.ensure_charger(db, charger_id, default, now)
             chargers.record_boot(db, charger_id, details, now)
-            outbox.append(
-                db,
-                wire.ChargerBoot(
-                    charger_id=charger_id,
-                    vendor=charge_point_vendor,
-                    model=charge_point_model,
-                    serial_number=details.get("charge_point_serial_number"),
-                    firmware_version=details.get("firmware_version"),
-                ),
-                now,
-            )
+            outbox.record(db, booted, now)
             return registration
 
         self.registration = await self.store.run(boot)
@@ -203,7 +158,7 @@ class CoreHandlers(SessionBase):
 
     @on(Action.heartbeat)
     async def on_heartbeat(self) -> call_result.Heartbeat:
-        return call_result.Heartbeat(current_time=utc_now())
+        return call_result.Heartbeat(current_time=utc_now_text())
 
     @on(Action.status_notification)
     async def on_status_notification(
@@ -217,7 +172,8 @@ class CoreHandlers(SessionBase):
         vendor_error_code: str | None = None,
     ) -> call_result.StatusNotification:
         charger_timestamp = normalize_timestamp(timestamp) if timestamp else None
-        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+        received_at, charger_id, outbox = utc_now_text(), self.id, self.outbox
+        changed = ConnectorStatusChanged(charger_id, connector_id, status, error_code, info)
 
         def record(db: Database) -> None:
             chargers.record_status(
@@ -232,28 +188,18 @@ class CoreHandlers(SessionBase):
                 charger_timestamp=charger_timestamp,
                 received_at=received_at,
             )
-            outbox.append(
-                db,
-                wire.ConnectorStatus(
-                    charger_id=charger_id,
-                    connector_id=connector_id,
-                    status=status,
-                    error_code=error_code,
-                    info=info,
-                ),
-                received_at,
-            )
+            outbox.record(db, changed, received_at)
 
         await self.store.run(record)
-        self.announce(ConnectorStatusChanged(charger_id, connector_id, status, error_code))
+        self.announce(changed)
         return call_result.StatusNotification()
 
     @on(Action.authorize)
     async def on_authorize(self, id_tag: str) -> call_result.Authorize:
-        charger_id, settings, now = self.id, self.context.authorization, utc_now()
-        outbox = self.outbox
+        card = CardPresented(id_tag, datetime.now(UTC), self.id)
+        settings, outbox = self.context.authorization, self.outbox
         authorization = await self.store.run(
-            lambda db: decide_card_at_charger(db, outbox, id_tag, charger_id, None, settings, now)
+            lambda db: decide_card_at_charger(db, outbox, card, settings)
         )
         return call_result.Authorize(id_tag_info=_id_tag_info(authorization))
 
@@ -274,43 +220,35 @@ class CoreHandlers(SessionBase):
             started_at=normalize_timestamp(timestamp),
             reservation_id=reservation_id,
         )
-        received_at = utc_now()
-
+        received_at = utc_now_text()
+        card = CardPresented(id_tag, parse_timestamp(received_at), self.id, connector_id)
         settings, outbox = self.context.authorization, self.outbox
 
-        def start(db: Database) -> tuple[int, bool, Authorization]:
-            authorization = decide_card_at_charger(
-                db, outbox, id_tag, request.charger_id, connector_id, settings, received_at, "start"
-            )
+        def start(db: Database) -> tuple[int, TransactionStarted | None, Authorization]:
+            authorization = decide_card_at_charger(db, outbox, card, settings, "start")
             # The transaction is recorded whatever the card's status: the charger
             # may already be delivering energy; the status tells it to stop.
             transaction_id, repeat = transactions.start_transaction(
                 db, request, authorization.status, received_at
             )
-            if not repeat:
-                outbox.append(
-                    db,
-                    wire.TransactionStarted(
-                        charger_id=request.charger_id,
-                        connector_id=connector_id,
-                        transaction_id=transaction_id,
-                        id_tag=id_tag,
-                        id_tag_status=authorization.status,
-                        meter_start_wh=meter_start,
-                        started_at=request.started_at,
-                    ),
-                    received_at,
-                )
-            return transaction_id, repeat, authorization
-
-        transaction_id, repeat, authorization = await self.store.run(start)
-        self.known_transactions[transaction_id] = meter_start
-        if not repeat:
-            self.announce(
-                TransactionStarted(
-                    self.id, connector_id, transaction_id, id_tag, authorization.status
-                )
+            if repeat:
+                return transaction_id, None, authorization
+            started = TransactionStarted(
+                request.charger_id,
+                connector_id,
+                transaction_id,
+                id_tag,
+                authorization.status,
+                meter_start,
+                request.started_at,
             )
+            outbox.record(db, started, received_at)
+            return transaction_id, started, authorization
+
+        transaction_id, started, authorization = await self.store.run(start)
+        self.known_transactions[transaction_id] = meter_start
+        if started is not None:
+            self.announce(started)
         return call_result.StartTransaction(
             transaction_id=transaction_id, id_tag_info=_id_tag_info(authorization)
         )
@@ -322,43 +260,30 @@ class CoreHandlers(SessionBase):
         meter_value: list[dict[str, Any]],
         transaction_id: int | None = None,
     ) -> call_result.MeterValues:
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         meter_start = (
             self.known_transactions.get(transaction_id) if transaction_id is not None else None
         )
-        report_due = self._meter_report_due(transaction_id)
         outbox = self.outbox
 
-        def store(db: Database) -> StoredReadings:
+        def store(db: Database) -> tuple[StoredReadings, MeterReading | None]:
             stored = _store_meter_values(
                 db, charger_id, connector_id, transaction_id, meter_value, received_at, meter_start
             )
-            if report_due and stored.meter_start_wh is not None and stored.energy_register_wh:
-                assert transaction_id is not None
-                outbox.append(
-                    db,
-                    wire.TransactionMeter(
-                        charger_id=charger_id,
-                        transaction_id=transaction_id,
-                        meter_wh=stored.energy_register_wh,
-                        energy_wh=stored.energy_register_wh - stored.meter_start_wh,
-                        power_w=stored.power_w,
-                    ),
-                    received_at,
-                )
-            return stored
+            if stored.meter_start_wh is None or transaction_id is None:
+                return stored, None
+            register = stored.energy_register_wh
+            delivered = None if register is None else register - stored.meter_start_wh
+            reading = MeterReading(
+                charger_id, connector_id, transaction_id, stored.power_w, delivered, register
+            )
+            outbox.record(db, reading, received_at)
+            return stored, reading
 
-        stored = await self.store.run(store)
-        if stored.meter_start_wh is not None and transaction_id is not None:
-            self.known_transactions[transaction_id] = stored.meter_start_wh
-            delivered = (
-                None
-                if stored.energy_register_wh is None
-                else stored.energy_register_wh - stored.meter_start_wh
-            )
-            self.announce(
-                MeterReading(charger_id, connector_id, transaction_id, stored.power_w, delivered)
-            )
+        stored, reading = await self.store.run(store)
+        if reading is not None and stored.meter_start_wh is not None:
+            self.known_transactions[reading.transaction_id] = stored.meter_start_wh
+            self.announce(reading)
         return call_result.MeterValues()
 
     @on(Action.stop_transaction)
@@ -379,10 +304,9 @@ class CoreHandlers(SessionBase):
             id_tag=id_tag,
             reason=reason,
         )
-        received_at = utc_now()
+        received_at = utc_now_text()
 
         outbox = self.outbox
-        self._meter_reported_at.pop(transaction_id, None)
 
         def stop(db: Database) -> tuple[Authorization | None, TransactionStopped | None]:
             outcome = transactions.stop_transaction(db, request, received_at)
@@ -397,19 +321,11 @@ class CoreHandlers(SessionBase):
                     transaction_id,
                     row["id_tag"],
                     energy_wh,
+                    int(row["meter_stop_wh"]),
+                    row["stopped_at"],
+                    row["stop_reason"],
                 )
-                outbox.append(
-                    db,
-                    wire.TransactionStopped(
-                        charger_id=request.charger_id,
-                        transaction_id=transaction_id,
-                        meter_stop_wh=int(row["meter_stop_wh"]),
-                        energy_wh=energy_wh,
-                        stopped_at=row["stopped_at"],
-                        reason=row["stop_reason"],
-                    ),
-                    received_at,
-                )
+                outbox.record(db, stopped, received_at)
             if outcome == "unknown":
                 transactions.record_unmatched_stop(db, request, transaction_data, received_at)
             elif outcome == "stopped" and transaction_data:
@@ -439,7 +355,7 @@ class CoreHandlers(SessionBase):
         self, vendor_id: str, message_id: str | None = None, data: str | None = None
     ) -> call_result.DataTransfer:
         status, response_data = self.context.data_transfer.answer(vendor_id, message_id, data)
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         await self.store.run(
             lambda db: charger_reports.record_data_transfer(
                 db, charger_id, vendor_id, message_id, data, status, response_data, received_at

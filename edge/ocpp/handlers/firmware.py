@@ -6,8 +6,8 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action
 from sqlite_utils import Database
 
-from contract import protocol as wire
-from edge.clock import utc_now
+from edge.clock import utc_now_text
+from edge.events import ChargerJobReported
 from edge.ocpp.library import on
 from edge.ocpp.session import SessionBase
 from edge.store import charger_reports
@@ -16,14 +16,12 @@ from edge.store import firmware as firmware_store
 
 class FirmwareHandlers(SessionBase):
     async def _record_job_status(self, kind: str, status: str, request_id: int | None) -> None:
-        received_at, charger_id, outbox = utc_now(), self.id, self.outbox
+        received_at, charger_id, outbox = utc_now_text(), self.id, self.outbox
 
         def record(db: Database) -> None:
             charger_reports.record_job_status(db, charger_id, kind, status, request_id, received_at)
-            job = wire.ChargerJob(
-                charger_id=charger_id, job=kind, status=status, request_id=request_id
-            )
-            outbox.append(db, job, received_at)
+            job = ChargerJobReported(charger_id, kind, status, request_id)
+            outbox.record(db, job, received_at)
             # An install the edge started moves on with what the charger says of it.
             install = firmware_store.install_status_reported(
                 db, charger_id, kind, status, received_at

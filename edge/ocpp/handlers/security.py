@@ -8,11 +8,11 @@ from ocpp.v16 import call_result
 from ocpp.v16.enums import Action, GenericStatus
 
 from edge.certificates import CertificateRequestRejected
-from edge.clock import normalize_timestamp, utc_now
+from edge.clock import normalize_timestamp, utc_now_text
 from edge.events import CertificateRequestAccepted
 from edge.ocpp.handlers.firmware import FirmwareHandlers
 from edge.ocpp.library import on
-from edge.store import charger_reports
+from edge.store import certificates, charger_reports
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ class SecurityHandlers(FirmwareHandlers):
         log.warning("security event from %s: %s %s", self.id, type, tech_info or "")
         charger_timestamp, received_at, charger_id = (
             normalize_timestamp(timestamp),
-            utc_now(),
+            utc_now_text(),
             self.id,
         )
         await self.store.run(
@@ -38,7 +38,7 @@ class SecurityHandlers(FirmwareHandlers):
     @on(Action.sign_certificate)
     async def on_sign_certificate(self, csr: str) -> call_result.SignCertificate:
         """Check the CSR now (valid, CN = this charger); sign and deliver it after answering."""
-        received_at, charger_id = utc_now(), self.id
+        received_at, charger_id = utc_now_text(), self.id
         status, reason = "accepted", None
         authority = self.context.certificate_authority
         if authority is None:
@@ -51,7 +51,7 @@ class SecurityHandlers(FirmwareHandlers):
         if reason:
             log.warning("certificate request from %s rejected: %s", charger_id, reason)
         request_id = await self.store.run(
-            lambda db: charger_reports.record_certificate_request(
+            lambda db: certificates.record_certificate_request(
                 db, charger_id, csr, received_at, status, reason
             )
         )
