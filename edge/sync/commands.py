@@ -26,7 +26,7 @@ from contract.operator_actions import OCPP_ACTION_OF
 from contract.runtime import until_stopped
 from edge.clock import parse_timestamp, utc_now_text
 from edge.files.locations import resolve_file_locations
-from edge.ocpp.commands import CommandError, send_command
+from edge.ocpp.commands import ChargerOffline, CommandError, send_command
 from edge.ocpp.payloads import snake_case
 from edge.settings import FilesSettings
 from edge.store import cloud_commands
@@ -127,14 +127,16 @@ async def run_command(
     files: FilesSettings,
     outbox: Outbox,
     clock: Callable[[], str] = utc_now_text,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> wire.CommandResult | None:
-    """Run a command the cloud sent, once; None when it was not run (a repeat)."""
+    """Run a command the cloud sent, once; None when it was not run (a repeat) or the
+    daemon's stop cut it (`stopping()`: it stays `received` for the next start)."""
     store = site.store
     received = await store.run(lambda db: record_command(db, command, outbox, clock()))
     if not received.run:
         log.info("cloud command %s not run: %s", command.id, received.reason)
         return None
-    return await _execute(site, command, files, outbox, clock)
+    return await _execute(site, command, files, outbox, clock, stopping)
 
 
 async def _execute(
@@ -143,7 +145,8 @@ async def _execute(
     files: FilesSettings,
     outbox: Outbox,
     clock: Callable[[], str] = utc_now_text,
-) -> wire.CommandResult:
+    stopping: Callable[[], bool] = lambda: False,
+) -> wire.CommandResult | None:
     """Run a recorded command and record its result."""
     store = site.store
     if is_firmware_command(command):
@@ -154,6 +157,14 @@ async def _execute(
     try:
         action, arguments = ocpp_request(command, files)
         answer = await send_command(site, command.charger_id, action, arguments)
+    except ChargerOffline as error:
+        if stopping():
+            # The stop closed the charger's connection under the command: not a failure
+            # of the command. Left `received`, the next start reports it interrupted or
+            # runs it again (rerun_or_report_interrupted).
+            log.info("cloud command %s (%s) cut by the stop", command.id, command.action)
+            return None
+        result = wire.CommandResult(command_id=command.id, status="failed", detail=str(error))
     except (CommandError, KeyError, TypeError, ValueError) as error:
         result = wire.CommandResult(command_id=command.id, status="failed", detail=str(error))
     except Exception as error:
@@ -258,7 +269,7 @@ async def rerun_or_report_interrupted(
             log.info(
                 "cloud command %s (%s) interrupted by a stop: run again", command.id, command.action
             )
-            await _execute(site, command, files, outbox, clock)
+            await _execute(site, command, files, outbox, clock, stop.is_set)
         elif not stop.is_set():
             await store.run(
                 functools.partial(report_interrupted, command=command, outbox=outbox, now=clock())

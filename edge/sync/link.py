@@ -110,6 +110,7 @@ class SyncLink:
         self._outbox_grew = asyncio.Event()
         self.outbox.on_append = self._outbox_grew.set
         self._commands: set[asyncio.Task[Any]] = set()
+        self._stop = asyncio.Event()  # the daemon's, once `run` is given it
         self._client: aiomqtt.Client | None = None  # while connected, for replies
         self._last_chunk_at = 0.0
         self._epoch = ""  # this store's identity, read when the link starts
@@ -122,6 +123,7 @@ class SyncLink:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay connected until `stop` is set; reconnect with back-off after failures.
         First, commands a previous run left unfinished are reported or run again."""
+        self._stop = stop
         self._epoch = await self.store.run(store_epoch)
         self._start_command(
             rerun_or_report_interrupted(self.site, self.files, self.outbox, stop),
@@ -411,7 +413,7 @@ class SyncLink:
             )
             return
         self._start_command(
-            run_command(self.site, command, self.files, self.outbox),
+            run_command(self.site, command, self.files, self.outbox, stopping=self._stop.is_set),
             f"cloud-command-{command.id}",
         )
 

@@ -186,8 +186,7 @@ class EmulatedTag:
         self.is_present = present
         self.frames_heard = 0
         self.fields_off = 0
-        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.socket.bind(("127.0.0.1", 0))
+        self.socket = _unnamed_udp_socket()
         self.address: tuple[str, int] = self.socket.getsockname()
         self.device_path = f"udp:127.0.0.1:{self.address[1]}"
         self.stopping = threading.Event()
@@ -273,3 +272,17 @@ def emulated_tag(
         yield tag
     finally:
         tag.stop()
+
+
+def _unnamed_udp_socket() -> socket.socket:
+    """A loopback UDP socket on a port /etc/services gives no name: nfcpy's udp driver
+    turns the port into a service name and back with int(), so "fido" (60179/tcp) fails."""
+    while True:
+        candidate = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        candidate.bind(("127.0.0.1", 0))
+        port = candidate.getsockname()[1]
+        try:  # getnameinfo without NI_DGRAM looks the port up as TCP
+            socket.getservbyport(port, "tcp")
+        except OSError:
+            return candidate
+        candidate.close()

@@ -582,15 +582,21 @@ async def test_commands_interrupted_by_a_stop_are_reported_or_run_again(
         async with charger_at(edge) as charger:
             await charger.boot()
 
+            seen: list[Any] = []
+
             async def statuses() -> dict[str, str]:
                 rows = (await api.get(f"/api/edges/{EDGE}/commands")).json()
+                seen[:] = rows
                 return {row["id"]: row["status"] for row in rows}
 
             # A reset may have been done or not: reported. A trigger is run again.
-            await eventually_answers(
-                lambda: has(statuses(), {ids["reset"]: "interrupted", ids["trigger"]: "done"}),
-                within=30,
-            )
+            try:
+                await eventually_answers(
+                    lambda: has(statuses(), {ids["reset"]: "interrupted", ids["trigger"]: "done"}),
+                    within=30,
+                )
+            except TimeoutError:
+                raise AssertionError(f"commands as the cloud saw them last: {seen}") from None
             rows = (await api.get(f"/api/edges/{EDGE}/commands")).json()
             reset = next(row for row in rows if row["id"] == ids["reset"])
             assert "whether the charger acted is unknown" in reset["detail"]
