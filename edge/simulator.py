@@ -290,7 +290,13 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
     async def on_trigger_message(
         self, requested_message: str, connector_id: int | None = None
     ) -> call_result.TriggerMessage:
-        if requested_message == "Heartbeat":
+        return call_result.TriggerMessage(status=self._trigger(requested_message, connector_id))
+
+    def _trigger(self, requested_message: str, connector_id: int | None) -> TriggerMessageStatus:
+        """Send the requested message soon after the answer (Trigger and ExtendedTrigger)."""
+        if requested_message == "SignChargePointCertificate":
+            self._later(self.call(call.SignCertificate(csr=make_csr(self.id)), suppress=False))
+        elif requested_message == "Heartbeat":
             self._later(self.heartbeat())
         elif requested_message == "StatusNotification":
             for number, connector in self.connectors.items():
@@ -299,8 +305,8 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         elif requested_message == "BootNotification":
             self._later(self.boot())
         else:
-            return call_result.TriggerMessage(status=TriggerMessageStatus.not_implemented)
-        return call_result.TriggerMessage(status=TriggerMessageStatus.accepted)
+            return TriggerMessageStatus.not_implemented
+        return TriggerMessageStatus.accepted
 
     @on(Action.unlock_connector)
     async def on_unlock_connector(self, connector_id: int) -> call_result.UnlockConnector:
@@ -542,19 +548,8 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
     async def on_extended_trigger_message(
         self, requested_message: str, connector_id: int | None = None
     ) -> call_result.ExtendedTriggerMessage:
-        if requested_message == "SignChargePointCertificate":
-            self._later(self.call(call.SignCertificate(csr=make_csr(self.id)), suppress=False))
-        elif requested_message == "Heartbeat":
-            self._later(self.heartbeat())
-        elif requested_message == "StatusNotification":
-            for number, connector in self.connectors.items():
-                if connector_id in (None, number):
-                    self._later(self.send_status(number, connector.status))
-        elif requested_message == "BootNotification":
-            self._later(self.boot())
-        else:
-            return call_result.ExtendedTriggerMessage(status=TriggerMessageStatus.not_implemented)
-        return call_result.ExtendedTriggerMessage(status=TriggerMessageStatus.accepted)
+        status = self._trigger(requested_message, connector_id)
+        return call_result.ExtendedTriggerMessage(status=status)
 
     @on(Action.certificate_signed)
     async def on_certificate_signed(self, certificate_chain: str) -> call_result.CertificateSigned:

@@ -48,21 +48,6 @@ def log_row(
     )
 
 
-def append_message(
-    db: Database,
-    charger_id: str,
-    direction: str,
-    message_type: int | None,
-    unique_id: str | None,
-    action: str | None,
-    payload: str,
-    at_ms: int,
-) -> None:
-    db.conn.execute(
-        APPEND_SQL, (charger_id, direction, message_type, unique_id, action, payload, at_ms)
-    )
-
-
 def prune_oldest_messages(db: Database, before_ms: int, limit: int = 5000) -> int:
     """Delete up to `limit` of the oldest frames logged before `before_ms`; how many went.
 

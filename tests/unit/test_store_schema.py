@@ -68,11 +68,11 @@ def test_readonly_open_of_a_missing_store_says_what_to_do(tmp_path: Path) -> Non
 
 
 def test_message_log_pruning_removes_only_old_frames_in_steps(tmp_path: Path) -> None:
-    from edge.store.message_log import append_message, prune_oldest_messages
+    from edge.store.message_log import APPEND_SQL, log_row, prune_oldest_messages
 
     db = open_database(tmp_path / "edge.db")
-    for at_ms in (1000, 2000, 3000, 9000):
-        append_message(db, "CP1", "in", 2, "u", "Heartbeat", "[]", at_ms)
+    rows = [log_row("CP1", "in", 2, "u", "Heartbeat", "[]", at) for at in (1000, 2000, 3000, 9000)]
+    db.conn.executemany(APPEND_SQL, rows)  # as the store writer's batched inserts do
     assert prune_oldest_messages(db, before_ms=5000, limit=2) == 2
     assert prune_oldest_messages(db, before_ms=5000, limit=2) == 1
     assert prune_oldest_messages(db, before_ms=5000, limit=2) == 0
