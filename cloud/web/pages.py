@@ -1,0 +1,81 @@
+"""The fleet overview and the site pages with their live fragments, and the fleet's users.
+
+Each page is rendered from the store within the user's fleet, in a worker thread; the
+same fragment templates make the page and what /web/live pushes into it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+
+from cloud.store import overview
+from cloud.store.users import User, list_users
+from cloud.web.attention import EdgeRow, concerns, data_as_of, fleet_rows, totals
+from cloud.web.auth import Admin, Viewer, WebRefusal
+from cloud.web.live import LiveView
+from contract.protocol import is_edge_id
+
+if TYPE_CHECKING:
+    from cloud.web.app import WebContext
+
+
+def add_routes(router: APIRouter, context: WebContext) -> None:
+    def overview_values(user: User) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        rows = fleet_rows(overview.fleet_edges(context.engine, user.fleet_id), now)
+        return {"rows": rows, "totals": totals(rows), "now": now, "fleet": user.fleet_name}
+
+    def overview_fragments(user: User) -> dict[str, str]:
+        values = overview_values(user)
+        return {
+            "totals": context.render_text("_overview_totals.html", values),
+            "edges": context.render_text("_overview_edges.html", values),
+        }
+
+    def site_values(user: User, edge_id: str) -> dict[str, Any]:
+        if not is_edge_id(edge_id):
+            raise WebRefusal(404, "There is no such site in your fleet.")
+        found = overview.site(context.engine, user.fleet_id, edge_id)
+        if found is None:
+            # Another fleet's edge is answered as one that does not exist.
+            raise WebRefusal(404, "There is no such site in your fleet.")
+        now = datetime.now(UTC)
+        edge = found.edge
+        row = EdgeRow(edge, concerns(edge, now), data_as_of(edge, now))
+        return {"row": row, "edge": edge, "chargers": found.chargers, "now": now}
+
+    def site_fragments(user: User, edge_id: str) -> dict[str, str]:
+        values = site_values(user, edge_id)
+        return {
+            "site": context.render_text("_site_summary.html", values),
+            "chargers": context.render_text("_site_chargers.html", values),
+        }
+
+    async def live_overview(user: User, arguments: dict[str, str]) -> dict[str, str]:
+        return await asyncio.to_thread(overview_fragments, user)
+
+    async def live_site(user: User, arguments: dict[str, str]) -> dict[str, str]:
+        return await asyncio.to_thread(site_fragments, user, arguments.get("edge", ""))
+
+    context.live_views["overview"] = LiveView(live_overview, lambda arguments: None)
+    context.live_views["site"] = LiveView(live_site, lambda arguments: arguments.get("edge", ""))
+
+    @router.get("/web/")
+    async def fleet_overview(request: Request, user: Viewer) -> HTMLResponse:
+        values = await asyncio.to_thread(overview_values, user)
+        return context.page(request, "overview.html", values)
+
+    @router.get("/web/users")
+    async def fleet_users(request: Request, user: Admin) -> HTMLResponse:
+        people = await asyncio.to_thread(list_users, context.engine, user.fleet_id)
+        return context.page(request, "users.html", {"people": people, "now": datetime.now(UTC)})
+
+    @router.get("/web/sites/{edge_id}")
+    async def site_page(request: Request, edge_id: str, user: Viewer) -> HTMLResponse:
+        values = await asyncio.to_thread(site_values, user, edge_id)
+        return context.page(request, "site.html", values)
