@@ -69,12 +69,16 @@ class ChangeFeed:
     def streams(self) -> int:
         return len(self._subscriptions)
 
+    def refusal(self, user: User) -> WebRefusal | None:
+        """Why `user` may not open one more live page now; None when they may."""
+        if len(self._subscriptions) >= self.settings.max_live_streams:
+            return WebRefusal(429, "Too many live pages are open on this server: try later.")
+        if self._per_user[user.user_id] >= self.settings.max_live_streams_per_user:
+            return WebRefusal(429, "You have too many live pages open: close some.")
+        return None
+
     @contextlib.asynccontextmanager
     async def subscribe(self, user: User, edge_id: str | None) -> AsyncIterator[Subscription]:
-        if len(self._subscriptions) >= self.settings.max_live_streams:
-            raise WebRefusal(429, "Too many live pages are open on this server: try later.")
-        if self._per_user[user.user_id] >= self.settings.max_live_streams_per_user:
-            raise WebRefusal(429, "You have too many live pages open: close some.")
         subscription = Subscription(user.user_id, user.fleet_id, edge_id)
         self._subscriptions.add(subscription)
         self._per_user[user.user_id] += 1
@@ -147,10 +151,17 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         if view is None:
             raise WebRefusal(404, "No such live view.")
         first = await view.render(user, arguments)  # 404 before the stream starts
+        refusal = context.feed.refusal(user)
+        if refusal is not None:
+            raise refusal
         session = session_of(request)
         assert session is not None
 
         async def events() -> AsyncIterator[dict[str, str]]:
+            # Checked again: another page of the user's may have opened meanwhile. The
+            # browser tries again later.
+            if context.feed.refusal(user) is not None:
+                return
             async with context.feed.subscribe(user, view.edge_of(arguments)) as subscription:
                 fragments = first
                 while True:
