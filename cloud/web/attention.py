@@ -75,6 +75,13 @@ class EdgeRow:
     def level(self) -> Level | None:
         return self.concerns[0].level if self.concerns else None
 
+    def uptime_s(self, now: datetime) -> float | None:
+        """The edge's uptime now while it is online; as last reported otherwise."""
+        edge = self.edge
+        if edge.uptime_s is None or edge.health_at is None or edge.state != "online":
+            return edge.uptime_s
+        return edge.uptime_s + max((now - edge.health_at).total_seconds(), 0.0)
+
 
 @dataclass(frozen=True)
 class Totals:
