@@ -11,7 +11,8 @@ Each table holds one concept:
   it refused the last one sent, if it did), how many repeated events it sent and how many
   of its events were quarantined; its fleet, site name and location (set by operators),
   and `revision`, raised by every transaction that writes about the edge (the web view's
-  change marker: replicas poll it to know what to re-render).
+  change marker: replicas poll it to know what to re-render); its chargers and
+  connectors counted, kept by ingest for the fleet overview.
 - `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
   own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
   below are built from them and could be rebuilt from them.
@@ -179,6 +180,12 @@ edges = Table(
     Column("site_name", Text),
     Column("location", Text),
     Column("revision", BigInteger, nullable=False, server_default="0"),
+    # Its chargers and connectors counted (connectors by status), written with every batch
+    # that changes them: the fleet overview reads one row per edge, however many chargers.
+    Column("chargers_total", BigInteger, nullable=False, server_default="0"),
+    Column("chargers_disconnected", BigInteger, nullable=False, server_default="0"),
+    Column("connectors_faulted", BigInteger, nullable=False, server_default="0"),
+    Column("connector_counts", Json),
     _one_of("state", EDGE_STATES),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "fleet_id"),

@@ -116,9 +116,8 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
     return shared_secret(engine, SESSION_SECRET_NAME, lambda: secrets.token_urlsafe(48))
 
 
-def create_web_router(settings: WebSettings, engine: Engine) -> APIRouter:
-    """The view's routes; `install_error_pages(api)` makes its refusals pages."""
-    context = WebContext(
+def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
+    return WebContext(
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -126,6 +125,13 @@ def create_web_router(settings: WebSettings, engine: Engine) -> APIRouter:
         failures=FailedAttempts(settings.max_login_failures, settings.login_failure_window),
         static_versions=_static_versions(),
     )
+
+
+def create_web_router(
+    settings: WebSettings, engine: Engine, context: WebContext | None = None
+) -> APIRouter:
+    """The view's routes; `install_error_pages(api)` makes its refusals pages."""
+    context = context or create_web_context(settings, engine)
 
     async def attach(request: Request) -> None:
         request.state.web_context = context

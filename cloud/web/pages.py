@@ -24,58 +24,61 @@ if TYPE_CHECKING:
     from cloud.web.app import WebContext
 
 
+def overview_values(context: WebContext, user: User) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    rows = fleet_rows(overview.fleet_edges(context.engine, user.fleet_id), now)
+    return {"rows": rows, "totals": totals(rows), "now": now, "fleet": user.fleet_name}
+
+
+def overview_fragments(context: WebContext, user: User) -> dict[str, str]:
+    """The overview's live parts (by their `sse-swap` names)."""
+    values = overview_values(context, user)
+    return {
+        "totals": context.render_text("_overview_totals.html", values),
+        "edges": context.render_text("_overview_edges.html", values),
+    }
+
+
+def site_values(context: WebContext, user: User, edge_id: str) -> dict[str, Any]:
+    found = overview.site(context.engine, user.fleet_id, edge_id) if is_edge_id(edge_id) else None
+    if found is None:
+        # Another fleet's edge is answered as one that does not exist.
+        raise WebRefusal(404, "There is no such site in your fleet.")
+    now = datetime.now(UTC)
+    edge = found.edge
+    row = EdgeRow(edge, concerns(edge, now), data_as_of(edge, now))
+    return {"row": row, "edge": edge, "chargers": found.chargers, "now": now}
+
+
+def site_fragments(context: WebContext, user: User, edge_id: str) -> dict[str, str]:
+    values = site_values(context, user, edge_id)
+    return {
+        "site": context.render_text("_site_summary.html", values),
+        "chargers": context.render_text("_site_chargers.html", values),
+    }
+
+
 def add_routes(router: APIRouter, context: WebContext) -> None:
-    def overview_values(user: User) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        rows = fleet_rows(overview.fleet_edges(context.engine, user.fleet_id), now)
-        return {"rows": rows, "totals": totals(rows), "now": now, "fleet": user.fleet_name}
-
-    def overview_fragments(user: User) -> dict[str, str]:
-        values = overview_values(user)
-        return {
-            "totals": context.render_text("_overview_totals.html", values),
-            "edges": context.render_text("_overview_edges.html", values),
-        }
-
-    def site_values(user: User, edge_id: str) -> dict[str, Any]:
-        if not is_edge_id(edge_id):
-            raise WebRefusal(404, "There is no such site in your fleet.")
-        found = overview.site(context.engine, user.fleet_id, edge_id)
-        if found is None:
-            # Another fleet's edge is answered as one that does not exist.
-            raise WebRefusal(404, "There is no such site in your fleet.")
-        now = datetime.now(UTC)
-        edge = found.edge
-        row = EdgeRow(edge, concerns(edge, now), data_as_of(edge, now))
-        return {"row": row, "edge": edge, "chargers": found.chargers, "now": now}
-
-    def site_fragments(user: User, edge_id: str) -> dict[str, str]:
-        values = site_values(user, edge_id)
-        return {
-            "site": context.render_text("_site_summary.html", values),
-            "chargers": context.render_text("_site_chargers.html", values),
-        }
-
     async def live_overview(user: User, arguments: dict[str, str]) -> dict[str, str]:
-        return await asyncio.to_thread(overview_fragments, user)
+        return await asyncio.to_thread(overview_fragments, context, user)
 
     async def live_site(user: User, arguments: dict[str, str]) -> dict[str, str]:
-        return await asyncio.to_thread(site_fragments, user, arguments.get("edge", ""))
+        return await asyncio.to_thread(site_fragments, context, user, arguments.get("edge", ""))
 
     context.live_views["overview"] = LiveView(live_overview, lambda arguments: None)
     context.live_views["site"] = LiveView(live_site, lambda arguments: arguments.get("edge", ""))
 
     @router.get("/web/")
     async def fleet_overview(request: Request, user: Viewer) -> HTMLResponse:
-        values = await asyncio.to_thread(overview_values, user)
+        values = await asyncio.to_thread(overview_values, context, user)
         return context.page(request, "overview.html", values)
+
+    @router.get("/web/sites/{edge_id}")
+    async def site_page(request: Request, edge_id: str, user: Viewer) -> HTMLResponse:
+        values = await asyncio.to_thread(site_values, context, user, edge_id)
+        return context.page(request, "site.html", values)
 
     @router.get("/web/users")
     async def fleet_users(request: Request, user: Admin) -> HTMLResponse:
         people = await asyncio.to_thread(list_users, context.engine, user.fleet_id)
         return context.page(request, "users.html", {"people": people, "now": datetime.now(UTC)})
-
-    @router.get("/web/sites/{edge_id}")
-    async def site_page(request: Request, edge_id: str, user: Viewer) -> HTMLResponse:
-        values = await asyncio.to_thread(site_values, user, edge_id)
-        return context.page(request, "site.html", values)

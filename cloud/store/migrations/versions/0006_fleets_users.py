@@ -63,7 +63,13 @@ def upgrade() -> None:
     op.add_column(
         "edges", sa.Column("revision", sa.BigInteger(), nullable=False, server_default="0")
     )
+    for column in ("chargers_total", "chargers_disconnected", "connectors_faulted"):
+        op.add_column(
+            "edges", sa.Column(column, sa.BigInteger(), nullable=False, server_default="0")
+        )
+    op.add_column("edges", sa.Column("connector_counts", JSON, nullable=True))
     op.execute(f"UPDATE edges SET fleet_id = {DEFAULT_FLEET_ID}")
+    _count_chargers(op.get_bind())
     op.create_index(op.f("ix_edges_fleet_id"), "edges", ["fleet_id"])
     op.create_table(
         "users",
@@ -112,8 +118,68 @@ def downgrade() -> None:
     op.drop_table("audit_log")
     op.drop_table("users")
     op.drop_index(op.f("ix_edges_fleet_id"), table_name="edges")
-    for column in ("revision", "location", "site_name", "fleet_id"):
+    for column in (
+        "connector_counts",
+        "connectors_faulted",
+        "chargers_disconnected",
+        "chargers_total",
+        "revision",
+        "location",
+        "site_name",
+        "fleet_id",
+    ):
         # SQLite drops a referencing column only by rebuilding the table.
         with op.batch_alter_table("edges") as batch:
             batch.drop_column(column)
     op.drop_table("fleets")
+
+
+def _count_chargers(connection: sa.Connection) -> None:
+    """The counts ingest keeps from now on, for the edges already stored (as
+    cloud/store/overview.py, refresh_charger_counts, makes them)."""
+    edges = sa.table(
+        "edges",
+        sa.column("id"),
+        sa.column("chargers_total"),
+        sa.column("chargers_disconnected"),
+        sa.column("connectors_faulted"),
+        sa.column("connector_counts", JSON),
+    )
+    chargers = sa.table("chargers", sa.column("edge_id"), sa.column("connected"))
+    connectors = sa.table(
+        "connectors", sa.column("edge_id"), sa.column("status"), sa.column("error_code")
+    )
+    charger_counts: dict[str, tuple[int, int]] = {}
+    for edge_id, total, disconnected in connection.execute(
+        sa.select(
+            chargers.c.edge_id,
+            sa.func.count(),
+            sa.func.sum(sa.case((chargers.c.connected.is_(False), 1), else_=0)),
+        ).group_by(chargers.c.edge_id)
+    ):
+        charger_counts[edge_id] = (int(total), int(disconnected or 0))
+    by_status: dict[str, dict[str, int]] = {}
+    faulted: dict[str, int] = {}
+    faulty = (connectors.c.status == "Faulted") | (connectors.c.error_code != "NoError")
+    for edge_id, status, count, faulty_count in connection.execute(
+        sa.select(
+            connectors.c.edge_id,
+            connectors.c.status,
+            sa.func.count(),
+            sa.func.sum(sa.case((faulty, 1), else_=0)),
+        ).group_by(connectors.c.edge_id, connectors.c.status)
+    ):
+        by_status.setdefault(edge_id, {})[status] = int(count)
+        faulted[edge_id] = faulted.get(edge_id, 0) + int(faulty_count)
+    for edge_id in charger_counts.keys() | by_status.keys():
+        total, disconnected = charger_counts.get(edge_id, (0, 0))
+        connection.execute(
+            sa.update(edges)
+            .where(edges.c.id == edge_id)
+            .values(
+                chargers_total=total,
+                chargers_disconnected=disconnected,
+                connectors_faulted=faulted.get(edge_id, 0),
+                connector_counts=by_status.get(edge_id, {}),
+            )
+        )
