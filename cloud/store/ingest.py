@@ -537,6 +537,10 @@ def record_rejection(
             key=["source", "reason"],
             update={"count": rejections.c.count + 1, "last_at": now, "sample": sample},
         )
+        # The web view's change marker: a known edge's refusals show live.
+        connection.execute(
+            update(edges).where(edges.c.id == source).values(revision=edges.c.revision + 1)
+        )
 
 
 def _refuse(

@@ -10,6 +10,7 @@ from alembic import command
 from sqlalchemy import Engine, create_engine, select, text
 
 from cloud.store.database import alembic_config, open_store
+from cloud.store.ingest import store_batch
 from cloud.store.schema import DEFAULT_FLEET_ID, edges, fleets
 from tests.cloud.web import charger_events, sync_edge
 
@@ -96,3 +97,11 @@ def test_every_batch_that_changes_chargers_counts_them_again(engine: Engine) -> 
     second = counts(engine, "site-1")
     assert second[:4] == (2, 1, 1, {"Faulted": 1})
     assert second[4] > first[4]  # the change marker moved with it
+
+
+def test_a_refused_payload_moves_its_edges_change_marker(engine: Engine) -> None:
+    sync_edge(engine, "site-1", charger_events("CP1", [(1, "Available", "NoError")]))
+    before = counts(engine, "site-1")[4]
+    result = store_batch(engine, "site-1", b"{not json")
+    assert result.rejected == "not_json"
+    assert counts(engine, "site-1")[4] == before + 1
