@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
 from cloud.store import overview
 from cloud.store.users import User, list_users
@@ -32,11 +33,7 @@ def overview_values(context: WebContext, user: User) -> dict[str, Any]:
 
 def overview_fragments(context: WebContext, user: User) -> dict[str, str]:
     """The overview's live parts (by their `sse-swap` names)."""
-    values = overview_values(context, user)
-    return {
-        "totals": context.render_text("_overview_totals.html", values),
-        "edges": context.render_text("_overview_edges.html", values),
-    }
+    return _fragments(context, overview_values(context, user), OVERVIEW_FRAGMENTS)
 
 
 def site_values(context: WebContext, user: User, edge_id: str) -> dict[str, Any]:
@@ -51,11 +48,26 @@ def site_values(context: WebContext, user: User, edge_id: str) -> dict[str, Any]
 
 
 def site_fragments(context: WebContext, user: User, edge_id: str) -> dict[str, str]:
-    values = site_values(context, user, edge_id)
-    return {
-        "site": context.render_text("_site_summary.html", values),
-        "chargers": context.render_text("_site_chargers.html", values),
-    }
+    return _fragments(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
+
+
+# Each live page's parts: `sse-swap` name -> template. A page renders them first and
+# places them as text: a large table is not streamed through the page's own template.
+OVERVIEW_FRAGMENTS = {"totals": "_overview_totals.html", "edges": "_overview_edges.html"}
+SITE_FRAGMENTS = {"site": "_site_summary.html", "chargers": "_site_chargers.html"}
+
+
+def _fragments(
+    context: WebContext, values: dict[str, Any], templates: dict[str, str]
+) -> dict[str, str]:
+    return {name: context.render_text(template, values) for name, template in templates.items()}
+
+
+def _page_values(
+    context: WebContext, values: dict[str, Any], templates: dict[str, str]
+) -> dict[str, Any]:
+    rendered = _fragments(context, values, templates)
+    return values | {"fragments": {name: Markup(html) for name, html in rendered.items()}}
 
 
 def add_routes(router: APIRouter, context: WebContext) -> None:
@@ -68,14 +80,20 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
     context.live_views["overview"] = LiveView(live_overview, lambda arguments: None)
     context.live_views["site"] = LiveView(live_site, lambda arguments: arguments.get("edge", ""))
 
+    def overview_page(user: User) -> dict[str, Any]:
+        return _page_values(context, overview_values(context, user), OVERVIEW_FRAGMENTS)
+
+    def site_page_values(user: User, edge_id: str) -> dict[str, Any]:
+        return _page_values(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
+
     @router.get("/web/")
     async def fleet_overview(request: Request, user: Viewer) -> HTMLResponse:
-        values = await asyncio.to_thread(overview_values, context, user)
+        values = await asyncio.to_thread(overview_page, user)
         return context.page(request, "overview.html", values)
 
     @router.get("/web/sites/{edge_id}")
     async def site_page(request: Request, edge_id: str, user: Viewer) -> HTMLResponse:
-        values = await asyncio.to_thread(site_values, context, user, edge_id)
+        values = await asyncio.to_thread(site_page_values, user, edge_id)
         return context.page(request, "site.html", values)
 
     @router.get("/web/users")

@@ -14,7 +14,7 @@ from cloud.firmware import public_key_text
 from cloud.store import fleets
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.browser.conftest import WatchedPage
-from tests.cloud.web import PASSWORD, add_user
+from tests.cloud.web import PASSWORD, add_user, charger_events, set_presence, sync_edge
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port, stop_edge
 from tests.mosquitto import Mosquitto
 
@@ -28,6 +28,19 @@ async def cloud(broker: Mosquitto, start_cloud: StartCloud) -> RunningCloud:
     acme = fleets.add_fleet(running.engine, "Acme").fleet_id
     fleets.assign_edge(running.engine, EDGE, acme, site_name="Depot North", location="Lyon")
     add_user(running.engine, "ann@acme.test", "operator", acme)
+    # Two more sites of the fleet, as their edges left them: one offline with a fault it
+    # reported before, one online and behind; and another fleet's site, never shown.
+    for edge_id, name, fleet_id in [
+        ("site-south", "Depot South", acme),
+        ("site-east", "Car park East", acme),
+        ("bolt-1", "Bolt HQ", fleets.add_fleet(running.engine, "Bolt").fleet_id),
+    ]:
+        fleets.assign_edge(running.engine, edge_id, fleet_id, site_name=name, location="Lyon")
+    sync_edge(running.engine, "site-south", charger_events("S1", [(1, "Faulted", "GroundFailure")]))
+    set_presence(running.engine, "site-south", "offline")
+    sync_edge(running.engine, "site-east", charger_events("E1", [(1, "Available", "NoError")]))
+    set_presence(running.engine, "site-east", "online", backlog=420, oldest_age_s=1800.0)
+    sync_edge(running.engine, "bolt-1", charger_events("B1", [(1, "Available", "NoError")]))
     return running
 
 
@@ -82,6 +95,11 @@ async def test_a_fleet_manager_watches_a_site_go_offline_and_come_back_live(
     # A mark in this document: a reload would lose it.
     await page.evaluate("window.stillTheSamePage = true")
     await watched_page.screenshot("overview-online")
+    edges_shown = await page.eval_on_selector_all(
+        "tr[data-edge]", "rows => rows.map(row => row.dataset.edge)"
+    )
+    # Sites needing attention first (then by name); another fleet's never.
+    assert edges_shown == ["site-east", "site-south", EDGE]
 
     await stop_edge(charger_at_site)  # a clean stop: the edge says it goes offline
     await page.wait_for_selector(f'{ROW}[data-state="offline"]')
