@@ -174,7 +174,14 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
                     current = await context.user(user.user_id)
                     if current is None or not current.active or session_ended(current, session):
                         return
-                    fragments = await view.render(current, arguments)
+                    try:
+                        fragments = await view.render(current, arguments)
+                    except WebRefusal:
+                        return  # what it showed left the user's fleet: nothing more to show
+                    except SQLAlchemyError as error:
+                        # The store away for a moment: the page keeps what it shows.
+                        log.warning("live view: cannot render %s: %s", arguments, error)
+                        fragments = {}
 
         response = EventSourceResponse(events(), ping=PING_S)
         response.headers.update(SECURITY_HEADERS)

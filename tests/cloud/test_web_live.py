@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,11 +15,13 @@ import paho.mqtt.publish as mqtt_publish
 import pytest
 
 from cloud.store import fleets
+from cloud.store.overview import fleet_edges
 from contract.protocol import Topics
 from tests.cloud.web import Browser, add_user, sse_events
 from tests.conftest import RunningCloud, StartCloud
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer
+from tests.waiting import eventually
 
 # The replica that serves pages listens to no edge: every change reaches it through the store.
 ELSEWHERE = {"topic_prefix": "nobody-publishes-here/v1"}
@@ -155,3 +158,30 @@ async def test_live_streams_are_bounded_per_user(
             assert response.status_code == 200
         refused = await signed_in.get("/web/live?view=overview")
         assert refused.status_code == 429
+
+
+async def test_a_live_site_page_ends_when_its_edge_leaves_the_users_fleet(
+    broker: Mosquitto,
+    replicas: tuple[RunningCloud, RunningCloud],
+    signed_in: Browser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ingesting, _ = replicas
+    await publish_status(broker, "site-sold", "online")
+    await eventually(lambda: bool(fleet_edges(ingesting.engine, 1)), within=20)
+    async with signed_in.client.stream("GET", "/web/live?view=site&edge=site-sold") as response:
+        assert response.status_code == 200
+        stream = Stream(response)
+        await stream.until("site", "site-sold")
+        other = fleets.add_fleet(ingesting.engine, "Buyer")
+        await asyncio.to_thread(fleets.assign_edge, ingesting.engine, "site-sold", other.fleet_id)
+        async with asyncio.timeout(20):
+            await stream.ended()
+    assert (await signed_in.get("/web/sites/site-sold")).status_code == 404
+    # Ended as a stream ends, not by an error in the server.
+    server_errors = [
+        record.getMessage()
+        for record in caplog.records
+        if record.levelno >= logging.ERROR and record.name.startswith(("uvicorn", "cloud"))
+    ]
+    assert server_errors == []
