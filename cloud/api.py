@@ -290,6 +290,12 @@ def create_cloud_api(
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
     _check_edge_ids(api)
+    if settings.web.enabled:
+        # Imported here: the templates and their libraries load for a served view only.
+        from cloud.web.app import create_web_router, install_error_pages
+
+        api.include_router(create_web_router(settings.web, engine))
+        install_error_pages(api)
     return api
 
 
@@ -428,7 +434,8 @@ async def _valid_edge_id(request: Request) -> None:
         )
 
 
-# Served to anyone: enrolling (the code is the credential) and what the API is.
+# Served to anyone: enrolling (the code is the credential), what the API is, and the
+# fleet web view, whose users sign in (cloud/web/auth.py checks every page).
 OPEN_ROUTES = (
     re.escape(CODE_PATH),
     re.escape(ENROLL_PATH),
@@ -436,6 +443,7 @@ OPEN_ROUTES = (
     "/docs",
     "/docs/oauth2-redirect",
     "/redoc",
+    "/web(/.*)?",
 )
 FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
 CARD_LIST_UPLOAD = r"/api/edges/[^/]+/cards"

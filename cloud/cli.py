@@ -27,6 +27,37 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=_command("run"))
     edges = commands.add_parser("edges", parents=[common], help="edges, presence and sync lag")
     edges.set_defaults(command=_command("edges"))
+    edge_actions = edges.add_subparsers(title="actions (none: list the edges)")
+    assign = edge_actions.add_parser(
+        "assign", parents=[common], help="put an edge in a fleet, with its site's name"
+    )
+    assign.add_argument("edge_id", type=_edge_id)
+    assign.add_argument("fleet", help="the fleet's name (or id)")
+    assign.add_argument("--name", help="the site's name, as the web view shows it")
+    assign.add_argument("--location", help="where the site is (an address, a place)")
+    assign.set_defaults(command=_command("edges_assign"))
+
+    fleets = commands.add_parser("fleets", parents=[common], help="fleets (organisations)")
+    fleets.add_argument("action", choices=["add", "list"])
+    fleets.add_argument("name", nargs="?", help="add: the new fleet's name")
+    fleets.set_defaults(command=_command("fleets"))
+
+    users = commands.add_parser("users", parents=[common], help="people who use the web view")
+    users.add_argument("action", choices=["add", "list", "disable"])
+    users.add_argument("email", nargs="?", help="add, disable: the user's email address")
+    users.add_argument(
+        "--role",
+        choices=["viewer", "operator", "admin"],
+        default="viewer",
+        help="add: viewer (looks), operator (also sends commands), admin (also manages)",
+    )
+    users.add_argument("--fleet", help="add: the user's fleet (name or id); list: only its")
+    users.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="add: read the password from standard input (else it is asked for)",
+    )
+    users.set_defaults(command=_command("users"))
     quarantine = commands.add_parser(
         "quarantine", parents=[common], help="edges' events the cloud will never store, and why"
     )

@@ -262,3 +262,99 @@ def cmd_enroll_code(arguments: argparse.Namespace) -> int:
         f"    ocpp-edge enroll {new.code} --cloud https://<this cloud's API address>"
     )
     return 0
+
+
+def cmd_edges_assign(arguments: argparse.Namespace) -> int:
+    from cloud.store import fleets
+
+    engine = open_store(_settings(arguments).store.url)
+    fleet_row = fleets.find_fleet(engine, arguments.fleet)
+    fleets.assign_edge(
+        engine,
+        arguments.edge_id,
+        fleet_row.fleet_id,
+        site_name=arguments.name,
+        location=arguments.location,
+    )
+    print(f"edge {arguments.edge_id} is in fleet {fleet_row.name}")
+    return 0
+
+
+def cmd_fleets(arguments: argparse.Namespace) -> int:
+    from cloud.store import fleets
+
+    engine = open_store(_settings(arguments).store.url)
+    if arguments.action == "add":
+        if not arguments.name:
+            print("fleets add: give the new fleet's name", file=sys.stderr)
+            return 2
+        added = fleets.add_fleet(engine, arguments.name)
+        print(f"fleet {added.name} (id {added.fleet_id})")
+        return 0
+    rows = [
+        (
+            fleet_row.fleet_id,
+            fleet_row.name,
+            fleet_row.edges,
+            fleet_row.users,
+            iso(fleet_row.created_at),
+        )
+        for fleet_row in fleets.list_fleets(engine)
+    ]
+    print(render_table(["id", "name", "edges", "users", "created"], rows))
+    return 0
+
+
+def cmd_users(arguments: argparse.Namespace) -> int:
+    from cloud.store import fleets, users
+
+    engine = open_store(_settings(arguments).store.url)
+    if arguments.action == "list":
+        fleet_id = fleets.find_fleet(engine, arguments.fleet).fleet_id if arguments.fleet else None
+        rows = [
+            (
+                user.email,
+                user.role,
+                user.fleet_name,
+                iso(user.created_at),
+                iso(user.disabled_at) if user.disabled_at else "",
+            )
+            for user in users.list_users(engine, fleet_id)
+        ]
+        print(render_table(["email", "role", "fleet", "created", "disabled"], rows))
+        return 0
+    if not arguments.email:
+        print(f"users {arguments.action}: give the user's email address", file=sys.stderr)
+        return 2
+    if arguments.action == "disable":
+        user = users.disable_user(engine, arguments.email)
+        print(f"{user.email} is disabled; their sessions end at their next request")
+        return 0
+    if not arguments.fleet:
+        print("users add: give the user's fleet with --fleet", file=sys.stderr)
+        return 2
+    from cloud.web.passwords import WeakPassword, hash_password
+
+    fleet_row = fleets.find_fleet(engine, arguments.fleet)
+    email = users.normal_email(arguments.email)
+    password = _read_password(arguments.password_stdin)
+    try:
+        password_hash = hash_password(password)
+    except WeakPassword as error:
+        print(f"users add: {error}", file=sys.stderr)
+        return 2
+    user = users.add_user(engine, email, password_hash, arguments.role, fleet_row.fleet_id)
+    print(f"{user.email}: {user.role} of fleet {user.fleet_name}")
+    return 0
+
+
+def _read_password(from_stdin: bool) -> str:
+    """The new user's password: standard input's first line, or asked for twice."""
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    import getpass
+
+    first = getpass.getpass("Password: ")
+    if getpass.getpass("Again: ") != first:
+        raise StoreError("the two passwords differ: nothing was changed")
+    return first

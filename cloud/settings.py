@@ -237,6 +237,42 @@ class EnrollmentSettings(_Section):
         return self
 
 
+class WebSettings(_Section):
+    """The fleet web view (cloud/web/): sessions, sign-in limits, live updates."""
+
+    enabled: bool = Field(True, description="Serve the fleet web view under /web/.")
+    session_key: Path | None = Field(
+        None,
+        description="A file holding the secret that signs session cookies; unset: a secret "
+        "made at first start and kept in the store, which every replica shares.",
+    )
+    secure_cookies: bool = Field(
+        False, description="Mark cookies Secure: on whenever users reach the view over https."
+    )
+    idle_timeout: float = Field(
+        1800.0, ge=60, le=7 * 86400, description="Seconds without a request that end a session."
+    )
+    session_lifetime: float = Field(
+        43200.0, ge=300, le=30 * 86400, description="Seconds after which a session ends anyway."
+    )
+    max_login_failures: int = Field(
+        10, ge=1, le=10_000, description="Failed sign-ins from one address before it waits..."
+    )
+    login_failure_window: float = Field(
+        900.0, gt=0, le=86400, description="...for this many seconds."
+    )
+    live_poll_interval: float = Field(
+        2.0,
+        ge=0.2,
+        le=60,
+        description="Seconds between looks at the store's change marker for live pages.",
+    )
+    max_live_streams: int = Field(
+        200, ge=1, le=100_000, description="Live pages open at once on this replica..."
+    )
+    max_live_streams_per_user: int = Field(8, ge=1, le=1000, description="...and per user.")
+
+
 class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -250,6 +286,7 @@ class CloudSettings(FileThenEnvironment):
     limits: LimitSettings = LimitSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
     service: ServiceSettings = ServiceSettings()
+    web: WebSettings = WebSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

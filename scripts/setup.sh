@@ -36,6 +36,8 @@ if [ "$dev" -eq 1 ]; then
     command -v debootstrap >/dev/null || packages+=(debootstrap)
     command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || packages+=(mosquitto)
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+    # The web view's browser tests drive Debian's Chromium through Playwright.
+    [ -x /usr/bin/chromium ] || packages+=(chromium)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
     as_root apt-get update -qq

@@ -40,6 +40,7 @@ from sqlalchemy.exc import (
 )
 
 from cloud.store.database import StoreError
+from cloud.store.overview import COUNTED_KINDS, refresh_charger_counts
 from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
 from cloud.store.statements import PendingWrites, lock_edge, upsert
@@ -441,6 +442,8 @@ class _Storing:
             applying = Applying(connection, self.edge_id, offset + event.seq, event.at, pending)
             apply_event(applying, event.data)
         pending.flush(connection)
+        if any(event.data is not None and event.data.kind in COUNTED_KINDS for event in good):
+            refresh_charger_counts(connection, self.edge_id)
 
     def _put_aside(self, connection: Connection, offset: int, event: _Checked) -> None:
         raw = _raw_json(event.raw)
@@ -533,6 +536,10 @@ def record_rejection(
             },
             key=["source", "reason"],
             update={"count": rejections.c.count + 1, "last_at": now, "sample": sample},
+        )
+        # The web view's change marker: a known edge's refusals show live.
+        connection.execute(
+            update(edges).where(edges.c.id == source).values(revision=edges.c.revision + 1)
         )
 
 

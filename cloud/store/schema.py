@@ -9,7 +9,10 @@ Each table holds one concept:
   it arrived), the figures it last reported (software version, outbox backlog and its
   oldest age, and when), its last `edge.health`, the card list version it holds (and why
   it refused the last one sent, if it did), how many repeated events it sent and how many
-  of its events were quarantined.
+  of its events were quarantined; its fleet, site name and location (set by operators),
+  and `revision`, raised by every transaction that writes about the edge (the web view's
+  change marker: replicas poll it to know what to re-render); its chargers and
+  connectors counted, kept by ingest for the fleet overview.
 - `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
   own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
   below are built from them and could be rebuilt from them.
@@ -34,6 +37,14 @@ Each table holds one concept:
 - `firmware_installs`: per charger, the latest install an edge started or refused (image,
   version, status, reason, forced, the command) and the version last installed there.
 - `commands`: operator commands, from creation to the edge's result.
+- `fleets`: the organisations edges belong to; every edge is in one (`edges.fleet_id`,
+  the default fleet, id 1, until assigned), and every user sees only their own fleet's.
+- `users`: people signing in to the fleet web view: email, argon2 password hash, role
+  (viewer, operator, admin), fleet, when they were disabled (never deleted: the audit
+  log names them) and when their sessions were last ended.
+- `secrets`: secrets the replicas must share, made once by the first (the key that
+  signs web session cookies).
+- `audit_log`: who did what in the web view (logins, commands, card changes), per fleet.
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
   (never the code), with the edge id, the expiry, whether it may replace the edge's live
   identity, and when, from where and for which certificate (serial, expiry) it was used.
@@ -120,12 +131,23 @@ FIRMWARE_STATES = (
 INSTALL_STATES = ("refused", "installing", "installed", "failed")
 COMMAND_STATES = ("pending", "sent", "done", "failed", "expired", "rejected", "interrupted")
 QUARANTINE_REASONS = ("invalid", "too_large", "unstorable")
+ROLES = ("viewer", "operator", "admin")
+# Edges that no operator has assigned yet, and every edge from before fleets.
+DEFAULT_FLEET_ID = 1
 
 
 def _one_of(column: str, values: tuple[str, ...]) -> CheckConstraint:
     quoted = ", ".join(f"'{value}'" for value in values)
     return CheckConstraint(f"{column} IN ({quoted})", name=column)
 
+
+fleets = Table(
+    "fleets",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", Text, nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
 
 edges = Table(
     "edges",
@@ -152,7 +174,21 @@ edges = Table(
     Column("quarantined_events", BigInteger, nullable=False, server_default="0"),
     # Why the edge last refused the card list it was sent (None: it took it).
     Column("cards_refused", Text),
+    # Nullable only because SQLite cannot add a referencing column with a default; every
+    # insert sets it (the Python-side default), and a NULL would match no user's fleet.
+    Column("fleet_id", Integer, default=DEFAULT_FLEET_ID),
+    Column("site_name", Text),
+    Column("location", Text),
+    Column("revision", BigInteger, nullable=False, server_default="0"),
+    # Its chargers and connectors counted (connectors by status), written with every batch
+    # that changes them: the fleet overview reads one row per edge, however many chargers.
+    Column("chargers_total", BigInteger, nullable=False, server_default="0"),
+    Column("chargers_disconnected", BigInteger, nullable=False, server_default="0"),
+    Column("connectors_faulted", BigInteger, nullable=False, server_default="0"),
+    Column("connector_counts", Json),
     _one_of("state", EDGE_STATES),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    Index(None, "fleet_id"),
 )
 
 edge_epochs = Table(
@@ -394,4 +430,43 @@ enrollment_codes = Table(
     Column("certificate_serial", Text),
     Column("replaces_identity", Boolean, nullable=False, server_default=false()),
     Column("certificate_expires_at", UtcDateTime),
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # Kept lower-cased: one account per address however it is typed.
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("fleet_id", Integer, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("disabled_at", UtcDateTime),
+    # Sessions started before this time are over (signing out ends every session).
+    Column("sessions_revoked_at", UtcDateTime),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    _one_of("role", ROLES),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", Text, nullable=False),
+    Column("fleet_id", Integer),
+    Column("action", String(64), nullable=False),
+    Column("target", Text, nullable=False),
+    Column("detail", Json),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    Index(None, "fleet_id", "at"),
+)
+
+secrets = Table(
+    "secrets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
 )

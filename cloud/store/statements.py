@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, Table, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from cloud.store.schema import edges, metadata
+from cloud.store.schema import DEFAULT_FLEET_ID, edges, metadata
 from contract.protocol import check_edge_id
 
 
@@ -92,5 +92,12 @@ def lock_edge(connection: Connection, edge_id: str, now: datetime) -> Row[Any]:
     PostgreSQL by `FOR UPDATE`, on SQLite by the write lock `BEGIN IMMEDIATE` took.
     InvalidEdgeId for text that is no edge id: no row is ever made for one."""
     check_edge_id(edge_id)
-    upsert(connection, edges, {"id": edge_id, "created_at": now}, key=["id"], update={})
+    upsert(
+        connection,
+        edges,
+        {"id": edge_id, "created_at": now, "fleet_id": DEFAULT_FLEET_ID},
+        key=["id"],
+        # The change marker the web view polls: one more writer on a row already locked.
+        update={"revision": edges.c.revision + 1},
+    )
     return connection.execute(select(edges).where(edges.c.id == edge_id).with_for_update()).one()

@@ -28,6 +28,11 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     names = ", ".join(table.name for table in metadata.sorted_tables)
     with postgres_engine.begin() as connection:
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        # The default fleet, as the migration made it: every new edge goes into it.
+        connection.execute(
+            text("INSERT INTO fleets (id, name, created_at) VALUES (1, 'default', now())")
+        )
+        connection.execute(text("SELECT setval(pg_get_serial_sequence('fleets', 'id'), 1)"))
     yield postgres_engine
 
 
