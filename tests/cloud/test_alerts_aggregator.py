@@ -285,7 +285,11 @@ async def test_a_connector_faulted_long_enough_is_raised_but_not_at_boot_nor_whi
             (now - timedelta(seconds=55), connector(1, "Faulted", "CP-2")),
         )
         await away.status("offline")
-        await away.events((now - timedelta(minutes=50), connector(1, "Faulted", "CP-9")))
+        # What it synced before it went shows CP-9 Faulted for 49 minutes and more.
+        await away.events(
+            (now - timedelta(minutes=50), connector(1, "Faulted", "CP-9")),
+            (now - timedelta(minutes=1), boot("CP-10")),
+        )
         (raised,) = await webhook.wait_for(lambda notices: len(notices) == 1)
         assert raised.key == ("connector_faulted", "CP-1/1", "raised")
         assert raised.document["charger_id"] == "CP-1" and raised.document["connector_id"] == 1
