@@ -330,7 +330,9 @@ async def post_notice(client: httpx.AsyncClient, settings: AlertSettings, alert:
                 status = answer.status_code
     except TimeoutError as error:
         raise NoticeRefused(f"no answer within {settings.webhook_timeout:g} s") from error
-    except httpx.HTTPError as error:
+    except Exception as error:
+        # Whatever the client raises (httpx's errors, and the socket's own for an address
+        # it cannot use) is this notice's failure: counted, logged and tried again.
         raise NoticeRefused(f"{type(error).__name__}: {str(error)[:200]}") from error
     if not 200 <= status < 300:
         raise NoticeRefused(f"the webhook answered HTTP {status}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -264,8 +265,19 @@ class AlertSettings(_Section):
     @field_validator("webhook_url")
     @classmethod
     def http_url(cls, url: str) -> str:
-        if url and (not url.startswith(("http://", "https://")) or any(c.isspace() for c in url)):
-            raise ValueError("give an http:// or https:// URL, or leave it empty")
+        if not url:
+            return url
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is no port
+        except ValueError as error:
+            raise ValueError(f"{error}: give an http:// or https:// URL") from error
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(character.isspace() for character in url)
+        ):
+            raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
         return url
 
 

@@ -425,3 +425,30 @@ async def test_commands_say_who_asked_for_them(broker: Mosquitto, start_cloud: S
             assert answer.status_code == 200, answer.text
         (command,) = await api(cloud, f"/api/edges/{EDGE}/commands")
         assert command["actor"] == "token"
+
+
+async def test_a_webhook_that_cannot_be_reached_is_given_up_after_its_attempts(
+    broker: Mosquitto, start_cloud: StartCloud
+) -> None:
+    port = free_port()  # nothing listens there
+    rules = {
+        "interval": 0.1,
+        "backlog_older_than": 1.0,
+        "webhook_url": f"http://127.0.0.1:{port}/hooks",
+        "webhook_attempts": 3,
+        "webhook_retry_first": 0.1,
+    }
+    cloud = await start_cloud(broker, alerts=rules)
+    async with edges_at(broker, EDGE) as (site,):
+        await site.status("online", backlog=5, oldest_age_s=4000.0)
+
+        async def given_up() -> bool:
+            shown = await api(cloud, "/api/alerts")
+            return bool(shown) and (shown[0]["notify_error"] or "").startswith("given up")
+
+        await eventually_answers(given_up, within=WITHIN)
+    (alert,) = await api(cloud, "/api/alerts")
+    assert alert["notified"] == "none" and alert["notify_attempts"] == 3
+    assert alert["notify_after"] is None and "(attempt 3 of 3)" in alert["notify_error"]
+    stats = await api(cloud, "/api/stats/alerts")
+    assert stats["notices_failed"] == 3 and stats["notices_given_up"] == 1
