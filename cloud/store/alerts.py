@@ -28,6 +28,8 @@ from cloud.store.times import parse_time
 # within one bucket, and a source flooding refusals adds one row per bucket.
 REFUSAL_BUCKET_SECONDS = 5
 FAULTED = "Faulted"
+# Alerts raised or cleared in one transaction at most.
+CHANGES_PER_COMMIT = 50
 
 AlertKind = Literal["edge_offline", "backlog_old", "connector_faulted", "refusals_spike"]
 Notice = Literal["raised", "cleared"]
@@ -232,53 +234,66 @@ def raise_and_clear(
     notify: bool,
 ) -> tuple[list[tuple[int, NewAlert]], list[Clearing]]:
     """Raise `raising` (each unless open already) and clear `clearing` (each unless
-    cleared already), in one transaction; what this call raised (with the new ids) and
-    cleared. With `notify`, each of those has a notice due now."""
-    if not raising and not clearing:
-        return [], []
+    cleared already); what this call raised (with the new ids) and cleared. With
+    `notify`, each of those has a notice due now. A transaction per CHANGES_PER_COMMIT
+    changes: a storm of alerts holds SQLite's write lock (and ingest) only briefly."""
     raised: list[tuple[int, NewAlert]] = []
     cleared: list[Clearing] = []
-    with engine.begin() as connection:
-        insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-        for new in raising:
-            statement = (
-                insert(alerts)
-                .values(
-                    kind=new.kind,
-                    edge_id=new.edge_id,
-                    subject=new.subject,
-                    charger_id=new.charger_id,
-                    connector_id=new.connector_id,
-                    since=new.since,
-                    raised_at=now,
-                    detail=new.detail,
-                    notify_after=now if notify else None,
-                )
-                .on_conflict_do_nothing(
-                    index_elements=["kind", "edge_id", "subject"],
-                    index_where=alerts.c.cleared_at.is_(None),
-                )
-                .returning(alerts.c.id)
-            )
-            alert_id = connection.execute(statement).scalar_one_or_none()
-            if alert_id is not None:
-                raised.append((int(alert_id), new))
-        for clear in clearing:
-            idle = alerts.c.notify_after.is_(None)
-            values: dict[str, Any] = {"cleared_at": now, "clear_reason": clear.reason}
-            if notify:
-                # A notice under way (or waiting to be tried again) goes on; it reads the
-                # row when sent, and the cleared notice follows it.
-                values["notify_after"] = case((idle, now), else_=alerts.c.notify_after)
-                values["notify_attempts"] = case((idle, 0), else_=alerts.c.notify_attempts)
-            done = connection.execute(
-                update(alerts)
-                .where(alerts.c.id == clear.alert_id, alerts.c.cleared_at.is_(None))
-                .values(**values)
-            )
-            if done.rowcount == 1:
-                cleared.append(clear)
+    for start in range(0, len(raising), CHANGES_PER_COMMIT):
+        with engine.begin() as connection:
+            for new in raising[start : start + CHANGES_PER_COMMIT]:
+                alert_id = _raise(connection, new, now, notify)
+                if alert_id is not None:
+                    raised.append((alert_id, new))
+    for start in range(0, len(clearing), CHANGES_PER_COMMIT):
+        with engine.begin() as connection:
+            for clear in clearing[start : start + CHANGES_PER_COMMIT]:
+                if _clear(connection, clear, now, notify):
+                    cleared.append(clear)
     return raised, cleared
+
+
+def _raise(connection: Connection, new: NewAlert, now: datetime, notify: bool) -> int | None:
+    """The new alert's id; None when it is open already."""
+    insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
+    statement = (
+        insert(alerts)
+        .values(
+            kind=new.kind,
+            edge_id=new.edge_id,
+            subject=new.subject,
+            charger_id=new.charger_id,
+            connector_id=new.connector_id,
+            since=new.since,
+            raised_at=now,
+            detail=new.detail,
+            notify_after=now if notify else None,
+        )
+        .on_conflict_do_nothing(
+            index_elements=["kind", "edge_id", "subject"],
+            index_where=alerts.c.cleared_at.is_(None),
+        )
+        .returning(alerts.c.id)
+    )
+    alert_id = connection.execute(statement).scalar_one_or_none()
+    return None if alert_id is None else int(alert_id)
+
+
+def _clear(connection: Connection, clear: Clearing, now: datetime, notify: bool) -> bool:
+    """True when this cleared the alert (it was open)."""
+    idle = alerts.c.notify_after.is_(None)
+    values: dict[str, Any] = {"cleared_at": now, "clear_reason": clear.reason}
+    if notify:
+        # A notice under way (or waiting to be tried again) goes on; it reads the row
+        # when sent, and the cleared notice follows it.
+        values["notify_after"] = case((idle, now), else_=alerts.c.notify_after)
+        values["notify_attempts"] = case((idle, 0), else_=alerts.c.notify_attempts)
+    done = connection.execute(
+        update(alerts)
+        .where(alerts.c.id == clear.alert_id, alerts.c.cleared_at.is_(None))
+        .values(**values)
+    )
+    return done.rowcount == 1
 
 
 # -- what the API and the webhook read ------------------------------------------------
