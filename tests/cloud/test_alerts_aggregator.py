@@ -413,18 +413,19 @@ async def test_replicas_on_one_store_raise_clear_and_notify_each_alert_once(
 
 
 async def test_commands_say_who_asked_for_them(broker: Mosquitto, start_cloud: StartCloud) -> None:
-    cloud = await start_cloud(broker)
+    cloud = await start_cloud(broker, api={"trust_loopback": True})
+    reset = {"charger_id": "CP-1", "action": "reset", "arguments": {"type": "Soft"}}
     async with edges_at(broker, EDGE) as (site,):
         await site.status("online")
         await eventually_answers(lambda: edge_state_is(cloud, "online"), within=WITHIN)
         async with httpx.AsyncClient(base_url=cloud.api_url, headers=cloud.api_headers) as client:
-            answer = await client.post(
-                f"/api/edges/{EDGE}/commands",
-                json={"charger_id": "CP-1", "action": "reset", "arguments": {"type": "Soft"}},
-            )
+            answer = await client.post(f"/api/edges/{EDGE}/commands", json=reset)
             assert answer.status_code == 200, answer.text
-        (command,) = await api(cloud, f"/api/edges/{EDGE}/commands")
-        assert command["actor"] == "token"
+        async with httpx.AsyncClient(base_url=cloud.api_url) as local:  # no token
+            answer = await local.post(f"/api/edges/{EDGE}/commands", json=reset)
+            assert answer.status_code == 200, answer.text
+    shown = await api(cloud, f"/api/edges/{EDGE}/commands")
+    assert [command["actor"] for command in shown] == ["loopback", "token"]
 
 
 async def test_a_webhook_that_cannot_be_reached_is_given_up_after_its_attempts(
