@@ -11,7 +11,7 @@ attempt count on: one replica sends it (again only once the claim's lease has pa
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -444,7 +444,3 @@ def prune(engine: Engine, cleared_before: datetime, refusals_before: datetime) -
             delete(refusal_counts).where(refusal_counts.c.bucket < bucket_of(refusals_before))
         ).rowcount
     return int(old_alerts), int(old_buckets)
-
-
-def open_alert_ids(alerts_open: Iterable[OpenAlert]) -> dict[tuple[str, str, str], int]:
-    return {(alert.kind, alert.edge_id, alert.subject): alert.id for alert in alerts_open}

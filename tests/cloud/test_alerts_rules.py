@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 from cloud.alerts import fault_counts_from, judge, retry_delay, signature, synced_until
 from cloud.settings import AlertSettings
 from cloud.store.alerts import (
+    AlertKind,
     EdgeFacts,
     FaultedConnector,
     NewAlert,
@@ -17,6 +18,7 @@ from cloud.store.alerts import (
     OpenAlert,
     RefusalSpike,
 )
+from cloud.store.schema import ALERT_KINDS
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 RULES = AlertSettings(
@@ -217,3 +219,7 @@ def test_the_signature_is_hmac_sha256_of_timestamp_dot_body() -> None:
 def test_retries_back_off_doubling_up_to_the_longest() -> None:
     rules = AlertSettings(webhook_retry_first=5, webhook_retry_longest=60)
     assert [retry_delay(rules, attempt) for attempt in range(1, 7)] == [5, 10, 20, 40, 60, 60]
+
+
+def test_the_alert_kinds_are_the_ones_the_store_allows() -> None:
+    assert get_args(AlertKind) == ALERT_KINDS
