@@ -370,6 +370,7 @@ class AlertsEngine:
         self.engine = engine
         self.stats = AlertStats()
         self._notices_due = asyncio.Event()
+        self._next_retry: datetime | None = None  # the soonest retry this replica set
         self._pruned_at = -PRUNE_EVERY_SECONDS
 
     @property
@@ -459,9 +460,18 @@ class AlertsEngine:
                 except Exception as error:
                     self.stats.last_notice_error = f"{type(error).__name__}: {error}"[:300]
                     log.exception("alerts: notices could not be sent")
-                if await until_stopped(stop, self.settings.interval, or_when=self._notices_due):
+                if await until_stopped(stop, self._wait_seconds(), or_when=self._notices_due):
                     return
                 self._notices_due.clear()
+
+    def _wait_seconds(self) -> float:
+        """Until the next look's notices, or sooner, a retry this replica set."""
+        wait = self.settings.interval
+        if self._next_retry is not None:
+            until_retry = (self._next_retry - utc_now()).total_seconds()
+            self._next_retry = None
+            wait = max(0.0, min(wait, until_retry))
+        return wait
 
     async def deliver(self, client: httpx.AsyncClient, now: datetime | None = None) -> int:
         """Send the notices due now (up to NOTICES_PER_ROUND); how many were due."""
@@ -491,6 +501,8 @@ class AlertsEngine:
                 if spent:
                     error = f"given up: {error}"
                     self.stats.notices_given_up += 1
+                elif retry_at is not None:
+                    self._next_retry = min(self._next_retry or retry_at, retry_at)
                 await asyncio.to_thread(store.notice_failed, self.engine, claimed, error, retry_at)
                 continue
             self.stats.notices_sent += 1

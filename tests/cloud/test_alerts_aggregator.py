@@ -19,9 +19,12 @@ import aiomqtt
 import httpx
 import pytest
 import uvicorn
+from sqlalchemy import Engine
 from starlette.types import Receive, Scope, Send
 
-from cloud.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
+from cloud.alerts import DELIVERY_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, AlertsEngine
+from cloud.settings import AlertSettings
+from cloud.store.ingest import record_status
 from cloud.store.times import iso
 from contract import protocol as wire
 from tests.conftest import (
@@ -453,3 +456,30 @@ async def test_a_webhook_that_cannot_be_reached_is_given_up_after_its_attempts(
     assert alert["notify_after"] is None and "(attempt 3 of 3)" in alert["notify_error"]
     stats = await api(cloud, "/api/stats/alerts")
     assert stats["notices_failed"] == 3 and stats["notices_given_up"] == 1
+
+
+async def test_a_failed_notice_is_tried_again_at_its_time_not_at_the_next_look(
+    engine: Engine,
+) -> None:
+    # The edge has been offline an hour when the engine first looks.
+    record_status(engine, EDGE, b'{"state": "offline"}', now=datetime.now(UTC) - timedelta(hours=1))
+    receiver = WebhookReceiver(refuse=1)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            receiver, host="127.0.0.1", port=receiver.port, log_level="warning", lifespan="off"
+        )
+    )
+    serving = asyncio.create_task(server.serve())
+    rules = AlertSettings(interval=60, webhook_url=receiver.url, webhook_retry_first=0.2)
+    alerts = AlertsEngine(rules, engine)
+    stop = asyncio.Event()
+    running = asyncio.create_task(alerts.run(stop))
+    try:
+        (notice,) = await receiver.wait_for(lambda notices: len(notices) == 1, within=10)
+        assert notice.key == ("edge_offline", "", "raised") and receiver.attempts == 2
+        assert alerts.stats.looks == 1  # the retry came before a second look
+    finally:
+        stop.set()
+        await asyncio.wait_for(running, timeout=10)
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=10)
