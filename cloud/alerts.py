@@ -41,7 +41,6 @@ import json
 import logging
 import time
 from collections import Counter
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -91,6 +90,14 @@ class Judgement:
     raising: list[NewAlert]
     clearing: list[Clearing]
     held_back: int = 0  # alerts not raised: their edge has max_open_per_edge open
+    # Edges and connectors whose figures could not be judged (a time or age beyond any
+    # calendar): their alerts are left as they are.
+    unjudged: int = 0
+
+
+# What an edge reports can be any number or time a store holds; arithmetic on one past
+# the calendar's ends fails for that edge or connector alone.
+_BEYOND_THE_CALENDAR = (OverflowError, ValueError)
 
 
 def judge(observation: Observation, rules: AlertSettings, now: datetime) -> Judgement:
@@ -98,10 +105,19 @@ def judge(observation: Observation, rules: AlertSettings, now: datetime) -> Judg
     edges = {edge.edge_id: edge for edge in observation.edges}
     candidates: list[NewAlert] = []
     keep: set[Key] = set()  # conditions under which an open alert stays open
+    unjudged = 0
     for edge in observation.edges:
-        _judge_presence(edge, rules, now, candidates, keep)
-        _judge_backlog(edge, rules, now, candidates, keep)
-    _judge_faults(observation.faulted, edges, rules, candidates, keep)
+        try:
+            _judge_presence(edge, rules, now, candidates, keep)
+            _judge_backlog(edge, rules, now, candidates, keep)
+        except _BEYOND_THE_CALENDAR:
+            unjudged += 1
+            keep.update((kind, edge.edge_id, "") for kind in ("edge_offline", "backlog_old"))
+    for fault in observation.faulted:
+        try:
+            _judge_fault(fault, edges, rules, candidates, keep)
+        except _BEYOND_THE_CALENDAR:
+            unjudged += 1
     _judge_refusals(observation, rules, now, candidates, keep)
     open_alerts = {(a.kind, a.edge_id, a.subject): a for a in observation.open_alerts}
     clearing = [
@@ -123,7 +139,7 @@ def judge(observation: Observation, rules: AlertSettings, now: datetime) -> Judg
             continue
         open_per_edge[new.edge_id] += 1
         raising.append(new)
-    return Judgement(raising, clearing, held_back)
+    return Judgement(raising, clearing, held_back, unjudged)
 
 
 def _judge_presence(
@@ -192,8 +208,8 @@ def fault_counts_from(fault: FaultedConnector, rules: AlertSettings) -> datetime
     return fault.status_at
 
 
-def _judge_faults(
-    faulted: Iterable[FaultedConnector],
+def _judge_fault(
+    fault: FaultedConnector,
     edges: dict[str, EdgeFacts],
     rules: AlertSettings,
     candidates: list[NewAlert],
@@ -201,35 +217,34 @@ def _judge_faults(
 ) -> None:
     if not rules.faulted_after:
         return
-    for fault in faulted:
-        subject = f"{fault.charger_id}/{fault.connector_id}"
-        keep.add(("connector_faulted", fault.edge_id, subject))
-        edge = edges.get(fault.edge_id)
-        if edge is None or edge.state != "online":
-            continue  # stale, not down: judged once the edge is back
-        until = synced_until(edge)
-        if until is None:
-            continue
-        if (until - fault_counts_from(fault, rules)).total_seconds() < rules.faulted_after:
-            continue
-        charger = safe_text(fault.charger_id[:QUOTED_CHARS])
-        error = safe_text(fault.error_code[:QUOTED_CHARS])
-        info = f", {safe_text(fault.info[:QUOTED_CHARS])}" if fault.info else ""
-        detail = (
-            f"charger {charger} of edge {fault.edge_id}: connector {fault.connector_id} "
-            f"Faulted since {iso(fault.status_at)} ({error}{info})"
+    subject = f"{fault.charger_id}/{fault.connector_id}"
+    keep.add(("connector_faulted", fault.edge_id, subject))
+    edge = edges.get(fault.edge_id)
+    if edge is None or edge.state != "online":
+        return  # stale, not down: judged once the edge is back
+    until = synced_until(edge)
+    if until is None:
+        return
+    if (until - fault_counts_from(fault, rules)).total_seconds() < rules.faulted_after:
+        return
+    charger = safe_text(fault.charger_id[:QUOTED_CHARS])
+    error = safe_text(fault.error_code[:QUOTED_CHARS])
+    info = f", {safe_text(fault.info[:QUOTED_CHARS])}" if fault.info else ""
+    detail = (
+        f"charger {charger} of edge {fault.edge_id}: connector {fault.connector_id} "
+        f"Faulted since {iso(fault.status_at)} ({error}{info})"
+    )
+    candidates.append(
+        NewAlert(
+            "connector_faulted",
+            fault.edge_id,
+            subject,
+            fault.status_at,
+            detail,
+            charger_id=fault.charger_id,
+            connector_id=fault.connector_id,
         )
-        candidates.append(
-            NewAlert(
-                "connector_faulted",
-                fault.edge_id,
-                subject,
-                fault.status_at,
-                detail,
-                charger_id=fault.charger_id,
-                connector_id=fault.connector_id,
-            )
-        )
+    )
 
 
 def _judge_refusals(
@@ -439,6 +454,12 @@ class AlertsEngine:
             log.warning("alert %d raised: %s", alert_id, new.detail)
         for clearing in cleared:
             log.info("alert %d cleared: %s", clearing.alert_id, clearing.reason)
+        if judgement.unjudged:
+            log.warning(
+                "alerts: %d edges or connectors not judged: their times or ages are beyond "
+                "any calendar",
+                judgement.unjudged,
+            )
         if judgement.held_back:
             self.stats.held_back += judgement.held_back
             log.warning(

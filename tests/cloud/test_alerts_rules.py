@@ -223,3 +223,14 @@ def test_retries_back_off_doubling_up_to_the_longest() -> None:
 
 def test_the_alert_kinds_are_the_ones_the_store_allows() -> None:
     assert get_args(AlertKind) == ALERT_KINDS
+
+
+def test_an_edges_figures_beyond_the_calendar_leave_the_other_edges_judged() -> None:
+    far_future = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    hostile = edge("site-1", backlog=5, oldest_age_s=1e300)
+    booting_forever = fault(far_future, booted_at=far_future, edge_id="site-1")
+    gone = edge("site-2", state="offline", state_since=ago(5000))
+    open_alert = [OpenAlert(4, "backlog_old", "site-1", "")]
+    judged = judge(observe([hostile, gone], [booting_forever], open_alerts=open_alert), RULES, NOW)
+    assert kinds(judged.raising) == [("edge_offline", "site-2", "")]
+    assert judged.unjudged == 2 and judged.clearing == []
