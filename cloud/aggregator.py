@@ -11,6 +11,9 @@ the loop keeps taking messages while a commit waits for the disk.
 Nothing an edge sends ends the MQTT session: a message whose handling fails is logged
 with its edge, counted, and the next one taken; a topic whose edge level is no edge id
 is counted as refused and never used to publish.
+
+Beside the broker's side it runs the alerts engine (cloud/alerts.py), which reads the
+store only and goes on while the broker is away.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import aiomqtt
 from pydantic import BaseModel
 from sqlalchemy import Engine
 
+from cloud.alerts import AlertsEngine
 from cloud.firmware import answer_request
 from cloud.inbound import InboundQueue, InboundStats
 from cloud.settings import CloudSettings
@@ -72,10 +76,17 @@ class Aggregator:
         self._client: aiomqtt.Client | None = None
         self._send_now: set[str] = set()  # edges whose desired state changed
         self._desired_changed = asyncio.Event()
+        self.alerts = AlertsEngine(settings.alerts, engine)
 
     # -- connection --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
+        async with asyncio.TaskGroup() as tasks:
+            # Alerts read the store, not the broker: they go on while it is away.
+            tasks.create_task(self.alerts.run(stop), name="alerts")
+            tasks.create_task(self._take_from_broker(stop), name="mqtt")
+
+    async def _take_from_broker(self, stop: asyncio.Event) -> None:
         mqtt = self.settings.mqtt
 
         def disconnected() -> None:
@@ -252,7 +263,15 @@ class Aggregator:
             self.want_desired_state_sent(edge_id)
 
     async def _on_status(self, client: aiomqtt.Client, edge_id: str, payload: bytes) -> None:
-        online = await asyncio.to_thread(record_status, self.engine, edge_id, payload)
+        online = await asyncio.to_thread(
+            functools.partial(
+                record_status,
+                self.engine,
+                edge_id,
+                payload,
+                presence_history=self.settings.limits.presence_history_per_edge,
+            )
+        )
         if online:
             await self._send_desired_state(client, edge_id)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import math
 import re
 import urllib.parse
@@ -54,7 +55,9 @@ from cloud.firmware import (
     sign_manifest,
 )
 from cloud.settings import ApiSettings, CloudSettings
-from cloud.store import desired, fleet
+from cloud.store import alerts as alerts_store
+from cloud.store import desired, fleet, presence
+from cloud.store.alerts import AlertKind
 from cloud.store.database import StoreError
 from cloud.store.desired import DesiredStateError
 from contract import protocol as wire
@@ -250,18 +253,23 @@ def create_cloud_api(
         return await asyncio.to_thread(desired.firmware_overview, engine, edge_id)
 
     @routes.post("/api/edges/{edge_id}/commands", summary="An operator command for an edge")
-    async def create_command(edge_id: str, command: CommandRequest) -> dict[str, Any]:
+    async def create_command(
+        edge_id: str, command: CommandRequest, request: Request
+    ) -> dict[str, Any]:
         await known_edge(edge_id)
         expires_at = datetime.now(UTC) + timedelta(seconds=command.expires_in_s)
         try:
             created = await asyncio.to_thread(
-                desired.create_command,
-                engine,
-                edge_id,
-                command.charger_id,
-                command.action,
-                command.arguments,
-                expires_at,
+                functools.partial(
+                    desired.create_command,
+                    engine,
+                    edge_id,
+                    command.charger_id,
+                    command.action,
+                    command.arguments,
+                    expires_at,
+                    actor=_actor(request),
+                )
             )
         except StoreError as error:
             raise HTTPException(422, str(error)) from error
@@ -287,6 +295,7 @@ def create_cloud_api(
         return dataclasses.asdict(new)
 
     _add_sync_routes(routes, engine, aggregator)
+    _add_alert_routes(routes, engine, aggregator)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
     _check_edge_ids(api)
@@ -332,6 +341,70 @@ def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator |
             "dropped_by_edge": dict(stats.dropped_by_edge.most_common(20)),
             "refused_topics": aggregator.refused_topics,
             "sessions": aggregator.sessions,
+        }
+
+
+def _actor(request: Request) -> str:
+    """Who asks, as the access guard let them in: with the bearer token, or as a client
+    on this machine (api.trust_loopback)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return "token" if scheme.lower() == "bearer" and token.strip() else "loopback"
+
+
+def _add_alert_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator | None) -> None:
+    """Alerts (cloud/alerts.py) and each edge's presence over time."""
+
+    @routes.get("/api/alerts", summary="Alerts, newest first: open, or all with cleared ones")
+    async def list_alerts(
+        open_only: bool = Query(False, alias="open", description="Only alerts not cleared."),
+        edge: str | None = None,
+        kind: AlertKind | None = None,
+        limit: int = Query(100, ge=1, le=1000),
+        before: int | None = Query(None, ge=1, description="An id: the page after it."),
+    ) -> list[dict[str, Any]]:
+        rows = await asyncio.to_thread(
+            functools.partial(
+                alerts_store.list_alerts,
+                engine,
+                open_only=open_only,
+                edge_id=edge,
+                kind=kind,
+                limit=limit,
+                before=before,
+            )
+        )
+        return [_view(row) | {"open": row.open} for row in rows]
+
+    @routes.get(
+        "/api/edges/{edge_id}/presence",
+        summary="An edge's presence now and each change of it, newest first",
+    )
+    async def edge_presence(
+        edge_id: str,
+        limit: int = Query(100, ge=1, le=1000),
+        before: int | None = Query(None, ge=1, description="An id: the page after it."),
+    ) -> dict[str, Any]:
+        edges = await asyncio.to_thread(fleet.list_edges, engine, datetime.now(UTC))
+        edge = next((edge for edge in edges if edge.edge_id == edge_id), None)
+        if edge is None:
+            raise HTTPException(404, f"no edge {edge_id} has been in touch with this cloud")
+        changes = await asyncio.to_thread(presence.presence_history, engine, edge_id, limit, before)
+        return {
+            "edge_id": edge_id,
+            "state": edge.state,
+            "since": edge.state_since,
+            "changes": [
+                {"id": change_id, "online": change.online, "at": change.at}
+                for change_id, change in changes
+            ],
+        }
+
+    @routes.get("/api/stats/alerts", summary="This replica's alerts engine and webhook")
+    async def alert_stats() -> dict[str, Any]:
+        if aggregator is None:
+            return {}
+        return dataclasses.asdict(aggregator.alerts.stats) | {
+            "webhook": aggregator.alerts.webhook_on
         }
 
 

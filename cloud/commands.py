@@ -5,7 +5,9 @@ a command, so that `ocpp-cloud --help` loads no store or HTTP server."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,13 +228,27 @@ def cmd_command(arguments: argparse.Namespace) -> int:
     expires = datetime.now(UTC) + timedelta(seconds=arguments.expires_in)
     try:
         created = desired.create_command(
-            engine, arguments.edge_id, arguments.charger_id, arguments.action, fields, expires
+            engine,
+            arguments.edge_id,
+            arguments.charger_id,
+            arguments.action,
+            fields,
+            expires,
+            actor=f"cli:{_user_name()}",
         )
     except ValidationError as error:
         print(f"not a command: {error.errors(include_url=False)[0]['msg']}", file=sys.stderr)
         return 2
     print(f"command {created.id} for {arguments.edge_id}: sent when the edge is online")
     return 0
+
+
+def _user_name() -> str:
+    """Who runs this command, as the system knows them."""
+    try:
+        return getpass.getuser()[:64]
+    except (KeyError, OSError):  # no user name for this uid, no LOGNAME
+        return f"uid {os.getuid()}"
 
 
 def cmd_enroll_code(arguments: argparse.Namespace) -> int:

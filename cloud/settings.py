@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -193,6 +194,91 @@ class LimitSettings(_Section):
         le=256,
         description="Messages handled at once (each edge's in order, edges in turn).",
     )
+    presence_history_per_edge: int = Field(
+        1000,
+        ge=2,
+        le=1_000_000,
+        description="Changes of presence kept per edge (online, offline): an edge that "
+        "flaps loses its oldest.",
+    )
+
+
+class AlertSettings(_Section):
+    """What the alerts engine watches (cloud/alerts.py) and where it sends them. Each
+    threshold set to 0 turns its alert off (and clears those open)."""
+
+    interval: float = Field(
+        15.0, gt=0, le=3600, description="Seconds between two looks at the fleet."
+    )
+    edge_offline_after: float = Field(
+        600.0, ge=0, description="Seconds an edge is offline before it is an alert."
+    )
+    backlog_older_than: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds: an edge online at least this long whose oldest unsynced event "
+        "is older than this is an alert.",
+    )
+    faulted_after: float = Field(
+        600.0,
+        ge=0,
+        description="Seconds a connector is Faulted (as the edge's synced data shows) before "
+        "it is an alert; never judged while its edge is offline.",
+    )
+    boot_grace: float = Field(
+        120.0,
+        ge=0,
+        le=86400,
+        description="Seconds after a charger's boot in which a Faulted it reports does not "
+        "count yet (chargers that report Faulted while starting).",
+    )
+    refusals_count: int = Field(
+        100,
+        ge=0,
+        description="More payloads than this refused from one edge in refusals_window is "
+        "an alert; it clears at half as many.",
+    )
+    refusals_window: float = Field(600.0, ge=10, le=86400, description="Seconds.")
+    max_open_per_edge: int = Field(
+        100, ge=1, le=100_000, description="Open alerts per edge; beyond, none is raised."
+    )
+    keep_cleared_days: float = Field(
+        90.0, gt=0, le=36500, description="Days a cleared alert is kept."
+    )
+    webhook_url: str = Field(
+        "", description="Where each alert raised and cleared is POSTed (JSON); empty: none."
+    )
+    webhook_secret: str = Field(
+        "", description="Signs each POST (HMAC-SHA256, header X-Ocpp-Cloud-Signature)."
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, le=300, description="Seconds one POST may take, all of it."
+    )
+    webhook_attempts: int = Field(
+        12, ge=1, le=100, description="Attempts at one notice before it is given up."
+    )
+    webhook_retry_first: float = Field(
+        5.0, gt=0, le=86400, description="Seconds before the second attempt, doubled..."
+    )
+    webhook_retry_longest: float = Field(1800.0, gt=0, le=86400, description="...up to this many.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def http_url(cls, url: str) -> str:
+        if not url:
+            return url
+        parts = urlsplit(url)
+        try:
+            parts.port  # noqa: B018 - raises for a port that is no port
+        except ValueError as error:
+            raise ValueError(f"{error}: give an http:// or https:// URL") from error
+        if (
+            parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or any(character.isspace() for character in url)
+        ):
+            raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
+        return url
 
 
 class EnrollmentSettings(_Section):
@@ -285,6 +371,7 @@ class CloudSettings(FileThenEnvironment):
     firmware: FirmwareSettings = FirmwareSettings()
     limits: LimitSettings = LimitSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
+    alerts: AlertSettings = AlertSettings()
     service: ServiceSettings = ServiceSettings()
     web: WebSettings = WebSettings()
 

@@ -53,6 +53,8 @@ DEFAULT_CHUNK_SIZE = 262_144
 _OFFER_STATES = ("offered", "downloading", "fetched")
 FIRMWARE_ACTIONS = ("UpdateFirmware", "SignedUpdateFirmware")
 _OPEN_COMMAND_STATES = ("pending", "sent")
+# Who asked for a command: an email address is at most 254 characters.
+MAX_ACTOR_CHARS = 320
 
 assert DEFAULT_CHUNK_SIZE <= MAX_PAYLOAD_BYTES // 2
 
@@ -196,9 +198,14 @@ def create_command(
     action: str,
     arguments: Mapping[str, Any],
     expires_at: datetime,
+    *,
+    actor: str,
 ) -> OperatorCommand:
-    """A new command for a charger of the edge, pending until sent."""
+    """A new command for a charger of the edge, pending until sent; `actor` is who asked
+    ("token", "loopback", "cli:USER", a user's email), kept with it."""
     now = utc_now()
+    if not 1 <= len(actor) <= MAX_ACTOR_CHARS:
+        raise DesiredStateError(f"who asks for a command is 1 to {MAX_ACTOR_CHARS} characters")
     if expires_at <= now:
         raise DesiredStateError(f"the command would expire at {iso(expires_at)}, in the past")
     try:
@@ -231,6 +238,7 @@ def create_command(
                 created_at=now,
                 status="pending",
                 detail="",
+                actor=actor,
             )
         )
     return command

@@ -41,6 +41,7 @@ class EdgeView:
     epoch_started_at: datetime | None = None
     quarantined_events: int = 0  # its events put aside, never stored
     cards_refused: str | None = None  # why it refused the last card list it was sent
+    state_since: datetime | None = None  # when its presence last changed, as the cloud heard
 
     @property
     def online(self) -> bool:
@@ -159,6 +160,7 @@ def list_edges(engine: Engine, now: datetime) -> list[EdgeView]:
             epoch_started_at=row.epoch_started_at,
             quarantined_events=int(row.quarantined_events),
             cards_refused=row.cards_refused,
+            state_since=row.state_since,
         )
         for row in rows
     ]

@@ -39,8 +39,10 @@ from sqlalchemy.exc import (
     StatementError,
 )
 
+from cloud.store.alerts import count_refusal_at
 from cloud.store.database import StoreError
 from cloud.store.overview import COUNTED_KINDS, refresh_charger_counts
+from cloud.store.presence import PRESENCE_HISTORY_PER_EDGE, record_change
 from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
 from cloud.store.statements import PendingWrites, lock_edge, upsert
@@ -471,8 +473,12 @@ def record_status(
     max_bytes: int = MAX_PAYLOAD_BYTES,
     *,
     now: datetime | None = None,
+    presence_history: int = PRESENCE_HISTORY_PER_EDGE,
 ) -> bool:
-    """Take the `EdgeStatus` retained on `edge_id`'s status topic; False when refused."""
+    """Take the `EdgeStatus` retained on `edge_id`'s status topic; False when refused.
+    A change of presence is added to the edge's history (its newest `presence_history`
+    changes are kept); the same state again (a status every minute, the retained one
+    after the aggregator reconnects) changes nothing there."""
     now = now or utc_now()
     try:
         if not is_edge_id(edge_id):
@@ -494,7 +500,11 @@ def record_status(
         }
     try:
         with engine.begin() as connection:
-            lock_edge(connection, edge_id, now)
+            edge = lock_edge(connection, edge_id, now)
+            if edge.state != status.state:
+                online = status.state == "online"
+                record_change(connection, edge_id, online, now, presence_history)
+                values["state_since"] = now
             connection.execute(
                 update(edges)
                 .where(edges.c.id == edge_id)
@@ -541,6 +551,7 @@ def record_rejection(
         connection.execute(
             update(edges).where(edges.c.id == source).values(revision=edges.c.revision + 1)
         )
+        count_refusal_at(connection, source[:_SOURCE_LENGTH], now)
 
 
 def _refuse(

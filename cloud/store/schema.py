@@ -45,6 +45,13 @@ Each table holds one concept:
 - `secrets`: secrets the replicas must share, made once by the first (the key that
   signs web session cookies).
 - `audit_log`: who did what in the web view (logins, commands, card changes), per fleet.
+- `edge_presence`: each change of an edge's presence (online or not) and when the cloud
+  heard it, a bounded number per edge (`limits.presence_history_per_edge`).
+- `alerts`: conditions the alerts engine (cloud/alerts.py) raised, each once while open
+  (a partial unique index: one open alert per kind, edge and subject, whichever replica
+  raises it), with when it was raised and cleared and what the webhook has been told.
+- `refusal_counts`: payloads refused per source in buckets of a few seconds, pruned past
+  the alerts' window: how the engine sees refusals spiking.
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
   (never the code), with the edge id, the expiry, whether it may replace the edge's live
   identity, and when, from where and for which certificate (serial, expiry) it was used.
@@ -77,6 +84,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -186,6 +194,8 @@ edges = Table(
     Column("chargers_disconnected", BigInteger, nullable=False, server_default="0"),
     Column("connectors_faulted", BigInteger, nullable=False, server_default="0"),
     Column("connector_counts", Json),
+    # When `state` last changed (edge_presence has each change).
+    Column("state_since", UtcDateTime),
     _one_of("state", EDGE_STATES),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "fleet_id"),
@@ -413,6 +423,9 @@ commands = Table(
     Column("status", String(16), nullable=False, server_default="pending"),
     Column("detail", Text, nullable=False),
     Column("response", Json),
+    # Who asked: "token" (the API's bearer token), "loopback", "cli:USER", a user's
+    # email; None for commands made before actors were recorded.
+    Column("actor", Text),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     _one_of("status", COMMAND_STATES),
     Index(None, "edge_id", "status"),
@@ -469,4 +482,67 @@ secrets = Table(
     Column("name", String(64), primary_key=True),
     Column("value", Text, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
+)
+
+
+edge_presence = Table(
+    "edge_presence",
+    metadata,
+    # INTEGER on SQLite: only an INTEGER PRIMARY KEY counts up by itself there.
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("online", Boolean, nullable=False),
+    Column("at", UtcDateTime, nullable=False),  # when the cloud heard it (its clock)
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    Index(None, "edge_id", "id"),
+)
+
+ALERT_KINDS = ("edge_offline", "backlog_old", "connector_faulted", "refusals_spike")
+ALERT_NOTICES = ("none", "raised", "cleared")
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    # No foreign key: refusals may come from an edge id that never sent a good message.
+    Column("edge_id", EDGE_ID, nullable=False),
+    # What in the edge it is about: "" for the edge itself, "CHARGER/CONNECTOR".
+    Column("subject", Text, nullable=False),
+    Column("charger_id", CHARGER_ID),
+    Column("connector_id", BigInteger),
+    # When the condition began, as the data says (a connector's time is the edge's clock).
+    Column("since", UtcDateTime, nullable=False),
+    Column("raised_at", UtcDateTime, nullable=False),
+    Column("cleared_at", UtcDateTime),
+    Column("detail", Text, nullable=False),
+    Column("clear_reason", Text),
+    # The webhook: the last state it was told, when to try next (None: nothing to send),
+    # attempts at the current notice, and why the last one failed.
+    Column("notified", String(16), nullable=False, server_default="none"),
+    Column("notify_after", UtcDateTime),
+    Column("notify_attempts", Integer, nullable=False, server_default="0"),
+    Column("notify_error", Text),
+    _one_of("kind", ALERT_KINDS),
+    _one_of("notified", ALERT_NOTICES),
+    Index(
+        "uq_alerts_open",
+        "kind",
+        "edge_id",
+        "subject",
+        unique=True,
+        sqlite_where=text("cleared_at IS NULL"),
+        postgresql_where=text("cleared_at IS NULL"),
+    ),
+    Index(None, "raised_at"),
+    Index(None, "notify_after"),
+)
+
+refusal_counts = Table(
+    "refusal_counts",
+    metadata,
+    Column("bucket", UtcDateTime, nullable=False),  # the start of a few seconds
+    Column("source", Text, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    PrimaryKeyConstraint("bucket", "source"),
 )

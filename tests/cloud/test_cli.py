@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 from pathlib import Path
 
@@ -69,4 +70,6 @@ def test_the_operators_commands(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert [(offer.image, offer.force) for offer in offers] == [("cp.bin", True)]
     new_key = parse_public_keys(cli("key")[1])
     assert offers[0].manifest is not None and new_key[0].key_id in offers[0].manifest
+    (reset,) = desired.list_commands(engine, "site-1")
+    assert reset["action"] == "reset" and reset["actor"] == f"cli:{getpass.getuser()}"
     engine.dispose()

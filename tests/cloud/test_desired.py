@@ -93,10 +93,10 @@ def test_a_card_twice_in_a_list_is_refused(engine: Engine) -> None:
 def test_commands_are_sent_until_a_result_or_their_expiry(engine: Engine) -> None:
     now = utc_now()
     reset = create_command(
-        engine, EDGE, "CP-1", "reset", {"type": "Soft"}, now + timedelta(minutes=1)
+        engine, EDGE, "CP-1", "reset", {"type": "Soft"}, now + timedelta(minutes=1), actor="token"
     )
     unlock = create_command(
-        engine, EDGE, "CP-2", "unlock", {"connector_id": 1}, now + timedelta(hours=1)
+        engine, EDGE, "CP-2", "unlock", {"connector_id": 1}, now + timedelta(hours=1), actor="token"
     )
     assert reset.arguments == {"type": "Soft"} and reset.expires_at.endswith("Z")
     assert commands_to_send(engine, EDGE, now) == [reset, unlock]
@@ -126,7 +126,7 @@ def test_commands_are_sent_until_a_result_or_their_expiry(engine: Engine) -> Non
 
 def test_a_command_result_from_another_edge_changes_nothing(engine: Engine) -> None:
     command = create_command(
-        engine, "site-8", "CP-1", "reset", {}, utc_now() + timedelta(minutes=5)
+        engine, "site-8", "CP-1", "reset", {}, utc_now() + timedelta(minutes=5), actor="token"
     )
     report(engine, 1, {"kind": "command.result", "command_id": command.id, "status": "failed"})
     assert [row.status for row in rows(engine, commands)] == ["pending"]
@@ -135,9 +135,11 @@ def test_a_command_result_from_another_edge_changes_nothing(engine: Engine) -> N
 def test_commands_an_edge_cannot_run_are_refused(engine: Engine) -> None:
     later = utc_now() + timedelta(minutes=5)
     with pytest.raises(DesiredStateError, match="not a command an edge can run"):
-        create_command(engine, EDGE, "CP-1", "explode", {}, later)
+        create_command(engine, EDGE, "CP-1", "explode", {}, later, actor="token")
     with pytest.raises(DesiredStateError, match="in the past"):
-        create_command(engine, EDGE, "CP-1", "reset", {}, utc_now() - timedelta(seconds=1))
+        create_command(
+            engine, EDGE, "CP-1", "reset", {}, utc_now() - timedelta(seconds=1), actor="token"
+        )
     assert rows(engine, commands) == []
 
 
@@ -237,16 +239,18 @@ def test_firmware_commands_name_an_image_the_cloud_signed(
 ) -> None:
     add_image(engine, "a.bin", "1")
     with pytest.raises(DesiredStateError, match=reason):
-        create_command(engine, EDGE, "CP-1", action, arguments, utc_now() + LATER)
+        create_command(engine, EDGE, "CP-1", action, arguments, utc_now() + LATER, actor="token")
     assert rows(engine, commands) == []
 
 
 def test_firmware_commands_naming_a_signed_image_are_created(engine: Engine) -> None:
     add_image(engine, "a.bin", "1")
     rollout = {"image": "a.bin", "force": True}
-    create_command(engine, EDGE, "CP-1", "firmware_rollout", rollout, utc_now() + LATER)
+    create_command(
+        engine, EDGE, "CP-1", "firmware_rollout", rollout, utc_now() + LATER, actor="token"
+    )
     raw = {"action": "UpdateFirmware", "arguments": {"image": "a.bin", "retrieveDate": "x"}}
-    create_command(engine, EDGE, "CP-1", "ocpp", raw, utc_now() + LATER)
+    create_command(engine, EDGE, "CP-1", "ocpp", raw, utc_now() + LATER, actor="token")
     assert len(rows(engine, commands)) == 2
 
 

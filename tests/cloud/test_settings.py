@@ -81,6 +81,20 @@ def test_api_beyond_loopback_needs_a_token(tmp_path: Path) -> None:
     assert load_settings(write(tmp_path, '[api]\nhost = "0.0.0.0"\ntoken = "t"\n')).api.port == 8090
 
 
+def test_the_alerts_webhook_is_an_http_url_with_a_host(tmp_path: Path) -> None:
+    for url in (
+        "ftp://hooks/x",
+        "https://",
+        "http://hooks/a b",
+        "hooks.example.com/x",
+        "http://hooks:99999/x",
+    ):
+        message = config_error(write(tmp_path, f'[alerts]\nwebhook_url = "{url}"\n'))
+        assert "alerts.webhook_url" in message and "http:// or https:// URL" in message
+    good = write(tmp_path, '[alerts]\nwebhook_url = "https://hooks.example.com/ocpp"\n')
+    assert load_settings(good).alerts.webhook_url == "https://hooks.example.com/ocpp"
+
+
 def test_mqtt_certificate_needs_its_key(tmp_path: Path) -> None:
     message = config_error(write(tmp_path, '[mqtt]\ntls_certificate = "/c.crt"\n'))
     assert "mqtt.tls_private_key" in message
