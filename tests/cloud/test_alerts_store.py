@@ -188,7 +188,7 @@ def test_an_upgraded_store_starts_each_edges_history_with_its_last_state(
     config = alembic_config()
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "0005")
+        command.upgrade(config, "0006")  # the revision before presence history
     heard = utc_now() - timedelta(hours=2)
     with engine.begin() as connection:
         for edge_id, state in (("site-1", "offline"), ("site-2", "online"), ("site-3", "unknown")):
