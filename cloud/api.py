@@ -53,6 +53,7 @@ from cloud.firmware import (
     public_key_text,
     sign_manifest,
 )
+from cloud.sessions_api import add_session_routes
 from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import desired, fleet
 from cloud.store.database import StoreError
@@ -287,6 +288,7 @@ def create_cloud_api(
         return dataclasses.asdict(new)
 
     _add_sync_routes(routes, engine, aggregator)
+    add_session_routes(routes, settings.sessions, engine)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
     _check_edge_ids(api)

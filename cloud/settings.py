@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -237,6 +238,41 @@ class EnrollmentSettings(_Section):
         return self
 
 
+class SessionSettings(_Section):
+    """Charging sessions as the API and the fleet view show them (cloud/store/sessions.py)."""
+
+    time_zone: str = Field(
+        "UTC",
+        description="IANA time zone of the months sessions are summed and closed by.",
+    )
+    offline_after_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="A session one of whose events reached the cloud later than this "
+        "after it happened is marked recorded offline.",
+    )
+    max_meter_samples: int = Field(
+        10_080,
+        ge=2,
+        le=1_000_000,
+        description="Meter samples kept per session (its curve); later ones are not kept.",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def known_time_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError("not a time zone: e.g. UTC or Europe/Berlin") from error
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
 class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -250,6 +286,7 @@ class CloudSettings(FileThenEnvironment):
     limits: LimitSettings = LimitSettings()
     enrollment: EnrollmentSettings = EnrollmentSettings()
     service: ServiceSettings = ServiceSettings()
+    sessions: SessionSettings = SessionSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

@@ -502,6 +502,8 @@ def record_status(
             "oldest_age_s": status.oldest_age_s,
             "figures_at": now,
         }
+    if status.backlog == 0:
+        values["backlog_empty_at"] = now
     try:
         with engine.begin() as connection:
             lock_edge(connection, edge_id, now)

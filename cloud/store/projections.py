@@ -300,6 +300,16 @@ def on_edge_health(applying: Applying, data: EdgeHealth) -> None:
         )
         .values(backlog=data.backlog, oldest_age_s=data.oldest_age_s, figures_at=applying.at)
     )
+    if data.backlog == 0:
+        # Everything the edge recorded before this had reached the cloud (month closing).
+        connection.execute(
+            update(edges)
+            .where(
+                edge.id == applying.edge_id,
+                or_(edge.backlog_empty_at.is_(None), edge.backlog_empty_at < applying.at),
+            )
+            .values(backlog_empty_at=applying.at)
+        )
 
 
 HANDLERS: dict[type[Any], Callable[[Applying, Any], None]] = {

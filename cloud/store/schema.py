@@ -7,9 +7,9 @@ Each table holds one concept:
   store's seq to number the edge's events across stores), the edge-clock time of that
   event, presence (`state` unknown/online/offline, the last `EdgeStatus` document and when
   it arrived), the figures it last reported (software version, outbox backlog and its
-  oldest age, and when), its last `edge.health`, the card list version it holds (and why
-  it refused the last one sent, if it did), how many repeated events it sent and how many
-  of its events were quarantined.
+  oldest age, and when; the latest time that backlog was empty), its last `edge.health`,
+  the card list version it holds (and why it refused the last one sent, if it did), how
+  many repeated events it sent and how many of its events were quarantined.
 - `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
   own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
   below are built from them and could be rebuilt from them.
@@ -160,6 +160,9 @@ edges = Table(
     Column("quarantined_events", BigInteger, nullable=False, server_default="0"),
     # Why the edge last refused the card list it was sent (None: it took it).
     Column("cards_refused", Text),
+    # The latest time the edge said its backlog was empty: all it recorded before had
+    # reached the cloud (a month is final once this and its events pass the month's end).
+    Column("backlog_empty_at", UtcDateTime),
     _one_of("state", EDGE_STATES),
 )
 

@@ -9,8 +9,9 @@ index, so that page 10,000 costs what page 1 does and a session synced meanwhile
 shifts a page (it appears in its place when the list is read again).
 
 A month is *final* for a site once the edge's data reaches past the month's end (an event
-that happened after it is stored) and the edge has since reported an empty backlog, and
-no session of the month is still running; *provisional* otherwise, with the reasons.
+that happened after it is stored), the edge has reported an empty backlog after it (all
+it had recorded until then had reached the cloud; a backlog later is of later events),
+and no session of the month is still running; *provisional* otherwise, with the reasons.
 Months are calendar months in `sessions.time_zone`.
 """
 
@@ -477,13 +478,13 @@ def month_reasons(site: Any, end: datetime, now: datetime, running: int) -> list
             reasons.append("no data from this edge yet")
         else:
             reasons.append(f"its data reaches {iso(site.last_event_at)}, not past the month's end")
-    if site.figures_at is None or site.figures_at <= end:
-        reasons.append("no backlog report since the month's end")
-    elif site.backlog:
-        oldest = (
-            f", the oldest {_age(site.oldest_age_s)} old" if site.oldest_age_s is not None else ""
-        )
-        reasons.append(f"backlog {site.backlog} events{oldest} at {iso(site.figures_at)}")
+    if site.backlog_empty_at is None or site.backlog_empty_at <= end:
+        if site.backlog and site.figures_at is not None:
+            oldest = site.oldest_age_s
+            age = f", the oldest {_age(oldest)} old" if oldest is not None else ""
+            reasons.append(f"backlog {site.backlog} events{age} at {iso(site.figures_at)}")
+        else:
+            reasons.append("no empty backlog reported since the month's end")
     if running:
         reasons.append(f"{running} session{'s' * (running != 1)} of the month still running")
     return reasons

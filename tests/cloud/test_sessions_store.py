@@ -408,7 +408,7 @@ def test_a_month_is_final_only_once_synced_past_its_end_with_an_empty_backlog(
     assert after.reasons == [
         f"edge offline since {iso(end - timedelta(hours=1))}",
         "its data reaches 2026-02-20T11:00:00.000Z, not past the month's end",
-        "no backlog report since the month's end",
+        f"backlog 12 events, the oldest 10 min old at {iso(end - timedelta(hours=1))}",
     ]
     assert (after.sums.sessions, after.sums.energy_wh, after.sums.key) == (1, 10_000, "2026-02")
     # Back online with its backlog: events past the end arrive, the backlog not yet empty.
@@ -428,6 +428,11 @@ def test_a_month_is_final_only_once_synced_past_its_end_with_an_empty_backlog(
     )
     final = closing(end + timedelta(days=2))
     assert final.final and final.reasons == []
+    # A backlog later holds later events: the month stays final.
+    assert record_status(
+        engine, "site-1", status("online", backlog=5), now=end + timedelta(hours=7, minutes=5)
+    )
+    assert closing(end + timedelta(days=2)).final
     # A session of the month still running keeps it provisional.
     site.send(
         {

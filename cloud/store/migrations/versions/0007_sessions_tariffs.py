@@ -1,5 +1,6 @@
 """Sessions: each transaction's account, listing order, sync delay and cost; meter
-samples per transaction; tariffs (cloud/store/schema.py).
+samples per transaction; tariffs; when each edge's backlog was last empty
+(cloud/store/schema.py).
 
 A transaction stored before this release is listed by its start (else its last
 update), has no samples (its curve is its start and stop), no known sync delay, and no
@@ -56,6 +57,8 @@ SESSION_INDEXES = {
 
 
 def upgrade() -> None:
+    # Plain ADD COLUMN: `edges` is every other table's parent (see 0005).
+    op.add_column("edges", sa.Column("backlog_empty_at", TIME, nullable=True))
     op.create_table(
         "tariffs",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -126,3 +129,4 @@ def downgrade() -> None:
     op.drop_table("meter_samples")
     op.drop_index(op.f("ix_tariffs_edge_id_valid_from"), table_name="tariffs")
     op.drop_table("tariffs")
+    op.drop_column("edges", "backlog_empty_at")
