@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
-    BigInteger,
     Connection,
     Float,
-    Insert,
-    Integer,
     bindparam,
     case,
     func,
@@ -38,7 +36,7 @@ class SessionWrites:
     received_at: datetime
     max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES
     _delays: dict[int, float] = field(default_factory=dict)
-    _samples: list[dict[str, object]] = field(default_factory=list)
+    _samples: list[dict[str, Any]] = field(default_factory=list)
     _stopped: set[int] = field(default_factory=set)
 
     def heard(self, transaction_id: int, at: datetime) -> None:
@@ -64,7 +62,6 @@ class SessionWrites:
                 "meter_wh": meter_wh,
                 "energy_wh": energy_wh,
                 "power_w": power_w,
-                "limit": self.max_meter_samples,
             }
         )
 
@@ -76,9 +73,33 @@ class SessionWrites:
         """Whether flushing prices sessions (then tariffs are held: hold_tariffs)."""
         return bool(self._stopped)
 
+    def _insert_samples(self, connection: Connection) -> None:
+        """The batch's samples, up to the limit per transaction (counted once per batch:
+        an edge's batches take turns, under its row's lock)."""
+        ids = {sample["transaction_id"] for sample in self._samples}
+        held: dict[int, int] = {
+            row[0]: int(row[1])
+            for row in connection.execute(
+                select(meter_samples.c.transaction_id, func.count())
+                .where(
+                    meter_samples.c.edge_id == self.edge_id,
+                    meter_samples.c.transaction_id.in_(ids),
+                )
+                .group_by(meter_samples.c.transaction_id)
+            )
+        }
+        kept = []
+        for sample in self._samples:
+            transaction_id = sample["transaction_id"]
+            if held.get(transaction_id, 0) < self.max_meter_samples:
+                held[transaction_id] = held.get(transaction_id, 0) + 1
+                kept.append(sample)
+        if kept:
+            connection.execute(insert(meter_samples), kept)
+
     def flush(self, connection: Connection) -> None:
         if self._samples:
-            connection.execute(_BOUNDED_SAMPLE, self._samples)
+            self._insert_samples(connection)
         if self._delays:
             connection.execute(
                 _HEARD,
@@ -98,31 +119,6 @@ class SessionWrites:
         self._stopped.clear()
 
 
-def _bounded_sample_statement() -> Insert:
-    """INSERT INTO meter_samples SELECT <the sample> WHERE <the transaction has fewer
-    than :limit>: run once per sample (executemany), each sees those before it."""
-    edge_id = bindparam("edge_id", type_=meter_samples.c.edge_id.type)
-    transaction_id = bindparam("transaction_id", type_=BigInteger())
-    held = (
-        select(func.count())
-        .select_from(meter_samples)
-        .where(meter_samples.c.edge_id == edge_id, meter_samples.c.transaction_id == transaction_id)
-        .scalar_subquery()
-    )
-    source = select(
-        edge_id,
-        bindparam("seq", type_=BigInteger()),
-        transaction_id,
-        bindparam("at", type_=UtcDateTime()),
-        bindparam("meter_wh", type_=BigInteger()),
-        bindparam("energy_wh", type_=BigInteger()),
-        bindparam("power_w", type_=Float()),
-    ).where(held < bindparam("limit", type_=Integer()))
-    columns = ["edge_id", "seq", "transaction_id", "at", "meter_wh", "energy_wh", "power_w"]
-    return insert(meter_samples).from_select(columns, source)
-
-
-_BOUNDED_SAMPLE = _bounded_sample_statement()
 _DELAY = bindparam("delay", type_=Float())
 _HEARD = (
     update(transactions)
