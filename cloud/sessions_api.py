@@ -110,7 +110,7 @@ class TariffBody(BaseModel):
             spec = TariffSpec(
                 name=self.name,
                 currency=self.currency,
-                valid_from=self.valid_from.astimezone(UTC),
+                valid_from=_utc(self.valid_from),
                 price=price_from_decimal(self.price_per_kwh),
                 edge_id=self.edge_id,
                 minor_unit_digits=self.minor_unit_digits,
@@ -449,6 +449,13 @@ def _sum(total: store.SessionSum) -> dict[str, Any]:
     }
 
 
+def _utc(moment: datetime) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:
+        raise TariffError(f"{moment.isoformat()} is beyond the times a store holds") from error
+
+
 def _moment(text: str, zone: Any, name: str) -> datetime:
     """An ISO time with an offset, or a date (its midnight in `zone`)."""
     try:
@@ -459,4 +466,7 @@ def _moment(text: str, zone: Any, name: str) -> datetime:
         raise ValueError(f"{name}: {text!r} is not a date or an ISO time") from error
     if moment.tzinfo is None:
         raise ValueError(f"{name}: {text!r} needs an offset (e.g. Z)")
-    return moment
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError as error:  # 9999-12-31T23:00-05:00 is past the last UTC time
+        raise ValueError(f"{name}: {text!r} is beyond the times a store holds") from error

@@ -23,7 +23,7 @@ import json
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -330,6 +330,8 @@ def _session(row: Any) -> Session:
 
 SumGroup = Literal["card", "account", "month"]
 MAX_GROUPS = 10_000
+MONTHS_FROM = datetime(1970, 1, 1, tzinfo=UTC)
+MONTHS_UNTIL = datetime(9998, 1, 1, tzinfo=UTC)
 
 
 def session_sums(
@@ -384,37 +386,47 @@ def _sums(
 def _sums_per_month(
     connection: Connection, query: SessionFilter, zone: ZoneInfo
 ) -> list[SessionSum]:
-    span = connection.execute(
-        _where(
-            select(func.min(transactions.c.session_at), func.max(transactions.c.session_at)), query
-        )
-    ).one()
-    if span[0] is None:
-        return []
-    first, last = Month.of(span[0], zone), Month.of(span[1], zone)
-    results = []
-    month = last
-    while True:
-        narrowed = _narrow(query, month.start(zone), month.end(zone))
-        totals = _sums(connection, narrowed, None).get(None)
+    """Newest month first, each found from the newest session before the last month
+    summed: two queries per month that has sessions, none for the months between."""
+    # Months are those of the calendar a store holds; a session an edge dated outside is
+    # in none of them.
+    query = _narrow(query, MONTHS_FROM, MONTHS_UNTIL)
+    results: list[SessionSum] = []
+    until = query.until
+    while len(results) < MAX_GROUPS:
+        newest = connection.execute(
+            _where(select(func.max(transactions.c.session_at)), _narrow(query, None, until))
+        ).scalar()
+        if newest is None:
+            return results
+        month = Month.of(newest, zone)
+        start = month.start(zone)
+        totals = _sums(connection, _narrow(query, start, month.end(zone)), None).get(None)
         if totals is not None:
             results.append(_keyed(totals, str(month)))
-        if month == first or len(results) >= MAX_GROUPS:
-            return results
-        month = month.previous()
+        until = start
+    return results
 
 
-def _narrow(query: SessionFilter, since: datetime, until: datetime) -> SessionFilter:
-    """`query` within [since, until)."""
+def _narrow(query: SessionFilter, since: datetime | None, until: datetime | None) -> SessionFilter:
+    """`query` within [since, until) (None: no further bound)."""
     return SessionFilter(
         fleet_id=query.fleet_id,
         edge_id=query.edge_id,
         charger_id=query.charger_id,
         id_tag=query.id_tag,
         account=query.account,
-        since=since if query.since is None else max(since, query.since),
-        until=until if query.until is None else min(until, query.until),
+        since=_later(since, query.since),
+        until=_earlier(until, query.until),
     )
+
+
+def _later(first: datetime | None, second: datetime | None) -> datetime | None:
+    return second if first is None else first if second is None else max(first, second)
+
+
+def _earlier(first: datetime | None, second: datetime | None) -> datetime | None:
+    return second if first is None else first if second is None else min(first, second)
 
 
 # -- month closing ------------------------------------------------------------------

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -102,8 +103,9 @@ class TariffRecord:
     created_at: datetime
     updated_at: datetime
 
-    @property
+    @cached_property
     def tariff(self) -> Tariff:
+        """The tariff to price with (made once: its week of prices is built once)."""
         spec = self.spec
         return Tariff(spec.price, spec.bands, spec.time_zone, spec.minor_unit_digits, spec.currency)
 

@@ -334,3 +334,17 @@ def started(transaction_id: int, at: datetime, card: str = "CARD-1") -> dict[str
         "meter_start_wh": 0,
         "started_at": iso(at),
     }
+
+
+async def test_times_past_the_calendar_are_refused_not_failed(api: httpx.AsyncClient) -> None:
+    late = {"from": "9999-12-31T23:00:00-05:00"}
+    answer = await api.get("/api/sessions", params=late)
+    assert answer.status_code == 422 and "beyond the times" in answer.text
+    tariff = {
+        "name": "x",
+        "currency": "EUR",
+        "valid_from": "9999-12-31T23:00:00-05:00",
+        "price_per_kwh": "1",
+    }
+    answer = await api.post("/api/tariffs", json=tariff)
+    assert answer.status_code == 422 and "beyond the times" in answer.text

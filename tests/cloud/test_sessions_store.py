@@ -493,3 +493,19 @@ def test_transactions_from_before_sessions_are_listed_by_their_start(
         assert page.sessions[0].recorded_offline(300) is None
     finally:
         migrated.dispose()
+
+
+def test_months_far_apart_and_dates_no_calendar_holds(engine: Engine) -> None:
+    site = Site(engine)
+    site.session(1, parse_time("2026-01-10T10:00:00Z"), energy_wh=1000)
+    site.session(2, parse_time("2016-06-10T10:00:00Z"), energy_wh=2000)
+    # A charger's clock: the year 9999, and the year 1.
+    site.session(3, parse_time("9999-12-31T20:00:00Z"), minutes=60, energy_wh=3000)
+    site.session(4, parse_time("0001-01-01T00:00:00Z"), energy_wh=4000)
+    berlin = ZoneInfo("Europe/Berlin")
+    by_month = session_sums(engine, SessionFilter(), "month", berlin)
+    assert [(s.key, s.energy_wh) for s in by_month] == [("2026-01", 1000), ("2016-06", 2000)]
+    # They are still sessions: listed, summed per card, exported.
+    assert len(session_page(engine, SessionFilter()).sessions) == 4
+    (card,) = session_sums(engine, SessionFilter(), "card", berlin)
+    assert card.energy_wh == 10_000
