@@ -31,6 +31,8 @@ DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Prices are kept in millionths of the major unit per kWh.
 PRICE_DIGITS = 6
 PRICE_SCALE = 10**PRICE_DIGITS
+# Minor units per major unit, by the currency's number of minor-unit digits (0 to 4).
+MINOR_UNITS = (1, 10, 100, 1000, 10_000)
 # Two curve points further apart than this are not split at band edges (a session of
 # more than a year is a clock that jumped): their energy is priced at the later point.
 MAX_SPLIT_SPAN = timedelta(days=400)
@@ -241,9 +243,12 @@ def session_cost(tariff: Tariff, curve: Sequence[CurvePoint]) -> int:
             whole_sum += delivered * tariff.price_at(before.at + (after.at - before.at) / 2)
         else:
             split_sum += _priced(tariff, cuts, delivered)
-    # Wh x millionths of the major unit per kWh -> minor units.
-    minor = (whole_sum + split_sum) * 10**tariff.minor_unit_digits / (1000 * PRICE_SCALE)
-    return int(minor + Fraction(1, 2))  # half up; never negative
+    # Wh x millionths of the major unit per kWh -> minor units, half up (never negative).
+    divisor, minor_units = 1000 * PRICE_SCALE, MINOR_UNITS[tariff.minor_unit_digits]
+    if not split_sum:  # integers only: most sessions
+        return (2 * whole_sum * minor_units + divisor) // (2 * divisor)
+    minor = (whole_sum + split_sum) * minor_units / divisor
+    return int(minor + Fraction(1, 2))
 
 
 def _priced(tariff: Tariff, cuts: Sequence[datetime], delivered: int) -> Fraction:
