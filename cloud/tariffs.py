@@ -30,7 +30,7 @@ MINUTES_PER_WEEK = 7 * MINUTES_PER_DAY
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # Prices are kept in millionths of the major unit per kWh.
 PRICE_DIGITS = 6
-PRICE_SCALE = 10**PRICE_DIGITS
+PRICE_SCALE: int = 10**PRICE_DIGITS
 # Minor units per major unit, by the currency's number of minor-unit digits (0 to 4).
 MINOR_UNITS = (1, 10, 100, 1000, 10_000)
 # Two curve points further apart than this are not split at band edges (a session of
