@@ -509,3 +509,62 @@ def test_months_far_apart_and_dates_no_calendar_holds(engine: Engine) -> None:
     assert len(session_page(engine, SessionFilter()).sessions) == 4
     (card,) = session_sums(engine, SessionFilter(), "card", berlin)
     assert card.energy_wh == 10_000
+
+
+def test_a_stop_waits_for_a_tariff_change_under_way_and_takes_its_price(engine: Engine) -> None:
+    """PostgreSQL: replicas price stops while another changes a tariff."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite's writers take turns: nothing runs concurrently")
+    import threading
+    import time
+
+    from sqlalchemy import insert as sql_insert
+
+    from cloud.store.schema import tariffs
+    from cloud.store.tariffs import _lock_tariffs
+
+    site = Site(engine)
+    site.send(
+        {
+            "kind": "transaction.started",
+            "charger_id": "CP-1",
+            "connector_id": 1,
+            "transaction_id": 1,
+            "id_tag": "CARD-1",
+            "id_tag_status": "Accepted",
+            "meter_start_wh": 0,
+            "started_at": iso(T0),
+        },
+        at=T0,
+    )
+    stopping = threading.Thread(
+        target=site.send, args=(stopped(1, 10_000, T0 + timedelta(hours=1)),), kwargs={"at": T0}
+    )
+    with engine.begin() as change:
+        _lock_tariffs(change)
+        now = datetime.now(UTC)
+        change.execute(
+            sql_insert(tariffs).values(
+                name="new",
+                currency="EUR",
+                minor_unit_digits=2,
+                time_zone="UTC",
+                valid_from=T0 - timedelta(days=1),
+                price=500_000,
+                bands=[],
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        stopping.start()
+        # The stop's batch waits for the tariff lock (seen in pg_locks), not yet priced.
+        deadline = datetime.now(UTC) + timedelta(seconds=30)
+        waiting = text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+        with engine.connect() as observer:
+            while observer.execute(waiting).scalar_one() == 0:
+                assert datetime.now(UTC) < deadline, "the stop never waited for the tariff"
+                time.sleep(0.01)  # another process's lock: nothing to await
+    stopping.join(timeout=30)
+    assert not stopping.is_alive()
+    session = get_session(engine, "site-1", 1)
+    assert session is not None and session.cost_minor == 500  # 10 kWh at the new 0.50
