@@ -47,7 +47,7 @@ class SessionFilter:
     """Which sessions: every field set narrows the list (None: no condition). `since`
     and `until` bound the session's start (`since` <= start < `until`)."""
 
-    fleet_id: str | None = None
+    fleet_id: int | None = None
     edge_id: str | None = None
     charger_id: str | None = None
     id_tag: str | None = None
@@ -313,7 +313,7 @@ def _where(statement: Select[Any], query: SessionFilter) -> Select[Any]:
     return statement
 
 
-def _fleet_edges(fleet_id: str) -> Select[Any]:
+def _fleet_edges(fleet_id: int) -> Select[Any]:
     """The edges of a fleet. Fleets come with their own migration: until the store has
     them, asking for one is an error, not an empty answer."""
     if "fleet_id" not in edges.c:
@@ -438,7 +438,7 @@ def month_closings(
     zone: ZoneInfo,
     now: datetime,
     edge_id: str | None = None,
-    fleet_id: str | None = None,
+    fleet_id: int | None = None,
 ) -> list[MonthClosing]:
     """Each site's state for each of `months`: final or provisional and why, with its
     sums. Of one edge, a fleet's, or every edge; sites by id, months as given."""
