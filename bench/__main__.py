@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ocpp_throughput", "tap_latency", "sync_drain")
+BENCHMARKS = ("ocpp_throughput", "tap_latency", "sync_drain", "sessions_page")
 
 
 def main() -> int:

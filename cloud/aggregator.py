@@ -235,6 +235,7 @@ class Aggregator:
                 limits.max_payload_bytes,
                 max_event_bytes=limits.max_event_bytes,
                 sample_bytes=limits.quarantine_sample_bytes,
+                max_meter_samples=self.settings.sessions.max_meter_samples,
             )
         )
         if result.rejected:

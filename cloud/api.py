@@ -54,6 +54,7 @@ from cloud.firmware import (
     public_key_text,
     sign_manifest,
 )
+from cloud.sessions_api import add_session_routes
 from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import alerts as alerts_store
 from cloud.store import desired, fleet, presence
@@ -296,6 +297,7 @@ def create_cloud_api(
 
     _add_sync_routes(routes, engine, aggregator)
     _add_alert_routes(routes, engine, aggregator)
+    add_session_routes(routes, settings.sessions, engine)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
     _check_edge_ids(api)

@@ -12,6 +12,7 @@ import os
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -359,6 +360,41 @@ class WebSettings(_Section):
     max_live_streams_per_user: int = Field(8, ge=1, le=1000, description="...and per user.")
 
 
+class SessionSettings(_Section):
+    """Charging sessions as the API and the fleet view show them (cloud/store/sessions.py)."""
+
+    time_zone: str = Field(
+        "UTC",
+        description="IANA time zone of the months sessions are summed and closed by.",
+    )
+    offline_after_s: float = Field(
+        300.0,
+        gt=0,
+        le=86400,
+        description="A session one of whose events reached the cloud later than this "
+        "after it happened is marked recorded offline.",
+    )
+    max_meter_samples: int = Field(
+        10_080,
+        ge=2,
+        le=1_000_000,
+        description="Meter samples kept per session (its curve); later ones are not kept.",
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def known_time_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as error:
+            raise ValueError("not a time zone: e.g. UTC or Europe/Berlin") from error
+        return name
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.time_zone)
+
+
 class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -374,6 +410,7 @@ class CloudSettings(FileThenEnvironment):
     alerts: AlertSettings = AlertSettings()
     service: ServiceSettings = ServiceSettings()
     web: WebSettings = WebSettings()
+    sessions: SessionSettings = SessionSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

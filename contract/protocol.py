@@ -137,6 +137,9 @@ class TransactionStarted(_EventData):
     id_tag_status: str
     meter_start_wh: int
     started_at: str
+    # The card's account (its parent idTag) as the edge's decision found it; left out
+    # when it has none. An aggregator before it refuses a start that carries one.
+    parent_id_tag: str | None = None
 
 
 class TransactionMeter(_EventData):

@@ -40,6 +40,7 @@ class TransactionStarted:
     id_tag_status: str
     meter_start_wh: int
     started_at: str
+    parent_id_tag: str | None = None  # the card's account, as the decision found it
 
 
 @dataclass(frozen=True, slots=True)

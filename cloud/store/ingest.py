@@ -45,7 +45,9 @@ from cloud.store.overview import COUNTED_KINDS, refresh_charger_counts
 from cloud.store.presence import PRESENCE_HISTORY_PER_EDGE, record_change
 from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
+from cloud.store.session_writes import DEFAULT_MAX_METER_SAMPLES, SessionWrites
 from cloud.store.statements import PendingWrites, lock_edge, upsert
+from cloud.store.tariffs import hold_tariffs
 from cloud.store.times import parse_time, utc_now
 from contract.protocol import (
     EDGE_ID_PATTERN,
@@ -56,6 +58,7 @@ from contract.protocol import (
     MAX_PAYLOAD_BYTES,
     EdgeStatus,
     EventData,
+    TransactionStopped,
     is_edge_id,
 )
 from contract.storable import safe_text, unstorable_reason
@@ -237,6 +240,7 @@ def store_batch(
     *,
     max_event_bytes: int = MAX_EVENT_BYTES,
     sample_bytes: int = QUARANTINE_SAMPLE_BYTES,
+    max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES,
     now: datetime | None = None,
 ) -> IngestResult:
     """Store the `EventBatch` in `payload`, received on `topic_edge_id`'s events topic."""
@@ -251,7 +255,7 @@ def store_batch(
         return _refuse(engine, topic_edge_id, payload, refused, None, now)
     measure = len(payload) > max_event_bytes  # else no event can be larger
     checked = [_check_event(raw, measure, max_event_bytes) for raw in batch.events]
-    storing = _Storing(batch.edge_id, batch.epoch, checked, now, sample_bytes)
+    storing = _Storing(batch.edge_id, batch.epoch, checked, now, sample_bytes, max_meter_samples)
     try:
         try:
             with engine.begin() as connection:
@@ -309,8 +313,13 @@ class _Storing:
     checked: list[_Checked]
     now: datetime
     sample_bytes: int
+    max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES
 
     def store(self, connection: Connection, *, one_by_one: bool) -> IngestResult:
+        if any(isinstance(event.data, TransactionStopped) for event in self.checked):
+            # A stop is priced: tariffs stay as they are until this batch commits (taken
+            # before any row lock, so that a tariff change never waits on a row of ours).
+            hold_tariffs(connection)
         edge = lock_edge(connection, self.edge_id, self.now)
         offset, last_seq = self._follow_epoch(connection, edge)
         fresh = [event for event in self.checked if event.seq > last_seq]
@@ -439,13 +448,17 @@ class _Storing:
             ],
         )
         pending = PendingWrites()
+        sessions = SessionWrites(self.edge_id, self.now, self.max_meter_samples)
         for event in good:
             assert event.data is not None and event.at is not None
-            applying = Applying(connection, self.edge_id, offset + event.seq, event.at, pending)
+            applying = Applying(
+                connection, self.edge_id, offset + event.seq, event.at, pending, sessions
+            )
             apply_event(applying, event.data)
         pending.flush(connection)
         if any(event.data is not None and event.data.kind in COUNTED_KINDS for event in good):
             refresh_charger_counts(connection, self.edge_id)
+        sessions.flush(connection)
 
     def _put_aside(self, connection: Connection, offset: int, event: _Checked) -> None:
         raw = _raw_json(event.raw)
@@ -498,6 +511,8 @@ def record_status(
             "oldest_age_s": status.oldest_age_s,
             "figures_at": now,
         }
+    if status.backlog == 0:
+        values["backlog_empty_at"] = now
     try:
         with engine.begin() as connection:
             edge = lock_edge(connection, edge_id, now)

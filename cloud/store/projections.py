@@ -27,6 +27,7 @@ from cloud.store.schema import (
     firmware_status,
     transactions,
 )
+from cloud.store.session_writes import SessionWrites
 from cloud.store.statements import PendingWrites
 from cloud.store.times import parse_time
 from contract.protocol import (
@@ -61,6 +62,8 @@ class Applying:
     at: datetime  # the event's time, edge clock, UTC
     # Row writes, sent together once the batch is applied (statements.PendingWrites).
     pending: PendingWrites
+    # Samples, sync delays and costs of sessions, written after the rows.
+    sessions: SessionWrites
 
 
 def apply_event(applying: Applying, data: EventData) -> None:
@@ -128,10 +131,14 @@ def _transaction(applying: Applying, charger_id: str, transaction_id: int, **val
         }
         | values,
         key=["edge_id", "transaction_id"],
+        # Listed by its start; until the start is heard of, by its first event.
+        on_insert={"session_at": applying.at},
     )
+    applying.sessions.heard(transaction_id, applying.at)
 
 
 def on_transaction_started(applying: Applying, data: TransactionStarted) -> None:
+    started_at = _time(data.started_at, "started_at")
     _transaction(
         applying,
         data.charger_id,
@@ -140,7 +147,9 @@ def on_transaction_started(applying: Applying, data: TransactionStarted) -> None
         id_tag=data.id_tag,
         id_tag_status=data.id_tag_status,
         meter_start_wh=data.meter_start_wh,
-        started_at=_time(data.started_at, "started_at"),
+        started_at=started_at,
+        session_at=started_at,
+        account=data.parent_id_tag,
     )
 
 
@@ -151,6 +160,14 @@ def on_transaction_meter(applying: Applying, data: TransactionMeter) -> None:
         data.transaction_id,
         energy_wh=data.energy_wh,
         power_w=data.power_w,
+    )
+    applying.sessions.sample(
+        applying.seq,
+        data.transaction_id,
+        applying.at,
+        data.meter_wh,
+        data.energy_wh,
+        data.power_w,
     )
 
 
@@ -165,6 +182,7 @@ def on_transaction_stopped(applying: Applying, data: TransactionStopped) -> None
         stopped_at=_time(data.stopped_at, "stopped_at"),
         stop_reason=data.reason,
     )
+    applying.sessions.stopped(data.transaction_id)
 
 
 def on_card_used(applying: Applying, data: CardUsed) -> None:
@@ -282,6 +300,16 @@ def on_edge_health(applying: Applying, data: EdgeHealth) -> None:
         )
         .values(backlog=data.backlog, oldest_age_s=data.oldest_age_s, figures_at=applying.at)
     )
+    if data.backlog == 0:
+        # Everything the edge recorded before this had reached the cloud (month closing).
+        connection.execute(
+            update(edges)
+            .where(
+                edge.id == applying.edge_id,
+                or_(edge.backlog_empty_at.is_(None), edge.backlog_empty_at < applying.at),
+            )
+            .values(backlog_empty_at=applying.at)
+        )
 
 
 HANDLERS: dict[type[Any], Callable[[Applying, Any], None]] = {

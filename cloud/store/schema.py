@@ -7,10 +7,10 @@ Each table holds one concept:
   store's seq to number the edge's events across stores), the edge-clock time of that
   event, presence (`state` unknown/online/offline, the last `EdgeStatus` document and when
   it arrived), the figures it last reported (software version, outbox backlog and its
-  oldest age, and when), its last `edge.health`, the card list version it holds (and why
-  it refused the last one sent, if it did), how many repeated events it sent and how many
-  of its events were quarantined; its fleet, site name and location (set by operators),
-  and `revision`, raised by every transaction that writes about the edge (the web view's
+  oldest age, and when; the latest time that backlog was empty), its last `edge.health`,
+  the card list version it holds (and why it refused the last one sent, if it did), how
+  many repeated events it sent and how many of its events were quarantined; its fleet,
+  site name and location (set by operators), and `revision`, raised by every transaction that writes about the edge (the web view's
   change marker: replicas poll it to know what to re-render); its chargers and
   connectors counted, kept by ingest for the fleet overview.
 - `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
@@ -18,7 +18,15 @@ Each table holds one concept:
   below are built from them and could be rebuilt from them.
 - `chargers`, `connectors`: each edge's chargers as their events describe them.
 - `transactions`: key `(edge_id, transaction_id)` (the edge gives each transaction an id
-  of its own, never reused); energy in integer Wh.
+  of its own, never reused); energy in integer Wh. Also the card's account (its parent
+  idTag, as the edge decided it), `session_at` (its start, else the time of the first of
+  its events heard of: the order sessions are listed in), when its latest event arrived
+  and the longest any of its events took to arrive (a session recorded offline), and its
+  cost in the currency's minor unit with the tariff that priced it (once it stopped).
+- `meter_samples`: a running transaction's figures, one row per `transaction.meter`
+  event (keyed like the event), at most `sessions.max_meter_samples` per transaction.
+- `tariffs`: prices per kWh, optionally per time band, for every site (`edge_id` NULL)
+  or one; each in force from `valid_from` until the next of its scope.
 - `card_uses`: one row per `card.used` event, keyed like the event.
 - `charger_jobs`: the latest firmware/diagnostics/log status of each charger, per job.
 - `rejections`: payloads refused, counted per source (the topic's edge id, or the topic)
@@ -196,6 +204,9 @@ edges = Table(
     Column("connector_counts", Json),
     # When `state` last changed (edge_presence has each change).
     Column("state_since", UtcDateTime),
+    # The latest time the edge said its backlog was empty: all it recorded before had
+    # reached the cloud (a month is final once this and its events pass the month's end).
+    Column("backlog_empty_at", UtcDateTime),
     _one_of("state", EDGE_STATES),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "fleet_id"),
@@ -277,9 +288,57 @@ transactions = Table(
     Column("stopped_at", UtcDateTime),
     Column("stop_reason", Text),
     Column("updated_at", UtcDateTime, nullable=False),
+    Column("account", Text),
+    Column("session_at", UtcDateTime, nullable=False),
+    Column("synced_at", UtcDateTime),
+    Column("sync_delay_s", Float),
+    Column("cost_minor", BigInteger),
+    Column("tariff_id", Integer),
     PrimaryKeyConstraint("edge_id", "transaction_id"),
     ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+    ForeignKeyConstraint(["tariff_id"], ["tariffs.id"]),
     Index(None, "edge_id", "started_at"),
+    # Sessions newest first (keyset pagination), whole fleet or by filter.
+    Index(None, "session_at", "edge_id", "transaction_id"),
+    Index(None, "edge_id", "session_at", "transaction_id"),
+    Index(None, "edge_id", "charger_id", "session_at", "transaction_id"),
+    Index(None, "id_tag", "session_at", "edge_id", "transaction_id"),
+    Index(None, "account", "session_at", "edge_id", "transaction_id"),
+)
+
+meter_samples = Table(
+    "meter_samples",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("transaction_id", BigInteger, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("meter_wh", BigInteger, nullable=False),
+    Column("energy_wh", BigInteger, nullable=False),
+    Column("power_w", Float),
+    PrimaryKeyConstraint("edge_id", "seq"),
+    ForeignKeyConstraint(["edge_id", "seq"], ["events.edge_id", "events.seq"]),
+    Index(None, "edge_id", "transaction_id", "at"),
+)
+
+tariffs = Table(
+    "tariffs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("edge_id", EDGE_ID),  # NULL: every site without one of its own
+    Column("name", Text, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("minor_unit_digits", Integer, nullable=False),
+    Column("time_zone", Text, nullable=False),
+    Column("valid_from", UtcDateTime, nullable=False),
+    # Millionths of the currency's major unit per kWh, outside every band.
+    Column("price", BigInteger, nullable=False),
+    # [{"days": [0..6], "start": minute, "end": minute, "price": millionths}, ...]
+    Column("bands", Json, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    Index(None, "edge_id", "valid_from"),
 )
 
 card_uses = Table(

@@ -40,17 +40,32 @@ class PendingWrites:
     few dozen rows, not 500."""
 
     def __init__(self) -> None:
-        self._upserts: dict[Table, dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...]]]]
+        # Per table and key: the values to write, the key's columns, and values written
+        # only when the row is made (never over an existing row's).
+        self._upserts: dict[
+            Table, dict[tuple[Any, ...], tuple[dict[str, Any], tuple[str, ...], dict[str, Any]]]
+        ]
         self._upserts = {}
         self._inserts: dict[Table, list[dict[str, Any]]] = {}
 
-    def upsert(self, table: Table, values: Mapping[str, Any], key: Sequence[str]) -> None:
+    def upsert(
+        self,
+        table: Table,
+        values: Mapping[str, Any],
+        key: Sequence[str],
+        *,
+        on_insert: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Write `values` to the row of `key`; `on_insert` only if the row is new (the
+        first such value of the batch counts; a column in `values` takes precedence)."""
         rows = self._upserts.setdefault(table, {})
         identity = tuple(values[column] for column in key)
         if identity in rows:
             rows[identity][0].update(values)
+            for column, value in (on_insert or {}).items():
+                rows[identity][2].setdefault(column, value)
         else:
-            rows[identity] = (dict(values), tuple(key))
+            rows[identity] = (dict(values), tuple(key), dict(on_insert or {}))
 
     def insert(self, table: Table, values: Mapping[str, Any]) -> None:
         self._inserts.setdefault(table, []).append(dict(values))
@@ -58,11 +73,15 @@ class PendingWrites:
     def flush(self, connection: Connection) -> None:
         """Write everything, parents before children (the schema's foreign keys)."""
         for table in metadata.sorted_tables:
-            groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]] = {}
-            for values, key in self._upserts.get(table, {}).values():
-                groups.setdefault((tuple(sorted(values)), key), []).append(values)
-            for (columns, key), rows in groups.items():
-                _upsert_many(connection, table, columns, key, rows)
+            groups: dict[
+                tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[dict[str, Any]]
+            ] = {}
+            for values, key, on_insert in self._upserts.get(table, {}).values():
+                row = {k: v for k, v in on_insert.items() if k not in values} | values
+                group = (tuple(sorted(row)), key, tuple(sorted(values)))
+                groups.setdefault(group, []).append(row)
+            for (_, key, updated), rows in groups.items():
+                _upsert_many(connection, table, key, updated, rows)
             if table in self._inserts:
                 connection.execute(insert(table), self._inserts[table])
         self._upserts.clear()
@@ -72,13 +91,13 @@ class PendingWrites:
 def _upsert_many(
     connection: Connection,
     table: Table,
-    columns: Sequence[str],
     key: Sequence[str],
+    updated: Sequence[str],
     rows: list[dict[str, Any]],
 ) -> None:
     dialect_insert = postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
     statement = dialect_insert(table)
-    changes = {column: statement.excluded[column] for column in columns if column not in key}
+    changes = {column: statement.excluded[column] for column in updated if column not in key}
     connection.execute(
         statement.on_conflict_do_update(index_elements=list(key), set_=changes)
         if changes

@@ -241,6 +241,7 @@ class CoreHandlers(SessionBase):
                 authorization.status,
                 meter_start,
                 request.started_at,
+                authorization.parent_id_tag,
             )
             outbox.record(db, started, received_at)
             return transaction_id, started, authorization
