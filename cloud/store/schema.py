@@ -10,9 +10,10 @@ Each table holds one concept:
   oldest age, and when; the latest time that backlog was empty), its last `edge.health`,
   the card list version it holds (and why it refused the last one sent, if it did), how
   many repeated events it sent and how many of its events were quarantined; its fleet,
-  site name and location (set by operators), and `revision`, raised by every transaction that writes about the edge (the web view's
-  change marker: replicas poll it to know what to re-render); its chargers and
-  connectors counted, kept by ingest for the fleet overview.
+  site name and location (set by operators), and `revision`, raised by every transaction
+  that writes about the edge (the web view's change marker: replicas poll it to know what
+  to re-render); its chargers and connectors counted, kept by ingest for the fleet
+  overview.
 - `events`: every event stored, once: key `(edge_id, seq)`, where `seq` is the store's
   own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
   below are built from them and could be rebuilt from them.
