@@ -235,6 +235,7 @@ class Aggregator:
                 limits.max_payload_bytes,
                 max_event_bytes=limits.max_event_bytes,
                 sample_bytes=limits.quarantine_sample_bytes,
+                status_history=limits.status_history_per_charger,
             )
         )
         if result.rejected:

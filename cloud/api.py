@@ -303,9 +303,16 @@ def create_cloud_api(
         # Imported here: the templates and their libraries load for a served view only.
         from cloud.web.app import create_web_router, install_error_pages
 
-        api.include_router(create_web_router(settings.web, engine))
+        api.include_router(create_web_router(settings.web, engine, on_desired_state=tell))
         install_error_pages(api)
     return api
+
+
+def _actor(request: Request) -> str:
+    """Who asks, as the access guard let them in: with the bearer token, or as a client
+    on this machine (api.trust_loopback)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    return "token" if scheme.lower() == "bearer" and token.strip() else "loopback"
 
 
 def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator | None) -> None:

@@ -64,3 +64,20 @@ def recent(engine: Engine, fleet_id: int, limit: int = 100) -> list[AuditEntry]:
         AuditEntry(int(row.id), row.at, row.actor, row.fleet_id, row.action, row.target, row.detail)
         for row in rows
     ]
+
+
+def page(
+    engine: Engine, fleet_id: int, before: int | None = None, limit: int = 50
+) -> list[AuditEntry]:
+    """A page of the fleet's entries, newest first: those older than entry `before`
+    (keyset paging: a page deep in a long log costs what the first one does)."""
+    query = select(audit_log).where(audit_log.c.fleet_id == fleet_id)
+    if before is not None:
+        query = query.where(audit_log.c.id < before)
+    query = query.order_by(audit_log.c.id.desc()).limit(limit)
+    with reading(engine) as connection:
+        rows = connection.execute(query).all()
+    return [
+        AuditEntry(int(row.id), row.at, row.actor, row.fleet_id, row.action, row.target, row.detail)
+        for row in rows
+    ]

@@ -46,6 +46,7 @@ from cloud.store.presence import PRESENCE_HISTORY_PER_EDGE, record_change
 from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
 from cloud.store.statements import PendingWrites, lock_edge, upsert
+from cloud.store.status_history import STATUS_HISTORY_PER_CHARGER, trim_status_history
 from cloud.store.times import parse_time, utc_now
 from contract.protocol import (
     EDGE_ID_PATTERN,
@@ -54,6 +55,7 @@ from contract.protocol import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     MAX_PAYLOAD_BYTES,
+    ConnectorStatus,
     EdgeStatus,
     EventData,
     is_edge_id,
@@ -237,6 +239,7 @@ def store_batch(
     *,
     max_event_bytes: int = MAX_EVENT_BYTES,
     sample_bytes: int = QUARANTINE_SAMPLE_BYTES,
+    status_history: int = STATUS_HISTORY_PER_CHARGER,
     now: datetime | None = None,
 ) -> IngestResult:
     """Store the `EventBatch` in `payload`, received on `topic_edge_id`'s events topic."""
@@ -251,7 +254,7 @@ def store_batch(
         return _refuse(engine, topic_edge_id, payload, refused, None, now)
     measure = len(payload) > max_event_bytes  # else no event can be larger
     checked = [_check_event(raw, measure, max_event_bytes) for raw in batch.events]
-    storing = _Storing(batch.edge_id, batch.epoch, checked, now, sample_bytes)
+    storing = _Storing(batch.edge_id, batch.epoch, checked, now, sample_bytes, status_history)
     try:
         try:
             with engine.begin() as connection:
@@ -309,6 +312,7 @@ class _Storing:
     checked: list[_Checked]
     now: datetime
     sample_bytes: int
+    status_history: int = STATUS_HISTORY_PER_CHARGER
 
     def store(self, connection: Connection, *, one_by_one: bool) -> IngestResult:
         edge = lock_edge(connection, self.edge_id, self.now)
@@ -444,6 +448,10 @@ class _Storing:
             applying = Applying(connection, self.edge_id, offset + event.seq, event.at, pending)
             apply_event(applying, event.data)
         pending.flush(connection)
+        reported = {
+            event.data.charger_id for event in good if isinstance(event.data, ConnectorStatus)
+        }
+        trim_status_history(connection, self.edge_id, reported, self.status_history)
         if any(event.data is not None and event.data.kind in COUNTED_KINDS for event in good):
             refresh_charger_counts(connection, self.edge_id)
 
