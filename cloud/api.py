@@ -56,6 +56,7 @@ from cloud.firmware import (
 )
 from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import alerts as alerts_store
+from cloud.store import audit as audit_log
 from cloud.store import desired, fleet, presence
 from cloud.store.alerts import AlertKind
 from cloud.store.database import StoreError
@@ -274,6 +275,19 @@ def create_cloud_api(
         except StoreError as error:
             raise HTTPException(422, str(error)) from error
         tell(edge_id)
+        # In the edge's fleet's audit log, beside the commands sent from the web view.
+        await asyncio.to_thread(
+            functools.partial(
+                audit_log.record_for_edge,
+                engine,
+                at=datetime.now(UTC),
+                actor=_actor(request),
+                edge_id=edge_id,
+                action=f"command.{command.action}",
+                target=f"{edge_id}/{command.charger_id}",
+                detail={"command_id": created.id, "arguments": created.arguments},
+            )
+        )
         return created.model_dump()
 
     @routes.post(

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 
 from cloud.store.database import reading
-from cloud.store.schema import audit_log
+from cloud.store.schema import audit_log, edges
 
 # What a row's texts may hold: an actor or target is named, not described.
 MAX_TEXT = 500
@@ -43,6 +43,31 @@ def record(
                 at=at,
                 actor=actor[:MAX_TEXT],
                 fleet_id=fleet_id,
+                action=action[:64],
+                target=target[:MAX_TEXT],
+                detail=detail,
+            )
+        )
+
+
+def record_for_edge(
+    engine: Engine,
+    *,
+    at: datetime,
+    actor: str,
+    edge_id: str,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An entry in the fleet of `edge_id` (for an actor of no fleet: the API's token)."""
+    fleet_of_edge = select(edges.c.fleet_id).where(edges.c.id == edge_id).scalar_subquery()
+    with engine.begin() as connection:
+        connection.execute(
+            insert(audit_log).values(
+                at=at,
+                actor=actor[:MAX_TEXT],
+                fleet_id=fleet_of_edge,
                 action=action[:64],
                 target=target[:MAX_TEXT],
                 detail=detail,

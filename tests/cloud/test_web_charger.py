@@ -159,6 +159,15 @@ async def test_a_command_sent_from_the_page_is_the_apis_and_in_the_audit_log(
         page = await person.get(CHARGER)
         assert f'data-command="{command["id"]}" data-outcome="done"' in page.text
         assert "Reset: Accepted" in page.text
+        # One sent through the API with the bearer token: the same list, the same log.
+        by_api = await person.client.post(
+            "/api/edges/depot-1/commands",
+            json={"charger_id": "CP-1", "action": "unlock", "arguments": {"connector_id": 1}},
+            headers=TOKEN,
+        )
+        assert by_api.status_code == 200
+        page = await person.get(CHARGER)
+        assert re.search(r"<td>token</td>\s*<td>unlock", page.text)
         # Operators do not read the audit log.
         assert (await person.get("/web/audit")).status_code == 403
     async with browser(engine) as admin:
@@ -166,9 +175,10 @@ async def test_a_command_sent_from_the_page_is_the_apis_and_in_the_audit_log(
         log = await admin.get("/web/audit")
     assert log.status_code == 200
     actions = re.findall(r'data-action="([^"]+)"><td>.*?</td><td>([^<]+)</td>', log.text)
-    # Newest first: ada's sign-in, ann's command, ann's sign-in.
+    # Newest first: ada's sign-in, the token's command, ann's command, ann's sign-in.
     assert actions == [
         ("login", "ada@acme.test"),
+        ("command.unlock", "token"),
         ("command.reset", "ann@acme.test"),
         ("login", "ann@acme.test"),
     ]
