@@ -131,7 +131,7 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         id_tag: str = Form("", max_length=MAX_FIELD),
         connector_id: str = Form("", max_length=MAX_FIELD),
         transaction_id: str = Form("", max_length=MAX_FIELD),
-        type: str = Form("", max_length=MAX_FIELD),
+        kind: str = Form("", alias="type", max_length=MAX_FIELD),
         requested_message: str = Form("", max_length=MAX_FIELD),
     ) -> Response:
         # The charger must be the user's before anything is checked or stored (404).
@@ -140,7 +140,7 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
             "id_tag": id_tag,
             "connector_id": connector_id,
             "transaction_id": transaction_id,
-            "type": type,
+            "type": kind,
             "requested_message": requested_message,
         }
         htmx = request.headers.get("HX-Request") == "true"
