@@ -322,13 +322,6 @@ def create_cloud_api(
     return api
 
 
-def _actor(request: Request) -> str:
-    """Who asks, as the access guard let them in: with the bearer token, or as a client
-    on this machine (api.trust_loopback)."""
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    return "token" if scheme.lower() == "bearer" and token.strip() else "loopback"
-
-
 def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator | None) -> None:
     """What the sync's hardening adds: quarantined events and the inbound queue."""
 

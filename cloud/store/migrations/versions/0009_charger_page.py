@@ -1,9 +1,9 @@
 """The charger page: each connector status an edge reports, kept (a bounded number per
-charger) as the charger's status history; who asked for each command (`commands.actor`,
-added here unless an earlier step added it).
+charger) as the charger's status history (cloud/store/status_history.py). Statuses
+stored before this step are not copied: the history starts with the next one.
 
 Revision ID: 0009
-Revises: 0006
+Revises: 0008
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0009"
-down_revision = "0006"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
@@ -20,9 +20,6 @@ TIME = sa.DateTime(timezone=True)
 
 
 def upgrade() -> None:
-    columns = {column["name"] for column in sa.inspect(op.get_bind()).get_columns("commands")}
-    if "actor" not in columns:
-        op.add_column("commands", sa.Column("actor", sa.Text(), nullable=True))
     op.create_table(
         "connector_history",
         sa.Column("edge_id", sa.String(length=64), nullable=False),
@@ -50,4 +47,3 @@ def downgrade() -> None:
         op.f("ix_connector_history_edge_id_charger_id_seq"), table_name="connector_history"
     )
     op.drop_table("connector_history")
-    # `commands.actor` stays: a step before this one may own it.
