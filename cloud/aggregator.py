@@ -236,6 +236,7 @@ class Aggregator:
                 max_event_bytes=limits.max_event_bytes,
                 sample_bytes=limits.quarantine_sample_bytes,
                 max_meter_samples=self.settings.sessions.max_meter_samples,
+                status_history=limits.status_history_per_charger,
             )
         )
         if result.rejected:

@@ -57,6 +57,7 @@ from cloud.firmware import (
 from cloud.sessions_api import add_session_routes
 from cloud.settings import ApiSettings, CloudSettings
 from cloud.store import alerts as alerts_store
+from cloud.store import audit as audit_log
 from cloud.store import desired, fleet, presence
 from cloud.store.alerts import AlertKind
 from cloud.store.database import StoreError
@@ -275,6 +276,19 @@ def create_cloud_api(
         except StoreError as error:
             raise HTTPException(422, str(error)) from error
         tell(edge_id)
+        # In the edge's fleet's audit log, beside the commands sent from the web view.
+        await asyncio.to_thread(
+            functools.partial(
+                audit_log.record_for_edge,
+                engine,
+                at=datetime.now(UTC),
+                actor=_actor(request),
+                edge_id=edge_id,
+                action=f"command.{command.action}",
+                target=f"{edge_id}/{command.charger_id}",
+                detail={"command_id": created.id, "arguments": created.arguments},
+            )
+        )
         return created.model_dump()
 
     @routes.post(
@@ -305,7 +319,7 @@ def create_cloud_api(
         # Imported here: the templates and their libraries load for a served view only.
         from cloud.web.app import create_web_router, install_error_pages
 
-        api.include_router(create_web_router(settings.web, engine))
+        api.include_router(create_web_router(settings.web, engine, on_desired_state=tell))
         install_error_pages(api)
     return api
 

@@ -189,6 +189,13 @@ class LimitSettings(_Section):
         description="Messages from one edge waiting to be handled; beyond it that edge's "
         "new ones are dropped, so one edge cannot hold up the others.",
     )
+    status_history_per_charger: int = Field(
+        200,
+        ge=1,
+        le=100_000,
+        description="Connector statuses kept per charger for its page's history (the "
+        "latest; older ones are dropped as new ones arrive).",
+    )
     inbound_workers: int = Field(
         4,
         ge=1,

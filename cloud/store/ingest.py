@@ -47,6 +47,7 @@ from cloud.store.projections import Applying, apply_event
 from cloud.store.schema import edge_epochs, edges, events, quarantined_events, rejections
 from cloud.store.session_writes import DEFAULT_MAX_METER_SAMPLES, SessionWrites
 from cloud.store.statements import PendingWrites, lock_edge, upsert
+from cloud.store.status_history import STATUS_HISTORY_PER_CHARGER, trim_status_history
 from cloud.store.tariffs import hold_tariffs
 from cloud.store.times import parse_time, utc_now
 from contract.protocol import (
@@ -56,6 +57,7 @@ from contract.protocol import (
     MAX_BATCH_EVENTS,
     MAX_EVENT_BYTES,
     MAX_PAYLOAD_BYTES,
+    ConnectorStatus,
     EdgeStatus,
     EventData,
     TransactionStopped,
@@ -241,6 +243,7 @@ def store_batch(
     max_event_bytes: int = MAX_EVENT_BYTES,
     sample_bytes: int = QUARANTINE_SAMPLE_BYTES,
     max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES,
+    status_history: int = STATUS_HISTORY_PER_CHARGER,
     now: datetime | None = None,
 ) -> IngestResult:
     """Store the `EventBatch` in `payload`, received on `topic_edge_id`'s events topic."""
@@ -255,7 +258,9 @@ def store_batch(
         return _refuse(engine, topic_edge_id, payload, refused, None, now)
     measure = len(payload) > max_event_bytes  # else no event can be larger
     checked = [_check_event(raw, measure, max_event_bytes) for raw in batch.events]
-    storing = _Storing(batch.edge_id, batch.epoch, checked, now, sample_bytes, max_meter_samples)
+    storing = _Storing(
+        batch.edge_id, batch.epoch, checked, now, sample_bytes, max_meter_samples, status_history
+    )
     try:
         try:
             with engine.begin() as connection:
@@ -314,6 +319,7 @@ class _Storing:
     now: datetime
     sample_bytes: int
     max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES
+    status_history: int = STATUS_HISTORY_PER_CHARGER
 
     def store(self, connection: Connection, *, one_by_one: bool) -> IngestResult:
         if any(isinstance(event.data, TransactionStopped) for event in self.checked):
@@ -456,6 +462,10 @@ class _Storing:
             )
             apply_event(applying, event.data)
         pending.flush(connection)
+        reported = {
+            event.data.charger_id for event in good if isinstance(event.data, ConnectorStatus)
+        }
+        trim_status_history(connection, self.edge_id, reported, self.status_history)
         if any(event.data is not None and event.data.kind in COUNTED_KINDS for event in good):
             refresh_charger_counts(connection, self.edge_id)
         sessions.flush(connection)

@@ -21,6 +21,7 @@ from cloud.store.schema import (
     charger_jobs,
     chargers,
     commands,
+    connector_history,
     connectors,
     edges,
     firmware_installs,
@@ -116,6 +117,21 @@ def on_connector_status(applying: Applying, data: ConnectorStatus) -> None:
             "status_at": applying.at,
         },
         key=["edge_id", "charger_id", "connector_id"],
+    )
+    # The charger page's status history (trimmed per charger once the batch is applied:
+    # cloud/store/status_history.py).
+    applying.pending.insert(
+        connector_history,
+        {
+            "edge_id": applying.edge_id,
+            "seq": applying.seq,
+            "charger_id": data.charger_id,
+            "connector_id": data.connector_id,
+            "status": data.status,
+            "error_code": data.error_code,
+            "info": data.info,
+            "at": applying.at,
+        },
     )
 
 

@@ -18,6 +18,9 @@ Each table holds one concept:
   own plus its epoch's `seq_offset` (equal while an edge keeps its first store). The views
   below are built from them and could be rebuilt from them.
 - `chargers`, `connectors`: each edge's chargers as their events describe them.
+- `connector_history`: each connector status an edge reported (key `(edge_id, seq)`, the
+  event's), the latest `limits.status_history_per_charger` per charger: the charger
+  page's status history.
 - `transactions`: key `(edge_id, transaction_id)` (the edge gives each transaction an id
   of its own, never reused); energy in integer Wh. Also the card's account (its parent
   idTag, as the edge decided it), `session_at` (its start, else the time of the first of
@@ -268,6 +271,22 @@ connectors = Table(
     Column("status_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("edge_id", "charger_id", "connector_id"),
     ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
+)
+
+connector_history = Table(
+    "connector_history",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("seq", BigInteger, nullable=False),  # the event's, as in `events`
+    Column("charger_id", CHARGER_ID, nullable=False),
+    Column("connector_id", BigInteger, nullable=False),
+    Column("status", Text, nullable=False),
+    Column("error_code", Text, nullable=False),
+    Column("info", Text),
+    Column("at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("edge_id", "seq"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    Index(None, "edge_id", "charger_id", "seq"),
 )
 
 # Started fields are nullable: a meter or stop can arrive for a transaction started

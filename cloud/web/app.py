@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,8 @@ class WebContext:
     static_versions: dict[str, str] = field(default_factory=dict)
     # Pages that are live, by the `view` argument of /web/live (cloud/web/live.py).
     live_views: dict[str, LiveView] = field(default_factory=dict)
+    # Told the edge whose desired state (a command) changed: the aggregator sends it now.
+    on_desired_state: Callable[[str], None] = lambda edge_id: None
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -128,10 +130,16 @@ def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
 
 
 def create_web_router(
-    settings: WebSettings, engine: Engine, context: WebContext | None = None
+    settings: WebSettings,
+    engine: Engine,
+    context: WebContext | None = None,
+    on_desired_state: Callable[[str], None] | None = None,
 ) -> APIRouter:
-    """The view's routes; `install_error_pages(api)` makes its refusals pages."""
+    """The view's routes; `install_error_pages(api)` makes its refusals pages.
+    `on_desired_state(edge_id)`: a page made something for the edge to run (a command)."""
     context = context or create_web_context(settings, engine)
+    if on_desired_state is not None:
+        context.on_desired_state = on_desired_state
 
     async def attach(request: Request) -> None:
         request.state.web_context = context
@@ -139,9 +147,11 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import live, pages
+    from cloud.web import audit_page, charger, live, pages
 
     pages.add_routes(router, context)
+    charger.add_routes(router, context)
+    audit_page.add_routes(router, context)
     live.add_routes(router, context)
     return router
 

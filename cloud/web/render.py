@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.templating import Jinja2Templates
@@ -53,6 +54,11 @@ def megabytes(value: float | None) -> str:
     return f"{value / 1024:.1f} GB" if value >= 1024 else f"{value:.0f} MB"
 
 
+def segment(text: str) -> str:
+    """Text as one segment of a URL's path: a charger id holding '/' or '?' stays one."""
+    return quote(text, safe="")
+
+
 def make_templates() -> Jinja2Templates:
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -61,6 +67,6 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    environment.filters.update(iso=iso, duration=duration, megabytes=megabytes)
+    environment.filters.update(iso=iso, duration=duration, megabytes=megabytes, segment=segment)
     environment.globals.update(ago=ago)
     return Jinja2Templates(env=environment)
