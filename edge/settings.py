@@ -73,6 +73,19 @@ class ChargerLimitsSettings(_Section):
     max_sampled_values: int = Field(
         1000, ge=1, le=100_000, description="Sampled values in one MeterValues or StopTransaction."
     )
+    message_log_bytes_per_second: int = Field(
+        16_384,
+        ge=1024,
+        le=100_000_000,
+        description="Bytes of a charger's frames the message log keeps per second, sustained; "
+        "frames beyond are answered but not logged.",
+    )
+    message_log_burst_bytes: int = Field(
+        1_048_576,
+        ge=262_144,
+        le=1_000_000_000,
+        description="Bytes of a charger's frames the message log keeps at once, beyond the rate.",
+    )
     max_tasks_per_charger: int = Field(
         4, ge=1, le=100, description="Calls the edge runs on its own for one charger at once."
     )

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from edge.certificates import SiteCA
 from edge.events import NoOutbox, SiteEvents, SiteOutbox
 from edge.ocpp.data_transfer import DataTransferHandlers
+from edge.ocpp.limits import Allowances
 from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store.writer import StoreWriter
 
@@ -48,3 +49,5 @@ class SiteContext:
     outbox: SiteOutbox = field(default_factory=NoOutbox)
     # What happened (transactions, meter readings, status), for the parts that react.
     events: SiteEvents = field(default_factory=SiteEvents)
+    # Each charger id's frame budget and message-log share, across its connections.
+    allowances: Allowances = field(default_factory=Allowances)

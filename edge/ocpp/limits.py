@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from ocpp.exceptions import OccurenceConstraintViolationError
+
+from edge.settings import ChargerLimitsSettings
 
 # The actions whose payload carries sampled values, and the field holding them.
 SAMPLED_VALUE_FIELDS = {"MeterValues": "meterValue", "StopTransaction": "transactionData"}
@@ -36,13 +40,59 @@ class FrameBudget:
         self._tokens = float(burst)
         self._updated = clock()
 
-    def delay(self) -> float:
+    def delay(self, cost: float = 1.0) -> float:
         now = self._clock()
-        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate) - 1.0
+        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate) - cost
         self._tokens, self._updated = tokens, now
         # A negative balance is the time the next frame must wait; it never goes below
         # one frame's worth, because the caller waits before reading another.
         return 0.0 if tokens >= 0.0 else -tokens / self.rate
+
+    def take_if_available(self, cost: float) -> bool:
+        """Take `cost` tokens if the bucket holds them (nothing is owed otherwise)."""
+        now = self._clock()
+        tokens = min(self.burst, self._tokens + (now - self._updated) * self.rate)
+        self._updated = now
+        if tokens < cost:
+            self._tokens = tokens
+            return False
+        self._tokens = tokens - cost
+        return True
+
+
+@dataclass
+class ChargerAllowance:
+    """What one charger id may still use, kept across its connections: reconnecting
+    does not refill its frame budget or the message log's share."""
+
+    frames: FrameBudget
+    logged_bytes: FrameBudget
+
+
+class Allowances:
+    """Each charger id's allowance, the most recently used `most` of them (a device
+    cycling through ids cannot grow this without bound; an evicted id starts full)."""
+
+    def __init__(self, most: int = 10_000) -> None:
+        self.most = most
+        self._by_charger: OrderedDict[str, ChargerAllowance] = OrderedDict()
+
+    def of(self, charger_id: str, limits: ChargerLimitsSettings) -> ChargerAllowance:
+        allowance = self._by_charger.get(charger_id)
+        if allowance is None:
+            allowance = ChargerAllowance(
+                FrameBudget(limits.frames_per_second, limits.frame_burst),
+                FrameBudget(limits.message_log_bytes_per_second, limits.message_log_burst_bytes),
+            )
+            self._by_charger[charger_id] = allowance
+            while len(self._by_charger) > self.most:
+                self._by_charger.popitem(last=False)
+        else:
+            self._by_charger.move_to_end(charger_id)
+        return allowance
+
+    def __len__(self) -> int:
+        return len(self._by_charger)
 
 
 def check_sampled_values(action: str, payload: dict[str, Any], limit: int) -> None:

@@ -44,7 +44,7 @@ from edge.ocpp.frames import (
     parse_frame,
 )
 from edge.ocpp.library import Call, CallError, ChargePoint, Handler, handler_for
-from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, FrameBudget, Note, check_sampled_values
+from edge.ocpp.limits import SAMPLED_VALUE_FIELDS, Note, check_sampled_values
 from edge.ocpp.payloads import keyword_arguments, to_wire
 from edge.ocpp.schemas import validate_request, validate_response
 from edge.site import SiteContext
@@ -124,7 +124,9 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         # Events of the call being handled, published once its answer is sent.
         self._events: list[SiteEvent] = []
         self.limits = context.settings.limits
-        self._budget = FrameBudget(self.limits.frames_per_second, self.limits.frame_burst)
+        allowance = context.allowances.of(charger_id, self.limits)
+        self._budget = allowance.frames
+        self._log_share = allowance.logged_bytes
         # The edge's own calls waiting for their answer, by uniqueId: one at a time.
         self._awaiting: dict[str, asyncio.Future[Any]] = {}
         self._calling = asyncio.Lock()
@@ -137,11 +139,17 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         self._unsolicited = Note(log)
         self._bad_frames = Note(log)
         self._refused = Note(log)
+        self._not_logged = Note(log)
 
     @property
     def unsolicited_results(self) -> int:
         """CALLRESULTs and CALLERRORs that answered nothing the edge was waiting for."""
         return self._unsolicited.count
+
+    @property
+    def frames_not_logged(self) -> int:
+        """Frames answered but left out of the message log (over its share)."""
+        return self._not_logged.count
 
     @property
     def bad_frames(self) -> int:
@@ -362,6 +370,15 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         at_ms: int,
     ) -> None:
         text = raw if isinstance(raw, str) else raw.hex()
+        # A charger's flood is answered but not all written down: the message log keeps
+        # its share of bytes per charger, so no device can fill the disk.
+        if not self._log_share.take_if_available(len(text)):
+            self._not_logged(
+                "%s: a frame not kept in the message log (over "
+                "ocpp.limits.message_log_bytes_per_second)",
+                self.id,
+            )
+            return
         if direction == "out" and message_type is None:
             message_type, unique_id = _peek_type_and_id(text)
         self.store.insert_later(

@@ -153,3 +153,48 @@ async def test_unsolicited_results_keep_memory_flat(tmp_path: Path) -> None:
     assert code == 0, daemon.log_tail()
     print(f"RSS {before:.0f} MB before, {after:.0f} MB after {frames} frames (28 MiB)")
     assert after - before < 60, (before, after)
+
+
+async def test_reconnecting_does_not_refill_a_chargers_frame_budget(
+    start_edge: StartEdge,
+) -> None:
+    rate, burst = 5.0, 10
+    edge = await start_edge(limits={"frames_per_second": rate, "frame_burst": burst})
+    async with HostileCharger(edge.url, "CYCLE1") as charger:
+        for number in range(burst):
+            assert (await charger.ok("Heartbeat", {}))["currentTime"], number
+        assert edge.server.sessions["CYCLE1"].throttled_frames == 0
+    # The same id at once on a new connection: its budget is the one it left with.
+    async with HostileCharger(edge.url, "CYCLE1") as charger:
+        for number in range(3):
+            assert (await charger.ok("Heartbeat", {}))["currentTime"], number
+        assert edge.server.sessions["CYCLE1"].throttled_frames >= 2
+    assert daemon_runs(edge)
+
+
+async def test_the_message_log_keeps_a_share_of_each_chargers_bytes(
+    start_edge: StartEdge,
+) -> None:
+    share, burst = 1024, 262_144
+    edge = await start_edge(
+        limits={"message_log_bytes_per_second": share, "message_log_burst_bytes": burst}
+    )
+    logged_bytes = (
+        "SELECT coalesce(sum(length(payload)), 0) FROM ocpp_messages WHERE charger_id = ?"
+    )
+    async with HostileCharger(edge.url, "LOUD1") as charger:
+        data = "y" * 60_000
+        for number in range(20):  # ~1.2 MB of frames in a few seconds, all answered
+            answer = await charger.ok("DataTransfer", {"vendorId": "x", "data": data})
+            assert answer["status"], number
+        session = edge.server.sessions["LOUD1"]
+        assert session.frames_not_logged > 0
+    await edge.server.context.store.run(lambda db: None)  # its batch holds the log rows
+    kept = edge.query(logged_bytes, ("LOUD1",))[0][0]
+    # The burst and what the rate refilled meanwhile, not the 1.2 MB sent.
+    assert 0 < kept <= burst + 60_000 + share * 60, kept
+    # Another charger's frames are still logged in full.
+    async with RawCharger(edge.url, "QUIET1") as quiet:
+        assert "currentTime" in await quiet.ok("Heartbeat", {})
+    await edge.server.context.store.run(lambda db: None)
+    assert edge.query(logged_bytes, ("QUIET1",))[0][0] > 0
