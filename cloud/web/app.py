@@ -14,7 +14,7 @@ import asyncio
 import hashlib
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -128,9 +128,13 @@ def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
 
 
 def create_web_router(
-    settings: WebSettings, engine: Engine, context: WebContext | None = None
+    settings: WebSettings,
+    engine: Engine,
+    context: WebContext | None = None,
+    tell: Callable[[str], None] | None = None,
 ) -> APIRouter:
-    """The view's routes; `install_error_pages(api)` makes its refusals pages."""
+    """The view's routes; `install_error_pages(api)` makes its refusals pages. `tell`
+    (when the aggregator runs) hears of an edge with new desired state to send."""
     context = context or create_web_context(settings, engine)
 
     async def attach(request: Request) -> None:
@@ -139,9 +143,11 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import live, pages
+    from cloud.web import alerts_pages, cards_pages, live, pages
 
     pages.add_routes(router, context)
+    alerts_pages.add_routes(router, context)
+    cards_pages.add_routes(router, context, tell)
     live.add_routes(router, context)
     return router
 
