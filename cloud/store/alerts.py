@@ -250,7 +250,36 @@ def raise_and_clear(
             for clear in clearing[start : start + CHANGES_PER_COMMIT]:
                 if _clear(connection, clear, now, notify):
                     cleared.append(clear)
+    _mark_changed(engine, {new.edge_id for _, new in raised}, [c.alert_id for c in cleared])
     return raised, cleared
+
+
+def count_open(engine: Engine, fleet_id: int) -> int:
+    """How many alerts of the fleet's edges are open (the web view's badge)."""
+    query = select(func.count()).where(
+        alerts.c.cleared_at.is_(None),
+        alerts.c.edge_id.in_(select(edges.c.id).where(edges.c.fleet_id == fleet_id)),
+    )
+    with reading(engine) as connection:
+        return int(connection.execute(query).scalar_one())
+
+
+def _mark_changed(engine: Engine, edge_ids: set[str], cleared_ids: list[int]) -> None:
+    """Raise the change marker of each edge whose alerts changed, so that live pages
+    show them (cloud/web/live.py). One short transaction per edge, in order, after the
+    alerts' own: it waits for no other writer while holding an alert's row."""
+    if cleared_ids:
+        with reading(engine) as connection:
+            edge_ids |= set(
+                connection.execute(
+                    select(alerts.c.edge_id).where(alerts.c.id.in_(cleared_ids))
+                ).scalars()
+            )
+    for edge_id in sorted(edge_ids):
+        with engine.begin() as connection:
+            connection.execute(
+                update(edges).where(edges.c.id == edge_id).values(revision=edges.c.revision + 1)
+            )
 
 
 def _raise(connection: Connection, new: NewAlert, now: datetime, notify: bool) -> int | None:
@@ -354,11 +383,21 @@ def list_alerts(
     kind: str | None = None,
     limit: int = 100,
     before: int | None = None,
+    fleet_id: int | None = None,
+    cleared_only: bool = False,
 ) -> list[AlertView]:
-    """Alerts, the newest raised first (`before`: an id, for the next page)."""
+    """Alerts, the newest raised first (`before`: an id, for the next page). With
+    `fleet_id`, only the alerts of that fleet's edges (an alert about an edge id the
+    cloud has no row for belongs to no fleet)."""
     query = select(alerts).order_by(alerts.c.id.desc()).limit(limit)
+    if fleet_id is not None:
+        query = query.where(
+            alerts.c.edge_id.in_(select(edges.c.id).where(edges.c.fleet_id == fleet_id))
+        )
     if open_only:
         query = query.where(alerts.c.cleared_at.is_(None))
+    if cleared_only:
+        query = query.where(alerts.c.cleared_at.is_not(None))
     if edge_id is not None:
         query = query.where(alerts.c.edge_id == edge_id)
     if kind is not None:

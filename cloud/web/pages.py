@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse
 from markupsafe import Markup
 
 from cloud.store import overview
+from cloud.store.presence import presence_history
 from cloud.store.users import User, list_users
 from cloud.web.attention import EdgeRow, concerns, data_as_of, fleet_rows, totals
 from cloud.web.auth import Admin, Viewer, WebRefusal
@@ -51,6 +52,9 @@ def site_fragments(context: WebContext, user: User, edge_id: str) -> dict[str, s
     return _fragments(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
 
 
+# The changes of presence a site page lists, newest first.
+PRESENCE_SHOWN = 20
+
 # Each live page's parts: `sse-swap` name -> template. A page renders them first and
 # places them as text: a large table is not streamed through the page's own template.
 OVERVIEW_FRAGMENTS = {"totals": "_overview_totals.html", "edges": "_overview_edges.html"}
@@ -84,7 +88,9 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         return _page_values(context, overview_values(context, user), OVERVIEW_FRAGMENTS)
 
     def site_page_values(user: User, edge_id: str) -> dict[str, Any]:
-        return _page_values(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
+        values = _page_values(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
+        changes = presence_history(context.engine, edge_id, PRESENCE_SHOWN)
+        return values | {"presence": [change for _, change in changes]}
 
     @router.get("/web/")
     async def fleet_overview(request: Request, user: Viewer) -> HTMLResponse:
