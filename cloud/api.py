@@ -305,7 +305,7 @@ def create_cloud_api(
         # Imported here: the templates and their libraries load for a served view only.
         from cloud.web.app import create_web_router, install_error_pages
 
-        api.include_router(create_web_router(settings.web, engine))
+        api.include_router(create_web_router(settings.web, engine, sessions=settings.sessions))
         install_error_pages(api)
     return api
 

@@ -526,3 +526,15 @@ def edge_known(engine: Engine, edge_id: str) -> bool:
     with reading(engine) as connection:
         found = connection.execute(select(edges.c.id).where(edges.c.id == edge_id)).first()
     return found is not None
+
+
+def currency_digits(engine: Engine) -> dict[str, int]:
+    """Each currency's minor unit digits, as its tariffs have them (sums in minor units
+    are shown in the major one)."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(tariffs.c.currency, func.max(tariffs.c.minor_unit_digits)).group_by(
+                tariffs.c.currency
+            )
+        ).all()
+    return {currency: int(digits) for currency, digits in rows}

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from cloud.enrollment import FailedAttempts
-from cloud.settings import WebSettings
+from cloud.settings import SessionSettings, WebSettings
 from cloud.store import users as user_store
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
@@ -68,6 +68,8 @@ class WebContext:
     static_versions: dict[str, str] = field(default_factory=dict)
     # Pages that are live, by the `view` argument of /web/live (cloud/web/live.py).
     live_views: dict[str, LiveView] = field(default_factory=dict)
+    # How sessions are shown: months' time zone, the offline marker, curves' length.
+    sessions: SessionSettings = field(default_factory=SessionSettings)
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -116,8 +118,11 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
     return shared_secret(engine, SESSION_SECRET_NAME, lambda: secrets.token_urlsafe(48))
 
 
-def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
+def create_web_context(
+    settings: WebSettings, engine: Engine, sessions: SessionSettings | None = None
+) -> WebContext:
     return WebContext(
+        sessions=sessions or SessionSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -128,10 +133,13 @@ def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
 
 
 def create_web_router(
-    settings: WebSettings, engine: Engine, context: WebContext | None = None
+    settings: WebSettings,
+    engine: Engine,
+    context: WebContext | None = None,
+    sessions: SessionSettings | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages."""
-    context = context or create_web_context(settings, engine)
+    context = context or create_web_context(settings, engine, sessions)
 
     async def attach(request: Request) -> None:
         request.state.web_context = context
@@ -140,8 +148,10 @@ def create_web_router(
     _add_static(router, context)
     _add_sign_in(router, context)
     from cloud.web import live, pages
+    from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
+    session_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
 
