@@ -90,6 +90,8 @@ class Filters:
         zone = settings.zone
         if self.month and (self.since or self.until):
             raise WebRefusal(422, "Give a month, or from and to, not both.")
+        since: datetime | None
+        until: datetime | None
         try:
             if self.month:
                 month = Month.parse(self.month)
