@@ -137,10 +137,16 @@ def sessions_values(
         raise WebRefusal(422, "This page link is not one this view made.") from error
     page = store.session_page(context.engine, query, limit, after)
     zone = settings.zone
-    sums = {
-        group: store.session_sums(context.engine, query, group, zone)
-        for group in ("card", "account", "month")
-    }
+    # Sums read every filtered session: on the first page only, so that later pages cost
+    # what the keyset query does, however deep.
+    sums = (
+        {
+            group: store.session_sums(context.engine, query, group, zone)
+            for group in ("card", "account", "month")
+        }
+        if after is None
+        else None
+    )
     closing = None
     now = datetime.now(UTC)
     if filters.edge and filters.month:

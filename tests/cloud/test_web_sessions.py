@@ -158,6 +158,13 @@ async def test_filters_pages_and_the_csv_are_exactly_the_rows_shown(
     async with browser(engine, settings()) as person:
         await person.sign_in("vic@acme.test")
         everything = await every_page(person, "/web/sessions?limit=2")
+        # Sums (of every filtered session) are on the first page; later pages stay cheap.
+        first = await person.get("/web/sessions?limit=2")
+        assert 'id="sums-card"' in first.text
+        found = NEXT.search(first.text)
+        assert found is not None
+        second = await person.get(unescape(found.group(1)))
+        assert 'id="sums-card"' not in second.text and 'id="sums-elsewhere"' in second.text
         assert everything == [("depot-2", 1)] + [("depot-1", n) for n in (5, 4, 3, 2, 1)]
         for query, expected in [
             ("edge=depot-1&card=CARD-A", [5, 3, 1]),
