@@ -125,6 +125,7 @@ def sessions_values(
     filters: Filters,
     cursor_text: str,
     limit: int,
+    whole_fleet_sums: bool = False,
 ) -> dict[str, Any]:
     settings = context.sessions
     sites = overview.fleet_edges(context.engine, user.fleet_id)
@@ -138,13 +139,14 @@ def sessions_values(
     page = store.session_page(context.engine, query, limit, after)
     zone = settings.zone
     # Sums read every filtered session: on the first page only, so that later pages cost
-    # what the keyset query does, however deep.
+    # what the keyset query does, however deep; for the whole fleet unfiltered (every
+    # session it ever had) only when asked, as that reads them all.
     sums = (
         {
             group: store.session_sums(context.engine, query, group, zone)
             for group in ("card", "account", "month")
         }
-        if after is None
+        if after is None and (filters.query_pairs() or whole_fleet_sums)
         else None
     )
     closing = None
@@ -184,6 +186,7 @@ def sessions_values(
         "closing": closing,
         "next_link": next_link,
         "first_link": "/web/sessions?" + filters.query_string() if after is not None else None,
+        "sums_link": "/web/sessions?sums=1",
         "csv_link": "/web/sessions.csv?" + filters.query_string(),
         "time_zone": settings.time_zone,
         "now": now,
@@ -249,7 +252,13 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         if len(cursor_text) > 400:
             raise WebRefusal(422, "This page link is not one this view made.")
         values = await asyncio.to_thread(
-            sessions_values, context, user, filters, cursor_text, _limit(request)
+            sessions_values,
+            context,
+            user,
+            filters,
+            cursor_text,
+            _limit(request),
+            request.query_params.get("sums") == "1",
         )
         return context.page(request, "sessions.html", values)
 

@@ -93,7 +93,11 @@ async def test_a_viewer_sees_the_fleets_sessions_with_cost_and_the_offline_marke
         await person.sign_in("vic@acme.test")
         overview = await person.get("/web/")
         assert '<a href="/web/sessions">Sessions</a>' in overview.text
-        page = await person.get("/web/sessions")
+        unfiltered = await person.get("/web/sessions")
+        # The whole fleet's sums read every session it had: only when asked.
+        assert 'id="sums-card"' not in unfiltered.text
+        assert '<a href="/web/sessions?sums=1">' in unfiltered.text
+        page = await person.get("/web/sessions?sums=1")
     assert page.status_code == 200
     assert shown(page.text) == [("depot-2", 1)] + [("depot-1", n) for n in (5, 4, 3, 2, 1)]
     assert "Bolt HQ" not in page.text and "bolt-1" not in page.text and "BOLT" not in page.text
@@ -159,7 +163,7 @@ async def test_filters_pages_and_the_csv_are_exactly_the_rows_shown(
         await person.sign_in("vic@acme.test")
         everything = await every_page(person, "/web/sessions?limit=2")
         # Sums (of every filtered session) are on the first page; later pages stay cheap.
-        first = await person.get("/web/sessions?limit=2")
+        first = await person.get("/web/sessions?limit=2&sums=1")
         assert 'id="sums-card"' in first.text
         found = NEXT.search(first.text)
         assert found is not None
