@@ -319,7 +319,10 @@ def create_cloud_api(
         # Imported here: the templates and their libraries load for a served view only.
         from cloud.web.app import create_web_router, install_error_pages
 
-        api.include_router(create_web_router(settings.web, engine, on_desired_state=tell))
+        web = create_web_router(
+            settings.web, engine, on_desired_state=tell, sessions=settings.sessions
+        )
+        api.include_router(web)
         install_error_pages(api)
     return api
 

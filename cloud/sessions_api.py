@@ -144,8 +144,8 @@ def add_session_routes(routes: APIRouter, settings: SessionSettings, engine: Eng
                 chosen_month = Month.parse(month)
                 start, end = chosen_month.start(zone), chosen_month.end(zone)
             else:
-                start = _moment(since, zone, "from") if since else None
-                end = _moment(until, zone, "to") if until else None
+                start = parse_moment(since, zone, "from") if since else None
+                end = parse_moment(until, zone, "to") if until else None
         except ValueError as error:
             raise HTTPException(422, str(error)) from error
         return SessionFilter(
@@ -456,7 +456,7 @@ def _utc(moment: datetime) -> datetime:
         raise TariffError(f"{moment.isoformat()} is beyond the times a store holds") from error
 
 
-def _moment(text: str, zone: Any, name: str) -> datetime:
+def parse_moment(text: str, zone: Any, name: str) -> datetime:
     """An ISO time with an offset, or a date (its midnight in `zone`)."""
     try:
         if len(text) == 10:

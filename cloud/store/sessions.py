@@ -297,7 +297,9 @@ def _page_query(query: SessionFilter, after: Cursor | None, limit: int) -> Selec
 def _where(statement: Select[Any], query: SessionFilter) -> Select[Any]:
     t = transactions.c
     if query.fleet_id is not None:
-        statement = statement.where(t.edge_id.in_(_fleet_edges(query.fleet_id)))
+        # Checked on each row the keyset index yields, never as the index to read by: on
+        # an edge_id index SQLite sorts every session of the fleet for each page.
+        statement = statement.where(func.coalesce(t.edge_id, "").in_(_fleet_edges(query.fleet_id)))
     if query.edge_id is not None:
         statement = statement.where(t.edge_id == query.edge_id)
     if query.charger_id is not None:
@@ -526,3 +528,15 @@ def edge_known(engine: Engine, edge_id: str) -> bool:
     with reading(engine) as connection:
         found = connection.execute(select(edges.c.id).where(edges.c.id == edge_id)).first()
     return found is not None
+
+
+def currency_digits(engine: Engine) -> dict[str, int]:
+    """Each currency's minor unit digits, as its tariffs have them (sums in minor units
+    are shown in the major one)."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(tariffs.c.currency, func.max(tariffs.c.minor_unit_digits)).group_by(
+                tariffs.c.currency
+            )
+        ).all()
+    return {currency: int(digits) for currency, digits in rows}

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from cloud.enrollment import FailedAttempts
-from cloud.settings import WebSettings
+from cloud.settings import SessionSettings, WebSettings
 from cloud.store import users as user_store
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
@@ -70,6 +70,8 @@ class WebContext:
     live_views: dict[str, LiveView] = field(default_factory=dict)
     # Told the edge whose desired state (a command) changed: the aggregator sends it now.
     on_desired_state: Callable[[str], None] = lambda edge_id: None
+    # How sessions are shown: months' time zone, the offline marker, curves' length.
+    sessions: SessionSettings = field(default_factory=SessionSettings)
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -118,8 +120,11 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
     return shared_secret(engine, SESSION_SECRET_NAME, lambda: secrets.token_urlsafe(48))
 
 
-def create_web_context(settings: WebSettings, engine: Engine) -> WebContext:
+def create_web_context(
+    settings: WebSettings, engine: Engine, sessions: SessionSettings | None = None
+) -> WebContext:
     return WebContext(
+        sessions=sessions or SessionSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -134,10 +139,11 @@ def create_web_router(
     engine: Engine,
     context: WebContext | None = None,
     on_desired_state: Callable[[str], None] | None = None,
+    sessions: SessionSettings | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
     `on_desired_state(edge_id)`: a page made something for the edge to run (a command)."""
-    context = context or create_web_context(settings, engine)
+    context = context or create_web_context(settings, engine, sessions)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
 
@@ -148,12 +154,14 @@ def create_web_router(
     _add_static(router, context)
     _add_sign_in(router, context)
     from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages
+    from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
     charger.add_routes(router, context)
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
+    session_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
 
