@@ -84,11 +84,28 @@ class CloudFirmwareResponder:
                 ) as client:
                     await client.subscribe(f"{self.prefix}/+/firmware/request", qos=1)
                     self.subscribed.set()
-                    async for message in client.messages:
-                        await self._answer(client, message)
-            except aiomqtt.MqttError:
+                    await self._serve(client)
+            except* aiomqtt.MqttError:
                 self.subscribed.clear()
                 await asyncio.sleep(RECONNECT_DELAY)
+
+    async def _serve(self, client: aiomqtt.Client) -> None:
+        # Receiving apart from answering, as the aggregator does: a qos-1 publish whose
+        # connection drops before its PUBACK would otherwise wait out the client's whole
+        # timeout; here the receiving side sees the drop and ends the answering side.
+        requests: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()
+
+        async def receive() -> None:
+            async for message in client.messages:
+                requests.put_nowait(message)
+
+        async def answer() -> None:
+            while True:
+                await self._answer(client, await requests.get())
+
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(receive())
+            tasks.create_task(answer())
 
     async def _answer(self, client: aiomqtt.Client, message: aiomqtt.Message) -> None:
         found = edge_id_of(str(message.topic), self.prefix)
