@@ -6,9 +6,11 @@ import argparse
 import asyncio
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from contract.tables import render_table
+from edge import cards_csv
 from edge.cli.common import read_store, settings_of, shorten, write_store
 from edge.clock import normalize_timestamp, utc_now_text
 from edge.readers.uid import UidError, normalize_uid
@@ -16,12 +18,28 @@ from edge.store import (
     card_decisions,
     id_tags,
 )
+from edge.store.database import savepoint
 
 
 def register(commands: Any, common: argparse.ArgumentParser) -> None:
     cards = commands.add_parser("cards", parents=[common], help="the site's RFID cards (idTags)")
-    cards.add_argument("action", choices=["list", "add", "block", "unblock", "seen"])
-    cards.add_argument("id_tag", nargs="?", help="the card's UID as a reader reports it")
+    cards.add_argument(
+        "action", choices=["list", "add", "block", "unblock", "seen", "import", "export"]
+    )
+    cards.add_argument(
+        "id_tag",
+        nargs="?",
+        help="the card's UID as a reader reports it; import: the CSV file; export: the file "
+        "to write (default: standard output)",
+    )
+    cards.add_argument(
+        "--dry-run", action="store_true", help="with import: check the file, change nothing"
+    )
+    cards.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="with import: import the good lines even if some are bad (default: none then)",
+    )
     cards.add_argument("--expires", help="expiry date, ISO-8601 (UTC if no offset)")
     cards.add_argument("--parent", help="parent idTag (account/group)")
     cards.add_argument("--label", help="who or what the card is for")
@@ -54,6 +72,10 @@ def register(commands: Any, common: argparse.ArgumentParser) -> None:
 
 
 def cmd_cards(arguments: argparse.Namespace) -> int:
+    if arguments.action == "import":
+        return _import_cards(arguments)
+    if arguments.action == "export":
+        return _export_cards(arguments)
     if arguments.action == "list":
         _, db = read_store(arguments)
         rows = [
@@ -109,7 +131,8 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
         return 2
     db = write_store(arguments)
     now = utc_now_text()
-    with db.conn:
+    # The card and the chargers it is limited to, together or not at all.
+    with savepoint(db, "change_card"):
         if arguments.action == "add":
             try:
                 expires = normalize_timestamp(arguments.expires) if arguments.expires else None
@@ -133,6 +156,60 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
             print(f"no card {id_tag}: add it first", file=sys.stderr)
             return 1
     print(f"{id_tag}: {status}")
+    return 0
+
+
+def _import_cards(arguments: argparse.Namespace) -> int:
+    """Cards from a CSV file in one transaction: all of them, or none when a line is bad
+    (unless --skip-bad); every bad line reported with its number."""
+    if not arguments.id_tag:
+        print("ocpp-edge cards import needs the CSV FILE", file=sys.stderr)
+        return 2
+    path = Path(arguments.id_tag)
+    try:
+        if path.stat().st_size > cards_csv.MAX_FILE_BYTES:
+            raise cards_csv.CardFileError(
+                f"the file is larger than {cards_csv.MAX_FILE_BYTES // (1024 * 1024)} MiB"
+            )
+        card_file = cards_csv.read_card_file(path.read_bytes())
+    except OSError as error:
+        print(f"{path}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    except cards_csv.CardFileError as error:
+        print(f"{path}: {error}", file=sys.stderr)
+        return 2
+    for note in card_file.notes:
+        print(f"{path}: {note}", file=sys.stderr)
+    for line, reason in card_file.rejected:
+        print(f"{path}:{line}: {reason}", file=sys.stderr)
+    if card_file.rejected and not arguments.skip_bad:
+        print(
+            f"{len(card_file.rejected)} bad line(s): nothing imported "
+            "(fix them, or --skip-bad to import the other lines)",
+            file=sys.stderr,
+        )
+        return 1
+    cards = [card for _, card in card_file.rows]
+    db = write_store(arguments)
+    # One transaction: every card or none; a dry run undoes what it did.
+    with savepoint(db, "import_cards", keep=not arguments.dry_run):
+        counts = id_tags.import_cards(db, cards, card_file.columns, utc_now_text())
+    verb = "would be" if arguments.dry_run else "were"
+    print(
+        f"{len(cards)} card(s) read: {counts.added} {verb} added, {counts.changed} changed, "
+        f"{counts.unchanged} already as in the file"
+        + (f"; {len(card_file.rejected)} bad line(s) skipped" if card_file.rejected else "")
+    )
+    return 1 if card_file.rejected else 0
+
+
+def _export_cards(arguments: argparse.Namespace) -> int:
+    _, db = read_store(arguments)
+    text = cards_csv.write_card_file(id_tags.all_cards(db))
+    if arguments.id_tag:
+        Path(arguments.id_tag).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
     return 0
 
 

@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
 
 from sqlite_utils import Database
 
 from edge.authorization import CachedDecision, CardFacts, IdTagRecord
 
 STATUSES = ("Accepted", "Blocked", "Expired", "Invalid")
+CARD_FIELDS = ("status", "expiry_date", "parent_id_tag", "label", "chargers")
+
+
+class CardValues(NamedTuple):
+    """One card as a file or a form gives it, its chargers included."""
+
+    id_tag: str
+    status: str = "Accepted"
+    expiry_date: str | None = None
+    parent_id_tag: str | None = None
+    label: str | None = None
+    chargers: tuple[str, ...] = ()
+
+
+class ImportedCards(NamedTuple):
+    added: int
+    changed: int
+    unchanged: int
 
 
 def get_id_tag(db: Database, id_tag: str) -> IdTagRecord | None:
@@ -119,4 +138,61 @@ def invalidate_cloud_card(db: Database, id_tag: str, now: str) -> None:
         "UPDATE id_tags SET status = 'Invalid', updated_at = ? "
         "WHERE id_tag = ? AND source = 'cloud'",
         [now, id_tag],
+    )
+
+
+def all_cards(db: Database) -> list[CardValues]:
+    """The card table, each card with the chargers it is limited to, by idTag."""
+    limits: dict[str, list[str]] = {}
+    for id_tag, charger_id in db.execute(
+        "SELECT id_tag, charger_id FROM id_tag_chargers ORDER BY id_tag, charger_id"
+    ):
+        limits.setdefault(id_tag, []).append(charger_id)
+    return [
+        CardValues(
+            row["id_tag"],
+            row["status"],
+            row["expiry_date"],
+            row["parent_id_tag"],
+            row["label"],
+            tuple(limits.get(row["id_tag"], ())),
+        )
+        for row in db.query(
+            "SELECT id_tag, status, expiry_date, parent_id_tag, label FROM id_tags ORDER BY id_tag"
+        )
+    ]
+
+
+def import_cards(
+    db: Database, cards: Sequence[CardValues], columns: Iterable[str], now: str
+) -> ImportedCards:
+    """Add or change `cards`; a field whose column the file lacks keeps a known card's
+    value. A card that would not change is not written (each write moves the local-list
+    version on, and chargers would be sent it again). The caller holds the transaction."""
+    given = frozenset(columns)
+    known = {card.id_tag: card for card in all_cards(db)}
+    added = changed = 0
+    for card in cards:
+        before = known.get(card.id_tag)
+        after = card if before is None else _merged(before, card, given)
+        if after == before:
+            continue
+        save_id_tag(
+            db,
+            after.id_tag,
+            now,
+            status=after.status,
+            expiry_date=after.expiry_date,
+            parent_id_tag=after.parent_id_tag,
+            label=after.label,
+        )
+        if before is None or after.chargers != before.chargers:
+            set_allowed_chargers(db, after.id_tag, list(after.chargers))
+        added, changed = (added + 1, changed) if before is None else (added, changed + 1)
+    return ImportedCards(added, changed, len(cards) - added - changed)
+
+
+def _merged(before: CardValues, card: CardValues, given: frozenset[str]) -> CardValues:
+    return before._replace(
+        **{name: getattr(card, name) for name in CARD_FIELDS if name in given},
     )
