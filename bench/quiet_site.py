@@ -99,7 +99,7 @@ async def quiet_charger(
         next_meter = time.monotonic() + offset % options.meter_every
         next_heartbeat = time.monotonic() + offset % options.heartbeat_every
         while (now := time.monotonic()) < until:
-            await asyncio.sleep(max(0.0, min(next_meter, next_heartbeat) - now))
+            await asyncio.sleep(max(0.0, min(next_meter, next_heartbeat, until) - now))
             if time.monotonic() >= until:
                 break
             if next_meter <= next_heartbeat:
@@ -129,18 +129,18 @@ def start_edge(workdir: Path, options: argparse.Namespace) -> Server:
         "[api]\nport = 0\n[files]\nport = 0\n"
         f'[store]\npath = "{workdir / "edge.db"}"\n'
     )
-    log = (workdir / "edge.log").open("wb")
     command = [*shlex.split(options.edge_cmd), "--config", str(config)]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (workdir / "edge.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     wait_listening(port, process, workdir / "edge.log")
     return Server("edge", process, f"ws://127.0.0.1:{port}/ocpp")
 
 
 def start_first_try(workdir: Path) -> Server:
     port = free_port()
-    log = (workdir / "first-try.log").open("wb")
     command = [sys.executable, str(BENCH / "first_try_csms.py"), str(port), str(workdir / "ft.db")]
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    with (workdir / "first-try.log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
     wait_listening(port, process, workdir / "first-try.log")
     return Server("first-try", process, f"ws://127.0.0.1:{port}")
 
@@ -162,15 +162,20 @@ async def load(servers: list[Server], options: argparse.Namespace) -> dict[str, 
     started = time.monotonic()
     results = {name: await asyncio.gather(*group) for name, group in tasks.items()}
     elapsed = time.monotonic() - started
+    booting_calls = 3  # per charger, before the count began
     figures = {}
     for server in servers:
         after = Usage.of(server.process.pid)
         used = before[server.name]
         figures[server.name] = {
-            "calls": sum(results[server.name]),
+            "calls": sum(results[server.name]) - booting_calls * options.chargers,
             "cpu_s_per_hour": (after.cpu_seconds - used.cpu_seconds) * 3600 / elapsed,
             "mb_per_day": (after.written_bytes - used.written_bytes) * 86400 / elapsed / 1e6,
         }
+        calls = max(figures[server.name]["calls"], 1)
+        figures[server.name]["kb_per_call"] = (
+            (after.written_bytes - used.written_bytes) / calls / 1e3
+        )
     return figures
 
 
@@ -202,11 +207,11 @@ def main() -> int:
         f" s, MeterValues ({len(MEASURANDS)} measurands) every {options.meter_every:.0f} s,"
         f" {options.minutes:g} min measured\n"
     )
-    print(f"{'server':<10} {'calls':>6} {'CPU s/hour':>11} {'MB written/day':>15}")
+    print(f"{'server':<10} {'calls':>6} {'CPU s/hour':>11} {'MB written/day':>15} {'KB/call':>8}")
     for name, values in figures.items():
         print(
             f"{name:<10} {values['calls']:>6} {values['cpu_s_per_hour']:>11.1f}"
-            f" {values['mb_per_day']:>15.1f}"
+            f" {values['mb_per_day']:>15.1f} {values['kb_per_call']:>8.1f}"
         )
     print(
         f"\nedge / first-try: CPU {edge['cpu_s_per_hour'] / max(peer['cpu_s_per_hour'], 1e-9):.2f},"
