@@ -37,6 +37,12 @@ ACTION_STATES: dict[CampaignAction, tuple[CampaignState, tuple[CampaignState, ..
     "resume": ("running", ("paused",)),
     "cancel": ("cancelled", ("running", "paused")),
 }
+# The stage a charger's own install report puts it in.
+_INSTALL_STAGES: dict[str, Stage] = {
+    "installing": "installing",
+    "installed": "installed",
+    "failed": "failed",
+}
 # Command results that end an install the edge never started.
 _FAILED_RESULTS = ("failed", "expired", "rejected", "interrupted")
 # Detail texts are bounded: an edge's reason can be long.
@@ -109,9 +115,8 @@ def install_step(current: Stage, status: str, detail: str) -> Step | None:
         return None
     if status == "refused":
         return Step("failed", _bounded(f"refused by the edge: {detail}" if detail else "refused"))
-    if status in ("installing", "installed", "failed"):
-        return Step(status, _bounded(detail))  # type: ignore[arg-type]
-    return None
+    reported = _INSTALL_STAGES.get(status)
+    return None if reported is None else Step(reported, _bounded(detail))
 
 
 def command_step(current: Stage, status: str, detail: str) -> Step | None:

@@ -114,7 +114,7 @@ class CampaignSummary:
     fleet_id: int
     image: str
     version: str
-    targets: list[str]  # the vendor/model patterns, VENDOR/MODEL
+    patterns: list[str]  # the chargers' vendor/model patterns, VENDOR/MODEL
     state: CampaignState
     created_by: str
     created_at: datetime
@@ -985,7 +985,7 @@ def _summaries(connection: Connection, rows: Sequence[Any]) -> list[CampaignSumm
             fleet_id=row.fleet_id,
             image=row.image,
             version=row.version,
-            targets=[target_text(FirmwareTarget.model_validate(t)) for t in row.targets],
+            patterns=[target_text(FirmwareTarget.model_validate(t)) for t in row.targets],
             state=row.state,
             created_by=row.created_by,
             created_at=row.created_at,
@@ -1067,3 +1067,12 @@ def fleet_models(engine: Engine, fleet_id: int) -> list[tuple[str, str, int]]:
     # Sorted here: the database's collation would order case differently on each server.
     found = [(str(row[0]), str(row[1]), int(row[2])) for row in rows]
     return sorted(found, key=lambda item: (item[0].casefold(), item[1].casefold(), item))
+
+
+def fleets_of(engine: Engine, edge_ids: Sequence[str]) -> dict[str, int]:
+    """The fleet of each of these edges the cloud knows."""
+    with reading(engine) as connection:
+        rows = connection.execute(
+            select(edges.c.id, edges.c.fleet_id).where(edges.c.id.in_(list(edge_ids)))
+        ).all()
+    return {row.id: int(row.fleet_id) for row in rows if row.fleet_id is not None}

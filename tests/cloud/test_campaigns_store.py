@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine
 
+from cloud.campaigns import CAMPAIGN_ACTIONS
 from cloud.store import campaigns
 from cloud.store.campaigns import CampaignError, UnknownCampaign
 from cloud.store.desired import commands_to_send, mark_sent, offers_to_send
@@ -128,7 +129,7 @@ def test_chargers_are_chosen_by_the_campaigns_patterns_within_the_images_targets
 ) -> None:
     campaign_id = start(fleet, "depot-1", patterns=("*/ac22", "Other/*"))
     found = campaigns.campaign(fleet.engine, fleet.acme, campaign_id)
-    assert found is not None and found.targets == ["*/ac22", "Other/*"]
+    assert found is not None and found.patterns == ["*/ac22", "Other/*"]
     fleet.edges["depot-1"].progress(IMAGE, "verified")
     # CP-Z (Other AC22) matches the campaign but is not among the image's targets.
     assert {c["charger_id"] for c in fleet.edges["depot-1"].commands()} == {"CP-A", "CP-B"}
@@ -224,9 +225,9 @@ def test_cancel_withdraws_what_the_edges_have_not_taken_and_marks_the_rest(
     assert after is not None
     (cp_a,) = [t for t in after.targets if t.charger_id == "CP-A"]
     assert cp_a.stage == "cancelled" and "afterwards" in cp_a.detail and "installed" in cp_a.detail
-    for action in ("pause", "resume", "cancel"):
+    for action in CAMPAIGN_ACTIONS:
         with pytest.raises(CampaignError, match="is cancelled"):
-            campaigns.change_state(fleet.engine, campaign_id, action, "ann", fleet.acme)  # type: ignore[arg-type]
+            campaigns.change_state(fleet.engine, campaign_id, action, "ann", fleet.acme)
 
 
 def test_cancel_leaves_an_offer_the_edge_is_fetching_and_one_another_campaign_wants(
