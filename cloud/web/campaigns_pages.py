@@ -40,7 +40,7 @@ from cloud.store.database import StoreError
 from cloud.store.desired import FirmwareImage
 from cloud.store.users import User
 from cloud.web import audit
-from cloud.web.auth import Operator, Viewer, WebRefusal
+from cloud.web.auth import CSRF_FIELD, ROLE_RANK, Operator, Viewer, WebRefusal, session_of
 from cloud.web.live import LiveView
 from contract.firmware import parse_target, target_text
 from contract.protocol import IMAGE_NAME_PATTERN, FirmwareTarget
@@ -97,6 +97,8 @@ def campaign_values(
         "stage": stage,
         "stages": STAGES,
         "path": campaign_path(campaign_id),
+        "actions": CAMPAIGN_ACTIONS,
+        "can_act": ROLE_RANK[user.role] >= ROLE_RANK["operator"],
         "now": datetime.now(UTC),
     }
 
@@ -367,8 +369,10 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
     ) -> HTMLResponse:
         number = _campaign_id(campaign_id)
         values = await asyncio.to_thread(campaign_values, context, user, number, _stage(stage))
+        # The page's own fragments carry its CSRF token in their forms (no JavaScript).
+        values |= {"csrf_token": _csrf(request), "csrf_field": CSRF_FIELD}
         page = _with_fragments(context, values, CAMPAIGN_FRAGMENTS)
-        return context.page(request, "campaign.html", page | {"actions": CAMPAIGN_ACTIONS})
+        return context.page(request, "campaign.html", page)
 
     @router.post("/web/campaigns/{campaign_id}/{action}")
     async def change_campaign(
@@ -378,6 +382,8 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         chosen: CampaignAction | None = next((a for a in CAMPAIGN_ACTIONS if a == action), None)
         if chosen is None:
             raise WebRefusal(404, "A campaign is paused, resumed or cancelled.")
+        # From htmx (the page's live part): a sentence in the page; the stream shows the rest.
+        htmx = request.headers.get("HX-Request") == "true"
         try:
             told = await asyncio.to_thread(
                 store.change_state, context.engine, number, chosen, user.email, user.fleet_id
@@ -385,6 +391,8 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         except store.UnknownCampaign as error:
             raise WebRefusal(404, "There is no such campaign in your fleet.") from error
         except store.CampaignError as error:
+            if htmx:
+                return _message(request, f"Nothing changed: {error}.", error=True)
             raise WebRefusal(409, f"Nothing changed: {error}.") from error
         await audit.record(
             context.engine,
@@ -395,9 +403,25 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         )
         for edge_id in told:
             context.on_desired_state(edge_id)
+        if htmx:
+            return _message(request, f"Campaign {number} {_PAST[chosen]}.", error=False)
         redirect = RedirectResponse(campaign_path(number), status_code=303)
         context.finish(request, redirect)
         return redirect
+
+    def _message(request: Request, text: str, *, error: bool) -> HTMLResponse:
+        html = context.render_text("_campaign_message.html", {"text": text, "error": error})
+        response = HTMLResponse(html)
+        context.finish(request, response)
+        return response
+
+
+_PAST: dict[CampaignAction, str] = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}
+
+
+def _csrf(request: Request) -> str:
+    session = session_of(request)
+    return session.csrf if session else ""
 
 
 def _is_image_name(name: str) -> bool:
