@@ -43,7 +43,7 @@ from cloud.web import audit
 from cloud.web.auth import CSRF_FIELD, ROLE_RANK, Operator, Viewer, WebRefusal, session_of
 from cloud.web.live import LiveView
 from contract.firmware import parse_target, target_text
-from contract.protocol import IMAGE_NAME_PATTERN, FirmwareTarget
+from contract.protocol import IMAGE_NAME_PATTERN, FirmwareTarget, is_edge_id
 
 if TYPE_CHECKING:
     from cloud.web.app import WebContext
@@ -289,6 +289,9 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         edge_ids = [site.edge_id for site in sites] if form.all_edges else form.edges
         if not edge_ids:
             raise FormProblem("choose at least one site")
+        strange = next((edge_id for edge_id in edge_ids if not is_edge_id(edge_id)), None)
+        if strange is not None:
+            raise FormProblem(f"no site {strange[:80]!r} in this fleet")
         patterns = form.patterns_chosen()
         image = form.image
         if form.source == "upload":

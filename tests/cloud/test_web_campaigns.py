@@ -185,6 +185,7 @@ async def test_a_wrong_form_is_refused_whole_with_the_reason(
         ([("image", IMAGE)], "Choose at least one site"),
         ([("image", IMAGE), ("edges", "depot-1"), ("patterns", "ACME/*\nnoslash")], "line 2"),
         ([("image", IMAGE), ("edges", "bolt-1")], "No site bolt-1 in this fleet"),
+        ([("image", IMAGE), ("edges", "+/#" * 5000)], "No site &#39;+/#+/#"),
         ([("image", "bolt-only.bin"), ("edges", "depot-1")], "No firmware image"),
         (
             [("source", "upload"), ("name", "new.bin"), ("image_targets", "A/B")],
