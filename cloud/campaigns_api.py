@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 
 from cloud.campaigns import CampaignAction, Stage
 from cloud.store import audit as audit_log
+from cloud.store import campaign_views as views
 from cloud.store import campaigns as store
 from cloud.store.campaigns import MAX_CAMPAIGN_EDGES, MAX_PATTERNS, CampaignError, UnknownCampaign
 from contract.firmware import parse_target
@@ -75,10 +76,10 @@ def add_campaign_routes(
         )
 
     async def view(
-        campaign_id: int, stage: Stage | None = None, limit: int = store.TARGETS_SHOWN
+        campaign_id: int, stage: Stage | None = None, limit: int = views.TARGETS_SHOWN
     ) -> dict[str, Any]:
         found = await asyncio.to_thread(
-            store.campaign_view, engine, None, campaign_id, stage, limit
+            views.campaign_view, engine, None, campaign_id, stage, limit
         )
         if found is None:
             raise HTTPException(404, str(UnknownCampaign(campaign_id)))
@@ -92,7 +93,7 @@ def add_campaign_routes(
         fleet: int | None = Query(None, ge=1, le=INT32_MAX, description="A fleet's id."),
         limit: int = Query(100, ge=1, le=1000),
     ) -> list[dict[str, Any]]:
-        found = await asyncio.to_thread(store.list_campaigns, engine, fleet, limit)
+        found = await asyncio.to_thread(views.list_campaigns, engine, fleet, limit)
         return [_campaign(summary) for summary in found]
 
     @routes.post("/api/campaigns", summary="A firmware campaign: offered to its sites at once")
@@ -101,7 +102,7 @@ def add_campaign_routes(
             patterns = [parse_target(text) for text in order.targets]
         except ValueError as error:
             raise HTTPException(422, str(error)) from error
-        fleets = await asyncio.to_thread(store.fleets_of, engine, order.edges)
+        fleets = await asyncio.to_thread(views.fleets_of, engine, order.edges)
         unknown = sorted(set(order.edges) - set(fleets))
         if unknown:
             raise HTTPException(422, f"no edge {', '.join(unknown[:5])} has been in touch")
@@ -141,7 +142,7 @@ def add_campaign_routes(
     async def get_campaign(
         campaign_id: CampaignId,
         stage: Stage | None = None,
-        limit: int = Query(store.TARGETS_SHOWN, ge=1, le=MAX_TARGETS_LISTED),
+        limit: int = Query(views.TARGETS_SHOWN, ge=1, le=MAX_TARGETS_LISTED),
     ) -> dict[str, Any]:
         return await view(campaign_id, stage, limit)
 
@@ -171,11 +172,11 @@ def add_campaign_routes(
         return changed
 
 
-def _campaign(summary: store.CampaignSummary) -> dict[str, Any]:
+def _campaign(summary: views.CampaignSummary) -> dict[str, Any]:
     return dataclasses.asdict(summary)
 
 
-def _target(target: store.TargetView) -> dict[str, Any]:
+def _target(target: views.TargetView) -> dict[str, Any]:
     fields = dataclasses.asdict(target)
     fields["edge_state"] = fields.pop("state")
     fields["edge_state_since"] = fields.pop("state_at")

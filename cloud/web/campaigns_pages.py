@@ -34,6 +34,7 @@ from cloud.firmware import (
     make_manifest,
     sign_manifest,
 )
+from cloud.store import campaign_views as views
 from cloud.store import campaigns as store
 from cloud.store import desired
 from cloud.store.database import StoreError
@@ -76,8 +77,8 @@ def _stage(text: str | None) -> Stage | None:
 
 def list_values(context: WebContext, user: User) -> dict[str, Any]:
     return {
-        "campaigns": store.list_campaigns(context.engine, user.fleet_id),
-        "shown": store.CAMPAIGNS_SHOWN,
+        "campaigns": views.list_campaigns(context.engine, user.fleet_id),
+        "shown": views.CAMPAIGNS_SHOWN,
         "stages": STAGES,
         "now": datetime.now(UTC),
     }
@@ -86,7 +87,7 @@ def list_values(context: WebContext, user: User) -> dict[str, Any]:
 def campaign_values(
     context: WebContext, user: User, campaign_id: int, stage: Stage | None
 ) -> dict[str, Any]:
-    found = store.campaign_view(context.engine, user.fleet_id, campaign_id, stage)
+    found = views.campaign_view(context.engine, user.fleet_id, campaign_id, stage)
     if found is None:
         # Another fleet's campaign is answered as one that does not exist.
         raise WebRefusal(404, "There is no such campaign in your fleet.")
@@ -119,11 +120,11 @@ def _with_fragments(
 def new_form_values(context: WebContext, user: User) -> dict[str, Any]:
     models = [
         (glob.escape(vendor) + "/" + glob.escape(model), vendor, model, count)
-        for vendor, model, count in store.fleet_models(context.engine, user.fleet_id)
+        for vendor, model, count in views.fleet_models(context.engine, user.fleet_id)
     ]
     return {
-        "images": store.fleet_images(context.engine, user.fleet_id),
-        "sites": store.fleet_sites(context.engine, user.fleet_id),
+        "images": views.fleet_images(context.engine, user.fleet_id),
+        "sites": views.fleet_sites(context.engine, user.fleet_id),
         "models": models,
         "can_upload": context.signing_key is not None,
         "max_image_bytes": context.firmware.max_image_bytes,
@@ -285,7 +286,7 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         return redirect
 
     async def _create(request: Request, user: User, form: CampaignForm) -> tuple[int, list[str]]:
-        sites = await asyncio.to_thread(store.fleet_sites, context.engine, user.fleet_id)
+        sites = await asyncio.to_thread(views.fleet_sites, context.engine, user.fleet_id)
         edge_ids = [site.edge_id for site in sites] if form.all_edges else form.edges
         if not edge_ids:
             raise FormProblem("choose at least one site")
@@ -310,7 +311,7 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
             )
         )
         created = await asyncio.to_thread(
-            store.campaign, context.engine, user.fleet_id, campaign_id
+            views.campaign, context.engine, user.fleet_id, campaign_id
         )
         await audit.record(
             context.engine,

@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import Engine
 
 from cloud.campaigns import CAMPAIGN_ACTIONS
+from cloud.store import campaign_views as views
 from cloud.store import campaigns
 from cloud.store.campaigns import CampaignError, UnknownCampaign
 from cloud.store.desired import commands_to_send, mark_sent, offers_to_send
@@ -29,13 +30,13 @@ def fleet(engine: Engine) -> CampaignFleet:
 
 
 def stages(fleet: CampaignFleet, campaign_id: int) -> dict[tuple[str, str], str]:
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     return {(t.edge_id, t.charger_id or ""): t.stage for t in view.targets}
 
 
 def state(fleet: CampaignFleet, campaign_id: int) -> str:
-    found = campaigns.campaign(fleet.engine, fleet.acme, campaign_id)
+    found = views.campaign(fleet.engine, fleet.acme, campaign_id)
     assert found is not None
     return found.state
 
@@ -90,7 +91,7 @@ def test_a_campaign_offers_the_image_then_installs_on_each_matching_charger(
     depot_1.install("CP-A", IMAGE, "installed", "Installed", command_a, at="2026-03-01T10:06:00Z")
     depot_1.install("CP-B", IMAGE, "refused", "CP-B runs 4.0, newer", command_b)
 
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     by_target = {(t.edge_id, t.charger_id): t for t in view.targets}
     installed = by_target[("depot-1", "CP-A")]
@@ -128,7 +129,7 @@ def test_chargers_are_chosen_by_the_campaigns_patterns_within_the_images_targets
     fleet: CampaignFleet,
 ) -> None:
     campaign_id = start(fleet, "depot-1", patterns=("*/ac22", "Other/*"))
-    found = campaigns.campaign(fleet.engine, fleet.acme, campaign_id)
+    found = views.campaign(fleet.engine, fleet.acme, campaign_id)
     assert found is not None and found.patterns == ["*/ac22", "Other/*"]
     fleet.edges["depot-1"].progress(IMAGE, "verified")
     # CP-Z (Other AC22) matches the campaign but is not among the image's targets.
@@ -140,7 +141,7 @@ def test_an_edge_without_a_matching_charger_is_done_once_verified_and_a_refusal_
 ) -> None:
     campaign_id = start(fleet, "depot-1", "depot-2", patterns=("ACME/AC22 Pro",))
     fleet.edges["depot-1"].progress(IMAGE, "verified")
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     (edge_row,) = [t for t in view.targets if t.edge_id == "depot-1"]
     assert edge_row.detail == "no charger of this site matches the campaign"
@@ -148,7 +149,7 @@ def test_an_edge_without_a_matching_charger_is_done_once_verified_and_a_refusal_
     fleet.edges["depot-2"].progress(IMAGE, "rejected", "only 3 MB free, the image needs 4")
     assert stages(fleet, campaign_id)[("depot-2", "")] == "failed"
     assert state(fleet, campaign_id) == "completed"
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id, stage="failed")
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id, stage="failed")
     assert view is not None
     assert [(t.edge_id, t.detail) for t in view.targets] == [
         ("depot-2", "only 3 MB free, the image needs 4")
@@ -174,7 +175,7 @@ def test_pause_holds_back_unsent_installs_and_asks_none_until_resumed(
     # While paused, an edge that verifies asks for nothing; its charger waits.
     depot_2.progress(IMAGE, "verified")
     assert depot_2.commands() == []
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     waiting = {(t.edge_id, t.charger_id): t.detail for t in view.targets if t.stage == "verified"}
     assert waiting[("depot-2", "CP-C")] == "waiting: the campaign is paused"
@@ -204,7 +205,7 @@ def test_cancel_withdraws_what_the_edges_have_not_taken_and_marks_the_rest(
 
     campaigns.change_state(fleet.engine, campaign_id, "cancel", "ann@acme.test", fleet.acme)
     assert state(fleet, campaign_id) == "cancelled"
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     by_target = {(t.edge_id, t.charger_id): t for t in view.targets}
     # depot-2 never took the offer: withdrawn (no longer sent), its target cancelled.
@@ -221,7 +222,7 @@ def test_cancel_withdraws_what_the_edges_have_not_taken_and_marks_the_rest(
 
     # What the edge reports afterwards is told, the stage stays where the campaign stopped.
     depot_1.install("CP-A", IMAGE, "installed", "Installed", command_a)
-    after = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    after = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert after is not None
     (cp_a,) = [t for t in after.targets if t.charger_id == "CP-A"]
     assert cp_a.stage == "cancelled" and "afterwards" in cp_a.detail and "installed" in cp_a.detail
@@ -237,7 +238,7 @@ def test_cancel_leaves_an_offer_the_edge_is_fetching_and_one_another_campaign_wa
     second = start(fleet, "depot-2")
     fleet.edges["depot-1"].progress(IMAGE, "downloading")
     campaigns.change_state(fleet.engine, first, "cancel", "ann@acme.test", fleet.acme)
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, first)
+    view = views.campaign_view(fleet.engine, fleet.acme, first)
     assert view is not None
     details = {t.edge_id: t.detail for t in view.targets}
     assert "fetching" in details["depot-1"] and "another campaign" in details["depot-2"]
@@ -254,7 +255,7 @@ def test_an_install_command_that_expired_unanswered_fails_its_charger(
     assert stages(fleet, campaign_id)[("depot-2", "CP-C")] == "verified"
     # The edge went away before taking the command; it reports its health days later.
     fleet.edges["depot-2"].health(now=utc_now() + campaigns.INSTALL_COMMAND_WAIT + timedelta(1))
-    view = campaigns.campaign_view(fleet.engine, fleet.acme, campaign_id)
+    view = views.campaign_view(fleet.engine, fleet.acme, campaign_id)
     assert view is not None
     (charger,) = [t for t in view.targets if t.charger_id == "CP-C"]
     assert charger.stage == "failed" and "expired" in charger.detail
@@ -279,8 +280,8 @@ def test_a_charger_known_later_becomes_a_target(fleet: CampaignFleet) -> None:
 
 def test_campaigns_stay_within_their_fleet(fleet: CampaignFleet) -> None:
     campaign_id = start(fleet, "depot-1")
-    assert campaigns.list_campaigns(fleet.engine, fleet.bolt) == []
-    assert campaigns.campaign_view(fleet.engine, fleet.bolt, campaign_id) is None
+    assert views.list_campaigns(fleet.engine, fleet.bolt) == []
+    assert views.campaign_view(fleet.engine, fleet.bolt, campaign_id) is None
     with pytest.raises(UnknownCampaign):
         campaigns.change_state(fleet.engine, campaign_id, "pause", "bob@bolt.test", fleet.bolt)
     assert state(fleet, campaign_id) == "running"
@@ -291,12 +292,12 @@ def test_campaigns_stay_within_their_fleet(fleet: CampaignFleet) -> None:
         campaigns.create_campaign(
             fleet.engine, fleet.acme, "bolt-only.bin", ["depot-1"], [], "ann@acme.test"
         )
-    assert [image.name for image in campaigns.fleet_images(fleet.engine, fleet.acme)] == [IMAGE]
-    assert {image.name for image in campaigns.fleet_images(fleet.engine, fleet.bolt)} == {
+    assert [image.name for image in views.fleet_images(fleet.engine, fleet.acme)] == [IMAGE]
+    assert {image.name for image in views.fleet_images(fleet.engine, fleet.bolt)} == {
         IMAGE,
         "bolt-only.bin",
     }
-    assert campaigns.fleet_models(fleet.engine, fleet.acme) == [
+    assert views.fleet_models(fleet.engine, fleet.acme) == [
         ("ACME", "AC22", 1),
         ("acme", "ac22", 1),
         ("ACME", "AC22 Pro", 1),
@@ -307,7 +308,7 @@ def test_campaigns_stay_within_their_fleet(fleet: CampaignFleet) -> None:
         fleet.engine, fleet.bolt, IMAGE, ["bolt-1"], [], "bob@bolt.test"
     )
     fleet.edges["depot-1"].progress(IMAGE, "verified")
-    theirs = campaigns.campaign_view(fleet.engine, fleet.bolt, bolt)
+    theirs = views.campaign_view(fleet.engine, fleet.bolt, bolt)
     assert theirs is not None and [t.stage for t in theirs.targets] == ["offered"]
 
 
@@ -320,5 +321,5 @@ def test_a_campaign_is_refused_whole_when_a_choice_is_wrong(fleet: CampaignFleet
         campaigns.create_campaign(
             fleet.engine, fleet.acme, "missing.bin", ["depot-1"], [], "ann@acme.test"
         )
-    assert campaigns.list_campaigns(fleet.engine, fleet.acme) == []
+    assert views.list_campaigns(fleet.engine, fleet.acme) == []
     assert fleet.edges["depot-1"].offer_status(IMAGE) is None

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, select
 
 from cloud.api import create_cloud_api, protect_cloud_api
 from cloud.settings import CloudSettings
+from cloud.store import campaign_views as views
 from cloud.store import campaigns
 from cloud.store.audit import recent
 from cloud.store.desired import firmware_image
@@ -162,14 +163,14 @@ async def test_an_image_uploaded_with_the_form_is_signed_and_the_fleets_own(
         ["ACME/AC22*", "ACME/AC11"],
     )
     KEY.public_key().verify(base64.b64decode(image.signature), image.manifest.encode())
-    summary = campaigns.campaign(fleet.engine, fleet.acme, campaign_id)
+    summary = views.campaign(fleet.engine, fleet.acme, campaign_id)
     assert summary is not None and summary.patterns == ["ACME/AC22"]
     assert [entry.action for entry in recent(fleet.engine, fleet.acme, 2)] == [
         "campaign.create",
         "firmware.upload",
     ]
     # Acme's own image: Bolt neither sees it nor rolls it out.
-    assert "cp-4.0.bin" not in [i.name for i in campaigns.fleet_images(fleet.engine, fleet.bolt)]
+    assert "cp-4.0.bin" not in [i.name for i in views.fleet_images(fleet.engine, fleet.bolt)]
     bob = await person(client, "bob@bolt.test")
     form = await bob.get("/web/campaigns/new")
     assert "cp-4.0.bin" not in form.text
@@ -216,7 +217,7 @@ async def test_a_wrong_form_is_refused_whole_with_the_reason(
         upload=("big.bin", b"\0" * 1_000_001),
     )
     assert response.status_code == 422 and "max_image_bytes" in response.text
-    assert campaigns.list_campaigns(fleet.engine, fleet.acme) == []
+    assert views.list_campaigns(fleet.engine, fleet.acme) == []
     with fleet.engine.connect() as connection:
         names = set(connection.execute(select(firmware_images.c.name)).scalars())
     assert names == {IMAGE, "bolt-only.bin"}
@@ -245,7 +246,7 @@ async def test_pause_resume_and_cancel_need_an_operator_and_the_csrf_token(
     await ann.get(path)
     refused = await ann.client.post(f"{path}/pause", data={"csrf_token": "forged"})
     assert refused.status_code == 403
-    assert campaigns.campaign(fleet.engine, fleet.acme, campaign_id).state == "running"  # type: ignore[union-attr]
+    assert views.campaign(fleet.engine, fleet.acme, campaign_id).state == "running"  # type: ignore[union-attr]
     assert (await ann.post(f"{path}/pause", {})).status_code == 303
     page = await ann.get(path)
     assert 'data-state="paused"' in page.text and "by ann@acme.test" in page.text
@@ -285,7 +286,7 @@ async def test_another_fleets_campaign_is_not_there(
     assert (await bob.get(f"/web/live?view=campaign&campaign={campaign_id}")).status_code == 404
     await bob.get("/web/campaigns")
     assert (await bob.post(f"/web/campaigns/{campaign_id}/cancel", {})).status_code == 404
-    assert campaigns.campaign(fleet.engine, fleet.acme, campaign_id).state == "running"  # type: ignore[union-attr]
+    assert views.campaign(fleet.engine, fleet.acme, campaign_id).state == "running"  # type: ignore[union-attr]
 
 
 async def test_a_signed_out_upload_is_refused_unread(
@@ -298,7 +299,7 @@ async def test_a_signed_out_upload_is_refused_unread(
         headers={"Content-Type": "multipart/form-data; boundary=nothing-here"},
     )
     assert response.status_code == 401
-    assert campaigns.list_campaigns(fleet.engine, None) == []
+    assert views.list_campaigns(fleet.engine, None) == []
 
 
 async def test_the_api_makes_lists_reads_and_changes_campaigns(
