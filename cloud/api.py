@@ -36,6 +36,7 @@ from sqlalchemy import Engine
 from starlette.types import ASGIApp
 
 from cloud.aggregator import Aggregator
+from cloud.campaigns_api import add_campaign_routes
 from cloud.enrollment import (
     CertificateRequestRefused,
     CodeRefused,
@@ -312,6 +313,7 @@ def create_cloud_api(
     _add_sync_routes(routes, engine, aggregator)
     _add_alert_routes(routes, engine, aggregator)
     add_session_routes(routes, settings.sessions, engine)
+    add_campaign_routes(routes, engine, tell, _actor)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
     _check_edge_ids(api)
@@ -320,7 +322,12 @@ def create_cloud_api(
         from cloud.web.app import create_web_router, install_error_pages
 
         web = create_web_router(
-            settings.web, engine, on_desired_state=tell, sessions=settings.sessions
+            settings.web,
+            engine,
+            on_desired_state=tell,
+            sessions=settings.sessions,
+            firmware=settings.firmware,
+            signing_key=signing_key,
         )
         api.include_router(web)
         install_error_pages(api)
@@ -538,6 +545,10 @@ OPEN_ROUTES = (
     "/web(/.*)?",
 )
 FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
+# The new campaign form, which may carry an image (multipart): the image's limit and room
+# for the form's other fields.
+CAMPAIGN_FORM = r"/web/campaigns"
+CAMPAIGN_FORM_FIELDS_BYTES = 1_048_576
 CARD_LIST_UPLOAD = r"/api/edges/[^/]+/cards"
 # A card list may fill every part an edge takes; the store says why one is too large.
 MAX_CARD_LIST_BODY_BYTES = wire.CARD_LIST_PART_BYTES * wire.MAX_CARD_LIST_PARTS
@@ -558,6 +569,7 @@ def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int)
     )
     limits = [
         RouteLimit.of("PUT", FIRMWARE_UPLOAD, max_image_bytes),
+        RouteLimit.of("POST", CAMPAIGN_FORM, max_image_bytes + CAMPAIGN_FORM_FIELDS_BYTES),
         RouteLimit.of("PUT", CARD_LIST_UPLOAD, MAX_CARD_LIST_BODY_BYTES),
         RouteLimit.of("POST", re.escape(CODE_PATH), settings.max_enrollment_body_bytes),
         RouteLimit.of("POST", re.escape(ENROLL_PATH), settings.max_enrollment_body_bytes),

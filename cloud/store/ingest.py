@@ -40,6 +40,7 @@ from sqlalchemy.exc import (
 )
 
 from cloud.store.alerts import count_refusal_at
+from cloud.store.campaigns import CAMPAIGN_KINDS, follow_batch
 from cloud.store.database import StoreError
 from cloud.store.overview import COUNTED_KINDS, refresh_charger_counts
 from cloud.store.presence import PRESENCE_HISTORY_PER_EDGE, record_change
@@ -469,6 +470,22 @@ class _Storing:
         if any(event.data is not None and event.data.kind in COUNTED_KINDS for event in good):
             refresh_charger_counts(connection, self.edge_id)
         sessions.flush(connection)
+        if any(event.data is not None and event.data.kind in CAMPAIGN_KINDS for event in good):
+            self._follow_campaigns(connection, good)
+
+    def _follow_campaigns(self, connection: Connection, good: Sequence[_Checked]) -> None:
+        """Firmware campaigns move with the batch, in a savepoint: a campaign that cannot
+        follow it is logged, and never holds back the edge's events."""
+        moved = [
+            (event.at, event.data)
+            for event in good
+            if event.at is not None and event.data is not None
+        ]
+        try:
+            with connection.begin_nested():
+                follow_batch(connection, self.edge_id, moved, self.now)
+        except Exception:
+            log.exception("edge %s: its firmware campaigns did not follow a batch", self.edge_id)
 
     def _put_aside(self, connection: Connection, offset: int, event: _Checked) -> None:
         raw = _raw_json(event.raw)

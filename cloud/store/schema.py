@@ -64,6 +64,14 @@ Each table holds one concept:
   raises it), with when it was raised and cleared and what the webhook has been told.
 - `refusal_counts`: payloads refused per source in buckets of a few seconds, pruned past
   the alerts' window: how the engine sees refusals spiking.
+- `firmware_campaigns`: an image rolled out to a fleet's edges and the chargers matching
+  its vendor/model patterns, its state (running, paused, cancelled, completed), who
+  created it and who last changed its state (cloud/store/campaigns.py).
+- `campaign_targets`: one row per edge of a campaign (`charger_id` empty: its download)
+  and per matching charger once known (its install), with its stage, the reason, the
+  install command asked for, and the time of each change.
+- `firmware_image_fleets`: the fleets whose users uploaded an image from the web view
+  (an image with none was added through the API or the command line: every fleet's).
 - `enrollment_codes`: one-time codes an edge enrolls with, kept as the SHA-256 of the code
   (never the code), with the edge id, the expiry, whether it may replace the edge's live
   identity, and when, from where and for which certificate (serial, expiry) it was used.
@@ -624,4 +632,71 @@ refusal_counts = Table(
     Column("source", Text, nullable=False),
     Column("count", BigInteger, nullable=False),
     PrimaryKeyConstraint("bucket", "source"),
+)
+
+
+CAMPAIGN_STATES = ("running", "paused", "cancelled", "completed")
+CAMPAIGN_STAGES = (
+    "offered",
+    "fetched",
+    "verified",
+    "installing",
+    "installed",
+    "failed",
+    "cancelled",
+)
+
+firmware_campaigns = Table(
+    "firmware_campaigns",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fleet_id", Integer, nullable=False),
+    Column("image", String(128), nullable=False),
+    # The vendor/model patterns chargers are chosen by: [{"vendor": ..., "model": ...}].
+    Column("targets", Json, nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("created_by", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("state_at", UtcDateTime, nullable=False),
+    # Who last paused, resumed or cancelled it (None: no one; completed by itself).
+    Column("state_by", Text),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    ForeignKeyConstraint(["image"], ["firmware_images.name"]),
+    _one_of("state", CAMPAIGN_STATES),
+    Index(None, "fleet_id", "id"),
+)
+
+campaign_targets = Table(
+    "campaign_targets",
+    metadata,
+    Column("campaign_id", Integer, nullable=False),
+    Column("edge_id", EDGE_ID, nullable=False),
+    Column("charger_id", CHARGER_ID, nullable=False),  # "": the edge (its download)
+    Column("stage", String(16), nullable=False),
+    Column("detail", Text, nullable=False),
+    # The install command asked for now (None: none; the edge row never has one).
+    Column("command_id", String(64)),
+    Column("stage_at", UtcDateTime, nullable=False),
+    Column("offered_at", UtcDateTime),
+    Column("fetched_at", UtcDateTime),
+    Column("verified_at", UtcDateTime),
+    Column("installing_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),  # installed, failed or cancelled
+    PrimaryKeyConstraint("campaign_id", "edge_id", "charger_id"),
+    ForeignKeyConstraint(["campaign_id"], ["firmware_campaigns.id"]),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    _one_of("stage", CAMPAIGN_STAGES),
+    # Ingest finds an edge's campaigns by it.
+    Index(None, "edge_id", "campaign_id"),
+)
+
+firmware_image_fleets = Table(
+    "firmware_image_fleets",
+    metadata,
+    Column("image", String(128), nullable=False),
+    Column("fleet_id", Integer, nullable=False),
+    Column("added_at", UtcDateTime, nullable=False),
+    PrimaryKeyConstraint("image", "fleet_id"),
+    ForeignKeyConstraint(["image"], ["firmware_images.name"]),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
 )

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
 from cloud.enrollment import FailedAttempts
-from cloud.settings import SessionSettings, WebSettings
+from cloud.settings import FirmwareSettings, SessionSettings, WebSettings
 from cloud.store import users as user_store
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
@@ -72,6 +73,10 @@ class WebContext:
     on_desired_state: Callable[[str], None] = lambda edge_id: None
     # How sessions are shown: months' time zone, the offline marker, curves' length.
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    # Images uploaded on the campaigns page: where they go, and the fleet's key that signs
+    # their manifests (None: uploads are refused; existing images can still be rolled out).
+    firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
+    signing_key: Ed25519PrivateKey | None = None
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -140,12 +145,19 @@ def create_web_router(
     context: WebContext | None = None,
     on_desired_state: Callable[[str], None] | None = None,
     sessions: SessionSettings | None = None,
+    firmware: FirmwareSettings | None = None,
+    signing_key: Ed25519PrivateKey | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
-    `on_desired_state(edge_id)`: a page made something for the edge to run (a command)."""
+    `on_desired_state(edge_id)`: a page made something for the edge to run (a command).
+    `firmware`, `signing_key`: where uploaded images go and the key signing them."""
     context = context or create_web_context(settings, engine, sessions)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
+    if firmware is not None:
+        context.firmware = firmware
+    if signing_key is not None:
+        context.signing_key = signing_key
 
     async def attach(request: Request) -> None:
         request.state.web_context = context
@@ -153,7 +165,15 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages
+    from cloud.web import (
+        alerts_pages,
+        audit_page,
+        campaigns_pages,
+        cards_pages,
+        charger,
+        live,
+        pages,
+    )
     from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
@@ -162,6 +182,7 @@ def create_web_router(
     alerts_pages.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
+    campaigns_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
 
