@@ -355,6 +355,12 @@ class WebSettings(_Section):
     login_failure_window: float = Field(
         900.0, gt=0, le=86400, description="...for this many seconds."
     )
+    overview_page_size: int = Field(
+        100,
+        ge=10,
+        le=5000,
+        description="Sites per page of the fleet overview (those needing attention first).",
+    )
     live_poll_interval: float = Field(
         2.0,
         ge=0.2,

@@ -26,6 +26,7 @@ from sqlalchemy import Engine
 from cloud.enrollment import FailedAttempts
 from cloud.settings import SessionSettings, WebSettings
 from cloud.store import users as user_store
+from cloud.store.overview import SummaryCache
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
 from cloud.web.auth import (
@@ -65,6 +66,8 @@ class WebContext:
     feed: ChangeFeed
     failures: FailedAttempts
     templates: Any = field(default_factory=make_templates)
+    # Each edge's summary as last read, by its change marker (the overview's rows).
+    summaries: SummaryCache = field(default_factory=SummaryCache)
     static_versions: dict[str, str] = field(default_factory=dict)
     # Pages that are live, by the `view` argument of /web/live (cloud/web/live.py).
     live_views: dict[str, LiveView] = field(default_factory=dict)
