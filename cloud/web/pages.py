@@ -20,7 +20,7 @@ from markupsafe import Markup
 
 from cloud.store import overview
 from cloud.store.presence import presence_history
-from cloud.store.users import User, list_users
+from cloud.store.users import User, list_users, session_counts
 from cloud.web.attention import EdgeRow, concerns, data_as_of, fleet_rows, totals
 from cloud.web.auth import Admin, Viewer, WebRefusal
 from cloud.web.live import LiveView
@@ -146,5 +146,8 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
 
     @router.get("/web/users")
     async def fleet_users(request: Request, user: Admin) -> HTMLResponse:
+        now = datetime.now(UTC)
         people = await asyncio.to_thread(list_users, context.engine, user.fleet_id)
-        return context.page(request, "users.html", {"people": people, "now": datetime.now(UTC)})
+        sessions = await asyncio.to_thread(session_counts, context.engine, user.fleet_id, now)
+        values = {"people": people, "sessions": sessions, "now": now}
+        return context.page(request, "users.html", values)
