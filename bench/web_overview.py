@@ -1,7 +1,10 @@
 """The fleet overview of a large fleet: 1,000 edges with 20,000 chargers (40,000
 connectors) in the store, the page rendered through the real ASGI app and timed on the
-server side (from the request's arrival to its answer's last byte), beside its limit.
-Also timed: one push of the live overview (its fragments, rendered for a stream).
+server side (from the request's arrival to its answer's last byte), beside its limit, in
+four cases: nothing changed since the last load; 20 edges changed before each load (their
+status stored, as ingest does); every edge changed before each load (what a replica that
+kept nothing reads); a later page of the sites. Also timed: one push of the live overview
+(its fragments, rendered for a stream).
 
     python -m bench.web_overview [--edges 1000] [--chargers 20] [--requests 60]
                                  [--store-url postgresql+psycopg://...]
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import random
 import re
@@ -23,13 +27,15 @@ from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, insert, select, text, update
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from cloud.api import create_cloud_api, protect_cloud_api
+from cloud.app import settle_start_up_objects
 from cloud.settings import CloudSettings
 from cloud.store import fleets, users
 from cloud.store.database import open_store
+from cloud.store.ingest import record_status
 from cloud.store.schema import chargers, connectors, edges, metadata, rejections
 from cloud.web.app import create_web_context
 from cloud.web.pages import overview_fragments
@@ -171,13 +177,29 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-async def measure(
-    engine: Engine, requests: int
-) -> tuple[list[float], list[float], list[float], int]:
+# Edges whose status is stored again before each load, in the "some changed" case.
+CHANGED_PER_LOAD = 20
+# The page of the sites timed in the "later page" case.
+LATER_PAGE = 5
+Results = dict[str, list[float]]
+CASES = {
+    "quiet": "overview, nothing changed",
+    "some": f"overview, {CHANGED_PER_LOAD} edges changed",
+    "all": "overview, every edge changed",
+    "later": f"overview, page {LATER_PAGE}",
+}
+
+
+async def measure(engine: Engine, fleet_id: int, requests: int) -> tuple[Results, Results, int]:
+    """Wall and CPU times (ms) per case, and the first page's size in bytes."""
     settings = CloudSettings(api={"token": "bench"})
     api = create_cloud_api(settings, engine, Ed25519PrivateKey.generate())
     clock = ServerClock(protect_cloud_api(api, settings.api, settings.firmware.max_image_bytes))
+    settle_start_up_objects()  # as run_cloud does once the API is up
     transport = httpx.ASGITransport(app=clock)
+    states = edge_states(engine, fleet_id)
+    walls: Results = {}
+    cpus: Results = {}
     async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
         form = await client.get("/web/login")
         token = re.search(r'name="csrf_token" value="([^"]+)"', form.text)
@@ -192,12 +214,44 @@ async def measure(
             page = await client.get("/web/")
             assert page.status_code == 200
             size = len(page.content)
-        clock.times.clear()
-        clock.cpu_times.clear()
-        for _ in range(requests):
-            await client.get("/web/")
-    live = _time_live_push(settings, engine, requests // 3 or 1)
-    return clock.times["/web/"], clock.cpu_times["/web/"], live, size
+        for case in CASES:
+            clock.times.clear()
+            clock.cpu_times.clear()
+            path = f"/web/?page={LATER_PAGE}" if case == "later" else "/web/"
+            for _ in range(requests):
+                if case == "some":
+                    for edge_id in random.sample(sorted(states), CHANGED_PER_LOAD):
+                        store_status(engine, edge_id, states[edge_id])
+                elif case == "all":
+                    move_every_revision(engine, fleet_id)
+                page = await client.get(path)
+                assert page.status_code == 200
+            walls[case] = clock.times["/web/"]
+            cpus[case] = clock.cpu_times["/web/"]
+    return walls, cpus, size
+
+
+def edge_states(engine: Engine, fleet_id: int) -> dict[str, str]:
+    with engine.connect() as connection:
+        rows = connection.execute(
+            select(edges.c.id, edges.c.state).where(edges.c.fleet_id == fleet_id)
+        ).all()
+    return {edge_id: state for edge_id, state in rows}
+
+
+def store_status(engine: Engine, edge_id: str, state: str) -> None:
+    """The edge's status, stored as ingest stores it (its change marker moves), its
+    presence as it was."""
+    document = {"state": state, "backlog": 0, "uptime_s": 90000.0, "disk_free_mb": 8000.0}
+    assert record_status(engine, edge_id, json.dumps(document).encode())
+
+
+def move_every_revision(engine: Engine, fleet_id: int) -> None:
+    """Every edge of the fleet changed, as far as a kept summary can tell."""
+    with engine.begin() as connection:
+        connection.execute(
+            update(edges).where(edges.c.fleet_id == fleet_id).values(revision=edges.c.revision + 1)
+        )
 
 
 def _time_live_push(settings: CloudSettings, engine: Engine, times: int) -> list[float]:
@@ -231,9 +285,11 @@ def main() -> int:
                 )
                 connection.execute(text("SELECT setval(pg_get_serial_sequence('fleets', 'id'), 1)"))
         started = time.perf_counter()
-        seed(engine, options.edges, options.chargers)
+        fleet_id = seed(engine, options.edges, options.chargers)
         seeded = time.perf_counter() - started
-        page_times, cpu_times, live_times, size = asyncio.run(measure(engine, options.requests))
+        walls, cpus, size = asyncio.run(measure(engine, fleet_id, options.requests))
+        settings = CloudSettings(api={"token": "bench"})
+        live_times = _time_live_push(settings, engine, options.requests // 3 or 1)
         engine.dispose()
     chargers_total = options.edges * options.chargers
     print(
@@ -241,20 +297,20 @@ def main() -> int:
         f"chargers, {2 * chargers_total:,} connectors (and a second fleet as large); "
         f"seeded in {seeded:.1f} s"
     )
-    print(f"page: {size / 1024:.0f} KiB of HTML; {len(page_times)} timed loads\n")
-    print(f"{'server time, ms':<38} {'p50':>8} {'p99':>8} {'limit':>8}")
-    p50, p99 = percentile(page_times, 0.5), percentile(page_times, 0.99)
-    print(f"{'fleet overview page (GET /web/)':<38} {p50:>8.1f} {p99:>8.1f} {LIMIT_MS:>8.0f}")
-    cpu50, cpu99 = percentile(cpu_times, 0.5), percentile(cpu_times, 0.99)
-    print(
-        f"{'  the same, CPU time of the process':<38} {cpu50:>8.1f} {cpu99:>8.1f} {LIMIT_MS:>8.0f}"
-    )
-    if live_times:
-        live50, live99 = percentile(live_times, 0.5), percentile(live_times, 0.99)
-        print(f"{'one live push of the overview':<38} {live50:>8.1f} {live99:>8.1f} {'':>8}")
-    print(f"mean {statistics.mean(page_times):.1f} ms, max {max(page_times):.1f} ms")
+    print(f"first page: {size / 1024:.0f} KiB of HTML; {options.requests} timed loads a case\n")
+    print(f"{'server time, ms':<38} {'p50':>8} {'p99':>8} {'limit':>8}   {'CPU p50':>8} {'p99':>8}")
+    worst = 0.0
+    for case, label in CASES.items():
+        p50, p99 = percentile(walls[case], 0.5), percentile(walls[case], 0.99)
+        cpu50, cpu99 = percentile(cpus[case], 0.5), percentile(cpus[case], 0.99)
+        worst = max(worst, p99)
+        print(f"{label:<38} {p50:>8.1f} {p99:>8.1f} {LIMIT_MS:>8.0f}   {cpu50:>8.1f} {cpu99:>8.1f}")
+    live50, live99 = percentile(live_times, 0.5), percentile(live_times, 0.99)
+    print(f"{'one live push of the overview':<38} {live50:>8.1f} {live99:>8.1f} {LIMIT_MS:>8.0f}")
+    everything = [value for values in walls.values() for value in values]
+    print(f"mean {statistics.mean(everything):.1f} ms, max {max(everything):.1f} ms")
     print(f"load average while measured: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
-    return 0 if p50 < LIMIT_MS else 1
+    return 0 if max(worst, live99) < LIMIT_MS else 1
 
 
 if __name__ == "__main__":

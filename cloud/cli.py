@@ -43,8 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     fleets.set_defaults(command=_command("fleets"))
 
     users = commands.add_parser("users", parents=[common], help="people who use the web view")
-    users.add_argument("action", choices=["add", "list", "disable"])
-    users.add_argument("email", nargs="?", help="add, disable: the user's email address")
+    users.add_argument("action", choices=["add", "list", "disable", "password", "sign-out"])
+    users.add_argument(
+        "email",
+        nargs="?",
+        help="add, disable, password (a new one; ends their sessions), sign-out (ends every "
+        "session of theirs): the user's email address",
+    )
     users.add_argument(
         "--role",
         choices=["viewer", "operator", "admin"],
@@ -55,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     users.add_argument(
         "--password-stdin",
         action="store_true",
-        help="add: read the password from standard input (else it is asked for)",
+        help="add, password: read the password from standard input (else it is asked for)",
     )
     users.set_defaults(command=_command("users"))
     quarantine = commands.add_parser(

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Engine
 
 from cloud.firmware import (
     FirmwareError,
@@ -344,8 +345,10 @@ def cmd_users(arguments: argparse.Namespace) -> int:
         return 2
     if arguments.action == "disable":
         user = users.disable_user(engine, arguments.email)
-        print(f"{user.email} is disabled; their sessions end at their next request")
+        print(f"{user.email} is disabled; their sessions have ended")
         return 0
+    if arguments.action in ("password", "sign-out"):
+        return _user_sessions(engine, arguments)
     if not arguments.fleet:
         print("users add: give the user's fleet with --fleet", file=sys.stderr)
         return 2
@@ -361,6 +364,31 @@ def cmd_users(arguments: argparse.Namespace) -> int:
         return 2
     user = users.add_user(engine, email, password_hash, arguments.role, fleet_row.fleet_id)
     print(f"{user.email}: {user.role} of fleet {user.fleet_name}")
+    return 0
+
+
+def _user_sessions(engine: Engine, arguments: argparse.Namespace) -> int:
+    """`users password` (a new password; every session ends) and `users sign-out`."""
+    from cloud.store import users
+
+    found = users.user_for_login(engine, arguments.email)
+    if found is None:
+        print(f"users {arguments.action}: no user {arguments.email}", file=sys.stderr)
+        return 2
+    user = found[0]
+    if arguments.action == "sign-out":
+        ended = users.end_sessions(engine, user.user_id)
+        print(f"{user.email}: {ended} sessions ended")
+        return 0
+    from cloud.web.passwords import WeakPassword, hash_password
+
+    try:
+        password_hash = hash_password(_read_password(arguments.password_stdin))
+    except WeakPassword as error:
+        print(f"users password: {error}", file=sys.stderr)
+        return 2
+    ended = users.change_password(engine, user.user_id, password_hash)
+    print(f"{user.email}: password changed; {ended} sessions ended")
     return 0
 
 

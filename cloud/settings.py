@@ -350,10 +350,32 @@ class WebSettings(_Section):
         43200.0, ge=300, le=30 * 86400, description="Seconds after which a session ends anyway."
     )
     max_login_failures: int = Field(
-        10, ge=1, le=10_000, description="Failed sign-ins from one address before it waits..."
+        10,
+        ge=1,
+        le=10_000,
+        description="Failed sign-ins from one address within the window (on every replica "
+        "together) before it waits for the window's end...",
+    )
+    max_login_failures_per_account: int = Field(
+        20,
+        ge=1,
+        le=10_000,
+        description="...and failed sign-ins to one account (email) within it, from anywhere.",
     )
     login_failure_window: float = Field(
-        900.0, gt=0, le=86400, description="...for this many seconds."
+        900.0, gt=0, le=86400, description="Seconds of the window failed sign-ins count in."
+    )
+    max_sessions_per_user: int = Field(
+        10,
+        ge=1,
+        le=1000,
+        description="Sessions a user may have at once; signing in once more ends the oldest.",
+    )
+    overview_page_size: int = Field(
+        100,
+        ge=10,
+        le=5000,
+        description="Sites per page of the fleet overview (those needing attention first).",
     )
     live_poll_interval: float = Field(
         2.0,

@@ -4,10 +4,16 @@ overview), one site's edge with its chargers (the site page), and the change mar
 live view polls. An edge of another fleet is never returned, whatever its id.
 
 The counts are kept on the edge's row by ingest (`refresh_charger_counts`, in the batch's
-transaction), so that the overview of 1,000 edges reads 1,000 rows, not 40,000 connectors."""
+transaction), so that the overview of 1,000 edges reads 1,000 rows, not 40,000 connectors.
+A replica keeps each edge's summary with the change marker (`edges.revision`) it was read
+at (`SummaryCache`): a page reads every edge's marker, then only the rows whose marker
+moved. Every transaction that writes about an edge raises its marker (`lock_edge`,
+`record_rejection`), so a kept summary is never older than the store's."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -54,16 +60,66 @@ class SiteView:
     chargers: list[ChargerView]
 
 
-def fleet_edges(engine: Engine, fleet_id: int) -> list[EdgeSummary]:
-    """Every edge of the fleet, by id, with its chargers counted."""
+class SummaryCache:
+    """Each fleet's edge summaries as a replica last read them, each with the revision it
+    was read at. Holds at most the edges of the fleets read (an edge's entry is dropped
+    when its fleet is next read without it); shared by the page threads of a replica."""
+
+    def __init__(self) -> None:
+        self._fleets: dict[int, dict[str, EdgeSummary]] = {}
+        self._lock = threading.Lock()
+        self.rows_read = 0  # rows read from the store, for tests and the bench
+
+    def kept(self, fleet_id: int) -> dict[str, EdgeSummary]:
+        with self._lock:
+            return self._fleets.get(fleet_id, {})
+
+    def keep(self, fleet_id: int, summaries: dict[str, EdgeSummary], read: int) -> None:
+        with self._lock:
+            self._fleets[fleet_id] = summaries
+            self.rows_read += read
+
+
+# Past this many edges to read again, the whole fleet is read rather than a list of ids.
+_READ_BY_ID_UP_TO = 500
+
+
+def fleet_edges(
+    engine: Engine, fleet_id: int, cache: SummaryCache | None = None
+) -> list[EdgeSummary]:
+    """Every edge of the fleet, by id, with its chargers counted. With a cache: the rows
+    whose revision moved since it kept them are read again, the others taken from it,
+    all as of one snapshot of the store."""
     with reading(engine) as connection:
-        return _summaries(connection, fleet_id, None)
+        if cache is None:
+            return _summaries(connection, fleet_id)
+        marks = connection.execute(
+            select(edges.c.id, edges.c.revision)
+            .where(edges.c.fleet_id == fleet_id)
+            .order_by(edges.c.id)
+        ).all()
+        kept = cache.kept(fleet_id)
+        moved = [
+            edge_id
+            for edge_id, revision in marks
+            if (summary := kept.get(edge_id)) is None or summary.revision != revision
+        ]
+        if not moved:
+            fresh: list[EdgeSummary] = []
+        elif len(moved) > _READ_BY_ID_UP_TO:
+            fresh = _summaries(connection, fleet_id)
+        else:
+            fresh = _summaries(connection, fleet_id, moved)
+    current = {summary.edge_id: summary for summary in fresh}
+    summaries = [current.get(edge_id) or kept[edge_id] for edge_id, _ in marks]
+    cache.keep(fleet_id, {summary.edge_id: summary for summary in summaries}, len(fresh))
+    return summaries
 
 
 def site(engine: Engine, fleet_id: int, edge_id: str) -> SiteView | None:
     """One edge of the fleet with its chargers; None when the fleet has no such edge."""
     with reading(engine) as connection:
-        found = _summaries(connection, fleet_id, edge_id)
+        found = _summaries(connection, fleet_id, [edge_id])
     if not found:
         return None
     return SiteView(found[0], list_chargers(engine, edge_id))
@@ -114,11 +170,14 @@ def _count_if(condition: Any) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _summaries(connection: Any, fleet_id: int, edge_id: str | None) -> list[EdgeSummary]:
-    """The fleet's edges (or one): one row each, the counts kept with the edge."""
+def _summaries(
+    connection: Any, fleet_id: int, edge_ids: Sequence[str] | None = None
+) -> list[EdgeSummary]:
+    """The fleet's edges (or those of them named): one row each, the counts kept with the
+    edge."""
     scope = [edges.c.fleet_id == fleet_id]
-    if edge_id is not None:
-        scope.append(edges.c.id == edge_id)
+    if edge_ids is not None:
+        scope.append(edges.c.id.in_(edge_ids))
     refused = dict(
         connection.execute(
             select(rejections.c.source, func.sum(rejections.c.count))

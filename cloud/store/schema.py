@@ -53,7 +53,11 @@ Each table holds one concept:
   the default fleet, id 1, until assigned), and every user sees only their own fleet's.
 - `users`: people signing in to the fleet web view: email, argon2 password hash, role
   (viewer, operator, admin), fleet, when they were disabled (never deleted: the audit
-  log names them) and when their sessions were last ended.
+  log names them).
+- `web_sessions`: each signed-in session of the web view (the SHA-256 of the secret its
+  cookie carries, its user, since when, last seen, expiry, the client's address and
+  browser), bounded per user; `sign_in_attempts`: sign-ins counted per client address
+  and per account in a window, shared by every replica.
 - `secrets`: secrets the replicas must share, made once by the first (the key that
   signs web session cookies).
 - `audit_log`: who did what in the web view (logins, commands, card changes), per fleet.
@@ -543,10 +547,46 @@ users = Table(
     Column("fleet_id", Integer, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("disabled_at", UtcDateTime),
-    # Sessions started before this time are over (signing out ends every session).
-    Column("sessions_revoked_at", UtcDateTime),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     _one_of("role", ROLES),
+)
+
+# One row per signed-in session of the web view (cloud/store/users.py): the cookie carries
+# a random secret, the store its SHA-256 only (a copy of the store makes no cookie). A
+# session ends when its row goes: signed out, ended by its user or an admin, its user's
+# password changed or user disabled, too many newer ones, or expired and swept.
+web_sessions = Table(
+    "web_sessions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("secret_digest", String(64), nullable=False, unique=True),
+    Column("user_id", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    # The earlier of idle expiry (last seen + web.idle_timeout) and the session's lifetime.
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("address", String(64), nullable=False),  # the client's, at sign-in
+    Column("agent", String(200), nullable=False),  # its User-Agent, cut at 200 characters
+    ForeignKeyConstraint(["user_id"], ["users.id"]),
+    Index(None, "user_id", "started_at"),
+    Index(None, "expires_at"),
+)
+
+# Sign-ins counted per client address and per account (the SHA-256 of the address or of
+# the email as typed, normalised: nothing typed is kept), in a window that starts at the
+# first attempt; shared by every replica, so the limit holds however many serve the view.
+SIGN_IN_SCOPES = ("address", "account")
+
+sign_in_attempts = Table(
+    "sign_in_attempts",
+    metadata,
+    Column("scope", String(16), nullable=False),
+    Column("key_digest", String(64), nullable=False),
+    Column("window_start", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    PrimaryKeyConstraint("scope", "key_digest"),
+    _one_of("scope", SIGN_IN_SCOPES),
+    Index(None, "window_start"),
 )
 
 audit_log = Table(

@@ -1,6 +1,6 @@
 """The fleet web view's composition: `create_web_router` builds the pages' router (cloud/api.py
 includes it in the aggregator's API), with what every page shares in a `WebContext`:
-the store, the templates, the session cookies, the sign-in limit and the live feed.
+the store, the templates, the session cookies and the live feed.
 
 Routes under /web/ are open to the API's access guard (no bearer token: people sign in)
 and checked here instead: every page and fragment by `require(role)`, every POST by its
@@ -24,9 +24,10 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
-from cloud.enrollment import FailedAttempts
 from cloud.settings import FirmwareSettings, SessionSettings, WebSettings
+from cloud.store import sign_ins
 from cloud.store import users as user_store
+from cloud.store.overview import SummaryCache
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
 from cloud.web.auth import (
@@ -41,6 +42,7 @@ from cloud.web.auth import (
     check_csrf,
     safe_next,
     session_of,
+    session_user,
     sign_in_path,
 )
 from cloud.web.live import ChangeFeed, LiveView
@@ -64,8 +66,9 @@ class WebContext:
     engine: Engine
     cookies: SessionCookies
     feed: ChangeFeed
-    failures: FailedAttempts
     templates: Any = field(default_factory=make_templates)
+    # Each edge's summary as last read, by its change marker (the overview's rows).
+    summaries: SummaryCache = field(default_factory=SummaryCache)
     static_versions: dict[str, str] = field(default_factory=dict)
     # Pages that are live, by the `view` argument of /web/live (cloud/web/live.py).
     live_views: dict[str, LiveView] = field(default_factory=dict)
@@ -77,9 +80,6 @@ class WebContext:
     # their manifests (None: uploads are refused; existing images can still be rolled out).
     firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
     signing_key: Ed25519PrivateKey | None = None
-
-    async def user(self, user_id: int) -> user_store.User | None:
-        return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
 
     def static_url(self, name: str) -> str:
         return f"{COOKIE_PATH}/static/{name}?v={self.static_versions.get(name, '0')}"
@@ -134,7 +134,6 @@ def create_web_context(
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
         feed=ChangeFeed(engine, settings),
-        failures=FailedAttempts(settings.max_login_failures, settings.login_failure_window),
         static_versions=_static_versions(),
     )
 
@@ -166,6 +165,7 @@ def create_web_router(
     _add_static(router, context)
     _add_sign_in(router, context)
     from cloud.web import (
+        account,
         alerts_pages,
         audit_page,
         campaigns_pages,
@@ -177,6 +177,7 @@ def create_web_router(
     from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
+    account.add_routes(router, context)
     charger.add_routes(router, context)
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
@@ -243,10 +244,8 @@ def _add_sign_in(router: APIRouter, context: WebContext) -> None:
     @router.get(f"{COOKIE_PATH}/login")
     async def sign_in_form(request: Request, next: str | None = None) -> Response:
         session = session_of(request)
-        if session is not None and session.user_id is not None:
-            user = await context.user(session.user_id)
-            if user is not None and user.active:
-                return RedirectResponse(safe_next(next), status_code=303)
+        if await session_user(context, session) is not None:
+            return RedirectResponse(safe_next(next), status_code=303)
         session = (
             session if session is not None and session.user_id is None else Session.anonymous()
         )
@@ -267,8 +266,24 @@ def _add_sign_in(router: APIRouter, context: WebContext) -> None:
             raise WebRefusal(403, "The sign-in form has expired: reload it.")
         await check_csrf(request, session)
         client = request.client.host if request.client else "unknown"
-        wait = context.failures.retry_after(client)
-        if wait > 0:
+        settings = context.settings
+        # Counted before the password is checked, on every replica's behalf: requests at
+        # once cannot all slip under the limit (cloud/store/sign_ins.py).
+        limits = [
+            sign_ins.Limit("address", client, settings.max_login_failures),
+            sign_ins.Limit(
+                "account", email.strip().lower(), settings.max_login_failures_per_account
+            ),
+        ]
+        reservation = await asyncio.to_thread(
+            sign_ins.reserve,
+            context.engine,
+            limits,
+            audit.now(),
+            settings.login_failure_window,
+        )
+        if not reservation.granted:
+            wait = reservation.retry_after_s
             refusal = WebRefusal(429, f"Too many failed sign-ins: try again in {wait:.0f} s.")
             refusal.retry_after = int(wait) + 1  # type: ignore[attr-defined]
             raise refusal
@@ -276,7 +291,10 @@ def _add_sign_in(router: APIRouter, context: WebContext) -> None:
         user, password_hash = found if found is not None else (None, None)
         matched = await asyncio.to_thread(verify_password, password_hash, password)
         if user is None or not matched or not user.active:
-            context.failures.record(client)
+            # It stays counted; ended windows are swept meanwhile.
+            await asyncio.to_thread(
+                sign_ins.sweep, context.engine, audit.now(), settings.login_failure_window
+            )
             if user is not None:
                 await audit.record(
                     context.engine, user, "login.failed", user.email, {"address": client}
@@ -296,18 +314,34 @@ def _add_sign_in(router: APIRouter, context: WebContext) -> None:
             await asyncio.to_thread(
                 user_store.set_password_hash, context.engine, user.user_id, rehashed
             )
+        await asyncio.to_thread(sign_ins.release, context.engine, reservation)
+        new_session = session.signed_in(user.user_id)
+        await asyncio.to_thread(
+            user_store.start_session,
+            context.engine,
+            user.user_id,
+            new_session.digest,
+            now=audit.now(),
+            expires_at=context.cookies.expires_at(new_session, new_session.started_at),
+            address=client,
+            agent=request.headers.get("user-agent", ""),
+            most=settings.max_sessions_per_user,
+        )
         await audit.record(context.engine, user, "login", user.email, {"address": client})
         request.state.reissue_session = None  # the new session's cookie replaces it
         signed_in = RedirectResponse(safe_next(next), status_code=303)
-        context.cookies.set(signed_in, session.signed_in(user.user_id))
+        context.cookies.set(signed_in, new_session)
         context.finish(request, signed_in)
         return signed_in
 
     @router.post(f"{COOKIE_PATH}/logout")
     async def sign_out(request: Request, user: Viewer) -> Response:
-        # Every session of the user ends, also one a stolen cookie would carry.
+        # This session ends (its row goes: a copy of its cookie is worth nothing after);
+        # the user's others go on. Their account page ends those.
+        session = session_of(request)
+        assert session is not None  # Viewer has checked it
         await asyncio.to_thread(
-            user_store.revoke_sessions, context.engine, user.user_id, audit.now()
+            user_store.end_session, context.engine, user.user_id, secret_digest=session.digest
         )
         await audit.record(context.engine, user, "logout", user.email)
         response = RedirectResponse(f"{COOKIE_PATH}/login", status_code=303)

@@ -1,11 +1,14 @@
 """Who is signed in to the fleet web view, and what they may do.
 
 - **Sessions** are signed cookies (itsdangerous, HMAC-SHA1 over a key every replica
-  shares): the user's id, a CSRF token and when the session started. HttpOnly,
-  SameSite=Lax, Secure when `web.secure_cookies`. A session ends after `web.idle_timeout`
-  without a request (the cookie is signed again as it is used) and after
-  `web.session_lifetime` whatever happens; signing out ends all of the user's sessions,
-  disabling the user ends them at their next request.
+  shares): the user's id, a CSRF token, when the session started and, once signed in,
+  the session's secret, whose SHA-256 names its row in the store (`web_sessions`,
+  cloud/store/users.py). HttpOnly, SameSite=Lax, Secure when `web.secure_cookies`. Every
+  request looks the row up: a session lasts while its row does. It ends after
+  `web.idle_timeout` without a request (cookie and row are renewed as it is used) and
+  after `web.session_lifetime` whatever happens; signing out ends this session only; a
+  user ends any other of theirs from their account page; an admin ends all of a user's;
+  a password change ends every other; disabling the user ends them all.
 - **CSRF**: every POST carries the session's token, as the form field `csrf_token` or the
   `X-CSRF-Token` header (htmx sends it, see base.html), and no other Origin.
 - **Roles**: viewer < operator < admin; every page and fragment states the least it needs
@@ -15,10 +18,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import hmac
 import secrets
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Literal
 from urllib.parse import quote, urlsplit
 
@@ -27,6 +33,7 @@ from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 from starlette.responses import Response
 
 from cloud.settings import WebSettings
+from cloud.store import users as user_store
 from cloud.store.users import User
 
 if TYPE_CHECKING:
@@ -54,11 +61,17 @@ SECURITY_HEADERS = {
 }
 
 
+# The longest session secret a cookie may carry (token_urlsafe(32) makes 43 characters).
+MAX_SECRET = 64
+
+
 @dataclass(frozen=True)
 class Session:
     user_id: int | None  # None: not signed in yet (the sign-in form's CSRF token)
     csrf: str
     started_at: float  # Unix time
+    # Signed in: what names the session's row in the store (by its SHA-256).
+    secret: str | None = None
 
     @classmethod
     def anonymous(cls) -> Session:
@@ -66,7 +79,12 @@ class Session:
 
     def signed_in(self, user_id: int) -> Session:
         # A new token at sign-in: one learned before cannot be used after.
-        return Session(user_id, secrets.token_urlsafe(24), time.time())
+        return Session(user_id, secrets.token_urlsafe(24), time.time(), secrets.token_urlsafe(32))
+
+    @property
+    def digest(self) -> str:
+        """The SHA-256 of the session's secret, as the store names the session."""
+        return hashlib.sha256((self.secret or "").encode()).hexdigest()
 
 
 class WebRefusal(Exception):
@@ -91,7 +109,9 @@ class SessionCookies:
         self.settings = settings
 
     def encode(self, session: Session) -> str:
-        return self._serializer.dumps([session.user_id, session.csrf, session.started_at])
+        return self._serializer.dumps(
+            [session.user_id, session.csrf, session.started_at, session.secret]
+        )
 
     def decode(self, text: str | None) -> tuple[Session, float] | None:
         """The session and the seconds since its cookie was signed; None when the cookie
@@ -104,11 +124,18 @@ class SessionCookies:
             )
         except (BadSignature, SignatureExpired, ValueError, TypeError):
             return None
-        if not (isinstance(value, list) and len(value) == 3):
+        if not (isinstance(value, list) and len(value) == 4):
             return None
-        user_id, csrf, started_at = value
+        user_id, csrf, started_at, secret = value
+        anonymous = user_id is None and secret is None
+        signed_in = (
+            isinstance(user_id, int)
+            and not isinstance(user_id, bool)
+            and isinstance(secret, str)
+            and 0 < len(secret) <= MAX_SECRET
+        )
         if not (
-            (user_id is None or (isinstance(user_id, int) and not isinstance(user_id, bool)))
+            (anonymous or signed_in)
             and isinstance(csrf, str)
             and isinstance(started_at, int | float)
         ):
@@ -116,7 +143,14 @@ class SessionCookies:
         now = time.time()
         if now - started_at > self.settings.session_lifetime:
             return None
-        return Session(user_id, csrf, float(started_at)), now - signed_at.timestamp()
+        return Session(user_id, csrf, float(started_at), secret), now - signed_at.timestamp()
+
+    def expires_at(self, session: Session, now: float) -> datetime:
+        """When the session ends if it is not used again: idle, or its lifetime over."""
+        end = min(
+            now + self.settings.idle_timeout, session.started_at + self.settings.session_lifetime
+        )
+        return datetime.fromtimestamp(end, UTC)
 
     def set(self, response: Response, session: Session) -> None:
         response.set_cookie(
@@ -167,11 +201,11 @@ def require(role: Literal["viewer", "operator", "admin"]) -> Callable[[Request],
     async def signed_in_user(request: Request) -> User:
         context = web_context(request)
         session = session_of(request)
-        if session is None or session.user_id is None:
+        user = await session_user(context, session)
+        if session is None or user is None:
             raise SignInNeeded()
-        user = await context.user(session.user_id)
-        if user is None or not user.active or session_ended(user, session):
-            raise SignInNeeded()
+        if getattr(request.state, "reissue_session", None) is not None:
+            await renew_session(context, session)  # as its cookie is signed again
         if ROLE_RANK[user.role] < least:
             raise WebRefusal(403, f"This needs the {role} role; you are {user.role}.")
         if request.method not in SAFE_METHODS:
@@ -188,10 +222,30 @@ Operator = Annotated[User, Depends(require("operator"))]
 Admin = Annotated[User, Depends(require("admin"))]
 
 
-def session_ended(user: User, session: Session) -> bool:
-    """Whether the user signed out (everywhere) after this session started."""
-    revoked = user.sessions_revoked_at
-    return revoked is not None and session.started_at <= revoked.timestamp()
+async def renew_session(context: WebContext, session: Session) -> None:
+    """The session is in use: its row's expiry moves on (within its lifetime)."""
+    await asyncio.to_thread(
+        user_store.touch_session,
+        context.engine,
+        session.digest,
+        datetime.now(UTC),
+        context.cookies.expires_at(session, time.time()),
+    )
+
+
+async def session_user(context: WebContext, session: Session | None) -> User | None:
+    """The signed-in, active user of the session while it lasts in the store; None when
+    it is no signed-in session or has ended."""
+    if session is None or session.user_id is None or session.secret is None:
+        return None
+    user = await asyncio.to_thread(
+        user_store.session_user,
+        context.engine,
+        session.user_id,
+        session.digest,
+        datetime.now(UTC),
+    )
+    return user if user is not None and user.active else None
 
 
 async def check_csrf(request: Request, session: Session) -> None:

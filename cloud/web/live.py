@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,15 @@ from sse_starlette import EventSourceResponse
 from cloud.settings import WebSettings
 from cloud.store.overview import edge_revisions
 from cloud.store.users import User
-from cloud.web.auth import SECURITY_HEADERS, Viewer, WebRefusal, session_ended, session_of
+from cloud.web.auth import (
+    REISSUE_AFTER_S,
+    SECURITY_HEADERS,
+    Viewer,
+    WebRefusal,
+    renew_session,
+    session_of,
+    session_user,
+)
 
 if TYPE_CHECKING:
     from cloud.web.app import WebContext
@@ -164,16 +173,21 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
                 return
             async with context.feed.subscribe(user, view.edge_of(arguments)) as subscription:
                 fragments = first
+                renewed = time.monotonic()
                 while True:
                     for name, html in fragments.items():
                         yield {"event": name, "data": html}
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(subscription.changed.wait(), REFRESH_S)
                     subscription.changed.clear()
-                    # The session may have ended (signed out, disabled) while it was open.
-                    current = await context.user(user.user_id)
-                    if current is None or not current.active or session_ended(current, session):
+                    # The session may have ended (signed out, ended, disabled) while open.
+                    current = await session_user(context, session)
+                    if current is None:
                         return
+                    if time.monotonic() - renewed > REISSUE_AFTER_S:
+                        # An open page is in use: its session does not idle out under it.
+                        await renew_session(context, session)
+                        renewed = time.monotonic()
                     try:
                         fragments = await view.render(current, arguments)
                     except WebRefusal:

@@ -1,12 +1,16 @@
 """The fleet overview and the site pages with their live fragments, and the fleet's users.
 
 Each page is rendered from the store within the user's fleet, in a worker thread; the
-same fragment templates make the page and what /web/live pushes into it.
+same fragment templates make the page and what /web/live pushes into it. The overview
+shows its sites a page at a time (`web.overview_page_size`), those needing attention
+first; its totals are always of the whole fleet. The edges' summaries come through the
+replica's `SummaryCache`: a page reads only the rows that changed since the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -16,7 +20,7 @@ from markupsafe import Markup
 
 from cloud.store import overview
 from cloud.store.presence import presence_history
-from cloud.store.users import User, list_users
+from cloud.store.users import User, list_users, session_counts
 from cloud.web.attention import EdgeRow, concerns, data_as_of, fleet_rows, totals
 from cloud.web.auth import Admin, Viewer, WebRefusal
 from cloud.web.live import LiveView
@@ -26,15 +30,51 @@ if TYPE_CHECKING:
     from cloud.web.app import WebContext
 
 
-def overview_values(context: WebContext, user: User) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OverviewPage:
+    """Which of the overview's sites a page shows: those from `start` to `stop` of the
+    fleet's sites in their order (needing attention first)."""
+
+    number: int  # from 1
+    count: int  # pages in all, at least 1
+    size: int
+    sites: int  # sites in all
+
+    @classmethod
+    def of(cls, sites: int, size: int, requested: str | None) -> OverviewPage:
+        """The page asked for by the query's text; the first when it is no page number,
+        the last when it is past the end (the fleet may have shrunk since)."""
+        count = max(1, -(-sites // size))
+        text = (requested or "").strip()
+        number = int(text) if text.isascii() and text.isdigit() and len(text) <= 9 else 1
+        return cls(min(max(number, 1), count), count, size, sites)
+
+    @property
+    def start(self) -> int:
+        return (self.number - 1) * self.size
+
+    @property
+    def stop(self) -> int:
+        return min(self.start + self.size, self.sites)
+
+
+def overview_values(context: WebContext, user: User, page: str | None = None) -> dict[str, Any]:
     now = datetime.now(UTC)
-    rows = fleet_rows(overview.fleet_edges(context.engine, user.fleet_id), now)
-    return {"rows": rows, "totals": totals(rows), "now": now, "fleet": user.fleet_name}
+    summaries = overview.fleet_edges(context.engine, user.fleet_id, context.summaries)
+    rows = fleet_rows(summaries, now)
+    shown = OverviewPage.of(len(rows), context.settings.overview_page_size, page)
+    return {
+        "rows": rows[shown.start : shown.stop],
+        "page": shown,
+        "totals": totals(rows),
+        "now": now,
+        "fleet": user.fleet_name,
+    }
 
 
-def overview_fragments(context: WebContext, user: User) -> dict[str, str]:
-    """The overview's live parts (by their `sse-swap` names)."""
-    return _fragments(context, overview_values(context, user), OVERVIEW_FRAGMENTS)
+def overview_fragments(context: WebContext, user: User, page: str | None = None) -> dict[str, str]:
+    """The overview's live parts (by their `sse-swap` names), for one page of its sites."""
+    return _fragments(context, overview_values(context, user, page), OVERVIEW_FRAGMENTS)
 
 
 def site_values(context: WebContext, user: User, edge_id: str) -> dict[str, Any]:
@@ -76,7 +116,7 @@ def _page_values(
 
 def add_routes(router: APIRouter, context: WebContext) -> None:
     async def live_overview(user: User, arguments: dict[str, str]) -> dict[str, str]:
-        return await asyncio.to_thread(overview_fragments, context, user)
+        return await asyncio.to_thread(overview_fragments, context, user, arguments.get("page"))
 
     async def live_site(user: User, arguments: dict[str, str]) -> dict[str, str]:
         return await asyncio.to_thread(site_fragments, context, user, arguments.get("edge", ""))
@@ -84,8 +124,8 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
     context.live_views["overview"] = LiveView(live_overview, lambda arguments: None)
     context.live_views["site"] = LiveView(live_site, lambda arguments: arguments.get("edge", ""))
 
-    def overview_page(user: User) -> dict[str, Any]:
-        return _page_values(context, overview_values(context, user), OVERVIEW_FRAGMENTS)
+    def overview_page(user: User, page: str | None) -> dict[str, Any]:
+        return _page_values(context, overview_values(context, user, page), OVERVIEW_FRAGMENTS)
 
     def site_page_values(user: User, edge_id: str) -> dict[str, Any]:
         values = _page_values(context, site_values(context, user, edge_id), SITE_FRAGMENTS)
@@ -93,8 +133,10 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
         return values | {"presence": [change for _, change in changes]}
 
     @router.get("/web/")
-    async def fleet_overview(request: Request, user: Viewer) -> HTMLResponse:
-        values = await asyncio.to_thread(overview_page, user)
+    async def fleet_overview(
+        request: Request, user: Viewer, page: str | None = None
+    ) -> HTMLResponse:
+        values = await asyncio.to_thread(overview_page, user, page)
         return context.page(request, "overview.html", values)
 
     @router.get("/web/sites/{edge_id}")
@@ -104,5 +146,8 @@ def add_routes(router: APIRouter, context: WebContext) -> None:
 
     @router.get("/web/users")
     async def fleet_users(request: Request, user: Admin) -> HTMLResponse:
+        now = datetime.now(UTC)
         people = await asyncio.to_thread(list_users, context.engine, user.fleet_id)
-        return context.page(request, "users.html", {"people": people, "now": datetime.now(UTC)})
+        sessions = await asyncio.to_thread(session_counts, context.engine, user.fleet_id, now)
+        values = {"people": people, "sessions": sessions, "now": now}
+        return context.page(request, "users.html", values)
