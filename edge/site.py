@@ -27,10 +27,12 @@ class Chargers(Protocol):
 
     def connected_ids(self) -> tuple[str, ...]: ...
 
-    async def send(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Call the charger (`payload` already valid) and return its valid CALLRESULT
-        payload; raise `edge.ocpp.session.CallFailed` otherwise (`ConnectionLost` when it
-        is not connected). The caller bounds the wait."""
+    async def send(
+        self, charger_id: str, action: str, payload: dict[str, Any], *, text: str | None = None
+    ) -> dict[str, Any]:
+        """Call the charger (`payload` already valid; `text`, when given, is its JSON as
+        sent) and return its valid CALLRESULT payload; raise `edge.ocpp.session.CallFailed`
+        otherwise (`ConnectionLost` when it is not connected). The caller bounds the wait."""
         ...
 
 
