@@ -12,6 +12,7 @@ from edge.certificates import SiteCA
 from edge.events import NoOutbox, SiteEvents, SiteOutbox
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.limits import Allowances
+from edge.ocpp.local_list_plan import LocalListCache
 from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store.writer import StoreWriter
 
@@ -53,3 +54,5 @@ class SiteContext:
     events: SiteEvents = field(default_factory=SiteEvents)
     # Each charger id's frame budget and message-log share, across its connections.
     allowances: Allowances = field(default_factory=Allowances)
+    # The card table as local-list entries, made once per version for every charger.
+    local_lists: LocalListCache = field(default_factory=LocalListCache)
