@@ -317,7 +317,7 @@ def choose_push(
     if (
         in_step
         and state.complete
-        and state.status == "listed"
+        and state.status in ("listed", "refused")
         and 0 < state.version < version
         and cards <= limits.max_length
     ):
