@@ -219,6 +219,18 @@ def test_what_the_charger_needs() -> None:
     chosen = choose_push(cache, catalogue, "CP1", limits, held, 20)
     assert chosen is not None and chosen.push.push_type == "Differential"
     assert chosen.push.ids == tuple(f"C{number:02d}" for number in range(20, 30))
+    # Refused at a later version, it still holds all of version 20: the Differential again.
+    refused = ListState(
+        version=20,
+        status="refused",
+        list_version=20,
+        held=20,
+        cards=20,
+        max_length=300,
+        updated_at="x",
+    )
+    again = choose_push(cache, catalogue, "CP1", limits, refused, 20)
+    assert again is not None and again.push.push_type == "Differential"
     current = ListState(
         version=30, list_version=30, held=30, cards=30, max_length=300, updated_at="x"
     )
