@@ -91,6 +91,49 @@ class ChargerLimitsSettings(_Section):
     )
 
 
+class LocalListSettings(_Section):
+    """How the edge fits its card table into each charger's OCPP local list
+    (`[ocpp.local_list]`); see docs/ocpp.md, "Local lists"."""
+
+    default_send_max_length: int = Field(
+        50,
+        ge=1,
+        le=10_000,
+        description="Entries per SendLocalList for a charger whose SendLocalListMaxLength is "
+        "missing or not a whole number from 1 up.",
+    )
+    default_max_length: int = Field(
+        100,
+        ge=1,
+        le=1_000_000,
+        description="Entries a charger holds when its LocalAuthListMaxLength is missing or not "
+        "a whole number from 1 up.",
+    )
+    max_entries_per_message: int = Field(
+        1000,
+        ge=1,
+        le=10_000,
+        description="Entries in one SendLocalList at most, whatever a charger's "
+        "SendLocalListMaxLength says (bounds the frame the edge builds and sends).",
+    )
+    retry_seconds: float = Field(
+        60.0,
+        ge=1,
+        le=86_400,
+        description="Wait after a charger refuses its list (Failed, NotSupported, "
+        "VersionMismatch, an error or no answer), doubled at each refusal in a row.",
+    )
+    retry_max_seconds: float = Field(
+        3600.0, ge=1, le=604_800, description="Longest wait between two tries for one charger."
+    )
+
+    @model_validator(mode="after")
+    def longest_wait_not_shorter(self) -> LocalListSettings:
+        if self.retry_max_seconds < self.retry_seconds:
+            raise ValueError("ocpp.local_list.retry_max_seconds is below retry_seconds")
+        return self
+
+
 class OcppSettings(_Section):
     host: str = Field("0.0.0.0", description="Address the OCPP WebSocket server binds to.")
     port: int = Field(9000, ge=1, le=65535)
@@ -159,6 +202,7 @@ class OcppSettings(_Section):
         False, description="permessage-deflate: less traffic for more CPU per frame."
     )
     limits: ChargerLimitsSettings = ChargerLimitsSettings()
+    local_list: LocalListSettings = LocalListSettings()
 
     @model_validator(mode="after")
     def tls_files_for_profile(self) -> OcppSettings:

@@ -54,6 +54,8 @@ from websockets.typing import Subprotocol
 from contract.runtime import run_until_stopped, until_stopped
 from edge.clock import utc_now_text
 from edge.ocpp.library import on
+from edge.ocpp.payloads import to_wire
+from edge.ocpp.schemas import validate_request, validate_response
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,11 @@ class Connector:
     power_w: int = 7200
 
 
+ALL_FEATURE_PROFILES = (
+    "Core,FirmwareManagement,LocalAuthListManagement,Reservation,SmartCharging,RemoteTrigger"
+)
+
+
 @dataclass
 class SimulatedChargerConfig:
     connectors: int = 2
@@ -74,6 +81,17 @@ class SimulatedChargerConfig:
     model: str = "Simulated AC 22kW"
     firmware_version: str = "sim-1.0"
     meter_interval: float = 10.0
+    # The local list as OCPP 1.6 §9.1 has a charger describe it, reported by
+    # GetConfiguration and enforced: a SendLocalList longer than send_local_list_max_length,
+    # or one that would leave more than local_list_max_length entries, is answered Failed;
+    # without LocalAuthListManagement among the profiles, NotSupported.
+    local_list_max_length: int = 10_000
+    send_local_list_max_length: int = 1000
+    local_list_enabled: bool = True
+    feature_profiles: str = ALL_FEATURE_PROFILES
+    # What GetConfiguration reports instead of the true values (a charger may answer
+    # anything); None: the key is unknown to it.
+    reported_configuration: dict[str, str | None] = field(default_factory=dict)
 
 
 class SimulatedCharger(ChargePoint):  # type: ignore[misc]
@@ -89,17 +107,48 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
             "HeartbeatInterval": "300",
             "MeterValueSampleInterval": str(int(config.meter_interval)),
             "NumberOfConnectors": str(config.connectors),
+            "LocalAuthListEnabled": "true" if config.local_list_enabled else "false",
+            "LocalAuthListMaxLength": str(config.local_list_max_length),
+            "SendLocalListMaxLength": str(config.send_local_list_max_length),
+            "SupportedFeatureProfiles": config.feature_profiles,
         }
+        for key, value in config.reported_configuration.items():
+            if value is None:
+                self.configuration.pop(key, None)
+            else:
+                self.configuration[key] = value
         self.heartbeat_interval = 300
         self.reservations: dict[int, tuple[int, str]] = {}
         self.local_list_version = 0
         self.local_list: dict[str, dict[str, Any]] = {}
+        # Every SendLocalList received: (updateType, listVersion, entries, answer).
+        self.local_list_updates: list[tuple[str, int, int, str]] = []
         self.charging_profiles: dict[int, tuple[int, dict[str, Any]]] = {}
         self.certificates: dict[str, list[str]] = {}
         self.firmware: bytes | None = None
         # Transaction ids as this charger starts them (RemoteStart is answered first).
         self.started_transactions: asyncio.Queue[int] = asyncio.Queue()
         self._background: set[asyncio.Task[Any]] = set()
+
+    async def call(
+        self,
+        payload: Any,
+        suppress: bool = True,
+        unique_id: str | None = None,
+        skip_schema_validation: bool = False,
+    ) -> Any:
+        """The library's call(), its request and answer checked with the edge's compiled
+        schemas instead of the library's interpreted validator (the demo runs these
+        chargers inside the daemon, the benches by hundreds)."""
+        action = type(payload).__name__
+        if not skip_schema_validation:
+            validate_request(action, to_wire(payload))
+        result = await super().call(
+            payload, suppress=suppress, unique_id=unique_id, skip_schema_validation=True
+        )
+        if result is not None and not skip_schema_validation:
+            validate_response(action, to_wire(result))
+        return result
 
     # Charger-initiated -------------------------------------------------------
 
@@ -367,7 +416,9 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
     async def on_get_local_list_version(self) -> call_result.GetLocalListVersion:
         return call_result.GetLocalListVersion(list_version=self.local_list_version)
 
-    @on(Action.send_local_list)
+    # The list can be thousands of entries: checked with the edge's compiled schemas
+    # rather than the library's interpreted validator, which costs a boot storm seconds.
+    @on(Action.send_local_list, skip_schema_validation=True)
     async def on_send_local_list(
         self,
         list_version: int,
@@ -375,18 +426,43 @@ class SimulatedCharger(ChargePoint):  # type: ignore[misc]
         local_authorization_list: list[dict[str, Any]] | None = None,
     ) -> call_result.SendLocalList:
         entries = local_authorization_list or []
+        validate_request(
+            "SendLocalList",
+            to_wire(
+                {
+                    "list_version": list_version,
+                    "update_type": update_type,
+                    **({"local_authorization_list": entries} if entries else {}),
+                }
+            ),
+        )
+        status = self._apply_local_list(list_version, update_type, entries)
+        self.local_list_updates.append((update_type, list_version, len(entries), status))
+        return call_result.SendLocalList(status=status)
+
+    def _apply_local_list(
+        self, list_version: int, update_type: str, entries: list[dict[str, Any]]
+    ) -> UpdateStatus:
+        profiles = {name.strip() for name in self.config.feature_profiles.split(",")}
+        if "LocalAuthListManagement" not in profiles:
+            return UpdateStatus.not_supported
+        if len(entries) > self.config.send_local_list_max_length:
+            return UpdateStatus.failed
         if update_type == "Differential":
             if list_version <= self.local_list_version:
-                return call_result.SendLocalList(status=UpdateStatus.version_mismatch)
+                return UpdateStatus.version_mismatch
+            updated = dict(self.local_list)
             for entry in entries:
                 if entry.get("id_tag_info") is None:
-                    self.local_list.pop(entry["id_tag"], None)
+                    updated.pop(entry["id_tag"], None)
                 else:
-                    self.local_list[entry["id_tag"]] = entry["id_tag_info"]
+                    updated[entry["id_tag"]] = entry["id_tag_info"]
         else:
-            self.local_list = {entry["id_tag"]: entry["id_tag_info"] for entry in entries}
-        self.local_list_version = list_version
-        return call_result.SendLocalList(status=UpdateStatus.accepted)
+            updated = {entry["id_tag"]: entry["id_tag_info"] for entry in entries}
+        if len(updated) > self.config.local_list_max_length:
+            return UpdateStatus.failed
+        self.local_list, self.local_list_version = updated, list_version
+        return UpdateStatus.accepted
 
     # Smart charging ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from edge.certificates import SiteCA
 from edge.events import NoOutbox, SiteEvents, SiteOutbox
 from edge.ocpp.data_transfer import DataTransferHandlers
 from edge.ocpp.limits import Allowances
+from edge.ocpp.local_list_plan import LocalListCache
 from edge.settings import AuthorizationSettings, OcppSettings
 from edge.store.writer import StoreWriter
 
@@ -27,10 +28,12 @@ class Chargers(Protocol):
 
     def connected_ids(self) -> tuple[str, ...]: ...
 
-    async def send(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Call the charger (`payload` already valid) and return its valid CALLRESULT
-        payload; raise `edge.ocpp.session.CallFailed` otherwise (`ConnectionLost` when it
-        is not connected). The caller bounds the wait."""
+    async def send(
+        self, charger_id: str, action: str, payload: dict[str, Any], *, text: str | None = None
+    ) -> dict[str, Any]:
+        """Call the charger (`payload` already valid; `text`, when given, is its JSON as
+        sent) and return its valid CALLRESULT payload; raise `edge.ocpp.session.CallFailed`
+        otherwise (`ConnectionLost` when it is not connected). The caller bounds the wait."""
         ...
 
 
@@ -51,3 +54,5 @@ class SiteContext:
     events: SiteEvents = field(default_factory=SiteEvents)
     # Each charger id's frame budget and message-log share, across its connections.
     allowances: Allowances = field(default_factory=Allowances)
+    # The card table as local-list entries, made once per version for every charger.
+    local_lists: LocalListCache = field(default_factory=LocalListCache)

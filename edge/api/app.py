@@ -35,6 +35,7 @@ from edge.ocpp.commands import (
     send_command,
 )
 from edge.ocpp.library import schema_text
+from edge.ocpp.local_list_limits import list_view, local_list_summaries, read_limits
 from edge.ocpp.payloads import snake_case
 from edge.presence import presence
 from edge.settings import ApiSettings, Settings
@@ -166,7 +167,7 @@ def create_api(
         "reservations, charging profiles, local list version, certificates",
     )
     async def charger_state(charger_id: str) -> dict[str, Any]:
-        return await store.run(lambda db: _charger_state(db, charger_id))
+        return await store.run(lambda db: _charger_state(db, charger_id, settings))
 
     for action in CSMS_INITIATED:
         _add_command_route(api, site, settings, action)
@@ -290,7 +291,7 @@ def _request_schema(action: str) -> dict[str, Any]:
     return schema
 
 
-def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
+def _charger_state(db: Database, charger_id: str, settings: Settings) -> dict[str, Any]:
     if chargers.get_charger(db, charger_id) is None:
         raise HTTPException(404, f"no charger {charger_id} at this site")
 
@@ -299,14 +300,21 @@ def _charger_state(db: Database, charger_id: str) -> dict[str, Any]:
         "availability": charger_configuration.list_availability_requests(db, charger_id),
         "reservations": reservations.list_reservations(db, charger_id),
         "charging_profiles": charging_profiles.list_profiles(db, charger_id),
-        "local_list": local_lists.get_confirmed(db, charger_id),
+        "local_list": _local_list_view(db, charger_id, settings),
         "installed_certificates": certificates.list_installed_certificates(db, charger_id),
         "certificate_requests": certificates.list_certificate_requests(db, charger_id),
     }
 
 
+def _local_list_view(db: Database, charger_id: str, settings: Settings) -> dict[str, Any]:
+    facts = local_lists.sync_facts(db, charger_id)
+    limits = read_limits(facts.configuration, settings.ocpp.local_list)
+    return list_view(facts.state, facts.card_version, limits)
+
+
 def _chargers_view(db: Database, settings: Settings) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
+    lists = local_list_summaries(db, settings.ocpp.local_list)
     connectors: dict[str, list[dict[str, Any]]] = {}
     for connector in chargers.list_connectors(db):
         connectors.setdefault(connector["charger_id"], []).append(
@@ -322,6 +330,7 @@ def _chargers_view(db: Database, settings: Settings) -> list[dict[str, Any]]:
             "model": row["model"],
             "firmware_version": row["firmware_version"],
             "connectors": connectors.get(row["id"], []),
+            "local_list": lists.get(row["id"], "not sent yet"),
         }
         for row in chargers.list_chargers(db)
     ]

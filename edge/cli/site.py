@@ -16,6 +16,7 @@ from contract.tables import render_table
 from edge.cli.common import read_store, settings_of, shorten, write_store
 from edge.clock import utc_now_text
 from edge.files.store import FileDirectory, FileNameError
+from edge.ocpp.local_list_limits import local_list_summaries
 from edge.ocpp.security import hash_password
 from edge.presence import presence
 from edge.store import (
@@ -95,6 +96,7 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
         connectors.setdefault(connector["charger_id"], []).append(
             f"{connector['connector_id']}:{state}"
         )
+    lists = local_list_summaries(db, settings.ocpp.local_list)
     rows = [
         (
             row["id"],
@@ -104,12 +106,22 @@ def cmd_chargers(arguments: argparse.Namespace) -> int:
             " ".join(filter(None, [row["vendor"], row["model"]])) or None,
             row["firmware_version"],
             " ".join(connectors.get(row["id"], [])) or None,
+            lists.get(row["id"]),
         )
         for row in chargers.list_chargers(db)
     ]
     print(
         render_table(
-            ["charger", "state", "registration", "last seen", "model", "firmware", "connectors"],
+            [
+                "charger",
+                "state",
+                "registration",
+                "last seen",
+                "model",
+                "firmware",
+                "connectors",
+                "local list",
+            ],
             rows,
         )
     )

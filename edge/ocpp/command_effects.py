@@ -9,12 +9,20 @@ place to edit. Requests and answers use OCPP's own camelCase keys, as on the wir
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlite_utils import Database
 
 from edge.clock import normalize_timestamp, utc_now_text
+from edge.ocpp.local_list_limits import LARGEST_NUMBER, ListLimits
+from edge.ocpp.local_list_plan import (
+    ListPush,
+    catalogue_from,
+    differential_push,
+    full_push,
+)
 from edge.smart_charging import SITE_LIMIT_PROFILE_ID_BASE
 from edge.store import (
     certificates,
@@ -23,6 +31,7 @@ from edge.store import (
     local_lists,
     reservations,
 )
+from edge.store.local_lists import AcceptedPart
 
 # (db, charger_id, arguments) -> arguments with the edge's allocations
 Prepare = Callable[[Database, str, dict[str, Any]], dict[str, Any]]
@@ -97,6 +106,8 @@ def _configuration_reported(
         charger_configuration.record_reported_key(
             db, charger_id, entry["key"], entry.get("value"), entry["readonly"], now
         )
+    # Keys asked for that the charger does not know: what was kept of them is stale.
+    charger_configuration.forget_keys(db, charger_id, answer.get("unknownKey") or [])
 
 
 @on_answer("ChangeConfiguration")
@@ -181,33 +192,31 @@ def _fill_local_list(db: Database, charger_id: str, arguments: dict[str, Any]) -
     return {**arguments, **local_list_update(db, charger_id, arguments.get("update_type"))}
 
 
-def local_list_update(db: Database, charger_id: str, update_type: str | None) -> dict[str, Any]:
-    """A SendLocalList from the card table: Differential from the charger's confirmed
-    version when it has one (and none was asked for explicitly), else Full."""
-    current = local_lists.card_list_version(db)
-    confirmed = local_lists.confirmed_version(db, charger_id)
+# An operator's SendLocalList filled by the edge goes as one message, whatever the
+# charger's limits (the edge's own pushes keep to them: edge/ocpp/local_list.py).
+_ONE_MESSAGE = ListLimits(True, True, max_length=LARGEST_NUMBER, send_max_length=LARGEST_NUMBER)
+
+
+def _operator_push(db: Database, charger_id: str, update_type: str | None) -> ListPush:
+    catalogue = catalogue_from(db)
+    state = local_lists.list_state(db, charger_id)
     if update_type is None:
-        update_type = "Differential" if confirmed > 0 else "Full"
-    since = confirmed if update_type == "Differential" else -1
-    entries: list[dict[str, Any]] = []
-    for card in local_lists.cards_changed_since(db, charger_id, since):
-        if card.limited and not card.allowed:
-            # Not for this charger: a Differential update without idTagInfo removes it.
-            if update_type == "Differential":
-                entries.append({"id_tag": card.id_tag})
-            continue
-        info = (
-            ("status", card.status),
-            ("expiry_date", card.expiry_date),
-            ("parent_id_tag", card.parent_id_tag),
-        )
-        entries.append(
-            {"id_tag": card.id_tag, "id_tag_info": {k: v for k, v in info if v is not None}}
-        )
+        update_type = "Differential" if state.complete else "Full"
+    if update_type == "Differential":
+        return differential_push(catalogue, charger_id, _ONE_MESSAGE, state.version)
+    return full_push(catalogue, charger_id, _ONE_MESSAGE)
+
+
+def local_list_update(db: Database, charger_id: str, update_type: str | None) -> dict[str, Any]:
+    """A SendLocalList from the card table in one message: Differential from the version
+    the charger holds when it holds all of it (and none was asked for explicitly), else
+    Full."""
+    push = _operator_push(db, charger_id, update_type)
+    wire = json.loads(push.text(1))
     return {
-        "list_version": max(current, 1),
-        "update_type": update_type,
-        "local_authorization_list": entries,
+        "list_version": wire["listVersion"],
+        "update_type": wire["updateType"],
+        "local_authorization_list": wire["localAuthorizationList"],
     }
 
 
@@ -215,15 +224,32 @@ def local_list_update(db: Database, charger_id: str, update_type: str | None) ->
 def _local_list_sent(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    if answer.get("status") == "Accepted":
-        local_lists.confirm_version(db, charger_id, request["listVersion"], now)
+    if answer.get("status") != "Accepted":
+        return
+    push = _operator_push(db, charger_id, request.get("updateType"))
+    if json.loads(push.text(1)) == request:
+        # The card table's list, as the edge made it for this charger.
+        accepted = AcceptedPart(
+            card_version=push.card_version,
+            push_type=push.push_type,
+            digest=push.digest,
+            part=1,
+            parts=1,
+            list_version=push.last_version,
+            held=push.held,
+            cards=push.cards,
+            max_length=push.max_length,
+        )
+        local_lists.record_part_accepted(db, charger_id, accepted, now)
+    else:
+        local_lists.record_other_list(db, charger_id, request["listVersion"], now)
 
 
 @on_answer("GetLocalListVersion")
 def _local_list_reported(
     db: Database, charger_id: str, request: dict[str, Any], answer: dict[str, Any], now: str
 ) -> None:
-    local_lists.confirm_version(db, charger_id, answer["listVersion"], now)
+    local_lists.record_reported_version(db, charger_id, answer["listVersion"], now)
 
 
 # -- Smart charging ------------------------------------------------------------------

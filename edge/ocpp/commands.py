@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -189,9 +190,87 @@ async def send_command(
     command_id, request = await store.run(record_request)
     if not connected:
         raise ChargerOffline(f"charger {charger_id} is not connected", command_id)
+
+    def effects(db: Database, response: dict[str, Any]) -> None:
+        apply_answer(db, charger_id, action, request, response)
+
+    return await _exchange(
+        site, charger_id, action, command_id, request, None, effects, answer_within
+    )
+
+
+@dataclass(frozen=True)
+class PreparedCall:
+    """A request the edge made and checked against its schema once, to send as it is to
+    any number of chargers (the parts of local lists): `text` is its JSON payload,
+    `fields` the few of its fields read after the answer."""
+
+    action: str
+    text: str
+    fields: dict[str, Any]
+
+
+async def send_prepared(
+    site: SiteContext,
+    charger_id: str,
+    prepared: PreparedCall,
+    on_answer: Callable[[Database, dict[str, Any]], None],
+    *,
+    answer_within: float = DEFAULT_TIMEOUT,
+) -> CommandResult:
+    """`send_command` for a `PreparedCall`: stored and sent without building or checking
+    it again, `on_answer(db, response)` applied in the same transaction as the answer
+    (instead of the action's registered effects)."""
+    action = prepared.action
+    if action not in CSMS_INITIATED:
+        raise InvalidArguments(f"{action} is not a command a central system sends")
+    connected = site.chargers.is_connected(charger_id)
+    requested_at = utc_now_text()
+
+    def record_request(db: Database) -> int:
+        if chargers.get_charger(db, charger_id) is None:
+            raise UnknownCharger(f"no charger {charger_id} at this site")
+        outcome: CommandOutcome = "sent" if connected else "offline"
+        return commands.add_command_text(
+            db,
+            charger_id,
+            action,
+            prepared.text,
+            outcome,
+            requested_at,
+            None if connected else requested_at,
+        )
+
+    command_id = await site.store.run(record_request)
+    if not connected:
+        raise ChargerOffline(f"charger {charger_id} is not connected", command_id)
+    return await _exchange(
+        site,
+        charger_id,
+        action,
+        command_id,
+        prepared.fields,
+        prepared.text,
+        on_answer,
+        answer_within,
+    )
+
+
+async def _exchange(
+    site: SiteContext,
+    charger_id: str,
+    action: str,
+    command_id: int,
+    request: dict[str, Any],
+    text: str | None,
+    effects: Callable[[Database, dict[str, Any]], None],
+    answer_within: float,
+) -> CommandResult:
+    """Send a recorded command, await its answer, record the outcome with its effects."""
+    store = site.store
     try:
         async with asyncio.timeout(answer_within):
-            response = await site.chargers.send(charger_id, action, request)
+            response = await site.chargers.send(charger_id, action, request, text=text)
     except TimeoutError:
         await _finish(site, command_id, "timeout", None, None, None)
         raise ChargerTimeout(
@@ -211,7 +290,7 @@ async def send_command(
 
     def record_answer(db: Database) -> None:
         commands.finish_command(db, command_id, "answered", response, None, None, utc_now_text())
-        apply_answer(db, charger_id, action, request, response)
+        effects(db, response)
 
     try:
         await store.run(record_answer)

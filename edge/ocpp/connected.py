@@ -43,8 +43,10 @@ class ConnectedChargers:
     def connected_ids(self) -> tuple[str, ...]:
         return tuple(self._sessions)
 
-    async def send(self, charger_id: str, action: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def send(
+        self, charger_id: str, action: str, payload: dict[str, Any], *, text: str | None = None
+    ) -> dict[str, Any]:
         session = self._sessions.get(charger_id)
         if session is None:
             raise ConnectionLost(f"charger {charger_id} is not connected")
-        return await session.call_charger(action, payload)
+        return await session.call_charger(action, payload, text=text)

@@ -215,6 +215,11 @@ def encode_call(unique_id: str, action: str, payload: dict[str, Any]) -> str:
     return _CALL_ENCODER.encode([2, unique_id, action, payload])
 
 
+def encode_call_text(unique_id: str, action: str, payload_text: str) -> str:
+    """A CALL around a payload already encoded (shared by many chargers' frames)."""
+    return f"[2,{_COMPACT.encode(unique_id)},{_COMPACT.encode(action)},{payload_text}]"
+
+
 def _number(value: Any) -> Any:
     # Charging schedules may hold Decimal (the ocpp library's types for multipleOf 0.1).
     if isinstance(value, Decimal):

@@ -41,6 +41,7 @@ from edge.ocpp.frames import (
     encode_call,
     encode_call_error,
     encode_call_result,
+    encode_call_text,
     parse_frame,
 )
 from edge.ocpp.library import Call, CallError, ChargePoint, Handler, handler_for
@@ -234,10 +235,13 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             )
         )
 
-    async def call_charger(self, action: str, payload: dict[str, Any]) -> dict[str, Any]:
-        """Send `action` with `payload` (already valid) and return the charger's CALLRESULT
-        payload, valid against the action's response schema; raise `CallFailed`
-        otherwise. One call at a time, as OCPP-J asks; the caller bounds the wait."""
+    async def call_charger(
+        self, action: str, payload: dict[str, Any], *, text: str | None = None
+    ) -> dict[str, Any]:
+        """Send `action` with `payload` (already valid; `text`: its JSON, made once for
+        many chargers) and return the charger's CALLRESULT payload, valid against the
+        action's response schema; raise `CallFailed` otherwise. One call at a time, as
+        OCPP-J asks; the caller bounds the wait."""
         async with self._calling:
             if self._closed:
                 raise ConnectionLost("the charger's connection is closed")
@@ -245,7 +249,10 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             answer: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
             self._awaiting[unique_id] = answer
             try:
-                message = encode_call(unique_id, action, payload)
+                if text is None:
+                    message = encode_call(unique_id, action, payload)
+                else:
+                    message = encode_call_text(unique_id, action, text)
                 self._log_frame("out", message, 2, unique_id, action, now_ms())
                 try:
                     await self.websocket.send(message)

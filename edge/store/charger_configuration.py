@@ -21,6 +21,14 @@ def record_reported_key(
     )
 
 
+def forget_keys(db: Database, charger_id: str, keys: list[str]) -> None:
+    """Keys the charger answered it does not know."""
+    for key in keys:
+        db.execute(
+            "DELETE FROM charger_configuration WHERE charger_id = ? AND key = ?", [charger_id, key]
+        )
+
+
 def record_changed_key(
     db: Database, charger_id: str, key: str, value: str, change_status: str, now: str
 ) -> None:

@@ -22,17 +22,24 @@ def add_command(
     finished_at: str | None,
 ) -> int:
     """Record a command before it is sent (outcome `sent`), or one that could not be."""
+    text = json.dumps(request, default=str)
+    return add_command_text(db, charger_id, action, text, outcome, requested_at, finished_at)
+
+
+def add_command_text(
+    db: Database,
+    charger_id: str,
+    action: str,
+    request_text: str,
+    outcome: CommandOutcome,
+    requested_at: str,
+    finished_at: str | None,
+) -> int:
+    """`add_command` for a request already in its JSON form."""
     cursor = db.execute(
         "INSERT INTO commands (charger_id, action, request, outcome, requested_at, "
         "finished_at) VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            charger_id,
-            action,
-            json.dumps(request, default=str),
-            outcome,
-            requested_at,
-            finished_at,
-        ],
+        [charger_id, action, request_text, outcome, requested_at, finished_at],
     )
     assert cursor.lastrowid is not None
     return cursor.lastrowid

@@ -36,6 +36,12 @@ class HostileCharger(RawCharger):
             frame = await self.connection.recv()
         return list(json.loads(frame))
 
+    async def answer_local_list_keys(self) -> None:
+        """Answer the GetConfiguration of its local-list keys that follows a boot (with
+        none: the edge then uses its defaults) so that the edge's next call comes."""
+        call = await self.next_call("GetConfiguration")
+        await self.send_only(json.dumps([3, call[1], {}]))
+
     async def next_call(self, action: str, within: float = 10.0) -> list[Any]:
         """The edge's next CALL of `action` ([2, uniqueId, action, payload]); other
         frames on the way are skipped."""

@@ -41,6 +41,7 @@ async def test_unknown_callerror_code_to_the_local_list_sync_is_recorded(
     edge = await start_edge(push_local_list=True)
     async with HostileCharger(edge.url, "EVIL1") as charger:
         await charger.boot()
+        await charger.answer_local_list_keys()
         call = await charger.next_call("GetLocalListVersion")
         # OCPP 2.0.1's code, which some 1.6 firmwares send.
         await charger.send_only(json.dumps([4, call[1], "RpcFrameworkError", "no", {}]))
@@ -90,6 +91,7 @@ async def test_malformed_answer_is_recorded_at_once(
     edge = await start_edge(push_local_list=True)
     async with HostileCharger(edge.url, "EVIL3") as charger:
         await charger.boot()
+        await charger.answer_local_list_keys()
         call = await charger.next_call("GetLocalListVersion")
         await charger.send_only(answer.format(id=call[1]))
         # Long before the 30 s a command waits for an answer.
@@ -108,6 +110,7 @@ async def test_thousands_of_unsolicited_results_before_boot(start_edge: StartEdg
         for number in range(flood):
             await charger.send_only(json.dumps([3, f"nobody-asked-{number}", {}]))
         await charger.boot()
+        await charger.answer_local_list_keys()
         call = await charger.next_call("GetLocalListVersion")
         await charger.send_only(json.dumps([3, call[1], {"listVersion": 5}]))
         await eventually(lambda: finished(edge, "GetLocalListVersion"), within=15)
@@ -122,6 +125,7 @@ async def test_connection_dropped_instead_of_an_answer(start_edge: StartEdge) ->
     edge = await start_edge(push_local_list=True)
     async with HostileCharger(edge.url, "EVIL5") as charger:
         await charger.boot()
+        await charger.answer_local_list_keys()
         await charger.next_call("GetLocalListVersion")
     await eventually(lambda: finished(edge, "GetLocalListVersion"), within=15)
     [(outcome, _, description)] = command_rows(edge, "GetLocalListVersion")

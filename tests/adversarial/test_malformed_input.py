@@ -34,15 +34,18 @@ async def test_deep_nesting_is_a_formation_violation(edge: RunningEdge, frame: s
 
 async def test_deeply_nested_answer_to_a_command_is_recorded(start_edge: StartEdge) -> None:
     edge = await start_edge(push_local_list=True)
+    versions = "WHERE action = 'GetLocalListVersion'"
     async with HostileCharger(edge.url, "DEEP2") as charger:
         await charger.boot()
+        await charger.answer_local_list_keys()
         call = await charger.next_call("GetLocalListVersion")
         await charger.send_only(f'[3, "{call[1]}", {{"listVersion": {"[" * 800}{"]" * 800}}}]')
         assert (await charger.ok("Heartbeat", {}))["currentTime"]
         await eventually(
-            lambda: edge.query("SELECT outcome FROM commands")[0][0] != "sent", within=15
+            lambda: edge.query(f"SELECT outcome FROM commands {versions}")[0][0] != "sent",
+            within=15,
         )
-    rows = edge.query("SELECT outcome, error_code FROM commands")
+    rows = edge.query(f"SELECT outcome, error_code FROM commands {versions}")
     assert [tuple(row) for row in rows] == [("callerror", "FormationViolation")]
     await well_behaved_charger_is_served(edge)
 

@@ -106,7 +106,8 @@ async def test_silent_charger_does_not_hold_back_local_lists_or_reservation_expi
     )
     async with connect(f"{running.url}/SILENT", subprotocols=OCPP16) as silent_connection:
         silent = SilentCharger(silent_connection)
-        await eventually(lambda: "GetLocalListVersion" in silent.calls_received)
+        # The first call of a list push: the charger's local-list keys.
+        await eventually(lambda: "GetConfiguration" in silent.calls_received)
         # SILENT holds the edge's call; A and C connect after it.
         async with simulated(running.url, "A") as a, simulated(running.url, "C") as c:
             await eventually(

@@ -228,7 +228,13 @@ async def test_charger_state_shows_what_the_edge_keeps(
             "requested_at": state["availability"][0]["requested_at"],
         }
     ]
-    assert state["local_list"]["version"] >= 1
+    # The card table's list (empty here), as listVersion 1.
+    local_list = state["local_list"]
+    assert (local_list["status"], local_list["list_version"], local_list["held"]) == (
+        "listed",
+        1,
+        0,
+    )
     assert (await client.get("/api/chargers/NOPE/state")).status_code == 404
 
 

@@ -44,7 +44,8 @@ async def test_list_pushed_after_boot_and_resent_when_behind(start_edge: StartEd
         assert charger.local_list == {"CARD1": {"status": "Blocked"}}
         listener.cancel()
     actions = [row[0] for row in edge.query("SELECT action FROM commands ORDER BY id")]
-    assert actions == ["GetLocalListVersion", "SendLocalList"] * 3
+    # The local-list keys are read once after the boot.
+    assert actions == ["GetConfiguration"] + ["GetLocalListVersion", "SendLocalList"] * 3
     update_types = [
         row[0]
         for row in edge.query(

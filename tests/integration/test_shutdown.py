@@ -508,13 +508,14 @@ async def command_waiting_for_a_mute_charger(context: Context) -> Check:
     edge.start({"ocpp": {"push_local_list": True}})
     await edge.ready()
     charged = await charge(context.stack, edge.url, "CP-1")
-    # CP-1 answers nothing of what the edge asks: its local list is being pushed.
-    assert (await charged.charger.next_call())[2] == "GetLocalListVersion"
+    # CP-1 answers nothing of what the edge asks: its local list is being pushed (the
+    # push starts by reading its local-list keys).
+    assert (await charged.charger.next_call())[2] == "GetConfiguration"
 
     async def check() -> None:
         assert_kept(edge, charged)
         # The stop closed the connection the answer would have come on: recorded so.
-        asked = "SELECT outcome FROM commands WHERE action = 'GetLocalListVersion'"
+        asked = "SELECT outcome FROM commands WHERE action = 'GetConfiguration'"
         assert edge.query(asked) == [("offline",)]
 
     return check
