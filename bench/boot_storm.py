@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from bench.load import Charger, rss_mb
@@ -105,33 +106,40 @@ def start_edge(workdir: Path, options: argparse.Namespace) -> tuple[subprocess.P
     return process, f"ws://127.0.0.1:{port}/ocpp"
 
 
-def storm_config(number: int) -> tuple[SimulatedChargerConfig, dict[str, str], bool]:
+def storm_config(number: int) -> tuple[SimulatedChargerConfig, bool]:
     send_max, list_max, has_feature = VENDOR_LIMITS[number % len(VENDOR_LIMITS)]
     config = SimulatedChargerConfig(
-        connectors=2, vendor=f"Vendor{number % len(VENDOR_LIMITS)}", model="Storm"
+        connectors=2,
+        vendor=f"Vendor{number % len(VENDOR_LIMITS)}",
+        model="Storm",
+        feature_profiles=FEATURES_WITH_LIST if has_feature else FEATURES_WITHOUT,
+        local_list_enabled=has_feature,
+        send_local_list_max_length=send_max,
+        local_list_max_length=list_max,
     )
-    keys = {"SupportedFeatureProfiles": FEATURES_WITH_LIST if has_feature else FEATURES_WITHOUT}
-    if has_feature:
-        keys |= {
-            "LocalAuthListEnabled": "true",
-            "SendLocalListMaxLength": str(send_max),
-            "LocalAuthListMaxLength": str(list_max),
-        }
-    return config, keys, has_feature
+    return config, has_feature
+
+
+async def reconnecting(url: str) -> ClientConnection:
+    """A connection as a charger gets one in a storm: refused with 503 while the edge
+    admits others, it comes back after the Retry-After it was given."""
+    while True:
+        try:
+            return await connect(
+                url, subprotocols=[Subprotocol("ocpp1.6")], open_timeout=120, ping_interval=None
+            )
+        except InvalidStatus as refused:
+            if refused.response.status_code != 503:
+                raise
+            await asyncio.sleep(float(refused.response.headers.get("Retry-After", "10")))
 
 
 async def storm_charger(
     url: str, number: int, started: float, chargers: list[StormCharger], stop: asyncio.Event
 ) -> None:
-    config, keys, keeps_a_list = storm_config(number)
-    async with connect(
-        f"{url}/storm-{number}",
-        subprotocols=[Subprotocol("ocpp1.6")],
-        open_timeout=120,
-        ping_interval=None,
-    ) as connection:
+    config, keeps_a_list = storm_config(number)
+    async with await reconnecting(f"{url}/storm-{number}") as connection:
         charger = SimulatedCharger(f"storm-{number}", connection, config)
-        charger.configuration.update(keys)
         entry = StormCharger(charger, keeps_a_list)
         chargers.append(entry)
         serving = asyncio.create_task(charger.start())
@@ -191,7 +199,7 @@ async def storm(
     ready, stop_bystander = multiprocessing.Event(), multiprocessing.Event()
     receiving, sending = multiprocessing.Pipe(duplex=False)
     bystander = multiprocessing.Process(
-        target=bystander_process, args=(url, ready, stop_bystander, sending)
+        target=bystander_process, args=(url, ready, stop_bystander, sending), daemon=True
     )
     bystander.start()
     if not await asyncio.to_thread(ready.wait, 30):
