@@ -96,9 +96,25 @@ def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
             f'[store]\npath = "{workdir / "edge.db"}"\n'
         )
         command = [*shlex.split(options.edge_cmd), "--config", str(config)]
+        if options.cards:
+            import_cards(command, config, workdir, options.cards)
         figures = measure(command, port, chargers, options, workdir)
         figures["stored_values"], figures["stored_note"] = stored_values(workdir / "edge.db")
     return figures
+
+
+def import_cards(command: list[str], config: Path, workdir: Path, cards: int) -> None:
+    """A card table of `cards` cards, as `ocpp-edge cards import` fills it (the same
+    program: the command without `run` and its options)."""
+    spreadsheet = workdir / "cards.csv"
+    rows = [f"BENCH{n:07d},Accepted,FLEET{n % 40},driver {n}" for n in range(cards)]
+    spreadsheet.write_text("id_tag,status,parent_id_tag,label\n" + "\n".join(rows) + "\n")
+    program = command[: command.index("run")]
+    subprocess.run(
+        [*program, "cards", "import", str(spreadsheet), "--config", str(config)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def cell(value: float | None, digits: int = 1) -> str:
@@ -181,6 +197,9 @@ def main() -> int:
         "it must exec the server, whose PID gives the RSS",
     )
     parser.add_argument("--only", choices=["echo", "edge"], help="measure one server")
+    parser.add_argument(
+        "--cards", type=int, default=0, help="cards in the edge's card table (RSS with a site's)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     options = parser.parse_args()
 
