@@ -9,7 +9,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("ocpp_throughput", "tap_latency", "sync_drain", "sessions_page")
+BENCHMARKS = (
+    "ocpp_throughput",
+    "boot_storm",
+    "quiet_site",
+    "tap_latency",
+    "sync_drain",
+    "sessions_page",
+)
 
 
 def main() -> int:
