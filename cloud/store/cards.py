@@ -101,8 +101,9 @@ def card_refusals(
     limit: int = 50,
     id_tag: str | None = None,
 ) -> list[CardRefusal]:
-    """The fleet's latest refused card decisions (of one edge, or all; of one card, or all), newest first, as the edges recorded them, also those made while the
-    site was offline."""
+    """The fleet's latest refused card decisions (of one edge, or all; of one card as the
+    edge spelled it, or all), newest first, as the edges recorded them, also those made
+    while the site was offline."""
     query = (
         select(card_uses)
         .where(
