@@ -289,13 +289,14 @@ def _outcome(held: Mapping[str, CardEntry], changes: Mapping[str, EntryChange]) 
         return "added"
     if all(change.after is None for change in changes.values()) and not (set(held) - set(changes)):
         return "removed"
-    if any(
-        change.after is not None
-        and change.after.status == "Blocked"
-        and (change.before is None or change.before.status != "Blocked")
-        for change in changes.values()
-    ):
-        return "blocked"
+    blocked_before = any(entry.status == "Blocked" for entry in held.values())
+    for change in changes.values():
+        if change.after is None or change.after.status != "Blocked":
+            continue
+        if change.before is not None and change.before.status != "Blocked":
+            return "blocked"
+        if change.before is None and not blocked_before:
+            return "blocked"
     return "changed"
 
 

@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from cloud.enrollment import FailedAttempts
-from cloud.settings import SessionSettings, WebSettings
+from cloud.settings import CardSettings, SessionSettings, WebSettings
 from cloud.store import users as user_store
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
@@ -72,6 +72,8 @@ class WebContext:
     on_desired_state: Callable[[str], None] = lambda edge_id: None
     # How sessions are shown: months' time zone, the offline marker, curves' length.
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    # Card imports' bounds.
+    cards: CardSettings = field(default_factory=CardSettings)
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -121,10 +123,14 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
 
 
 def create_web_context(
-    settings: WebSettings, engine: Engine, sessions: SessionSettings | None = None
+    settings: WebSettings,
+    engine: Engine,
+    sessions: SessionSettings | None = None,
+    cards: CardSettings | None = None,
 ) -> WebContext:
     return WebContext(
         sessions=sessions or SessionSettings(),
+        cards=cards or CardSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -140,10 +146,12 @@ def create_web_router(
     context: WebContext | None = None,
     on_desired_state: Callable[[str], None] | None = None,
     sessions: SessionSettings | None = None,
+    cards: CardSettings | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
-    `on_desired_state(edge_id)`: a page made something for the edge to run (a command)."""
-    context = context or create_web_context(settings, engine, sessions)
+    `on_desired_state(edge_id)`: a page made something for the edge to run (a command,
+    a card list)."""
+    context = context or create_web_context(settings, engine, sessions, cards)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
 
@@ -153,7 +161,7 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages
+    from cloud.web import alerts_pages, audit_page, card_import, cards_pages, charger, live, pages
     from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
@@ -161,6 +169,7 @@ def create_web_router(
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
+    card_import.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
