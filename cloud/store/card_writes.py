@@ -23,7 +23,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from cloud.store.database import StoreError
 from cloud.store.schema import DEFAULT_FLEET_ID, card_lists, edge_cards, edges, fleet_cards, fleets
-from cloud.store.statements import upsert
+from cloud.store.statements import PendingWrites
 from contract.protocol import CARD_LIST_PART_BYTES, MAX_CARD_LIST_PARTS, CardEntry
 
 # Rows read or written per statement.
@@ -125,7 +125,9 @@ def held_entries(connection: Connection, edge_id: str) -> dict[str, CardEntry]:
 
 
 def entry_of(row: Any) -> CardEntry:
-    return CardEntry(
+    """The entry a row holds: checked when it was written, so not checked again (a
+    fleet's list reads tens of thousands)."""
+    return CardEntry.model_construct(
         id_tag=row.id_tag,
         status=row.status,
         expiry_date=row.expiry_date,
@@ -215,6 +217,7 @@ def record_card_changes(
         for key, change in edge_changes.items():
             by_card.setdefault(key, {})[edge_id] = change
     words: dict[str, str] = {}
+    writes = PendingWrites()  # one statement for every card, not one per card
     for key, per_edge in by_card.items():
         text = describe_change(per_edge, site_names or {})
         words[key] = text
@@ -222,8 +225,7 @@ def record_card_changes(
             (change.after or change.before).id_tag  # type: ignore[union-attr]
             for change in per_edge.values()
         )
-        upsert(
-            connection,
+        writes.upsert(
             fleet_cards,
             {
                 "fleet_id": fleet_id,
@@ -236,6 +238,7 @@ def record_card_changes(
             },
             key=["fleet_id", "id_key"],
         )
+    writes.flush(connection)
     return words
 
 

@@ -49,7 +49,7 @@ Each table holds one concept:
   last changed anywhere in the fleet: edit forms carry it, a stale one is refused), who
   changed it, when, and what the change was.
 - `card_imports`: CSV imports previewed and not yet applied (the text, the plan's digest
-  and the fleet's `cards_revision` it was made at), kept an hour at most.
+  and the fleet's `cards_revision` it was made at), for `cards.import_preview_lifetime`.
 - `firmware_images`, `firmware_status`: images the cloud offers (with the signed manifest;
   none for an image added before manifests, which is not offered), and each edge's
   progress with each, and whether the operator forced the offer (no foreign key to the

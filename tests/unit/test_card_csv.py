@@ -4,6 +4,8 @@ cells never run as spreadsheet formulas, and an export reads back as what it wro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from cloud.card_csv import (
@@ -176,3 +178,10 @@ def test_expiry_dates_are_kept_in_utc() -> None:
     assert normalize_expiry("2027-01-31T18:00:00+02:00") == "2027-01-31T16:00:00Z"
     assert normalize_expiry("2027-01-31t18:00:00z") == "2027-01-31T18:00:00Z"
     assert normalize_expiry(" ") == ""
+
+
+def test_the_documented_example_file_reads_without_a_bad_line() -> None:
+    example = Path(__file__).resolve().parents[2] / "docs" / "cards-example.csv"
+    parsed = parse_card_csv(decode_upload(example.read_bytes(), 10_000), 100)
+    assert parsed.errors == [] and len(parsed.rows) == 4
+    assert parsed.rows[0].sites == frozenset({"depot-1", "depot-2"})
