@@ -366,13 +366,12 @@ def change_cards(
             edge = lock_edge(connection, site, now)
             if edge.fleet_id != fleet_id:
                 raise CardEditRefused([ChangeError(None, "", f"site {site} left your fleet")])
-            cards = card_writes.held_entries(connection, site)
-            for key, entry_change in plan.edges[site].items():
-                if entry_change.after is None:
-                    cards.pop(key, None)
-                else:
-                    cards[key] = entry_change.after
-            done = card_writes.write_card_list(connection, edge, list(cards.values()), now)
+            done = card_writes.write_card_changes(
+                connection,
+                edge,
+                {key: entry_change.after for key, entry_change in plan.edges[site].items()},
+                now,
+            )
             versions[site] = done.version
             written[site] = done.changes
         card_writes.record_card_changes(

@@ -4,16 +4,18 @@ API's `PUT /api/edges/{edge}/cards` (`desired.set_card_list`) and from the fleet
 
 1. `bump_cards_revision` raises the fleet's `cards_revision` (and so orders every change
    to the fleet's cards: the fleet's row is taken before any edge's);
-2. `write_card_list` stores the edge's new list as a new version (above every version the
-   cloud or the edge has held: the aggregator sends it, as a delta from the version the
-   edge reports), keeps `edge_cards` equal to it, and forgets the versions no delta will
-   start from (all but the new one and the edge's reported one);
+2. `write_card_list` (a whole list) or `write_card_changes` (some cards of the latest)
+   stores the edge's new list as a new version (above every version the cloud or the
+   edge has held: the aggregator sends it, as a delta from the version the edge reports),
+   keeps `edge_cards` equal to it, and forgets the versions no delta will start from (all
+   but the new one and the edge's reported one);
 3. `record_card_changes` gives every card that changed the fleet's new revision, with who
    changed it and what the change was, in words (`fleet_cards`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -125,33 +127,121 @@ def held_entries(connection: Connection, edge_id: str) -> dict[str, CardEntry]:
 
 
 def entry_of(row: Any) -> CardEntry:
-    """The entry a row holds: checked when it was written, so not checked again (a
-    fleet's list reads tens of thousands)."""
-    return CardEntry.model_construct(
-        id_tag=row.id_tag,
-        status=row.status,
-        expiry_date=row.expiry_date,
-        parent_id_tag=row.parent_id_tag,
-        label=row.label,
-        chargers=row.chargers or [],
+    return CardEntry.model_validate(
+        {
+            "id_tag": row.id_tag,
+            "status": row.status,
+            "expiry_date": row.expiry_date,
+            "parent_id_tag": row.parent_id_tag,
+            "label": row.label,
+            "chargers": row.chargers or [],
+        }
+    )
+
+
+# What a card is, as plain values: lists of tens of thousands are compared this way,
+# without making an object of every card.
+_Shape = tuple[str, str, str | None, str | None, str | None, tuple[str, ...]]
+
+
+def _shape_of_row(row: Any) -> _Shape:
+    return (
+        row.id_tag,
+        row.status,
+        row.expiry_date,
+        row.parent_id_tag,
+        row.label,
+        tuple(row.chargers or ()),
+    )
+
+
+def _shape_of_card(card: CardEntry) -> _Shape:
+    return (
+        card.id_tag,
+        card.status,
+        card.expiry_date,
+        card.parent_id_tag,
+        card.label,
+        tuple(card.chargers),
     )
 
 
 def write_card_list(
     connection: Connection, edge: Any, cards: list[CardEntry], now: datetime
 ) -> WrittenList:
-    """Store `cards` as the locked `edge` row's new list (see the module's steps)."""
+    """Store `cards` as the locked `edge` row's new list (the API's path: the whole list)."""
     check_card_list(cards)
+    held = {
+        row.id_key: row
+        for row in connection.execute(select(edge_cards).where(edge_cards.c.edge_id == edge.id))
+    }
+    wanted = {card_key(card.id_tag): card for card in cards}
+    changes: dict[str, EntryChange] = {}
+    for key in held.keys() | wanted.keys():
+        row, card = held.get(key), wanted.get(key)
+        if row is None or card is None or _shape_of_row(row) != _shape_of_card(card):
+            changes[key] = EntryChange(None if row is None else entry_of(row), card)
+    document = [card.model_dump(mode="json") for card in cards]
+    return _store(connection, edge, document, changes, now)
+
+
+def write_card_changes(
+    connection: Connection,
+    edge: Any,
+    changed: Mapping[str, CardEntry | None],
+    now: datetime,
+) -> WrittenList:
+    """Store the locked `edge` row's latest list with the cards `changed` (by card key;
+    None: removed) as its new list (the fleet view's path: a few cards of a long list)."""
+    latest = latest_card_version(connection, edge.id)
+    document: list[dict[str, Any]] = []
+    if latest is not None:
+        document = connection.execute(
+            select(card_lists.c.document).where(
+                card_lists.c.edge_id == edge.id, card_lists.c.version == latest
+            )
+        ).scalar_one()
+    entries = {card_key(str(entry["id_tag"])): entry for entry in document}
+    keys = list(changed)
+    before: dict[str, CardEntry] = {}
+    for start in range(0, len(keys), BATCH):
+        for row in connection.execute(
+            select(edge_cards).where(
+                edge_cards.c.edge_id == edge.id,
+                edge_cards.c.id_key.in_(keys[start : start + BATCH]),
+            )
+        ):
+            before[row.id_key] = entry_of(row)
+    changes: dict[str, EntryChange] = {}
+    for key, after in changed.items():
+        if before.get(key) == after:
+            continue
+        changes[key] = EntryChange(before.get(key), after)
+        if after is None:
+            entries.pop(key, None)
+        else:
+            entries[key] = after.model_dump(mode="json")
+    new_document = list(entries.values())
+    # The whole list's size, counted as check_card_list counts it, when it may be too large.
+    if len(json.dumps(new_document, ensure_ascii=False)) > MAX_LIST_BYTES:
+        check_card_list(CardEntry.model_validate(entry) for entry in new_document)
+    return _store(connection, edge, new_document, changes, now)
+
+
+def _store(
+    connection: Connection,
+    edge: Any,
+    document: list[dict[str, Any]],
+    changes: Mapping[str, EntryChange],
+    now: datetime,
+) -> WrittenList:
     edge_id: str = edge.id
     latest = latest_card_version(connection, edge_id) or 0
     reported = edge.cards_version_reported
     version = max(latest, reported or 0) + 1
     connection.execute(
         insert(card_lists).values(
-            edge_id=edge_id,
-            version=version,
-            document=[card.model_dump(mode="json") for card in cards],
-            created_at=now,
+            edge_id=edge_id, version=version, document=document, created_at=now
         )
     )
     # A delta starts from the version the edge reports, else the list goes whole: no
@@ -160,13 +250,6 @@ def write_card_list(
     connection.execute(
         delete(card_lists).where(card_lists.c.edge_id == edge_id, card_lists.c.version.not_in(kept))
     )
-    held = held_entries(connection, edge_id)
-    wanted = {card_key(card.id_tag): card for card in cards}
-    changes = {
-        key: EntryChange(held.get(key), wanted.get(key))
-        for key in held.keys() | wanted.keys()
-        if held.get(key) != wanted.get(key)
-    }
     fleet_id = edge.fleet_id or DEFAULT_FLEET_ID
     changed = list(changes)
     for start in range(0, len(changed), BATCH):
@@ -183,7 +266,7 @@ def write_card_list(
     ]
     for start in range(0, len(rows), BATCH):
         connection.execute(insert(edge_cards), rows[start : start + BATCH])
-    return WrittenList(version, changes)
+    return WrittenList(version, dict(changes))
 
 
 def _row(edge_id: str, fleet_id: int, key: str, card: CardEntry, version: int) -> dict[str, Any]:

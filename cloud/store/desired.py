@@ -95,11 +95,21 @@ def set_card_list(
     """Store `cards` as the edge's new card list; its version, above every version the
     cloud or the edge has held. `expected_version`: the version the list was made from
     (0: none yet); when the latest is another, CardListOutdated and nothing is stored."""
+    now = utc_now()
     try:
-        card_writes.check_card_list(cards)
+        return _set_card_list(engine, edge_id, cards, expected_version, actor, now)
     except card_writes.CardListError as error:
         raise DesiredStateError(str(error)) from error
-    now = utc_now()
+
+
+def _set_card_list(
+    engine: Engine,
+    edge_id: str,
+    cards: list[CardEntry],
+    expected_version: int | None,
+    actor: str,
+    now: datetime,
+) -> int:
     with engine.begin() as connection:
         # The fleet's row before the edge's, as every writer of cards takes them.
         fleet_id = card_writes.fleet_of_edge(connection, edge_id)

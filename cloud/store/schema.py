@@ -468,7 +468,17 @@ edge_cards = Table(
     PrimaryKeyConstraint("edge_id", "id_key"),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
-    Index(None, "fleet_id", "id_key"),
+    # The fleet's list pages by key; its filters (site, status, search) read the index
+    # alone, not a table row for each of a large fleet's hundreds of thousands.
+    Index(
+        "ix_edge_cards_fleet_list",
+        "fleet_id",
+        "id_key",
+        "edge_id",
+        "status",
+        "label",
+        "parent_id_tag",
+    ),
 )
 
 fleet_cards = Table(

@@ -51,7 +51,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("edge_id", "id_key", name=op.f("pk_edge_cards")),
     )
-    op.create_index(op.f("ix_edge_cards_fleet_id_id_key"), "edge_cards", ["fleet_id", "id_key"])
+    op.create_index(
+        "ix_edge_cards_fleet_list",
+        "edge_cards",
+        ["fleet_id", "id_key", "edge_id", "status", "label", "parent_id_tag"],
+    )
     op.create_table(
         "fleet_cards",
         sa.Column("fleet_id", sa.Integer(), nullable=False),
@@ -160,6 +164,9 @@ def downgrade() -> None:
     op.drop_table("card_imports")
     op.drop_index(op.f("ix_fleet_cards_fleet_id_revision"), table_name="fleet_cards")
     op.drop_table("fleet_cards")
-    op.drop_index(op.f("ix_edge_cards_fleet_id_id_key"), table_name="edge_cards")
+    op.drop_index(
+        "ix_edge_cards_fleet_list",
+        table_name="edge_cards",
+    )
     op.drop_table("edge_cards")
     op.drop_column("fleets", "cards_revision")
