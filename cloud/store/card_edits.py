@@ -219,14 +219,19 @@ def _plan(state: _FleetState, changes: Sequence[CardChange]) -> CardPlan:
             errors.append(ChangeError(change.line, change.id_tag, problem))
             continue
         after: dict[str, CardEntry | None] = {}
+        # Sites holding the card alike get the same entry: checked once.
+        made: dict[tuple[Any, ...], CardEntry] = {}
         try:
             # A site new to the card gets the card as another site holds it.
             model = next(iter(present.values()), None) or CardEntry(id_tag=spelling)
             for site in sorted(targets):
                 base = present.get(site) or model
-                after[site] = CardEntry.model_validate(
-                    base.model_dump() | dict(change.fields) | {"id_tag": base.id_tag}
-                )
+                shape = card_writes.shape_of_card(base)
+                if shape not in made:
+                    made[shape] = CardEntry.model_validate(
+                        base.model_dump() | dict(change.fields) | {"id_tag": base.id_tag}
+                    )
+                after[site] = made[shape]
         except ValidationError as error:
             reason = "; ".join(
                 f"{'.'.join(str(part) for part in issue['loc'])}: {issue['msg']}"
@@ -318,7 +323,7 @@ def _digest(per_edge: Mapping[str, Mapping[str, EntryChange]]) -> str:
     """The plan's changes, before and after, as one SHA-256: equal plans, equal digests."""
 
     def dump(entry: CardEntry | None) -> Any:
-        return None if entry is None else entry.model_dump(mode="json")
+        return None if entry is None else card_writes.shape_of_card(entry)
 
     items = [
         [site, key, dump(change.before), dump(change.after)]
@@ -366,16 +371,18 @@ def change_cards(
             edge = lock_edge(connection, site, now)
             if edge.fleet_id != fleet_id:
                 raise CardEditRefused([ChangeError(None, "", f"site {site} left your fleet")])
-            done = card_writes.write_card_changes(
-                connection,
-                edge,
-                {key: entry_change.after for key, entry_change in plan.edges[site].items()},
-                now,
-            )
+            done = card_writes.write_card_changes(connection, edge, plan.edges[site], now)
             versions[site] = done.version
             written[site] = done.changes
         card_writes.record_card_changes(
-            connection, fleet_id, revision, written, actor, now, state.site_names
+            connection,
+            fleet_id,
+            revision,
+            written,
+            actor,
+            now,
+            state.site_names,
+            {key: outcome.words for key, outcome in plan.cards.items()},
         )
     return ChangeResult(revision, versions, plan)
 

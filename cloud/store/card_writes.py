@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from cloud.store.database import StoreError
 from cloud.store.schema import DEFAULT_FLEET_ID, card_lists, edge_cards, edges, fleet_cards, fleets
@@ -155,7 +155,7 @@ def _shape_of_row(row: Any) -> _Shape:
     )
 
 
-def _shape_of_card(card: CardEntry) -> _Shape:
+def shape_of_card(card: CardEntry) -> _Shape:
     return (
         card.id_tag,
         card.status,
@@ -179,7 +179,7 @@ def write_card_list(
     changes: dict[str, EntryChange] = {}
     for key in held.keys() | wanted.keys():
         row, card = held.get(key), wanted.get(key)
-        if row is None or card is None or _shape_of_row(row) != _shape_of_card(card):
+        if row is None or card is None or _shape_of_row(row) != shape_of_card(card):
             changes[key] = EntryChange(None if row is None else entry_of(row), card)
     document = [card.model_dump(mode="json") for card in cards]
     return _store(connection, edge, document, changes, now)
@@ -188,11 +188,12 @@ def write_card_list(
 def write_card_changes(
     connection: Connection,
     edge: Any,
-    changed: Mapping[str, CardEntry | None],
+    changes: Mapping[str, EntryChange],
     now: datetime,
 ) -> WrittenList:
-    """Store the locked `edge` row's latest list with the cards `changed` (by card key;
-    None: removed) as its new list (the fleet view's path: a few cards of a long list)."""
+    """Store the locked `edge` row's latest list with `changes` (by card key, each made
+    on the list as it is: the caller holds the fleet's row, which every writer of cards
+    takes first) as its new list (the fleet view's path: some cards of a long list)."""
     latest = latest_card_version(connection, edge.id)
     document: list[dict[str, Any]] = []
     if latest is not None:
@@ -202,25 +203,11 @@ def write_card_changes(
             )
         ).scalar_one()
     entries = {card_key(str(entry["id_tag"])): entry for entry in document}
-    keys = list(changed)
-    before: dict[str, CardEntry] = {}
-    for start in range(0, len(keys), BATCH):
-        for row in connection.execute(
-            select(edge_cards).where(
-                edge_cards.c.edge_id == edge.id,
-                edge_cards.c.id_key.in_(keys[start : start + BATCH]),
-            )
-        ):
-            before[row.id_key] = entry_of(row)
-    changes: dict[str, EntryChange] = {}
-    for key, after in changed.items():
-        if before.get(key) == after:
-            continue
-        changes[key] = EntryChange(before.get(key), after)
-        if after is None:
+    for key, change in changes.items():
+        if change.after is None:
             entries.pop(key, None)
         else:
-            entries[key] = after.model_dump(mode="json")
+            entries[key] = change.after.model_dump(mode="json")
     new_document = list(entries.values())
     # The whole list's size, counted as check_card_list counts it, when it may be too large.
     if len(json.dumps(new_document, ensure_ascii=False)) > MAX_LIST_BYTES:
@@ -292,46 +279,104 @@ def record_card_changes(
     actor: str,
     now: datetime,
     site_names: Mapping[str, str] | None = None,
+    words_known: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """Give each changed card (`changes`: by edge, then card key) the fleet's `revision`,
-    with who and what; the words of each card's change, by card key."""
+    with who and what (`words_known`, when the caller has put the change in words), and
+    its sites and text to search as `edge_cards` now has them; the words of each card's
+    change, by card key."""
     by_card: dict[str, dict[str, EntryChange]] = {}
     for edge_id, edge_changes in changes.items():
         for key, change in edge_changes.items():
             by_card.setdefault(key, {})[edge_id] = change
     words: dict[str, str] = {}
-    writes = PendingWrites()  # one statement for every card, not one per card
+    stamps: dict[str, dict[str, Any]] = {}
+    id_tags: dict[str, str] = {}
     for key, per_edge in by_card.items():
-        text = describe_change(per_edge, site_names or {})
-        words[key] = text
-        id_tag = next(
-            (change.after or change.before).id_tag  # type: ignore[union-attr]
-            for change in per_edge.values()
-        )
-        writes.upsert(
-            fleet_cards,
-            {
-                "fleet_id": fleet_id,
-                "id_key": key,
-                "id_tag": id_tag,
-                "revision": revision,
-                "changed_at": now,
-                "changed_by": actor[:MAX_CHANGE_TEXT],
-                "change": text,
-            },
-            key=["fleet_id", "id_key"],
-        )
-    writes.flush(connection)
+        known = (words_known or {}).get(key)
+        words[key] = known if known is not None else describe_change(per_edge, site_names or {})
+        stamps[key] = {
+            "revision": revision,
+            "changed_at": now,
+            "changed_by": actor[:MAX_CHANGE_TEXT],
+            "change": words[key],
+        }
+        any_change = next(iter(per_edge.values()))
+        entry = any_change.after or any_change.before
+        assert entry is not None
+        id_tags[key] = entry.id_tag
+    refresh_card_index(connection, fleet_id, id_tags, stamps)
     return words
 
 
+def refresh_card_index(
+    connection: Connection,
+    fleet_id: int,
+    id_tags: Mapping[str, str],
+    stamps: Mapping[str, Mapping[str, Any]] | None = None,
+) -> None:
+    """The `fleet_cards` rows of these cards (`id_tags` by card key) made equal to what
+    the fleet's sites hold (how many, the text to search), with `stamps` (revision, who,
+    when, what) where given; a card new to the fleet starts at revision 0."""
+    keys = list(id_tags)
+    held: dict[str, list[Any]] = {}
+    for start in range(0, len(keys), BATCH):
+        for row in connection.execute(
+            select(
+                edge_cards.c.id_key,
+                edge_cards.c.id_tag,
+                edge_cards.c.label,
+                edge_cards.c.parent_id_tag,
+            ).where(
+                edge_cards.c.fleet_id == fleet_id,
+                edge_cards.c.id_key.in_(keys[start : start + BATCH]),
+            )
+        ):
+            held.setdefault(row.id_key, []).append(row)
+    writes = PendingWrites()  # one statement for every card, not one per card
+    for key in keys:
+        rows = held.get(key, [])
+        texts = (text for row in rows for text in (row.id_tag, row.label, row.parent_id_tag))
+        values = {
+            "fleet_id": fleet_id,
+            "id_key": key,
+            "id_tag": rows[0].id_tag if rows else id_tags[key],
+            "sites": len(rows),
+            "search": search_text(texts),
+        }
+        writes.upsert(
+            fleet_cards,
+            values | dict((stamps or {}).get(key, {})),
+            key=["fleet_id", "id_key"],
+            on_insert={"revision": 0},
+        )
+    writes.flush(connection)
+
+
+def search_text(texts: Iterable[str | None]) -> str:
+    """What a card is found by: its id tag, labels and accounts, lower-cased, each once."""
+    return "\n".join(dict.fromkeys(text.lower() for text in texts if text))
+
+
 def follow_edge_fleet(connection: Connection, edge_id: str, fleet_id: int) -> None:
-    """An edge moved to another fleet: its cards are in that fleet's list from now on."""
+    """An edge moved to another fleet: its cards are in that fleet's list from now on,
+    and no longer in the one it left (unless another of its sites holds them)."""
+    rows = connection.execute(
+        select(edge_cards.c.fleet_id, edge_cards.c.id_key, edge_cards.c.id_tag).where(
+            edge_cards.c.edge_id == edge_id, edge_cards.c.fleet_id != fleet_id
+        )
+    ).all()
+    if not rows:
+        return
     connection.execute(
-        update(edge_cards)
-        .where(and_(edge_cards.c.edge_id == edge_id, edge_cards.c.fleet_id != fleet_id))
-        .values(fleet_id=fleet_id)
+        update(edge_cards).where(edge_cards.c.edge_id == edge_id).values(fleet_id=fleet_id)
     )
+    id_tags = {row.id_key: row.id_tag for row in rows}
+    refresh_card_index(connection, fleet_id, id_tags)
+    for left in {row.fleet_id for row in rows}:
+        refresh_card_index(
+            connection, left, {row.id_key: row.id_tag for row in rows if row.fleet_id == left}
+        )
 
 
 # -- a change in words ------------------------------------------------------------------

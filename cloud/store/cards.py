@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, or_, select
+from sqlalchemy import Connection, Engine, func, select
 
 from cloud.store.card_writes import card_key, entry_of
 from cloud.store.database import reading
@@ -151,7 +151,7 @@ class FleetCard:
     key: str
     id_tag: str
     sites: tuple[SiteEntry, ...]  # by site id
-    revision: int  # what an edit form carries (0: never changed through the cloud)
+    revision: int  # what an edit form carries (0: not changed since kept per card)
     changed_at: datetime | None
     changed_by: str | None
     change: str | None
@@ -213,23 +213,26 @@ def fleet_card(engine: Engine, fleet_id: int, id_tag: str) -> FleetCard | None:
 
 
 def _keys(query: CardFilter, after: str | None, limit: int) -> Any:
-    statement = select(edge_cards.c.id_key).where(edge_cards.c.fleet_id == query.fleet_id)
+    """The keys of a page: one row per card of the fleet (`fleet_cards`), in key order;
+    the site and status are looked up in the card's own `edge_cards` rows (an index)."""
+    statement = select(fleet_cards.c.id_key).where(
+        fleet_cards.c.fleet_id == query.fleet_id, fleet_cards.c.sites > 0
+    )
     if after is not None:
-        statement = statement.where(edge_cards.c.id_key > after)
-    if query.site is not None:
-        statement = statement.where(edge_cards.c.edge_id == query.site)
-    if query.status is not None:
-        statement = statement.where(edge_cards.c.status == query.status)
+        statement = statement.where(fleet_cards.c.id_key > after)
     if query.text:
-        escaped = query.text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        statement = statement.where(
-            or_(
-                edge_cards.c.id_key.like(f"%{card_key(escaped)}%", escape="\\"),
-                func.lower(edge_cards.c.label).like(f"%{escaped.lower()}%", escape="\\"),
-                func.lower(edge_cards.c.parent_id_tag).like(f"%{escaped.lower()}%", escape="\\"),
-            )
+        escaped = query.text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        statement = statement.where(fleet_cards.c.search.like(f"%{escaped}%", escape="\\"))
+    if query.site is not None or query.status is not None:
+        held = select(edge_cards.c.id_key).where(
+            edge_cards.c.fleet_id == query.fleet_id, edge_cards.c.id_key == fleet_cards.c.id_key
         )
-    return statement.group_by(edge_cards.c.id_key).order_by(edge_cards.c.id_key).limit(limit)
+        if query.site is not None:
+            held = held.where(edge_cards.c.edge_id == query.site)
+        if query.status is not None:
+            held = held.where(edge_cards.c.status == query.status)
+        statement = statement.where(held.exists())
+    return statement.order_by(fleet_cards.c.id_key).limit(limit)
 
 
 def _cards(connection: Connection, fleet_id: int, keys: Sequence[str]) -> list[FleetCard]:

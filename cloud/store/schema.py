@@ -43,11 +43,12 @@ Each table holds one concept:
 - `card_lists`: each version of each edge's card list, as the full list (deltas are
   computed when sent).
 - `edge_cards`: each edge's latest card list one card a row (key `(edge_id, id_key)`, the
-  id tag upper-cased), with the edge's fleet: what the fleet's card list pages through.
-  Written with every new version (cloud/store/card_writes.py), equal to its document.
-- `fleet_cards`: per fleet and card, its `revision` (the fleet's `cards_revision` when it
-  last changed anywhere in the fleet: edit forms carry it, a stale one is refused), who
-  changed it, when, and what the change was.
+  id tag upper-cased), with the edge's fleet. Written with every new version
+  (cloud/store/card_writes.py), equal to its document.
+- `fleet_cards`: a row per card a fleet holds or held: how many of its sites hold it and
+  its text to search (what the fleet's card list pages through), its `revision` (the
+  fleet's `cards_revision` when it last changed anywhere in the fleet: edit forms carry
+  it, a stale one is refused), who changed it, when, and what the change was.
 - `card_imports`: CSV imports previewed and not yet applied (the text, the plan's digest
   and the fleet's `cards_revision` it was made at), for `cards.import_preview_lifetime`.
 - `firmware_images`, `firmware_status`: images the cloud offers (with the signed manifest;
@@ -468,17 +469,8 @@ edge_cards = Table(
     PrimaryKeyConstraint("edge_id", "id_key"),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
-    # The fleet's list pages by key; its filters (site, status, search) read the index
-    # alone, not a table row for each of a large fleet's hundreds of thousands.
-    Index(
-        "ix_edge_cards_fleet_list",
-        "fleet_id",
-        "id_key",
-        "edge_id",
-        "status",
-        "label",
-        "parent_id_tag",
-    ),
+    # A card's sites, and whether one holds it with a status: read from the index alone.
+    Index(None, "fleet_id", "id_key", "edge_id", "status"),
 )
 
 fleet_cards = Table(
@@ -487,11 +479,16 @@ fleet_cards = Table(
     Column("fleet_id", Integer, nullable=False),
     Column("id_key", Text, nullable=False),
     Column("id_tag", Text, nullable=False),
-    # The fleet's `cards_revision` when the card last changed: what edit forms carry.
+    # How many of the fleet's sites hold it (0: none, now), and its id tag, labels and
+    # accounts lower-cased: what the fleet's list pages and searches, a row per card.
+    Column("sites", Integer, nullable=False, server_default="0"),
+    Column("search", Text, nullable=False),
+    # The fleet's `cards_revision` when the card last changed (0: not since the list was
+    # kept per card): what edit forms carry; who changed it, when, and how.
     Column("revision", BigInteger, nullable=False),
-    Column("changed_at", UtcDateTime, nullable=False),
-    Column("changed_by", Text, nullable=False),
-    Column("change", Text, nullable=False),
+    Column("changed_at", UtcDateTime),
+    Column("changed_by", Text),
+    Column("change", Text),
     PrimaryKeyConstraint("fleet_id", "id_key"),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "fleet_id", "revision"),

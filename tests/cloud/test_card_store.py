@@ -217,6 +217,9 @@ def test_an_edge_moving_fleets_takes_its_cards_along(engine: Engine, acme: int) 
     assert cards_store.fleet_card(engine, acme, "MOVER") is None
     moved = cards_store.fleet_card(engine, bolt, "MOVER")
     assert moved is not None and [site.edge_id for site in moved.sites] == ["depot-2"]
+    listed = cards_store.card_page(engine, CardFilter(bolt, text="mover"), None, 10)
+    assert [card.id_tag for card in listed.cards] == ["MOVER"]
+    assert cards_store.card_page(engine, CardFilter(acme, text="mover"), None, 10).cards == []
 
 
 def test_lists_held_before_the_fleet_card_list_are_brought_in(empty_database_url: str) -> None:

@@ -52,19 +52,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("edge_id", "id_key", name=op.f("pk_edge_cards")),
     )
     op.create_index(
-        "ix_edge_cards_fleet_list",
+        op.f("ix_edge_cards_fleet_id_id_key_edge_id_status"),
         "edge_cards",
-        ["fleet_id", "id_key", "edge_id", "status", "label", "parent_id_tag"],
+        ["fleet_id", "id_key", "edge_id", "status"],
     )
     op.create_table(
         "fleet_cards",
         sa.Column("fleet_id", sa.Integer(), nullable=False),
         sa.Column("id_key", sa.Text(), nullable=False),
         sa.Column("id_tag", sa.Text(), nullable=False),
+        sa.Column("sites", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("search", sa.Text(), nullable=False),
         sa.Column("revision", sa.BigInteger(), nullable=False),
-        sa.Column("changed_at", TIME, nullable=False),
-        sa.Column("changed_by", sa.Text(), nullable=False),
-        sa.Column("change", sa.Text(), nullable=False),
+        sa.Column("changed_at", TIME, nullable=True),
+        sa.Column("changed_by", sa.Text(), nullable=True),
+        sa.Column("change", sa.Text(), nullable=True),
         sa.ForeignKeyConstraint(
             ["fleet_id"], ["fleets.id"], name=op.f("fk_fleet_cards_fleet_id_fleets")
         ),
@@ -91,6 +93,7 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_card_imports_created_at"), "card_imports", ["created_at"])
     _fill_edge_cards(op.get_bind())
+    _fill_fleet_cards(op.get_bind())
 
 
 def _fill_edge_cards(connection: sa.Connection) -> None:
@@ -159,14 +162,52 @@ def _fill_edge_cards(connection: sa.Connection) -> None:
             connection.execute(sa.insert(edge_cards), values[start : start + BATCH])
 
 
+def _fill_fleet_cards(connection: sa.Connection) -> None:
+    """A row per card of each fleet, with its sites counted and its text to search, as
+    cloud/store/card_writes.py keeps them; revision 0: not changed since."""
+    edge_cards = sa.table(
+        "edge_cards",
+        *(
+            sa.column(name)
+            for name in ("fleet_id", "id_key", "id_tag", "label", "parent_id_tag", "edge_id")
+        ),
+    )
+    fleet_cards = sa.table(
+        "fleet_cards",
+        *(sa.column(name) for name in ("fleet_id", "id_key", "id_tag", "sites", "search")),
+        sa.column("revision", sa.BigInteger()),
+    )
+    cards: dict[tuple[int, str], dict[str, Any]] = {}
+    rows = connection.execute(
+        sa.select(edge_cards).order_by(edge_cards.c.fleet_id, edge_cards.c.id_key)
+    )
+    for row in rows:
+        card = cards.setdefault(
+            (row.fleet_id, row.id_key),
+            {"fleet_id": row.fleet_id, "id_key": row.id_key, "id_tag": row.id_tag, "texts": []},
+        )
+        card["texts"] += [row.id_tag, row.label, row.parent_id_tag]
+        card["sites"] = card.get("sites", 0) + 1
+    values = [
+        {
+            "fleet_id": card["fleet_id"],
+            "id_key": card["id_key"],
+            "id_tag": card["id_tag"],
+            "sites": card["sites"],
+            "search": "\n".join(dict.fromkeys(text.lower() for text in card["texts"] if text)),
+            "revision": 0,
+        }
+        for card in cards.values()
+    ]
+    for start in range(0, len(values), BATCH):
+        connection.execute(sa.insert(fleet_cards), values[start : start + BATCH])
+
+
 def downgrade() -> None:
     op.drop_index(op.f("ix_card_imports_created_at"), table_name="card_imports")
     op.drop_table("card_imports")
     op.drop_index(op.f("ix_fleet_cards_fleet_id_revision"), table_name="fleet_cards")
     op.drop_table("fleet_cards")
-    op.drop_index(
-        "ix_edge_cards_fleet_list",
-        table_name="edge_cards",
-    )
+    op.drop_index(op.f("ix_edge_cards_fleet_id_id_key_edge_id_status"), table_name="edge_cards")
     op.drop_table("edge_cards")
     op.drop_column("fleets", "cards_revision")
