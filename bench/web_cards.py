@@ -5,7 +5,7 @@ every site (20 new list versions of 20,000 cards), a CSV import of 5,000 lines p
 and applied, and the CSV export of the whole list.
 
     python -m bench.web_cards [--sites 20] [--cards 20000] [--import-lines 5000]
-                              [--store-url postgresql+psycopg://...]
+                              [--store-url postgresql+psycopg://.../empty-database]
 """
 
 from __future__ import annotations
@@ -31,7 +31,6 @@ from cloud.settings import CloudSettings
 from cloud.store import card_edits, desired, fleets, users
 from cloud.store import cards as cards_store
 from cloud.store.database import open_store
-from cloud.store.schema import metadata
 from cloud.web.card_import import import_changes
 from cloud.web.passwords import hash_password
 from contract.protocol import CardEntry
@@ -98,11 +97,7 @@ def main() -> int:
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         url = options.store_url or f"sqlite:///{Path(directory) / 'cloud.db'}"
-        engine = open_store(url)
-        if options.store_url:
-            metadata.drop_all(engine)
-            engine.dispose()
-            engine = open_store(url)
+        engine = open_store(url)  # --store-url: an empty database
         started = time.perf_counter()
         fleet_id = seed(engine, options.sites, options.cards)
         print(
@@ -162,10 +157,7 @@ def main() -> int:
         )
 
         started = time.perf_counter()
-        rows = (
-            (found.id_tag, found.entries())
-            for found in cards_store.all_cards(engine, cards_store.CardFilter(fleet_id))
-        )
+        rows = cards_store.export_cards(engine, cards_store.CardFilter(fleet_id))
         size = sum(len(chunk) for chunk in card_csv.export_lines(rows))
         print(
             f"  CSV export of the fleet's {options.cards + options.import_lines // 5} cards: "

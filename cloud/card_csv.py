@@ -23,9 +23,9 @@ import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from contract.protocol import EDGE_ID_PATTERN, ID_TAG_PATTERN, CardEntry
+from contract.protocol import EDGE_ID_PATTERN, ID_TAG_PATTERN
 
 COLUMNS = ("id_tag", "status", "expiry_date", "parent_id_tag", "label", "sites", "chargers")
 FIELD_COLUMNS = ("status", "expiry_date", "parent_id_tag", "label", "chargers")
@@ -259,7 +259,22 @@ def spreadsheet_safe(text: str | None) -> str:
 # -- export ------------------------------------------------------------------------------
 
 
-def export_rows(id_tag: str, entries: Mapping[str, CardEntry]) -> list[list[str]]:
+class CardValues(Protocol):
+    """What a line holds of a card at a site: a CardEntry, or a row of `edge_cards`."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def expiry_date(self) -> str | None: ...
+    @property
+    def parent_id_tag(self) -> str | None: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def chargers(self) -> Sequence[str] | None: ...
+
+
+def export_rows(id_tag: str, entries: Mapping[str, CardValues]) -> list[list[str]]:
     """One card's lines: one per group of sites holding the same entry (`entries` by
     site id), each cell safe from spreadsheets."""
     groups: dict[tuple[Any, ...], list[str]] = {}
@@ -270,7 +285,7 @@ def export_rows(id_tag: str, entries: Mapping[str, CardEntry]) -> list[list[str]
             entry.expiry_date,
             entry.parent_id_tag,
             entry.label,
-            tuple(entry.chargers),
+            tuple(entry.chargers or ()),
         )
         groups.setdefault(shape, []).append(site)
     return [
@@ -296,7 +311,7 @@ def csv_text(rows: Iterable[Sequence[str]], header: bool = False) -> str:
     return buffer.getvalue()
 
 
-def export_lines(cards: Iterable[tuple[str, Mapping[str, CardEntry]]]) -> Iterator[str]:
+def export_lines(cards: Iterable[tuple[str, Mapping[str, CardValues]]]) -> Iterator[str]:
     """The CSV of `cards` (id tag, entries by site), a header first, in chunks."""
     yield csv_text([], header=True)
     chunk: list[list[str]] = []

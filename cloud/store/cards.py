@@ -194,15 +194,33 @@ def card_page(engine: Engine, query: CardFilter, after: str | None, limit: int) 
     return CardPage(cards, keys[limit - 1] if len(keys) > limit else None)
 
 
-def all_cards(engine: Engine, query: CardFilter, page: int = 500) -> Iterator[FleetCard]:
-    """Every card the filter selects, by key, read a page at a time."""
+def export_cards(
+    engine: Engine, query: CardFilter, page: int = 1000
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every card the filter selects, by key, as (id tag, its rows by site): the rows as
+    read (status, expiry_date, parent_id_tag, label, chargers), not made into entries,
+    for an export of hundreds of thousands."""
     after = None
     while True:
-        found = card_page(engine, query, after, page)
-        yield from found.cards
-        if found.next_after is None:
+        with reading(engine) as connection:
+            keys = list(connection.execute(_keys(query, after, page + 1)).scalars())
+            rows = connection.execute(
+                select(edge_cards)
+                .where(
+                    edge_cards.c.fleet_id == query.fleet_id, edge_cards.c.id_key.in_(keys[:page])
+                )
+                .order_by(edge_cards.c.id_key, edge_cards.c.edge_id)
+            ).all()
+        held: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            held.setdefault(row.id_key, {})[row.edge_id] = row
+        for key in keys[:page]:
+            sites = held.get(key)
+            if sites:
+                yield next(iter(sites.values())).id_tag, sites
+        if len(keys) <= page:
             return
-        after = found.next_after
+        after = keys[page - 1]
 
 
 def fleet_card(engine: Engine, fleet_id: int, id_tag: str) -> FleetCard | None:

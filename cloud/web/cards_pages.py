@@ -281,11 +281,8 @@ def add_routes(
         if filters.site:
             site_of(await asyncio.to_thread(fleet_sites, context, user), filters.site)
         query = filters.store_filter(user.fleet_id)
-        rows = (
-            (card.id_tag, card.entries()) for card in cards_store.all_cards(context.engine, query)
-        )
         response = StreamingResponse(
-            card_csv.export_lines(rows),
+            card_csv.export_lines(cards_store.export_cards(context.engine, query)),
             media_type="text/csv; charset=utf-8",
             headers={"Content-Disposition": 'attachment; filename="cards.csv"'},
         )
