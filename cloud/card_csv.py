@@ -8,7 +8,8 @@ new card; `sites`: keeps the card's sites, every site of the import's scope for 
 `chargers`: any charger). A card may take several lines when each names its own sites
 (the export writes a card whose sites differ that way).
 
-The file is UTF-8 (a byte order mark is allowed), at most `cards.max_import_bytes` and
+Cells are separated by "," (or by ";" or a tab, when the header line has no ","). The
+file is UTF-8 (a byte order mark is allowed), at most `cards.max_import_bytes` and
 `cards.max_import_rows`; every bad line is reported with its number and why, and a file
 with any is not applied. On export every text cell that a spreadsheet would run as a
 formula (=, +, -, @, tab, return first) starts with an apostrophe, which an import
@@ -87,7 +88,10 @@ def decode_upload(data: bytes, max_bytes: int) -> str:
 
 def parse_card_csv(text: str, max_rows: int) -> ParsedCsv:
     """Every line of the file checked; rows of the good ones, errors of the others."""
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header_line = text.split("\n", 1)[0]
+    # Spreadsheets set to a decimal comma write ";" between cells, some a tab.
+    delimiter = next((mark for mark in (",", ";", "\t") if mark in header_line), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except (StopIteration, csv.Error) as error:

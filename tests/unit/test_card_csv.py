@@ -185,3 +185,14 @@ def test_the_documented_example_file_reads_without_a_bad_line() -> None:
     parsed = parse_card_csv(decode_upload(example.read_bytes(), 10_000), 100)
     assert parsed.errors == [] and len(parsed.rows) == 4
     assert parsed.rows[0].sites == frozenset({"depot-1", "depot-2"})
+
+
+def test_a_spreadsheets_semicolons_or_tabs_separate_cells_when_the_header_has_no_comma() -> None:
+    for mark in (";", "\t"):
+        text = f'id_tag{mark}label{mark}sites\nA1{mark}van{mark}"depot-1;depot-2"\n'
+        (row,) = parse_card_csv(text, 10).rows
+        assert (row.id_tag, row.fields, row.sites) == (
+            "A1",
+            {"label": "van"},
+            frozenset({"depot-1", "depot-2"}),
+        )
