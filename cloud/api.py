@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Query, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
@@ -56,7 +56,7 @@ from cloud.firmware import (
     sign_manifest,
 )
 from cloud.sessions_api import add_session_routes
-from cloud.settings import ApiSettings, CloudSettings
+from cloud.settings import ApiSettings, CardSettings, CloudSettings
 from cloud.store import alerts as alerts_store
 from cloud.store import audit as audit_log
 from cloud.store import desired, fleet, presence
@@ -167,11 +167,15 @@ def create_cloud_api(
     async def list_rejections() -> list[dict[str, Any]]:
         return [_view(row) for row in await asyncio.to_thread(fleet.rejection_counts, engine)]
 
-    @routes.get("/api/edges/{edge_id}/cards", summary="An edge's card list, latest version")
-    async def get_cards(edge_id: str) -> dict[str, Any]:
+    @routes.get(
+        "/api/edges/{edge_id}/cards",
+        summary="An edge's card list, latest version (its ETag: the version)",
+    )
+    async def get_cards(edge_id: str, response: Response) -> dict[str, Any]:
         current = await asyncio.to_thread(desired.current_card_list, engine, edge_id)
         edge = await known_edge(edge_id)
         version, cards = current or (0, [])
+        response.headers["ETag"] = f'"{version}"'
         return {
             "edge_id": edge_id,
             "version": version,
@@ -184,11 +188,60 @@ def create_cloud_api(
         await known_edge(edge_id)
         return await asyncio.to_thread(desired.list_commands, engine, edge_id)
 
-    @routes.put("/api/edges/{edge_id}/cards", summary="Set an edge's card list (a new version)")
-    async def set_cards(edge_id: str, cards: list[wire.CardEntry]) -> dict[str, Any]:
-        version = await asyncio.to_thread(desired.set_card_list, engine, edge_id, cards)
+    @routes.put(
+        "/api/edges/{edge_id}/cards",
+        summary="Set an edge's card list (a new version)",
+        description='With `If-Match: "VERSION"` (the ETag of GET) or `expected_version`, '
+        "the list is set only if the latest is still that version (0: none yet); else 412 "
+        "with the version now and the cards changed since, and nothing is stored.",
+        responses={412: problem("The list changed since the version given")},
+    )
+    async def set_cards(
+        edge_id: str,
+        cards: list[wire.CardEntry],
+        request: Request,
+        expected_version: int | None = Query(None, ge=0, le=wire.INT32_MAX),
+        if_match: str | None = Header(None, max_length=64),
+    ) -> Any:
+        expected = _expected_version(if_match, expected_version)
+        try:
+            version = await asyncio.to_thread(
+                functools.partial(
+                    desired.set_card_list,
+                    engine,
+                    edge_id,
+                    cards,
+                    expected_version=expected,
+                    actor=_actor(request),
+                )
+            )
+        except desired.CardListOutdated as outdated:
+            return JSONResponse(
+                {
+                    "detail": str(outdated),
+                    "version": outdated.current,
+                    "changed": [card.model_dump() for card in outdated.changed],
+                },
+                status_code=412,
+                headers={"ETag": f'"{outdated.current}"'},
+            )
         tell(edge_id)
-        return {"edge_id": edge_id, "version": version, "cards": len(cards)}
+        await asyncio.to_thread(
+            functools.partial(
+                audit_log.record_for_edge,
+                engine,
+                at=datetime.now(UTC),
+                actor=_actor(request),
+                edge_id=edge_id,
+                action="card.list",
+                target=edge_id,
+                detail={"version": version, "cards": len(cards)},
+            )
+        )
+        return JSONResponse(
+            {"edge_id": edge_id, "version": version, "cards": len(cards)},
+            headers={"ETag": f'"{version}"'},
+        )
 
     @routes.put(
         "/api/firmware/{name}",
@@ -328,6 +381,7 @@ def create_cloud_api(
             sessions=settings.sessions,
             firmware=settings.firmware,
             signing_key=signing_key,
+            cards=settings.cards,
         )
         api.include_router(web)
         install_error_pages(api)
@@ -368,6 +422,20 @@ def _add_sync_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator |
             "refused_topics": aggregator.refused_topics,
             "sessions": aggregator.sessions,
         }
+
+
+def _expected_version(if_match: str | None, expected_version: int | None) -> int | None:
+    """The version a card list was made from: If-Match's ("3", W/"3", 3; * is none) or
+    the query's; 422 when they disagree or If-Match names no version."""
+    from_header = None
+    if if_match is not None and if_match.strip() != "*":
+        text = if_match.strip().removeprefix("W/").strip('"')
+        if not text.isdigit() or len(text) > 10:
+            raise HTTPException(422, f"If-Match {if_match!r} is not a card list version")
+        from_header = int(text)
+    if from_header is not None and expected_version not in (None, from_header):
+        raise HTTPException(422, "If-Match and expected_version name different versions")
+    return from_header if from_header is not None else expected_version
 
 
 def _actor(request: Request) -> str:
@@ -550,11 +618,18 @@ FIRMWARE_UPLOAD = r"/api/firmware/[^/]+"
 CAMPAIGN_FORM = r"/web/campaigns"
 CAMPAIGN_FORM_FIELDS_BYTES = 1_048_576
 CARD_LIST_UPLOAD = r"/api/edges/[^/]+/cards"
+CARD_IMPORT = "/web/card-import"
+FORM_ROOM_BYTES = 65_536
 # A card list may fill every part an edge takes; the store says why one is too large.
 MAX_CARD_LIST_BODY_BYTES = wire.CARD_LIST_PART_BYTES * wire.MAX_CARD_LIST_PARTS
 
 
-def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int) -> ASGIApp:
+def protect_cloud_api(
+    api: FastAPI,
+    settings: ApiSettings,
+    max_image_bytes: int,
+    max_card_import_bytes: int = CardSettings().max_import_bytes,
+) -> ASGIApp:
     """The API behind its access checks and body limits: what the server runs."""
     policy = AccessPolicy.build(
         token=settings.token,
@@ -571,6 +646,8 @@ def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int)
         RouteLimit.of("PUT", FIRMWARE_UPLOAD, max_image_bytes),
         RouteLimit.of("POST", CAMPAIGN_FORM, max_image_bytes + CAMPAIGN_FORM_FIELDS_BYTES),
         RouteLimit.of("PUT", CARD_LIST_UPLOAD, MAX_CARD_LIST_BODY_BYTES),
+        # The web view's CSV import: the file, and room for the form around it.
+        RouteLimit.of("POST", re.escape(CARD_IMPORT), max_card_import_bytes + FORM_ROOM_BYTES),
         RouteLimit.of("POST", re.escape(CODE_PATH), settings.max_enrollment_body_bytes),
         RouteLimit.of("POST", re.escape(ENROLL_PATH), settings.max_enrollment_body_bytes),
     ]
@@ -580,7 +657,9 @@ def protect_cloud_api(api: FastAPI, settings: ApiSettings, max_image_bytes: int)
 def cloud_api_server(api: FastAPI, settings: CloudSettings) -> EmbeddedHttpServer:
     served = settings.api
     limits = ConnectionLimits.of(served, parse_networks(served.trusted_proxies))
-    app = protect_cloud_api(api, served, settings.firmware.max_image_bytes)
+    app = protect_cloud_api(
+        api, served, settings.firmware.max_image_bytes, settings.cards.max_import_bytes
+    )
     return EmbeddedHttpServer(app, served.host, served.port, limits, "cloud API")
 
 

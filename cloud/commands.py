@@ -138,7 +138,7 @@ def cmd_cards(arguments: argparse.Namespace) -> int:
         print(f"{arguments.file}: not a card list: {error}", file=sys.stderr)
         return 2
     engine = open_store(_settings(arguments).store.url)
-    version = desired.set_card_list(engine, arguments.edge_id, cards)
+    version = desired.set_card_list(engine, arguments.edge_id, cards, actor=f"cli:{_user_name()}")
     print(f"{arguments.edge_id}: card list version {version} ({len(cards)} cards)")
     return 0
 

@@ -424,6 +424,26 @@ class SessionSettings(_Section):
         return ZoneInfo(self.time_zone)
 
 
+class CardSettings(_Section):
+    """The fleet web view's card pages (cloud/web/cards_pages.py, card_import.py)."""
+
+    max_import_bytes: int = Field(
+        4_194_304,
+        ge=1024,
+        le=64 * 1_048_576,
+        description="The largest CSV file of cards an import takes, in bytes.",
+    )
+    max_import_rows: int = Field(
+        50_000, ge=1, le=1_000_000, description="The most cards (lines) one import takes."
+    )
+    import_preview_lifetime: float = Field(
+        3600.0,
+        ge=60,
+        le=7 * 86400,
+        description="Seconds a previewed import can be applied; then it is uploaded again.",
+    )
+
+
 class CloudSettings(FileThenEnvironment):
     model_config = SettingsConfigDict(
         env_prefix="OCPP_CLOUD_", env_nested_delimiter="__", extra="forbid"
@@ -440,6 +460,7 @@ class CloudSettings(FileThenEnvironment):
     service: ServiceSettings = ServiceSettings()
     web: WebSettings = WebSettings()
     sessions: SessionSettings = SessionSettings()
+    cards: CardSettings = CardSettings()
 
     @model_validator(mode="after")
     def shared_signing_key(self) -> CloudSettings:

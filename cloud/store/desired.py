@@ -21,12 +21,14 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Connection, Engine, Row, func, insert, select, update
+from sqlalchemy import Connection, Engine, Row, insert, select, update
 
+from cloud.store import card_writes
 from cloud.store.database import StoreError, reading
 from cloud.store.schema import (
-    card_lists,
+    DEFAULT_FLEET_ID,
     commands,
+    edge_cards,
     edges,
     firmware_images,
     firmware_installs,
@@ -66,37 +68,74 @@ class DesiredStateError(StoreError):
 # -- card lists --------------------------------------------------------------------
 
 
-def set_card_list(engine: Engine, edge_id: str, cards: list[CardEntry]) -> int:
+class CardListOutdated(DesiredStateError):
+    """A card list set on a version other than the edge's latest: another change came
+    first. `changed`: the cards changed since `expected` that the list still holds."""
+
+    def __init__(self, edge_id: str, expected: int, current: int, changed: list[CardEntry]):
+        super().__init__(
+            f"the card list of {edge_id} is at version {current}, not {expected}: another "
+            f"change came first ({len(changed)} cards changed or added since, the removed "
+            f"not counted); read it again, make your change on it and send it with "
+            f"version {current}"
+        )
+        self.expected = expected
+        self.current = current
+        self.changed = changed
+
+
+def set_card_list(
+    engine: Engine,
+    edge_id: str,
+    cards: list[CardEntry],
+    *,
+    expected_version: int | None = None,
+    actor: str = "token",
+) -> int:
     """Store `cards` as the edge's new card list; its version, above every version the
-    cloud or the edge has held."""
-    seen: set[str] = set()
-    size = 0
-    for card in cards:
-        if card.id_tag.upper() in seen:
-            raise DesiredStateError(f"card {card.id_tag} is in the list twice")
-        seen.add(card.id_tag.upper())
-        size += len(card.model_dump_json(exclude_none=True)) + 1
-    # Parts are filled to about half their size on average: a list that could need more
-    # than the edge takes is refused now, not found unsendable later.
-    if size > CARD_LIST_PART_BYTES * MAX_CARD_LIST_PARTS // 2:
-        raise DesiredStateError(
-            f"{len(cards)} cards ({size} bytes) are more than one card list holds "
-            f"({CARD_LIST_PART_BYTES * MAX_CARD_LIST_PARTS // 2} bytes)"
-        )
+    cloud or the edge has held. `expected_version`: the version the list was made from
+    (0: none yet); when the latest is another, CardListOutdated and nothing is stored."""
     now = utc_now()
+    try:
+        return _set_card_list(engine, edge_id, cards, expected_version, actor, now)
+    except card_writes.CardListError as error:
+        raise DesiredStateError(str(error)) from error
+
+
+def _set_card_list(
+    engine: Engine,
+    edge_id: str,
+    cards: list[CardEntry],
+    expected_version: int | None,
+    actor: str,
+    now: datetime,
+) -> int:
     with engine.begin() as connection:
+        # The fleet's row before the edge's, as every writer of cards takes them.
+        fleet_id = card_writes.fleet_of_edge(connection, edge_id)
+        revision = card_writes.bump_cards_revision(connection, fleet_id)
         edge = lock_edge(connection, edge_id, now)
-        latest = _latest_card_version(connection, edge_id) or 0
-        version = max(latest, edge.cards_version_reported or 0) + 1
-        connection.execute(
-            insert(card_lists).values(
-                edge_id=edge_id,
-                version=version,
-                document=[card.model_dump(mode="json") for card in cards],
-                created_at=now,
-            )
+        if (edge.fleet_id or DEFAULT_FLEET_ID) != fleet_id:
+            raise DesiredStateError(f"{edge_id} moved to another fleet meanwhile: send it again")
+        if expected_version is not None:
+            current = card_writes.latest_card_version(connection, edge_id) or 0
+            if current != expected_version:
+                changed = connection.execute(
+                    select(edge_cards)
+                    .where(edge_cards.c.edge_id == edge_id, edge_cards.c.version > expected_version)
+                    .order_by(edge_cards.c.id_key)
+                ).all()
+                raise CardListOutdated(
+                    edge_id,
+                    expected_version,
+                    current,
+                    [card_writes.entry_of(row) for row in changed],
+                )
+        written = card_writes.write_card_list(connection, edge, cards, now)
+        card_writes.record_card_changes(
+            connection, fleet_id, revision, {edge_id: written.changes}, actor, now
         )
-    return version
+    return written.version
 
 
 def card_list_to_send(engine: Engine, edge_id: str) -> CardList | None:
@@ -106,11 +145,11 @@ def card_list_to_send(engine: Engine, edge_id: str) -> CardList | None:
         reported = connection.execute(
             select(edges.c.cards_version_reported).where(edges.c.id == edge_id)
         ).scalar_one_or_none()
-        latest = _latest_card_version(connection, edge_id)
+        latest = card_writes.latest_card_version(connection, edge_id)
         if latest is None or reported == latest:
             return None
-        cards = _card_list(connection, edge_id, latest)
-        base = _card_list(connection, edge_id, reported) if reported else None
+        cards = card_writes.card_list_document(connection, edge_id, latest)
+        base = card_writes.card_list_document(connection, edge_id, reported) if reported else None
     assert cards is not None
     if base is None:
         return CardList(version=latest, full=True, cards=list(cards.values()))
@@ -167,25 +206,6 @@ def split_card_list(whole: CardList, part_bytes: int = CARD_LIST_PART_BYTES) -> 
         )
         for number, group in enumerate(groups, start=1)
     ]
-
-
-def _latest_card_version(connection: Connection, edge_id: str) -> int | None:
-    latest = connection.execute(
-        select(func.max(card_lists.c.version)).where(card_lists.c.edge_id == edge_id)
-    ).scalar_one()
-    return None if latest is None else int(latest)
-
-
-def _card_list(connection: Connection, edge_id: str, version: int) -> dict[str, CardEntry] | None:
-    document = connection.execute(
-        select(card_lists.c.document).where(
-            card_lists.c.edge_id == edge_id, card_lists.c.version == version
-        )
-    ).scalar_one_or_none()
-    if document is None:
-        return None
-    entries = (CardEntry.model_validate(entry) for entry in document)
-    return {entry.id_tag: entry for entry in entries}
 
 
 # -- commands ----------------------------------------------------------------------
@@ -606,8 +626,8 @@ def list_commands(engine: Engine, edge_id: str, limit: int = 100) -> list[dict[s
 def current_card_list(engine: Engine, edge_id: str) -> tuple[int, list[CardEntry]] | None:
     """The latest version of an edge's card list, and its cards."""
     with reading(engine) as connection:
-        version = _latest_card_version(connection, edge_id)
+        version = card_writes.latest_card_version(connection, edge_id)
         if version is None:
             return None
-        cards = _card_list(connection, edge_id, version) or {}
+        cards = card_writes.card_list_document(connection, edge_id, version) or {}
     return version, list(cards.values())

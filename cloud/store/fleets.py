@@ -10,6 +10,7 @@ from datetime import datetime
 from sqlalchemy import Engine, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from cloud.store.card_writes import follow_edge_fleet
 from cloud.store.database import StoreError, reading
 from cloud.store.schema import edges as edge_rows
 from cloud.store.schema import fleets, users
@@ -106,5 +107,6 @@ def assign_edge(
         with engine.begin() as connection:
             lock_edge(connection, edge_id, utc_now())
             connection.execute(update(edge_rows).where(edge_rows.c.id == edge_id).values(values))
+            follow_edge_fleet(connection, edge_id, fleet_id)
     except IntegrityError as error:
         raise StoreError(f"no fleet with id {fleet_id}") from error

@@ -42,6 +42,15 @@ Each table holds one concept:
   its epoch, and where its sequence starts in the edge's events (`seq_offset`).
 - `card_lists`: each version of each edge's card list, as the full list (deltas are
   computed when sent).
+- `edge_cards`: each edge's latest card list one card a row (key `(edge_id, id_key)`, the
+  id tag upper-cased), with the edge's fleet. Written with every new version
+  (cloud/store/card_writes.py), equal to its document.
+- `fleet_cards`: a row per card a fleet holds or held: how many of its sites hold it and
+  its text to search (what the fleet's card list pages through), its `revision` (the
+  fleet's `cards_revision` when it last changed anywhere in the fleet: edit forms carry
+  it, a stale one is refused), who changed it, when, and what the change was.
+- `card_imports`: CSV imports previewed and not yet applied (the text, the plan's digest
+  and the fleet's `cards_revision` it was made at), for `cards.import_preview_lifetime`.
 - `firmware_images`, `firmware_status`: images the cloud offers (with the signed manifest;
   none for an image added before manifests, which is not offered), and each edge's
   progress with each, and whether the operator forced the offer (no foreign key to the
@@ -50,7 +59,8 @@ Each table holds one concept:
   version, status, reason, forced, the command) and the version last installed there.
 - `commands`: operator commands, from creation to the edge's result.
 - `fleets`: the organisations edges belong to; every edge is in one (`edges.fleet_id`,
-  the default fleet, id 1, until assigned), and every user sees only their own fleet's.
+  the default fleet, id 1, until assigned), and every user sees only their own fleet's;
+  `cards_revision`, raised by every change to the fleet's cards.
 - `users`: people signing in to the fleet web view: email, argon2 password hash, role
   (viewer, operator, admin), fleet, when they were disabled (never deleted: the audit
   log names them).
@@ -179,6 +189,9 @@ fleets = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("name", Text, nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
+    # Raised by every transaction that changes a card of the fleet (the card's `revision`
+    # in fleet_cards takes its value): also the row that orders those transactions.
+    Column("cards_revision", BigInteger, nullable=False, server_default="0"),
 )
 
 edges = Table(
@@ -447,6 +460,66 @@ card_lists = Table(
     Column("created_at", UtcDateTime, nullable=False),
     PrimaryKeyConstraint("edge_id", "version"),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+)
+
+edge_cards = Table(
+    "edge_cards",
+    metadata,
+    Column("edge_id", EDGE_ID, nullable=False),
+    # The card's id tag upper-cased: one card however it is typed (OCPP idTags are).
+    Column("id_key", Text, nullable=False),
+    Column("id_tag", Text, nullable=False),
+    # The edge's fleet, kept with each row so the fleet's list pages by one index.
+    Column("fleet_id", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("expiry_date", Text),
+    Column("parent_id_tag", Text),
+    Column("label", Text),
+    Column("chargers", Json),
+    # The list version this entry last changed in.
+    Column("version", Integer, nullable=False),
+    PrimaryKeyConstraint("edge_id", "id_key"),
+    ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    # A card's sites, and whether one holds it with a status: read from the index alone.
+    Index(None, "fleet_id", "id_key", "edge_id", "status"),
+)
+
+fleet_cards = Table(
+    "fleet_cards",
+    metadata,
+    Column("fleet_id", Integer, nullable=False),
+    Column("id_key", Text, nullable=False),
+    Column("id_tag", Text, nullable=False),
+    # How many of the fleet's sites hold it (0: none, now), and its id tag, labels and
+    # accounts lower-cased: what the fleet's list pages and searches, a row per card.
+    Column("sites", Integer, nullable=False, server_default="0"),
+    Column("search", Text, nullable=False),
+    # The fleet's `cards_revision` when the card last changed (0: not since the list was
+    # kept per card): what edit forms carry; who changed it, when, and how.
+    Column("revision", BigInteger, nullable=False),
+    Column("changed_at", UtcDateTime),
+    Column("changed_by", Text),
+    Column("change", Text),
+    PrimaryKeyConstraint("fleet_id", "id_key"),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    Index(None, "fleet_id", "revision"),
+)
+
+card_imports = Table(
+    "card_imports",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("fleet_id", Integer, nullable=False),
+    Column("user_id", Integer, nullable=False),
+    Column("site", EDGE_ID),
+    Column("filename", Text, nullable=False),
+    Column("content", Text, nullable=False),
+    Column("mark", BigInteger, nullable=False),
+    Column("digest", String(64), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
+    Index(None, "created_at"),
 )
 
 firmware_images = Table(

@@ -24,7 +24,7 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
-from cloud.settings import FirmwareSettings, SessionSettings, WebSettings
+from cloud.settings import CardSettings, FirmwareSettings, SessionSettings, WebSettings
 from cloud.store import sign_ins
 from cloud.store import users as user_store
 from cloud.store.overview import SummaryCache
@@ -80,6 +80,8 @@ class WebContext:
     # their manifests (None: uploads are refused; existing images can still be rolled out).
     firmware: FirmwareSettings = field(default_factory=FirmwareSettings)
     signing_key: Ed25519PrivateKey | None = None
+    # Card imports' bounds.
+    cards: CardSettings = field(default_factory=CardSettings)
 
     def static_url(self, name: str) -> str:
         return f"{COOKIE_PATH}/static/{name}?v={self.static_versions.get(name, '0')}"
@@ -126,10 +128,14 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
 
 
 def create_web_context(
-    settings: WebSettings, engine: Engine, sessions: SessionSettings | None = None
+    settings: WebSettings,
+    engine: Engine,
+    sessions: SessionSettings | None = None,
+    cards: CardSettings | None = None,
 ) -> WebContext:
     return WebContext(
         sessions=sessions or SessionSettings(),
+        cards=cards or CardSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -146,11 +152,13 @@ def create_web_router(
     sessions: SessionSettings | None = None,
     firmware: FirmwareSettings | None = None,
     signing_key: Ed25519PrivateKey | None = None,
+    cards: CardSettings | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
-    `on_desired_state(edge_id)`: a page made something for the edge to run (a command).
-    `firmware`, `signing_key`: where uploaded images go and the key signing them."""
-    context = context or create_web_context(settings, engine, sessions)
+    `on_desired_state(edge_id)`: a page made something for the edge to run (a command,
+    a card list). `firmware`, `signing_key`: where uploaded images go and the key
+    signing them."""
+    context = context or create_web_context(settings, engine, sessions, cards)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
     if firmware is not None:
@@ -169,6 +177,7 @@ def create_web_router(
         alerts_pages,
         audit_page,
         campaigns_pages,
+        card_import,
         cards_pages,
         charger,
         live,
@@ -182,6 +191,7 @@ def create_web_router(
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
+    card_import.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
     campaigns_pages.add_routes(router, context)
     live.add_routes(router, context)

@@ -95,7 +95,9 @@ async def browser(
 ) -> AsyncIterator[Browser]:
     settings = settings or web_settings()
     api = create_cloud_api(settings, engine, Ed25519PrivateKey.generate())
-    app = protect_cloud_api(api, settings.api, settings.firmware.max_image_bytes)
+    app = protect_cloud_api(
+        api, settings.api, settings.firmware.max_image_bytes, settings.cards.max_import_bytes
+    )
     transport = httpx.ASGITransport(app=app, client=(client, 40000))
     async with httpx.AsyncClient(transport=transport, base_url="http://cloud.test") as http:
         yield Browser(http)
