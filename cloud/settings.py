@@ -387,6 +387,25 @@ class SessionSettings(_Section):
         le=1_000_000,
         description="Meter samples kept per session (its curve); later ones are not kept.",
     )
+    reprice_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Sessions priced again per transaction after a tariff changes (ingest "
+        "waits on SQLite's write lock for one such batch at most).",
+    )
+    reprice_pause: float = Field(
+        0.05,
+        ge=0,
+        le=60,
+        description="Seconds between two re-pricing batches: the store's writers' turn.",
+    )
+    reprice_poll: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between looks for re-pricing queued by another replica.",
+    )
 
     @field_validator("time_zone")
     @classmethod

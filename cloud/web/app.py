@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from sqlalchemy import Engine
 
 from cloud.enrollment import FailedAttempts
-from cloud.settings import SessionSettings, WebSettings
+from cloud.settings import AlertSettings, SessionSettings, WebSettings
 from cloud.store import users as user_store
 from cloud.store.secrets import shared_secret
 from cloud.web import audit
@@ -72,6 +72,10 @@ class WebContext:
     on_desired_state: Callable[[str], None] = lambda edge_id: None
     # How sessions are shown: months' time zone, the offline marker, curves' length.
     sessions: SessionSettings = field(default_factory=SessionSettings)
+    # The configuration's alert settings: each fleet's defaults.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Told that a tariff change queued re-pricing: this replica starts on it now.
+    on_repricing: Callable[[], None] = lambda: None
 
     async def user(self, user_id: int) -> user_store.User | None:
         return await asyncio.to_thread(user_store.user_by_id, self.engine, user_id)
@@ -121,10 +125,14 @@ def session_secret(settings: WebSettings, engine: Engine) -> str:
 
 
 def create_web_context(
-    settings: WebSettings, engine: Engine, sessions: SessionSettings | None = None
+    settings: WebSettings,
+    engine: Engine,
+    sessions: SessionSettings | None = None,
+    alerts: AlertSettings | None = None,
 ) -> WebContext:
     return WebContext(
         sessions=sessions or SessionSettings(),
+        alerts=alerts or AlertSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -140,12 +148,17 @@ def create_web_router(
     context: WebContext | None = None,
     on_desired_state: Callable[[str], None] | None = None,
     sessions: SessionSettings | None = None,
+    alerts: AlertSettings | None = None,
+    on_repricing: Callable[[], None] | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
-    `on_desired_state(edge_id)`: a page made something for the edge to run (a command)."""
-    context = context or create_web_context(settings, engine, sessions)
+    `on_desired_state(edge_id)`: a page made something for the edge to run (a command);
+    `on_repricing()`: a page changed a tariff (sessions to price again)."""
+    context = context or create_web_context(settings, engine, sessions, alerts)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
+    if on_repricing is not None:
+        context.on_repricing = on_repricing
 
     async def attach(request: Request) -> None:
         request.state.web_context = context
