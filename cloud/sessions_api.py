@@ -50,7 +50,7 @@ from cloud.tariffs import (
 from contract.protocol import EDGE_ID_PATTERN, INT64_MAX
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-Price = Annotated[Decimal, Field(ge=0, le=10_000, decimal_places=6)]
+Price = Annotated[Decimal, Field(gt=0, le=10_000, decimal_places=6)]
 # Text filters: an idTag is at most 20 characters, a charger id is what the edge sent.
 FilterText = Annotated[str | None, Query(min_length=1, max_length=255)]
 CSV_COLUMNS = (
@@ -103,6 +103,9 @@ class TariffBody(BaseModel):
     minor_unit_digits: int = Field(2, ge=0, le=4, description="2 for cents")
     time_zone: str = Field("UTC", max_length=64)
     valid_from: AwareDatetime
+    valid_until: AwareDatetime | None = Field(
+        None, description="Ended: from then on the next scope's tariffs price its sites"
+    )
     price_per_kwh: Price
     bands: list[BandBody] = Field([], max_length=tariff_store.MAX_BANDS)
 
@@ -127,6 +130,7 @@ class TariffBody(BaseModel):
                 time_zone=self.time_zone,
                 bands=bands,
                 fleet_id=self.fleet_id,
+                valid_until=_utc(self.valid_until) if self.valid_until else None,
             )
             spec.checked()
         except (TariffError, TariffRefused) as error:
@@ -387,6 +391,7 @@ def tariff_document(record: TariffRecord) -> dict[str, Any]:
         "minor_unit_digits": spec.minor_unit_digits,
         "time_zone": spec.time_zone,
         "valid_from": spec.valid_from,
+        "valid_until": spec.valid_until,
         "price_per_kwh": price_text(spec.price),
         "bands": [
             {

@@ -370,6 +370,9 @@ tariffs = Table(
     # With no edge_id: the fleet's default (NULL: every fleet's, set through the API).
     # A site's own tariff has none: it follows its edge.
     Column("fleet_id", Integer),
+    # Ended: from this time on the scope has no tariff of its own (the next scope's
+    # prices), until a later tariff of it starts. NULL: until the next one starts.
+    Column("valid_until", UtcDateTime),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
     ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "edge_id", "valid_from"),

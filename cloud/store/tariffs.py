@@ -24,7 +24,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
@@ -93,6 +93,11 @@ class TariffSpec:
     time_zone: str = "UTC"
     bands: tuple[Band, ...] = ()
     fleet_id: int | None = None
+    valid_until: datetime | None = None  # ended: from then on the next scope's prices
+
+    def in_force(self, moment: datetime) -> bool:
+        """Whether it prices `moment`, if no later tariff of its scope started by then."""
+        return self.valid_from <= moment and (self.valid_until is None or moment < self.valid_until)
 
     def checked(self) -> Tariff:
         """The tariff to price with; TariffRefused with the reason when it is not one."""
@@ -108,6 +113,13 @@ class TariffSpec:
             raise TariffRefused("a tariff's name is 1 to 200 characters")
         if self.valid_from.tzinfo is None:
             raise TariffRefused("valid_from needs a time zone (e.g. 2026-04-01T00:00:00Z)")
+        if self.valid_until is not None:
+            if self.valid_until.tzinfo is None:
+                raise TariffRefused("valid_until needs a time zone (e.g. 2026-05-01T00:00:00Z)")
+            if self.valid_until <= self.valid_from:
+                raise TariffRefused("a tariff ends after it starts: valid_until > valid_from")
+        if self.price <= 0 or any(band.price <= 0 for band in self.bands):
+            raise TariffRefused("a price per kWh is more than 0")
         if len(self.bands) > MAX_BANDS:
             raise TariffRefused(f"at most {MAX_BANDS} bands")
         if self.price > MAX_PRICE or any(band.price > MAX_PRICE for band in self.bands):
@@ -205,7 +217,11 @@ def create_tariff(engine: Engine, spec: TariffSpec, fleet_id: int | None = None)
 
 
 def update_tariff(
-    engine: Engine, tariff_id: int, spec: TariffSpec, fleet_id: int | None = None
+    engine: Engine,
+    tariff_id: int,
+    spec: TariffSpec,
+    fleet_id: int | None = None,
+    verb: str = "changed",
 ) -> TariffChange:
     """Change a tariff (with `fleet_id`: one of that fleet's, staying so) and queue the
     re-pricing of the sessions it covered and covers."""
@@ -224,12 +240,33 @@ def update_tariff(
             .where(tariffs.c.id == tariff_id)
             .values(**_columns(spec), updated_at=now)
         )
-        since = min(before.spec.valid_from, spec.valid_from)
-        reason = f"tariff {tariff_id} changed"
+        since = _changed_from(before.spec, spec)
+        reason = f"tariff {tariff_id} {verb}"
         jobs = _queue(connection, before.spec, since, reason)
         if (spec.edge_id, spec.fleet_id) != (before.spec.edge_id, before.spec.fleet_id):
             jobs += _queue(connection, spec, since, reason)
         return TariffChange(_get(connection, tariff_id), jobs)
+
+
+def end_tariff(
+    engine: Engine, tariff_id: int, until: datetime, fleet_id: int | None = None
+) -> TariffChange:
+    """End a tariff at `until` (with `fleet_id`: one of that fleet's): from then on its
+    scope is priced by the next scope's tariffs, until a later one of its own starts."""
+    with reading(engine) as connection:
+        before = _get(connection, tariff_id)
+    spec = replace(before.spec, valid_until=until)
+    return update_tariff(engine, tariff_id, spec, fleet_id, verb="ended")
+
+
+def _changed_from(before: TariffSpec, after: TariffSpec) -> datetime:
+    """The earliest session start whose price the change may move: the earlier start,
+    or, when only the end moved, the earlier end."""
+    if replace(before, valid_until=None) == replace(after, valid_until=None):
+        ends = [end for end in (before.valid_until, after.valid_until) if end is not None]
+        if ends:
+            return min(ends)
+    return min(before.valid_from, after.valid_from)
 
 
 def delete_tariff(engine: Engine, tariff_id: int, fleet_id: int | None = None) -> TariffChange:
@@ -496,7 +533,10 @@ class _TariffsInForce:
         for scope in scopes:
             for record in self._by_scope.get(scope, ()):
                 if record.spec.valid_from <= moment:
-                    return record
+                    # The scope's latest start by then; ended, the next scope prices.
+                    if record.spec.in_force(moment):
+                        return record
+                    break
         return None
 
 
@@ -563,6 +603,7 @@ def _columns(spec: TariffSpec) -> dict[str, Any]:
         "minor_unit_digits": spec.minor_unit_digits,
         "time_zone": spec.time_zone,
         "valid_from": spec.valid_from,
+        "valid_until": spec.valid_until,
         "price": spec.price,
         "bands": [
             {
@@ -591,5 +632,6 @@ def _record(row: Any) -> TariffRecord:
         time_zone=row.time_zone,
         bands=bands,
         fleet_id=row.fleet_id,
+        valid_until=row.valid_until,
     )
     return TariffRecord(row.id, spec, row.created_at, row.updated_at)

@@ -166,7 +166,7 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages
+    from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages, tariffs_pages
     from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
@@ -175,6 +175,7 @@ def create_web_router(
     alerts_pages.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
+    tariffs_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
 

@@ -149,6 +149,11 @@ def sessions_values(
         if after is None and (filters.query_pairs() or whole_fleet_sums)
         else None
     )
+    repricing = page.repricing
+
+    def month_recalculating(key: str | None) -> bool:
+        return key is not None and repricing.month(Month.parse(key), zone)
+
     closing = None
     now = datetime.now(UTC)
     if filters.edge and filters.month:
@@ -180,8 +185,14 @@ def sessions_values(
         "sites": sites,
         "site_names": {site.edge_id: site.name for site in sites},
         "page": page,
-        "rows": [_row(session, now, settings) for session in page.sessions],
+        "rows": [
+            _row(session, now, settings, page.repricing.waiting(session))
+            for session in page.sessions
+        ],
         "sums": sums,
+        # Sums whose costs are not all computed again yet (a tariff changed).
+        "sums_recalculating": repricing.before(query.until),
+        "month_recalculating": month_recalculating,
         "sums_shown": SUMS_SHOWN,
         "closing": closing,
         "next_link": next_link,
@@ -193,9 +204,12 @@ def sessions_values(
     }
 
 
-def _row(session: store.Session, now: datetime, settings: SessionSettings) -> dict[str, Any]:
+def _row(
+    session: store.Session, now: datetime, settings: SessionSettings, recalculating: bool = False
+) -> dict[str, Any]:
     return {
         "session": session,
+        "recalculating": recalculating,
         "duration_s": session.duration_s(now),
         "offline": session.recorded_offline(settings.offline_after_s),
         "link": f"/web/sessions/{session.edge_id}/{session.transaction_id}",
@@ -216,6 +230,9 @@ def session_detail_values(
     if session is None:
         raise missing
     samples = store.meter_samples_of(context.engine, edge_id, transaction_id)
+    repricing = store.repricing_of(
+        context.engine, SessionFilter(fleet_id=user.fleet_id, edge_id=edge_id)
+    )
     now = datetime.now(UTC)
     curve = {
         "at": [sample.at.timestamp() for sample in samples],
@@ -226,7 +243,7 @@ def session_detail_values(
     curve_json = json.dumps(curve).replace("</", "<\\/")
     return {
         "site": site,
-        "row": _row(session, now, context.sessions),
+        "row": _row(session, now, context.sessions, repricing.waiting(session)),
         "session": session,
         "samples": samples,
         "curve_json": Markup(curve_json),

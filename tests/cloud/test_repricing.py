@@ -7,6 +7,7 @@ sessions are read through their own index."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,21 +16,26 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select, text, update
 
+from cloud.repricing import Repricer
+from cloud.settings import SessionSettings
 from cloud.store import fleets
 from cloud.store.database import open_store, reading
 from cloud.store.repricing import list_jobs
 from cloud.store.schema import chargers, repricing, transactions
 from cloud.store.sessions import SessionFilter, _page_query, get_session, session_page
 from cloud.store.tariffs import (
+    TariffRefused,
     UnknownTariff,
     create_tariff,
     delete_tariff,
+    end_tariff,
     list_tariffs,
     reprice_all,
     reprice_batch,
     update_tariff,
 )
 from tests.cloud.test_sessions_store import T0, Site, flat
+from tests.waiting import eventually
 
 
 def costs(engine: Engine, edge_id: str, numbers: range) -> list[int | None]:
@@ -272,3 +278,46 @@ def test_the_fleet_filter_reads_the_fleets_own_index(engine: Engine) -> None:
     assert "TEMP B-TREE" not in plan and "Sort" not in plan, plan
     page = session_page(engine, SessionFilter(fleet_id=small), 50)
     assert len(page.sessions) == 50 and {s.edge_id for s in page.sessions} == {"small-1"}
+
+
+async def test_the_repricer_works_through_the_jobs_in_the_background(engine: Engine) -> None:
+    site = Site(engine)
+    for number in range(1, 8):
+        site.session(number, T0 + timedelta(days=number))
+    repricer = Repricer(SessionSettings(reprice_batch=3, reprice_pause=0, reprice_poll=60), engine)
+    stop = asyncio.Event()
+    task = asyncio.create_task(repricer.run(stop))
+    try:
+        await eventually(lambda: repricer.stats.batches == 0 and not list_jobs(engine))
+        create_tariff(engine, flat("0.30", T0))
+        repricer.wake()  # as the API and the page do: not after reprice_poll (60 s)
+        await eventually(lambda: costs(engine, "site-1", range(1, 8)) == [300] * 7, within=30)
+        await eventually(lambda: repricer.stats.jobs_finished == 1)
+        # Three batches of three at most: 3, 3, 1.
+        assert (repricer.stats.batches, repricer.stats.sessions) == (3, 7)
+        assert list_jobs(engine) == []
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+def test_an_ended_tariff_hands_its_sites_to_the_next_scope_from_its_end(engine: Engine) -> None:
+    acme = fleets.add_fleet(engine, "Acme").fleet_id
+    fleets.assign_edge(engine, "depot-1", acme)
+    create_tariff(engine, flat("0.20", T0 - timedelta(days=30), fleet_id=acme, name="fleet"))
+    own = create_tariff(engine, flat("0.50", T0 - timedelta(days=30), edge_id="depot-1"))
+    site = Site(engine, "depot-1")
+    for number in range(1, 5):
+        site.session(number, T0 + timedelta(days=number))
+    assert costs(engine, "depot-1", range(1, 5)) == [500] * 4
+    assert own.tariff is not None
+    ended = end_tariff(engine, own.tariff.id, T0 + timedelta(days=3), fleet_id=acme)
+    assert ended.tariff is not None and ended.tariff.spec.valid_until == T0 + timedelta(days=3)
+    # Only the sessions from its end on are priced again.
+    (job,) = list_jobs(engine)
+    assert job.since == T0 + timedelta(days=3) and job.reason == f"tariff {own.tariff.id} ended"
+    assert waiting(engine, SessionFilter(fleet_id=acme)) == [3, 4]
+    assert reprice_all(engine) == 2
+    assert costs(engine, "depot-1", range(1, 5)) == [500, 500, 200, 200]
+    with pytest.raises(TariffRefused, match="ends after it starts"):
+        end_tariff(engine, own.tariff.id, T0 - timedelta(days=31))

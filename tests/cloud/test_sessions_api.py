@@ -316,7 +316,10 @@ async def test_tariffs_are_added_changed_and_removed_with_their_sessions_reprice
     refusals = [
         (body | {"time_zone": "Mars/Olympus"}, "not a time zone"),
         (body | {"price_per_kwh": "0.1234567"}, "decimal"),
-        (body | {"price_per_kwh": -1}, "greater than or equal"),
+        (body | {"price_per_kwh": -1}, "greater than 0"),
+        (body | {"price_per_kwh": 0}, "greater than 0"),
+        (body | {"valid_until": "2026-02-01T00:00:00Z"}, "ends after it starts"),
+        (body | {"edge_id": "site-1", "fleet_id": 1}, "give a site or a fleet"),
         (body | {"valid_from": "2026-03-01T00:00:00"}, "timezone"),
         (body | {"currency": "euro"}, "pattern"),
         (body | {"valid_from": "2026-03-01T00:00:00Z"}, "same scope starts at the same time"),

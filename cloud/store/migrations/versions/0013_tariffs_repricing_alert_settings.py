@@ -1,6 +1,6 @@
 """Tariffs per fleet, re-pricing in the background, a fleet's own alert settings, and each
 session's fleet (cloud/store/schema.py): `tariffs.fleet_id` (a fleet's default tariff;
-the tariffs already stored stay every fleet's), the `repricing` work list,
+the tariffs already stored stay every fleet's) and `valid_until`, the `repricing` work list,
 `fleet_alert_settings`, and `transactions.fleet_id` with its index, filled from each
 session's edge.
 
@@ -40,6 +40,7 @@ def upgrade() -> None:
                 nullable=True,
             ),
         )
+    op.add_column("tariffs", sa.Column("valid_until", TIME, nullable=True))
     # Plain ADD COLUMN: no table rebuild of a million sessions.
     op.add_column("transactions", sa.Column("fleet_id", sa.Integer(), nullable=True))
     op.execute(
@@ -94,3 +95,4 @@ def downgrade() -> None:
     with op.batch_alter_table("tariffs") as batch:
         batch.drop_constraint(op.f("fk_tariffs_fleet_id_fleets"), type_="foreignkey")
         batch.drop_column("fleet_id")
+        batch.drop_column("valid_until")
