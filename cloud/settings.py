@@ -269,24 +269,35 @@ class AlertSettings(_Section):
         5.0, gt=0, le=86400, description="Seconds before the second attempt, doubled..."
     )
     webhook_retry_longest: float = Field(1800.0, gt=0, le=86400, description="...up to this many.")
+    fleet_webhooks_private: bool = Field(
+        False,
+        description="Let the webhooks fleets' admins set reach loopback and private "
+        "addresses (off: only public ones; this setting's own webhook_url is trusted).",
+    )
 
     @field_validator("webhook_url")
     @classmethod
     def http_url(cls, url: str) -> str:
-        if not url:
-            return url
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises for a port that is no port
-        except ValueError as error:
-            raise ValueError(f"{error}: give an http:// or https:// URL") from error
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or any(character.isspace() for character in url)
-        ):
-            raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
+        return check_webhook_url(url)
+
+
+def check_webhook_url(url: str) -> str:
+    """`url` when it is an http:// or https:// URL with a host (or empty); ValueError
+    saying what is wrong else."""
+    if not url:
         return url
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is no port
+    except ValueError as error:
+        raise ValueError(f"{error}: give an http:// or https:// URL") from error
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(character.isspace() for character in url)
+    ):
+        raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
+    return url
 
 
 class EnrollmentSettings(_Section):

@@ -166,13 +166,23 @@ def create_web_router(
     router = APIRouter(dependencies=[Depends(attach)], include_in_schema=False)
     _add_static(router, context)
     _add_sign_in(router, context)
-    from cloud.web import alerts_pages, audit_page, cards_pages, charger, live, pages, tariffs_pages
+    from cloud.web import (
+        alert_settings_page,
+        alerts_pages,
+        audit_page,
+        cards_pages,
+        charger,
+        live,
+        pages,
+        tariffs_pages,
+    )
     from cloud.web import sessions as session_pages
 
     pages.add_routes(router, context)
     charger.add_routes(router, context)
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
+    alert_settings_page.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
     tariffs_pages.add_routes(router, context)
