@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -37,6 +38,8 @@ class RepricingStats:
     sessions: int = 0
     jobs_finished: int = 0
     last_batch_at: datetime | None = None
+    # Seconds the longest batch took (what ingest may have waited for, on SQLite).
+    longest_batch_s: float = 0.0
     last_error: str | None = None
 
 
@@ -55,6 +58,7 @@ class Repricer:
         """Work through the jobs until `stop` is set."""
         while not stop.is_set():
             self._woken.clear()
+            began = time.perf_counter()
             try:
                 batch = await asyncio.to_thread(
                     reprice_batch, self.engine, self.settings.reprice_batch
@@ -70,6 +74,7 @@ class Repricer:
                 await until_stopped(stop, self.settings.reprice_poll, or_when=self._woken)
                 continue
             stats = self.stats
+            stats.longest_batch_s = max(stats.longest_batch_s, time.perf_counter() - began)
             stats.batches += 1
             stats.sessions += batch.sessions
             stats.last_batch_at = utc_now()
