@@ -364,3 +364,26 @@ async def test_times_past_the_calendar_are_refused_not_failed(api: httpx.AsyncCl
     }
     answer = await api.post("/api/tariffs", json=tariff)
     assert answer.status_code == 422 and "beyond the times" in answer.text
+
+
+async def test_the_list_the_sums_and_the_csv_take_the_same_seven_filters(
+    api: httpx.AsyncClient,
+) -> None:
+    schema = (await api.get("/openapi.json")).json()
+    filters = {"edge", "charger", "card", "account", "from", "to", "month"}
+    for path, extra in (
+        ("/api/sessions", {"cursor", "limit"}),
+        ("/api/sessions/sums", {"group"}),
+        ("/api/sessions.csv", set()),
+    ):
+        names = {parameter["name"] for parameter in schema["paths"][path]["get"]["parameters"]}
+        assert names == filters | extra, path
+    # One check of them all: each route refuses a month with a period alike.
+    both = {"month": "2026-03", "from": "2026-03-01"}
+    for path, params in (
+        ("/api/sessions", both),
+        ("/api/sessions/sums", both | {"group": "card"}),
+        ("/api/sessions.csv", both),
+    ):
+        answer = await api.get(path, params=params)
+        assert answer.status_code == 422 and "not both" in answer.text, path
