@@ -10,8 +10,9 @@ runs works through them in the same process while the batches go on.
 
 Limits, printed beside each figure: the tariff change itself answers within a second;
 an ingest batch while re-pricing takes at most what one took before (p99) plus the
-longest re-pricing batch (on SQLite a batch waits for the write lock at most that
-long); none comes near SQLite's busy timeout (10 s), after which a batch is refused.
+longest re-pricing batch (on SQLite a batch waits for the write lock at most that long)
+plus, on SQLite, 0.1 s (a waiting writer looks again every 0.1 s); none comes near
+SQLite's busy timeout (10 s), after which a batch is refused.
 
     python -m bench.repricing [--sessions 1000000] [--store-url postgresql+psycopg://...]
 """
@@ -163,12 +164,15 @@ async def measure(engine: Engine, sessions: int, batch: int) -> bool:
     longest_ms = stats.longest_batch_s * 1000
     base_p50, base_p99, base_max = _figures(baseline)
     p50, p99, most = _figures(during)
-    limit_p99 = base_p99 + longest_ms
+    # On SQLite a writer waiting for the lock looks again every 0.1 s (its busy handler).
+    step_ms = 100.0 if engine.dialect.name == "sqlite" else 0.0
+    limit_p99 = base_p99 + longest_ms + step_ms
     busy_ms = float(SQLITE_BUSY_TIMEOUT_MS)
     print(
         f"\nre-priced {stats.sessions:,} sessions in {repricing_s:.1f} s "
-        f"({stats.sessions / repricing_s:,.0f} a second), {stats.batches:,} batches of "
-        f"{batch}, the longest {longest_ms:.0f} ms; {priced:,} sessions now priced by it"
+        f"({stats.sessions / repricing_s:,.0f} a second), {stats.batches:,} batches of at "
+        f"most {batch} ({stats.sessions / stats.batches:.0f} on average), the longest "
+        f"{longest_ms:.0f} ms; {priced:,} sessions now priced by it"
     )
     print(f"\n{'':<38} {'batches':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   limit")
     print(
@@ -179,7 +183,8 @@ async def measure(engine: Engine, sessions: int, batch: int) -> bool:
     met_max = most < busy_ms
     print(
         f"{'ingest while re-pricing':<38} {len(during):>8} {p50:>8.1f} {p99:>8.1f} "
-        f"{most:>8.1f}   p99 <= {limit_p99:.0f} (baseline p99 + longest batch)"
+        f"{most:>8.1f}   p99 <= {limit_p99:.0f} (baseline p99 + longest batch"
+        f"{' + 100' if step_ms else ''})"
         f"{'' if met_p99 else '  MISSED'}; max < {busy_ms:.0f}{'' if met_max else '  MISSED'}"
     )
     met_change = change_ms < CHANGE_LIMIT_MS

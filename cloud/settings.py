@@ -402,14 +402,21 @@ class SessionSettings(_Section):
         500,
         ge=1,
         le=100_000,
-        description="Sessions priced again per transaction after a tariff changes (ingest "
-        "waits on SQLite's write lock for one such batch at most).",
+        description="Sessions priced again per transaction after a tariff changes, at most "
+        "(ingest waits on SQLite's write lock for one such batch at most)...",
+    )
+    reprice_batch_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=60,
+        description="...and fewer when a batch takes longer than this many seconds.",
     )
     reprice_pause: float = Field(
-        0.05,
+        0.15,
         ge=0,
         le=60,
-        description="Seconds between two re-pricing batches: the store's writers' turn.",
+        description="Seconds between two re-pricing batches: the store's other writers' "
+        "turn (SQLite's waiting writers look every 0.1 s).",
     )
     reprice_poll: float = Field(
         5.0,

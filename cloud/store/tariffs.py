@@ -203,9 +203,10 @@ def create_tariff(engine: Engine, spec: TariffSpec, fleet_id: int | None = None)
     now = utc_now()
     with engine.begin() as connection:
         _lock_tariffs(connection)
+        # Held to a fleet, only a site it has (none is made for a tariff of its own).
+        _check_fleet(connection, spec, fleet_id)
         if spec.edge_id is not None:
             lock_edge(connection, spec.edge_id, now)
-        _check_fleet(connection, spec, fleet_id)
         _refuse_same_start(connection, spec, None)
         tariff_id = connection.execute(
             insert(tariffs).values(**_columns(spec), created_at=now, updated_at=now)
@@ -231,9 +232,9 @@ def update_tariff(
         _lock_tariffs(connection)
         before = _get(connection, tariff_id)
         _check_fleet(connection, before.spec, fleet_id)
+        _check_fleet(connection, spec, fleet_id)
         if spec.edge_id is not None:
             lock_edge(connection, spec.edge_id, now)
-        _check_fleet(connection, spec, fleet_id)
         _refuse_same_start(connection, spec, tariff_id)
         connection.execute(
             update(tariffs)
@@ -401,12 +402,16 @@ def _next_sessions(job: Any, size: int) -> Any:
     """The job's next stopped sessions after its last one, in (session_at, edge_id,
     transaction_id) order, on the index of its scope."""
     t = transactions.c
-    query = select(*_PRICING_COLUMNS).where(t.session_at >= job.since, t.stopped_at.is_not(None))
+    query = select(*_PRICING_COLUMNS).where(t.stopped_at.is_not(None))
     if job.edge_id is not None:
         query = query.where(t.edge_id == job.edge_id)
     elif job.fleet_id is not None:
         query = query.where(t.fleet_id == job.fleet_id)
-    if job.after is not None:
+    if job.after is None:
+        query = query.where(t.session_at >= job.since)
+    else:
+        # The cursor alone bounds the range (it is past `since`): with both, SQLite reads
+        # the index from `since` and checks each entry up to the cursor, every batch.
         session_at, edge_id, transaction_id = job.after
         moment = literal(session_at, UtcDateTime())
         if job.edge_id is not None:

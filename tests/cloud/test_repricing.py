@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -20,12 +21,13 @@ from cloud.repricing import Repricer
 from cloud.settings import SessionSettings
 from cloud.store import fleets
 from cloud.store.database import open_store, reading
-from cloud.store.repricing import list_jobs
+from cloud.store.repricing import RepricingJob, list_jobs
 from cloud.store.schema import chargers, repricing, transactions
 from cloud.store.sessions import SessionFilter, _page_query, get_session, session_page
 from cloud.store.tariffs import (
     TariffRefused,
     UnknownTariff,
+    _next_sessions,
     create_tariff,
     delete_tariff,
     end_tariff,
@@ -230,17 +232,14 @@ def test_a_new_job_takes_in_those_it_covers(engine: Engine) -> None:
         assert connection.execute(select(repricing.c.id)).scalars().all() == [job.id]
 
 
-def test_the_fleet_filter_reads_the_fleets_own_index(engine: Engine) -> None:
-    """The fleet's first page reads its own sessions through its index, in keyset order:
-    not the whole store's date index with a check on each row, and no sort."""
-    big = fleets.add_fleet(engine, "Big").fleet_id
-    small = fleets.add_fleet(engine, "Small").fleet_id
-    fleets.assign_edge(engine, "big-1", big)
-    fleets.assign_edge(engine, "small-1", small)
+def bulk_sessions(engine: Engine, where: Callable[[int], tuple[str, int]]) -> None:
+    """20,000 stopped sessions a minute apart from T0, each at `where(number)`'s (edge,
+    fleet), inserted at once (not through ingest: this is about reading them), then the
+    planners' statistics."""
     now = datetime.now(UTC)
     rows = []
     for number in range(20_000):
-        edge_id, fleet_id = ("small-1", small) if number % 200 == 0 else ("big-1", big)
+        edge_id, fleet_id = where(number)
         start = T0 + timedelta(minutes=number)
         rows.append(
             {
@@ -256,21 +255,36 @@ def test_the_fleet_filter_reads_the_fleets_own_index(engine: Engine) -> None:
             }
         )
     with engine.begin() as connection:
-        for edge_id in ("big-1", "small-1"):
+        for edge_id in sorted({row["edge_id"] for row in rows}):
             connection.execute(
                 insert(chargers).values(edge_id=edge_id, charger_id="CP-1", updated_at=now)
             )
         connection.execute(insert(transactions), rows)
-    statement = _page_query(SessionFilter(fleet_id=small), None, 51)
-    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
     with engine.connect() as connection:
         if engine.dialect.name == "postgresql":
             connection.execution_options(isolation_level="AUTOCOMMIT").execute(
                 text("ANALYZE transactions")
             )
-            plan = "\n".join(connection.execute(text(f"EXPLAIN {compiled}")).scalars())
         else:
             connection.execute(text("ANALYZE"))
+
+
+def test_the_fleet_filter_reads_the_fleets_own_index(engine: Engine) -> None:
+    """The fleet's first page reads its own sessions through its index, in keyset order:
+    not the whole store's date index with a check on each row, and no sort."""
+    big = fleets.add_fleet(engine, "Big").fleet_id
+    small = fleets.add_fleet(engine, "Small").fleet_id
+    fleets.assign_edge(engine, "big-1", big)
+    fleets.assign_edge(engine, "small-1", small)
+    bulk_sessions(
+        engine, lambda number: ("small-1", small) if number % 200 == 0 else ("big-1", big)
+    )
+    statement = _page_query(SessionFilter(fleet_id=small), None, 51)
+    compiled = statement.compile(engine, compile_kwargs={"literal_binds": True})
+    with engine.connect() as connection:
+        if engine.dialect.name == "postgresql":
+            plan = "\n".join(connection.execute(text(f"EXPLAIN {compiled}")).scalars())
+        else:
             plan = "\n".join(
                 str(row[-1]) for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
             )
@@ -284,7 +298,12 @@ async def test_the_repricer_works_through_the_jobs_in_the_background(engine: Eng
     site = Site(engine)
     for number in range(1, 8):
         site.session(number, T0 + timedelta(days=number))
-    repricer = Repricer(SessionSettings(reprice_batch=3, reprice_pause=0, reprice_poll=60), engine)
+    repricer = Repricer(
+        SessionSettings(
+            reprice_batch=3, reprice_batch_seconds=60, reprice_pause=0, reprice_poll=60
+        ),
+        engine,
+    )
     stop = asyncio.Event()
     task = asyncio.create_task(repricer.run(stop))
     try:
@@ -321,3 +340,47 @@ def test_an_ended_tariff_hands_its_sites_to_the_next_scope_from_its_end(engine: 
     assert costs(engine, "depot-1", range(1, 5)) == [500, 500, 200, 200]
     with pytest.raises(TariffRefused, match="ends after it starts"):
         end_tariff(engine, own.tariff.id, T0 - timedelta(days=31))
+
+
+def test_a_batch_that_takes_too_long_makes_the_next_ones_smaller(engine: Engine) -> None:
+    repricer = Repricer(SessionSettings(reprice_batch=500, reprice_batch_seconds=0.25), engine)
+    repricer._resize(1.0)  # four times too long: a quarter as many
+    assert repricer.size == 125
+    repricer._resize(0.1)
+    assert repricer.size == 156  # grown back a quarter at a time
+    for _ in range(20):
+        repricer._resize(0.01)
+    assert repricer.size == 500  # never beyond reprice_batch
+
+
+def test_each_batch_reads_on_from_the_jobs_cursor_through_the_index(engine: Engine) -> None:
+    """Not from the job's start filtering up to the cursor: batch 2,000 of a million costs
+    what the first does."""
+    acme = fleets.add_fleet(engine, "Acme").fleet_id
+    for number in range(4):
+        fleets.assign_edge(engine, f"site-{number}", acme if number else 1)
+    bulk_sessions(engine, lambda number: (f"site-{number % 4}", acme if number % 4 else 1))
+    since = T0 - timedelta(days=400)
+    after = (T0 + timedelta(days=10), "site-1", 14_401)
+    scopes = {
+        "every": RepricingJob(1, None, None, since, after, 0, "", T0, T0),
+        "fleet": RepricingJob(2, acme, None, since, after, 0, "", T0, T0),
+        "site": RepricingJob(3, None, "site-1", since, after, 0, "", T0, T0),
+    }
+    for scope, job in scopes.items():
+        compiled = _next_sessions(job, 500).compile(engine, compile_kwargs={"literal_binds": True})
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                plan = "\n".join(connection.execute(text(f"EXPLAIN {compiled}")).scalars())
+                bound = "ROW(session_at" if scope != "site" else "ROW(session_at, transaction_id)"
+                assert "Index Cond" in plan and bound in plan.split("Filter")[0], plan
+            else:
+                plan = "\n".join(
+                    str(row[-1])
+                    for row in connection.execute(text(f"EXPLAIN QUERY PLAN {compiled}"))
+                )
+                bound = (
+                    "(session_at,transaction_id)>" if scope == "site" else "(session_at,edge_id,"
+                )
+                assert bound in plan, plan
+            assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan

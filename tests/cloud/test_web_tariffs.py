@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from cloud.store import fleets
 from cloud.store.audit import recent
 from cloud.store.repricing import list_jobs
+from cloud.store.sessions import edge_known
 from cloud.store.tariffs import create_tariff, list_tariffs, reprice_all
 from cloud.store.times import parse_time
 from tests.cloud.test_sessions_store import T0, Site, flat
@@ -180,6 +181,14 @@ async def test_every_field_is_checked_and_a_wrong_form_stores_nothing(
             assert 'id="form-errors"' in answer.text
         long = await admin.post("/web/tariffs", tariff_form(name="x" * 300))
         assert long.status_code == 422
+    # An admin of the default fleet naming a site no one has: no tariff, and no site made.
+    add_user(engine, "dee@default.test", "admin", 1)
+    async with browser(engine) as default_admin:
+        await default_admin.sign_in("dee@default.test")
+        await default_admin.get("/web/tariffs/new")
+        ghost = await default_admin.post("/web/tariffs", tariff_form(scope="ghost-site"))
+        assert ghost.status_code == 422 and "Scope: choose the fleet" in ghost.text
+    assert not edge_known(engine, "ghost-site")
     assert len(list_tariffs(engine)) == 2 and list_jobs(engine) == []
     assert actions(engine, two_fleets["acme"]) == []
 
