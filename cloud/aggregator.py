@@ -12,8 +12,9 @@ Nothing an edge sends ends the MQTT session: a message whose handling fails is l
 with its edge, counted, and the next one taken; a topic whose edge level is no edge id
 is counted as refused and never used to publish.
 
-Beside the broker's side it runs the alerts engine (cloud/alerts.py), which reads the
-store only and goes on while the broker is away.
+Beside the broker's side it runs the alerts engine (cloud/alerts.py) and the re-pricing
+of sessions after a tariff change (cloud/repricing.py), which use the store only and go
+on while the broker is away.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from sqlalchemy import Engine
 from cloud.alerts import AlertsEngine
 from cloud.firmware import answer_request
 from cloud.inbound import InboundQueue, InboundStats
+from cloud.repricing import Repricer
 from cloud.settings import CloudSettings
 from cloud.store import desired
 from cloud.store.ingest import (
@@ -77,13 +79,16 @@ class Aggregator:
         self._send_now: set[str] = set()  # edges whose desired state changed
         self._desired_changed = asyncio.Event()
         self.alerts = AlertsEngine(settings.alerts, engine)
+        self.repricer = Repricer(settings.sessions, engine)
 
     # -- connection --------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
         async with asyncio.TaskGroup() as tasks:
-            # Alerts read the store, not the broker: they go on while it is away.
+            # Alerts and re-pricing use the store, not the broker: they go on while it
+            # is away.
             tasks.create_task(self.alerts.run(stop), name="alerts")
+            tasks.create_task(self.repricer.run(stop), name="repricing")
             tasks.create_task(self._take_from_broker(stop), name="mqtt")
 
     async def _take_from_broker(self, stop: asyncio.Event) -> None:

@@ -37,19 +37,25 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import secrets
+import socket
 import time
 from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import Engine
 
 from cloud.settings import AlertSettings
 from cloud.store import alerts as store
+from cloud.store.alert_settings import FleetAlertSettings, every_fleets_settings, fleets_of
 from cloud.store.alerts import (
     AlertView,
     Clearing,
@@ -100,28 +106,46 @@ class Judgement:
 _BEYOND_THE_CALENDAR = (OverflowError, ValueError)
 
 
-def judge(observation: Observation, rules: AlertSettings, now: datetime) -> Judgement:
-    """What to raise and clear, given the store's state and the rules."""
+def judge(
+    observation: Observation,
+    rules: AlertSettings,
+    now: datetime,
+    fleet_rules: Mapping[int, AlertSettings] | None = None,
+) -> Judgement:
+    """What to raise and clear, given the store's state and the rules: `rules`, or for
+    an edge of a fleet that set its own thresholds, `fleet_rules[its fleet]`."""
     edges = {edge.edge_id: edge for edge in observation.edges}
+    by_fleet = fleet_rules or {}
+
+    def rules_of(edge_id: str) -> AlertSettings:
+        edge = edges.get(edge_id)
+        if edge is None or edge.fleet_id is None:
+            return rules
+        return by_fleet.get(edge.fleet_id, rules)
+
     candidates: list[NewAlert] = []
     keep: set[Key] = set()  # conditions under which an open alert stays open
     unjudged = 0
     for edge in observation.edges:
         try:
-            _judge_presence(edge, rules, now, candidates, keep)
-            _judge_backlog(edge, rules, now, candidates, keep)
+            _judge_presence(edge, rules_of(edge.edge_id), now, candidates, keep)
+            _judge_backlog(edge, rules_of(edge.edge_id), now, candidates, keep)
         except _BEYOND_THE_CALENDAR:
             unjudged += 1
             keep.update((kind, edge.edge_id, "") for kind in ("edge_offline", "backlog_old"))
     for fault in observation.faulted:
         try:
-            _judge_fault(fault, edges, rules, candidates, keep)
+            _judge_fault(fault, edges, rules_of(fault.edge_id), candidates, keep)
         except _BEYOND_THE_CALENDAR:
             unjudged += 1
-    _judge_refusals(observation, rules, now, candidates, keep)
+    _judge_refusals(observation, rules, now, candidates, keep, rules_of)
     open_alerts = {(a.kind, a.edge_id, a.subject): a for a in observation.open_alerts}
     clearing = [
-        Clearing(alert.id, _why_cleared(alert.kind, edges.get(alert.edge_id), rules))
+        Clearing(
+            alert.id,
+            _why_cleared(alert.kind, edges.get(alert.edge_id), rules_of(alert.edge_id)),
+            alert.edge_id,
+        )
         for key, alert in open_alerts.items()
         if key not in keep
     ]
@@ -253,11 +277,14 @@ def _judge_refusals(
     now: datetime,
     candidates: list[NewAlert],
     keep: set[Key],
+    rules_of: Callable[[str], AlertSettings] | None = None,
 ) -> None:
-    most = rules.refusals_count
-    if not most:
-        return
     for source, spike in observation.refusals.items():
+        # The source's fleet's count (the window is the configuration's: refusals are
+        # counted over it for every edge alike).
+        most = (rules_of(source) if rules_of is not None else rules).refusals_count
+        if not most:
+            continue
         key: Key = ("refusals_spike", source, "")
         if spike.count > most // 2:
             keep.add(key)
@@ -323,26 +350,86 @@ def notice_document(alert: AlertView) -> dict[str, Any]:
     }
 
 
-async def post_notice(client: httpx.AsyncClient, settings: AlertSettings, alert: AlertView) -> None:
-    """POST `alert`'s notice; NoticeRefused unless the webhook answers 2xx in time."""
-    body = json.dumps(notice_document(alert), ensure_ascii=False).encode()
+async def post_notice(
+    client: httpx.AsyncClient,
+    settings: AlertSettings,
+    alert: AlertView,
+    *,
+    public_only: bool = False,
+) -> None:
+    """POST `alert`'s notice; NoticeRefused unless the webhook answers 2xx in time.
+    `public_only`: refuse a webhook whose host has a loopback, private or other
+    non-public address (one a fleet's admin set)."""
+    await _post(
+        client,
+        settings,
+        notice_document(alert),
+        event=f"alert.{alert.state}",
+        delivery=f"{alert.id}-{alert.state}",
+        public_only=public_only,
+    )
+
+
+async def post_test_notice(
+    client: httpx.AsyncClient, settings: AlertSettings, fleet: str, *, public_only: bool
+) -> int:
+    """POST a test notice (kind `test`) for `fleet`; the webhook's HTTP status, or
+    NoticeRefused saying why it did not take it."""
+    now = utc_now()
+    document = {
+        "id": None,
+        "kind": "test",
+        "state": "test",
+        "edge_id": None,
+        "subject": "",
+        "since": iso(now),
+        "raised_at": iso(now),
+        "cleared_at": None,
+        "detail": f"a test notice for fleet {fleet}",
+        "clear_reason": None,
+        "text": f"Test: alerts of fleet {fleet} reach this webhook.",
+    }
+    return await _post(
+        client,
+        settings,
+        document,
+        event="alert.test",
+        delivery=f"test-{secrets.token_hex(8)}",
+        public_only=public_only,
+    )
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    settings: AlertSettings,
+    document: dict[str, Any],
+    *,
+    event: str,
+    delivery: str,
+    public_only: bool,
+) -> int:
+    body = json.dumps(document, ensure_ascii=False).encode()
     timestamp = str(int(time.time()))
     headers = {
         "Content-Type": "application/json",
         "User-Agent": "ocpp-cloud",
-        EVENT_HEADER: f"alert.{alert.state}",
-        DELIVERY_HEADER: f"{alert.id}-{alert.state}",
+        EVENT_HEADER: event,
+        DELIVERY_HEADER: delivery,
         TIMESTAMP_HEADER: timestamp,
     }
     if settings.webhook_secret:
         headers[SIGNATURE_HEADER] = signature(settings.webhook_secret, timestamp, body)
     try:
         async with asyncio.timeout(settings.webhook_timeout):
+            if public_only:
+                await check_public_host(settings.webhook_url)
             # Streamed and never read: the receiver's answer costs nothing but its status.
             async with client.stream(
                 "POST", settings.webhook_url, content=body, headers=headers
             ) as answer:
                 status = answer.status_code
+    except NoticeRefused:
+        raise
     except TimeoutError as error:
         raise NoticeRefused(f"no answer within {settings.webhook_timeout:g} s") from error
     except Exception as error:
@@ -351,6 +438,28 @@ async def post_notice(client: httpx.AsyncClient, settings: AlertSettings, alert:
         raise NoticeRefused(f"{type(error).__name__}: {str(error)[:200]}") from error
     if not 200 <= status < 300:
         raise NoticeRefused(f"the webhook answered HTTP {status}")
+    return status
+
+
+async def check_public_host(url: str) -> None:
+    """NoticeRefused unless every address the URL's host has is a public one: a fleet's
+    webhook must not reach this machine or the networks behind it (the host is looked up
+    again when the POST connects; a name that changes its addresses in between is the
+    known gap, docs/security.md)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise NoticeRefused(f"the webhook's host {host[:100]} cannot be found: {error}") from error
+    for *_, address in found:
+        ip = ipaddress.ip_address(address[0])
+        if not ip.is_global or ip.is_multicast:
+            raise NoticeRefused(
+                f"the webhook's host {host[:100]} has the address {ip}, which is not a "
+                "public one (alerts.fleet_webhooks_private allows it)"
+            )
 
 
 def retry_delay(settings: AlertSettings, attempts: int) -> float:
@@ -379,6 +488,18 @@ class AlertStats:
     last_notice_error: str | None = None
 
 
+def rules_for(base: AlertSettings, own: FleetAlertSettings | None) -> AlertSettings:
+    """A fleet's settings: the configuration's, with the thresholds the fleet set and
+    its webhook (its own, none, or the configuration's). An own webhook is signed with
+    the fleet's own secret, never the configuration's."""
+    if own is None:
+        return base
+    changes: dict[str, Any] = own.overrides()
+    if own.webhook_url is not None:
+        changes |= {"webhook_url": own.webhook_url, "webhook_secret": own.webhook_secret or ""}
+    return base.model_copy(update=changes)
+
+
 class AlertsEngine:
     def __init__(self, settings: AlertSettings, engine: Engine) -> None:
         self.settings = settings
@@ -387,17 +508,25 @@ class AlertsEngine:
         self._notices_due = asyncio.Event()
         self._next_retry: datetime | None = None  # the soonest retry this replica set
         self._pruned_at = -PRUNE_EVERY_SECONDS
+        # Each fleet's settings as of the last look (fleets that set none: the base).
+        self._fleet_rules: dict[int, AlertSettings] = {}
 
     @property
     def webhook_on(self) -> bool:
+        """Whether the configuration has a webhook (fleets may set their own)."""
         return bool(self.settings.webhook_url)
+
+    def rules_of_fleet(self, fleet_id: int | None) -> AlertSettings:
+        if fleet_id is None:
+            return self.settings
+        return self._fleet_rules.get(fleet_id, self.settings)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Look and notify until `stop` is set."""
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(self._look_every_interval(stop))
-            if self.webhook_on:
-                tasks.create_task(self._notify(stop))
+            # Always: a fleet may set a webhook of its own at any time.
+            tasks.create_task(self._notify(stop))
 
     async def _look_every_interval(self, stop: asyncio.Event) -> None:
         while True:
@@ -416,17 +545,26 @@ class AlertsEngine:
         """One look at the fleet: the alerts this replica raised and cleared."""
         now = now or utc_now()
         settings = self.settings
+        own = await asyncio.to_thread(every_fleets_settings, self.engine)
+        self._fleet_rules = {
+            fleet_id: rules_for(settings, fleet) for fleet_id, fleet in own.items()
+        }
         observation = await asyncio.to_thread(
             store.observe, self.engine, now, settings.refusals_window
         )
-        judgement = judge(observation, settings, now)
+        judgement = judge(observation, settings, now, self._fleet_rules)
+        fleet_of = {edge.edge_id: edge.fleet_id for edge in observation.edges}
+
+        def webhook_for(edge_id: str) -> bool:
+            return bool(self.rules_of_fleet(fleet_of.get(edge_id)).webhook_url)
+
         raised, cleared = await asyncio.to_thread(
             store.raise_and_clear,
             self.engine,
             judgement.raising,
             judgement.clearing,
             now,
-            notify=self.webhook_on,
+            notify=webhook_for,
         )
         self._tell(judgement, raised, cleared)
         self.stats.looks += 1
@@ -494,21 +632,42 @@ class AlertsEngine:
             wait = max(0.0, min(wait, until_retry))
         return wait
 
+    def _fleet_webhook(self, settings: AlertSettings) -> bool:
+        """Whether `settings`' webhook is one a fleet set (held to public addresses
+        unless alerts.fleet_webhooks_private), not the configuration's."""
+        return (
+            settings.webhook_url != self.settings.webhook_url
+            and not self.settings.fleet_webhooks_private
+        )
+
     async def deliver(self, client: httpx.AsyncClient, now: datetime | None = None) -> int:
         """Send the notices due now (up to NOTICES_PER_ROUND); how many were due."""
-        settings = self.settings
         now = now or utc_now()
         due = await asyncio.to_thread(store.due_notices, self.engine, now, NOTICES_PER_ROUND)
-        lease = timedelta(seconds=settings.webhook_timeout + LEASE_MARGIN_SECONDS)
+        if not due:
+            return 0
+        fleets = await asyncio.to_thread(fleets_of, self.engine, [alert.edge_id for alert in due])
         for waiting in due:
+            # The alert's fleet's webhook as of the last look (an alert about an edge
+            # the cloud has no row for: the configuration's).
+            settings = self.rules_of_fleet(fleets.get(waiting.edge_id))
+            lease = timedelta(seconds=settings.webhook_timeout + LEASE_MARGIN_SECONDS)
             claimed = await asyncio.to_thread(
                 store.claim_notice, self.engine, waiting, now, now + lease
             )
             if claimed is None:
                 continue  # another replica's
+            if not settings.webhook_url:
+                # The fleet took its webhook away since the alert was raised.
+                await asyncio.to_thread(
+                    store.notice_failed, self.engine, claimed, "no webhook set: not sent", None
+                )
+                continue
             sent = claimed.state
             try:
-                await post_notice(client, settings, claimed)
+                await post_notice(
+                    client, settings, claimed, public_only=self._fleet_webhook(settings)
+                )
             except NoticeRefused as refused:
                 self._failed(claimed, str(refused))
                 attempts = claimed.notify_attempts

@@ -365,7 +365,12 @@ def create_cloud_api(
 
     _add_sync_routes(routes, engine, aggregator)
     _add_alert_routes(routes, engine, aggregator)
-    add_session_routes(routes, settings.sessions, engine)
+
+    def repricing_queued() -> None:
+        if aggregator is not None:
+            aggregator.repricer.wake()
+
+    add_session_routes(routes, settings.sessions, engine, repricing_queued)
     add_campaign_routes(routes, engine, tell, _actor)
     api.include_router(routes)
     api.include_router(_enrollment_routes(enrollment))
@@ -382,6 +387,8 @@ def create_cloud_api(
             firmware=settings.firmware,
             signing_key=signing_key,
             cards=settings.cards,
+            alerts=settings.alerts,
+            on_repricing=repricing_queued,
         )
         api.include_router(web)
         install_error_pages(api)
@@ -492,6 +499,12 @@ def _add_alert_routes(routes: APIRouter, engine: Engine, aggregator: Aggregator 
                 for change_id, change in changes
             ],
         }
+
+    @routes.get("/api/stats/repricing", summary="This replica's re-pricing of sessions")
+    async def repricing_stats() -> dict[str, Any]:
+        if aggregator is None:
+            return {}
+        return dataclasses.asdict(aggregator.repricer.stats)
 
     @routes.get("/api/stats/alerts", summary="This replica's alerts engine and webhook")
     async def alert_stats() -> dict[str, Any]:

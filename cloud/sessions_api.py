@@ -7,8 +7,12 @@
 - `GET /api/sessions.csv`: exactly the sessions the same filters select, streamed.
 - `GET /api/sessions/{edge_id}/{transaction_id}/meter`: a session's meter samples.
 - `GET /api/months`: each site's months, final or provisional and why, with their sums.
-- `/api/tariffs`: list, add, read, change, remove; each change re-prices the sessions
-  the tariff covers and says how many.
+- `/api/tariffs`: list, add, read, change, remove; each change queues the re-pricing of
+  the sessions the tariff covers (done in the background: `GET /api/repricing` shows
+  what is left; until then those sessions say `cost_recalculating`).
+
+The seven filters (site, charger, card, account, from, to, month) are one dependency,
+`SessionQuery`, shared by the list, the sums and the CSV.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ import asyncio
 import contextlib
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, Depends, HTTPException, Query
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
@@ -30,6 +35,7 @@ from sqlalchemy import Engine
 from cloud.settings import SessionSettings
 from cloud.store import sessions as store
 from cloud.store import tariffs as tariff_store
+from cloud.store.repricing import RepricingJob, list_jobs
 from cloud.store.sessions import Cursor, InvalidCursor, Month, Session, SessionFilter
 from cloud.store.tariffs import TariffRecord, TariffRefused, TariffSpec, UnknownTariff
 from cloud.tariffs import (
@@ -44,7 +50,7 @@ from cloud.tariffs import (
 from contract.protocol import EDGE_ID_PATTERN, INT64_MAX
 
 DayName = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
-Price = Annotated[Decimal, Field(ge=0, le=10_000, decimal_places=6)]
+Price = Annotated[Decimal, Field(gt=0, le=10_000, decimal_places=6)]
 # Text filters: an idTag is at most 20 characters, a charger id is what the edge sent.
 FilterText = Annotated[str | None, Query(min_length=1, max_length=255)]
 CSV_COLUMNS = (
@@ -65,6 +71,7 @@ CSV_COLUMNS = (
     "recorded_offline",
     "synced_at",
     "stop_reason",
+    "cost_status",
 )
 # Text a spreadsheet would run as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -88,11 +95,17 @@ class TariffBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
-    edge_id: str | None = Field(None, pattern=EDGE_ID_PATTERN, description="None: every site")
+    edge_id: str | None = Field(None, pattern=EDGE_ID_PATTERN, description="One site's")
+    fleet_id: int | None = Field(
+        None, ge=1, le=2**31 - 1, description="With no edge_id: that fleet's sites; neither: all"
+    )
     currency: str = Field(pattern=r"^[A-Z]{3}$", description="ISO 4217, e.g. EUR")
     minor_unit_digits: int = Field(2, ge=0, le=4, description="2 for cents")
     time_zone: str = Field("UTC", max_length=64)
     valid_from: AwareDatetime
+    valid_until: AwareDatetime | None = Field(
+        None, description="Ended: from then on the next scope's tariffs price its sites"
+    )
     price_per_kwh: Price
     bands: list[BandBody] = Field([], max_length=tariff_store.MAX_BANDS)
 
@@ -116,6 +129,8 @@ class TariffBody(BaseModel):
                 minor_unit_digits=self.minor_unit_digits,
                 time_zone=self.time_zone,
                 bands=bands,
+                fleet_id=self.fleet_id,
+                valid_until=_utc(self.valid_until) if self.valid_until else None,
             )
             spec.checked()
         except (TariffError, TariffRefused) as error:
@@ -123,37 +138,11 @@ class TariffBody(BaseModel):
         return spec
 
 
-def add_session_routes(routes: APIRouter, settings: SessionSettings, engine: Engine) -> None:
-    zone = settings.zone
+class SessionFilters:
+    """The filters every sessions route takes, as given (checked by `query`)."""
 
-    def chosen(
-        edge: str | None,
-        charger: str | None,
-        card: str | None,
-        account: str | None,
-        since: str | None,
-        until: str | None,
-        month: str | None,
-    ) -> SessionFilter:
-        if month is not None and (since is not None or until is not None):
-            raise HTTPException(422, "give a month, or from and to, not both")
-        start: datetime | None
-        end: datetime | None
-        try:
-            if month is not None:
-                chosen_month = Month.parse(month)
-                start, end = chosen_month.start(zone), chosen_month.end(zone)
-            else:
-                start = parse_moment(since, zone, "from") if since else None
-                end = parse_moment(until, zone, "to") if until else None
-        except ValueError as error:
-            raise HTTPException(422, str(error)) from error
-        return SessionFilter(
-            edge_id=edge, charger_id=charger, id_tag=card, account=account, since=start, until=end
-        )
-
-    @routes.get("/api/sessions", summary="Sessions newest first, filtered, a page at a time")
-    async def list_sessions(
+    def __init__(
+        self,
         edge: FilterText = None,
         charger: FilterText = None,
         card: FilterText = None,
@@ -161,10 +150,62 @@ def add_session_routes(routes: APIRouter, settings: SessionSettings, engine: Eng
         since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
         until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
         month: Annotated[str | None, Query(max_length=7, description="YYYY-MM")] = None,
+    ) -> None:
+        self.edge = edge
+        self.charger = charger
+        self.card = card
+        self.account = account
+        self.since = since
+        self.until = until
+        self.month = month
+
+    def query(self, zone: ZoneInfo) -> SessionFilter:
+        """The store's filter; 422 for a period or month that is none."""
+        if self.month is not None and (self.since is not None or self.until is not None):
+            raise HTTPException(422, "give a month, or from and to, not both")
+        start: datetime | None
+        end: datetime | None
+        try:
+            if self.month is not None:
+                chosen_month = Month.parse(self.month)
+                start, end = chosen_month.start(zone), chosen_month.end(zone)
+            else:
+                start = parse_moment(self.since, zone, "from") if self.since else None
+                end = parse_moment(self.until, zone, "to") if self.until else None
+        except ValueError as error:
+            raise HTTPException(422, str(error)) from error
+        return SessionFilter(
+            edge_id=self.edge,
+            charger_id=self.charger,
+            id_tag=self.card,
+            account=self.account,
+            since=start,
+            until=end,
+        )
+
+
+# A route's filters: `filters: SessionQuery` (module level: FastAPI reads the annotation
+# in this module's names).
+SessionQuery = Annotated[SessionFilters, Depends()]
+
+
+def add_session_routes(
+    routes: APIRouter,
+    settings: SessionSettings,
+    engine: Engine,
+    on_repricing: Callable[[], None] = lambda: None,
+) -> None:
+    """The sessions, months and tariffs routes; `on_repricing()`: a tariff change queued
+    re-pricing (the replica's Repricer starts on it)."""
+    zone = settings.zone
+
+    @routes.get("/api/sessions", summary="Sessions newest first, filtered, a page at a time")
+    async def list_sessions(
+        filters: SessionQuery,
         cursor: Annotated[str | None, Query(max_length=400)] = None,
         limit: Annotated[int, Query(ge=1, le=store.MAX_PAGE)] = 50,
     ) -> dict[str, Any]:
-        query = chosen(edge, charger, card, account, since, until, month)
+        query = filters.query(zone)
         try:
             after = Cursor.parse(cursor) if cursor else None
         except InvalidCursor as error:
@@ -172,40 +213,38 @@ def add_session_routes(routes: APIRouter, settings: SessionSettings, engine: Eng
         page = await asyncio.to_thread(store.session_page, engine, query, limit, after)
         now = datetime.now(UTC)
         return {
-            "sessions": [session_document(s, now, settings) for s in page.sessions],
+            "sessions": [
+                session_document(s, now, settings, page.repricing.waiting(s)) for s in page.sessions
+            ],
             "next_cursor": page.next_cursor.text() if page.next_cursor else None,
         }
 
     @routes.get("/api/sessions/sums", summary="Sessions, energy, cost per card/account/month")
     async def session_sums(
-        group: Literal["card", "account", "month"],
-        edge: FilterText = None,
-        charger: FilterText = None,
-        card: FilterText = None,
-        account: FilterText = None,
-        since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-        until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-        month: Annotated[str | None, Query(max_length=7, description="YYYY-MM")] = None,
+        group: Literal["card", "account", "month"], filters: SessionQuery
     ) -> dict[str, Any]:
-        query = chosen(edge, charger, card, account, since, until, month)
+        query = filters.query(zone)
         sums = await asyncio.to_thread(store.session_sums, engine, query, group, zone)
-        return {"group": group, "time_zone": settings.time_zone, "sums": [_sum(s) for s in sums]}
+        repricing = await asyncio.to_thread(store.repricing_of, engine, query)
+
+        def recalculating(total: store.SessionSum) -> bool:
+            if group == "month" and total.key is not None:
+                return repricing.month(Month.parse(total.key), zone)
+            return repricing.before(query.until)
+
+        return {
+            "group": group,
+            "time_zone": settings.time_zone,
+            "sums": [_sum(s) | {"cost_recalculating": recalculating(s)} for s in sums],
+        }
 
     @routes.get(
         "/api/sessions.csv",
         summary="The sessions the filters select, as CSV (streamed)",
         response_class=StreamingResponse,
     )
-    async def export_sessions(
-        edge: FilterText = None,
-        charger: FilterText = None,
-        card: FilterText = None,
-        account: FilterText = None,
-        since: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-        until: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-        month: Annotated[str | None, Query(max_length=7, description="YYYY-MM")] = None,
-    ) -> StreamingResponse:
-        query = chosen(edge, charger, card, account, since, until, month)
+    async def export_sessions(filters: SessionQuery) -> StreamingResponse:
+        query = filters.query(zone)
         return StreamingResponse(
             session_csv(engine, query, settings),
             media_type="text/csv; charset=utf-8",
@@ -266,27 +305,34 @@ def add_session_routes(routes: APIRouter, settings: SessionSettings, engine: Eng
             for closing in closings
         ]
 
-    _add_tariff_routes(routes, engine)
+    _add_tariff_routes(routes, engine, on_repricing)
 
 
-def _add_tariff_routes(routes: APIRouter, engine: Engine) -> None:
-    @routes.get("/api/tariffs", summary="Tariffs: of every site, or those that apply to one")
+def _add_tariff_routes(routes: APIRouter, engine: Engine, on_repricing: Callable[[], None]) -> None:
+    @routes.get("/api/tariffs", summary="Tariffs: all, or those that may price a site or fleet")
     async def list_tariffs(
         edge: Annotated[str | None, Query(pattern=EDGE_ID_PATTERN)] = None,
+        fleet: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None,
     ) -> list[dict[str, Any]]:
-        records = await asyncio.to_thread(tariff_store.list_tariffs, engine, edge)
+        records = await asyncio.to_thread(tariff_store.list_tariffs, engine, edge, fleet)
         return [tariff_document(record) for record in records]
+
+    @routes.get("/api/repricing", summary="Sessions still to be priced again, per job")
+    async def repricing_left() -> list[dict[str, Any]]:
+        jobs = await asyncio.to_thread(list_jobs, engine)
+        return [repricing_document(job) for job in jobs]
 
     @routes.post(
         "/api/tariffs",
         status_code=201,
-        summary="Add a tariff; the sessions it covers are priced again",
+        summary="Add a tariff; the sessions it covers are priced again (in the background)",
     )
     async def add_tariff(body: TariffBody) -> dict[str, Any]:
         with _tariff_answers():
             change = await asyncio.to_thread(tariff_store.create_tariff, engine, body.spec())
         assert change.tariff is not None
-        return tariff_document(change.tariff) | {"repriced": change.repriced}
+        on_repricing()
+        return tariff_document(change.tariff) | {"repricing": list(change.jobs)}
 
     @routes.get("/api/tariffs/{tariff_id}", summary="One tariff")
     async def get_tariff(tariff_id: int) -> dict[str, Any]:
@@ -303,7 +349,8 @@ def _add_tariff_routes(routes: APIRouter, engine: Engine) -> None:
                 tariff_store.update_tariff, engine, _tariff_key(tariff_id), body.spec()
             )
         assert change.tariff is not None
-        return tariff_document(change.tariff) | {"repriced": change.repriced}
+        on_repricing()
+        return tariff_document(change.tariff) | {"repricing": list(change.jobs)}
 
     @routes.delete("/api/tariffs/{tariff_id}", summary="Remove a tariff; its sessions re-priced")
     async def remove_tariff(tariff_id: int) -> dict[str, Any]:
@@ -311,7 +358,8 @@ def _add_tariff_routes(routes: APIRouter, engine: Engine) -> None:
             change = await asyncio.to_thread(
                 tariff_store.delete_tariff, engine, _tariff_key(tariff_id)
             )
-        return {"deleted": tariff_id, "repriced": change.repriced}
+        on_repricing()
+        return {"deleted": tariff_id, "repricing": list(change.jobs)}
 
 
 @contextlib.contextmanager
@@ -338,10 +386,12 @@ def tariff_document(record: TariffRecord) -> dict[str, Any]:
         "id": record.id,
         "name": spec.name,
         "edge_id": spec.edge_id,
+        "fleet_id": spec.fleet_id,
         "currency": spec.currency,
         "minor_unit_digits": spec.minor_unit_digits,
         "time_zone": spec.time_zone,
         "valid_from": spec.valid_from,
+        "valid_until": spec.valid_until,
         "price_per_kwh": price_text(spec.price),
         "bands": [
             {
@@ -357,7 +407,23 @@ def tariff_document(record: TariffRecord) -> dict[str, Any]:
     }
 
 
-def session_document(session: Session, now: datetime, settings: SessionSettings) -> dict[str, Any]:
+def repricing_document(job: RepricingJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "edge_id": job.edge_id,
+        "fleet_id": job.fleet_id,
+        "since": job.since,
+        "done_until": job.after[0] if job.after else None,
+        "repriced": job.repriced,
+        "reason": job.reason,
+        "created_at": job.created_at,
+        "updated_at": job.updated_at,
+    }
+
+
+def session_document(
+    session: Session, now: datetime, settings: SessionSettings, recalculating: bool = False
+) -> dict[str, Any]:
     return {
         "edge_id": session.edge_id,
         "transaction_id": session.transaction_id,
@@ -381,6 +447,7 @@ def session_document(session: Session, now: datetime, settings: SessionSettings)
         "currency": session.currency if session.cost_minor is not None else None,
         "tariff_id": session.tariff_id,
         "tariff_name": session.tariff_name,
+        "cost_recalculating": recalculating,
         "recorded_offline": session.recorded_offline(settings.offline_after_s),
         "synced_at": session.synced_at,
         "sync_delay_s": session.sync_delay_s,
@@ -394,8 +461,8 @@ def session_csv(engine: Engine, query: SessionFilter, settings: SessionSettings)
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     now = datetime.now(UTC)
-    for index, session in enumerate(store.all_sessions(engine, query), start=1):
-        writer.writerow(_csv_row(session, now, settings))
+    for index, (session, waiting) in enumerate(store.marked_sessions(engine, query), start=1):
+        writer.writerow(_csv_row(session, now, settings, waiting))
         if index % store.MAX_PAGE == 0:
             yield buffer.getvalue()
             buffer.seek(0)
@@ -403,7 +470,19 @@ def session_csv(engine: Engine, query: SessionFilter, settings: SessionSettings)
     yield buffer.getvalue()
 
 
-def _csv_row(session: Session, now: datetime, settings: SessionSettings) -> list[Any]:
+def cost_status(session: Session, recalculating: bool) -> str:
+    """The CSV's word on a session's cost: recalculating (a tariff changed and its cost
+    is not computed again yet), running, unpriced (no tariff covers it) or priced."""
+    if recalculating:
+        return "recalculating"
+    if session.running:
+        return "running"
+    return "priced" if session.cost is not None else "unpriced"
+
+
+def _csv_row(
+    session: Session, now: datetime, settings: SessionSettings, recalculating: bool
+) -> list[Any]:
     offline = session.recorded_offline(settings.offline_after_s)
     duration = session.duration_s(now)
     return [
@@ -424,6 +503,7 @@ def _csv_row(session: Session, now: datetime, settings: SessionSettings) -> list
         {True: "yes", False: "no", None: ""}[offline],
         _time(session.synced_at),
         _text(session.stop_reason),
+        cost_status(session, recalculating),
     ]
 
 

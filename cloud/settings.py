@@ -269,24 +269,35 @@ class AlertSettings(_Section):
         5.0, gt=0, le=86400, description="Seconds before the second attempt, doubled..."
     )
     webhook_retry_longest: float = Field(1800.0, gt=0, le=86400, description="...up to this many.")
+    fleet_webhooks_private: bool = Field(
+        False,
+        description="Let the webhooks fleets' admins set reach loopback and private "
+        "addresses (off: only public ones; this setting's own webhook_url is trusted).",
+    )
 
     @field_validator("webhook_url")
     @classmethod
     def http_url(cls, url: str) -> str:
-        if not url:
-            return url
-        parts = urlsplit(url)
-        try:
-            parts.port  # noqa: B018 - raises for a port that is no port
-        except ValueError as error:
-            raise ValueError(f"{error}: give an http:// or https:// URL") from error
-        if (
-            parts.scheme not in ("http", "https")
-            or not parts.hostname
-            or any(character.isspace() for character in url)
-        ):
-            raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
+        return check_webhook_url(url)
+
+
+def check_webhook_url(url: str) -> str:
+    """`url` when it is an http:// or https:// URL with a host (or empty); ValueError
+    saying what is wrong else."""
+    if not url:
         return url
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises for a port that is no port
+    except ValueError as error:
+        raise ValueError(f"{error}: give an http:// or https:// URL") from error
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(character.isspace() for character in url)
+    ):
+        raise ValueError("give an http:// or https:// URL with a host, or leave it empty")
+    return url
 
 
 class EnrollmentSettings(_Section):
@@ -408,6 +419,32 @@ class SessionSettings(_Section):
         ge=2,
         le=1_000_000,
         description="Meter samples kept per session (its curve); later ones are not kept.",
+    )
+    reprice_batch: int = Field(
+        500,
+        ge=1,
+        le=100_000,
+        description="Sessions priced again per transaction after a tariff changes, at most "
+        "(ingest waits on SQLite's write lock for one such batch at most)...",
+    )
+    reprice_batch_seconds: float = Field(
+        0.25,
+        gt=0,
+        le=60,
+        description="...and fewer when a batch takes longer than this many seconds.",
+    )
+    reprice_pause: float = Field(
+        0.15,
+        ge=0,
+        le=60,
+        description="Seconds between two re-pricing batches: the store's other writers' "
+        "turn (SQLite's waiting writers look every 0.1 s).",
+    )
+    reprice_poll: float = Field(
+        5.0,
+        gt=0,
+        le=3600,
+        description="Seconds between looks for re-pricing queued by another replica.",
     )
 
     @field_validator("time_zone")

@@ -11,7 +11,7 @@ attempt count on: one replica sends it (again only once the claim's lease has pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -49,6 +49,7 @@ class EdgeFacts:
     last_event_at: datetime | None  # the newest event stored (edge clock)
     status_reported_at: datetime | None  # the `at` of its last status (edge clock)
     status_backlog: int | None  # the backlog its last status gave
+    fleet_id: int | None = None  # whose thresholds judge it
 
 
 @dataclass(frozen=True)
@@ -116,6 +117,7 @@ def observe(engine: Engine, now: datetime, refusals_window: float) -> Observatio
                 edges.c.figures_at,
                 edges.c.last_event_at,
                 edges.c.status,
+                edges.c.fleet_id,
             ).order_by(edges.c.id)
         ).all()
         faulted_rows = connection.execute(
@@ -202,6 +204,7 @@ def _edge_facts(row: Any) -> EdgeFacts:
         last_event_at=row.last_event_at,
         status_reported_at=reported_at,
         status_backlog=status_backlog if isinstance(status_backlog, int) else None,
+        fleet_id=row.fleet_id,
     )
 
 
@@ -223,6 +226,7 @@ class NewAlert:
 class Clearing:
     alert_id: int
     reason: str
+    edge_id: str = ""  # the alert's (whose fleet's webhook is told)
 
 
 def raise_and_clear(
@@ -231,24 +235,26 @@ def raise_and_clear(
     clearing: Sequence[Clearing],
     now: datetime,
     *,
-    notify: bool,
+    notify: bool | Callable[[str], bool],
 ) -> tuple[list[tuple[int, NewAlert]], list[Clearing]]:
     """Raise `raising` (each unless open already) and clear `clearing` (each unless
     cleared already); what this call raised (with the new ids) and cleared. With
-    `notify`, each of those has a notice due now. A transaction per CHANGES_PER_COMMIT
-    changes: a storm of alerts holds SQLite's write lock (and ingest) only briefly."""
+    `notify` (or for the edges `notify(edge_id)` is true of: their fleet has a webhook),
+    each of those has a notice due now. A transaction per CHANGES_PER_COMMIT changes: a
+    storm of alerts holds SQLite's write lock (and ingest) only briefly."""
+    told: Callable[[str], bool] = notify if callable(notify) else (lambda edge_id: notify)
     raised: list[tuple[int, NewAlert]] = []
     cleared: list[Clearing] = []
     for start in range(0, len(raising), CHANGES_PER_COMMIT):
         with engine.begin() as connection:
             for new in raising[start : start + CHANGES_PER_COMMIT]:
-                alert_id = _raise(connection, new, now, notify)
+                alert_id = _raise(connection, new, now, told(new.edge_id))
                 if alert_id is not None:
                     raised.append((alert_id, new))
     for start in range(0, len(clearing), CHANGES_PER_COMMIT):
         with engine.begin() as connection:
             for clear in clearing[start : start + CHANGES_PER_COMMIT]:
-                if _clear(connection, clear, now, notify):
+                if _clear(connection, clear, now, told(clear.edge_id)):
                     cleared.append(clear)
     _mark_changed(engine, {new.edge_id for _, new in raised}, [c.alert_id for c in cleared])
     return raised, cleared

@@ -15,6 +15,7 @@ from cloud.store.database import StoreError, reading
 from cloud.store.schema import edges as edge_rows
 from cloud.store.schema import fleets, users
 from cloud.store.statements import lock_edge
+from cloud.store.tariffs import edge_moved, lock_tariffs
 from cloud.store.times import utc_now
 
 MAX_FLEET_NAME = 100
@@ -93,7 +94,8 @@ def assign_edge(
     location: str | None = None,
 ) -> None:
     """Put an edge (known or not yet in touch) in a fleet, with its site's name and
-    location when given (an empty text clears them)."""
+    location when given (an empty text clears them). Its sessions go with it, and are
+    priced again (in the background) by the tariffs of the fleet it joins."""
     values: dict[str, object] = {"fleet_id": fleet_id}
     if site_name is not None:
         values["site_name"] = (
@@ -105,8 +107,12 @@ def assign_edge(
         )
     try:
         with engine.begin() as connection:
-            lock_edge(connection, edge_id, utc_now())
+            # Tariffs first, as every writer that prices (a move changes which apply).
+            lock_tariffs(connection)
+            before = lock_edge(connection, edge_id, utc_now())
             connection.execute(update(edge_rows).where(edge_rows.c.id == edge_id).values(values))
             follow_edge_fleet(connection, edge_id, fleet_id)
+            if before.fleet_id != fleet_id:
+                edge_moved(connection, edge_id, fleet_id)
     except IntegrityError as error:
         raise StoreError(f"no fleet with id {fleet_id}") from error

@@ -321,6 +321,7 @@ class _Storing:
     sample_bytes: int
     max_meter_samples: int = DEFAULT_MAX_METER_SAMPLES
     status_history: int = STATUS_HISTORY_PER_CHARGER
+    fleet_id: int | None = None  # the edge's, once its row is locked
 
     def store(self, connection: Connection, *, one_by_one: bool) -> IngestResult:
         if any(isinstance(event.data, TransactionStopped) for event in self.checked):
@@ -328,6 +329,7 @@ class _Storing:
             # before any row lock, so that a tariff change never waits on a row of ours).
             hold_tariffs(connection)
         edge = lock_edge(connection, self.edge_id, self.now)
+        self.fleet_id = edge.fleet_id
         offset, last_seq = self._follow_epoch(connection, edge)
         fresh = [event for event in self.checked if event.seq > last_seq]
         for index, event in enumerate(fresh):
@@ -459,7 +461,13 @@ class _Storing:
         for event in good:
             assert event.data is not None and event.at is not None
             applying = Applying(
-                connection, self.edge_id, offset + event.seq, event.at, pending, sessions
+                connection,
+                self.edge_id,
+                offset + event.seq,
+                event.at,
+                pending,
+                sessions,
+                self.fleet_id,
             )
             apply_event(applying, event.data)
         pending.flush(connection)

@@ -65,6 +65,8 @@ class Applying:
     pending: PendingWrites
     # Samples, sync delays and costs of sessions, written after the rows.
     sessions: SessionWrites
+    # The edge's fleet (its row, locked for the batch): kept on each new session.
+    fleet_id: int | None = None
 
 
 def apply_event(applying: Applying, data: EventData) -> None:
@@ -148,7 +150,7 @@ def _transaction(applying: Applying, charger_id: str, transaction_id: int, **val
         | values,
         key=["edge_id", "transaction_id"],
         # Listed by its start; until the start is heard of, by its first event.
-        on_insert={"session_at": applying.at},
+        on_insert={"session_at": applying.at, "fleet_id": applying.fleet_id},
     )
     applying.sessions.heard(transaction_id, applying.at)
 

@@ -26,11 +26,15 @@ Each table holds one concept:
   idTag, as the edge decided it), `session_at` (its start, else the time of the first of
   its events heard of: the order sessions are listed in), when its latest event arrived
   and the longest any of its events took to arrive (a session recorded offline), and its
-  cost in the currency's minor unit with the tariff that priced it (once it stopped).
+  cost in the currency's minor unit with the tariff that priced it (once it stopped),
+  and its edge's fleet (the fleet's sessions have their own index).
 - `meter_samples`: a running transaction's figures, one row per `transaction.meter`
   event (keyed like the event), at most `sessions.max_meter_samples` per transaction.
-- `tariffs`: prices per kWh, optionally per time band, for every site (`edge_id` NULL)
-  or one; each in force from `valid_from` until the next of its scope.
+- `tariffs`: prices per kWh, optionally per time band, for one site (`edge_id`), for
+  every site of a fleet (`fleet_id`) or of every fleet (both NULL); each in force from
+  `valid_from` until the next of its scope.
+- `repricing`: sessions whose cost is being computed again after a tariff changed, and
+  how far that work is (cloud/store/repricing.py).
 - `card_uses`: one row per `card.used` event, keyed like the event.
 - `charger_jobs`: the latest firmware/diagnostics/log status of each charger, per job.
 - `rejections`: payloads refused, counted per source (the topic's edge id, or the topic)
@@ -76,6 +80,8 @@ Each table holds one concept:
 - `alerts`: conditions the alerts engine (cloud/alerts.py) raised, each once while open
   (a partial unique index: one open alert per kind, edge and subject, whichever replica
   raises it), with when it was raised and cleared and what the webhook has been told.
+- `fleet_alert_settings`: a fleet's own alert thresholds and webhook (NULL: the
+  configuration's).
 - `refusal_counts`: payloads refused per source in buckets of a few seconds, pruned past
   the alerts' window: how the engine sees refusals spiking.
 - `firmware_campaigns`: an image rolled out to a fleet's edges and the chargers matching
@@ -339,6 +345,9 @@ transactions = Table(
     Column("sync_delay_s", Float),
     Column("cost_minor", BigInteger),
     Column("tariff_id", Integer),
+    # The edge's fleet, kept on each session (set when the row is made, moved with its
+    # edge): the fleet's sessions are read through their own index.
+    Column("fleet_id", Integer),
     PrimaryKeyConstraint("edge_id", "transaction_id"),
     ForeignKeyConstraint(["edge_id", "charger_id"], ["chargers.edge_id", "chargers.charger_id"]),
     ForeignKeyConstraint(["tariff_id"], ["tariffs.id"]),
@@ -349,6 +358,7 @@ transactions = Table(
     Index(None, "edge_id", "charger_id", "session_at", "transaction_id"),
     Index(None, "id_tag", "session_at", "edge_id", "transaction_id"),
     Index(None, "account", "session_at", "edge_id", "transaction_id"),
+    Index(None, "fleet_id", "session_at", "edge_id", "transaction_id"),
 )
 
 meter_samples = Table(
@@ -370,7 +380,7 @@ tariffs = Table(
     "tariffs",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("edge_id", EDGE_ID),  # NULL: every site without one of its own
+    Column("edge_id", EDGE_ID),  # NULL: every site (of `fleet_id`) without one of its own
     Column("name", Text, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("minor_unit_digits", Integer, nullable=False),
@@ -382,8 +392,36 @@ tariffs = Table(
     Column("bands", Json, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # With no edge_id: the fleet's default (NULL: every fleet's, set through the API).
+    # A site's own tariff has none: it follows its edge.
+    Column("fleet_id", Integer),
+    # Ended: from this time on the scope has no tariff of its own (the next scope's
+    # prices), until a later tariff of it starts. NULL: until the next one starts.
+    Column("valid_until", UtcDateTime),
     ForeignKeyConstraint(["edge_id"], ["edges.id"]),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
     Index(None, "edge_id", "valid_from"),
+)
+
+# Sessions whose cost is being computed again after a tariff changed (or their edge
+# moved to another fleet): every stopped session of the scope (an edge, a fleet, or all
+# when both are NULL) from `since` on, worked through in order of (session_at, edge_id,
+# transaction_id) a batch at a time; `after_*` is the last session done. The row goes
+# when the work is done.
+repricing = Table(
+    "repricing",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fleet_id", Integer),
+    Column("edge_id", EDGE_ID),
+    Column("since", UtcDateTime, nullable=False),
+    Column("after_session_at", UtcDateTime),
+    Column("after_edge_id", EDGE_ID),
+    Column("after_transaction_id", BigInteger),
+    Column("repriced", BigInteger, nullable=False, server_default="0"),
+    Column("reason", Text, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
 )
 
 card_uses = Table(
@@ -736,6 +774,23 @@ alerts = Table(
     ),
     Index(None, "raised_at"),
     Index(None, "notify_after"),
+)
+
+# A fleet's own alert thresholds and webhook, set by its admins in the web view; NULL:
+# the configuration's (`[alerts]`). `webhook_url` "" is no webhook at all.
+fleet_alert_settings = Table(
+    "fleet_alert_settings",
+    metadata,
+    Column("fleet_id", Integer, primary_key=True, autoincrement=False),
+    Column("edge_offline_after", Float),
+    Column("backlog_older_than", Float),
+    Column("faulted_after", Float),
+    Column("refusals_count", Integer),
+    Column("webhook_url", Text),
+    Column("webhook_secret", Text),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("updated_by", Text, nullable=False),
+    ForeignKeyConstraint(["fleet_id"], ["fleets.id"]),
 )
 
 refusal_counts = Table(

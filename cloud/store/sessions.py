@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import Connection, Engine, Select, func, literal, select, tuple_
 
 from cloud.store.database import StoreError, reading
+from cloud.store.repricing import RepricingJob, jobs_in
 from cloud.store.schema import UtcDateTime, edges, meter_samples, tariffs, transactions
 from cloud.store.times import iso
 from cloud.tariffs import format_cost
@@ -112,6 +113,7 @@ class Session:
     tariff_name: str | None
     currency: str | None
     minor_unit_digits: int | None
+    fleet_id: int | None  # its edge's fleet
 
     @property
     def running(self) -> bool:
@@ -141,9 +143,48 @@ class Session:
 
 
 @dataclass(frozen=True)
+class Repricing:
+    """The re-pricing under way (cloud/store/repricing.py) that may touch the sessions a
+    query selects: which of them wait for their cost to be computed again, and from
+    when on their months do."""
+
+    jobs: tuple[RepricingJob, ...] = ()
+
+    def waiting(self, session: Session) -> bool:
+        """Whether the session's cost is still to be computed again."""
+        return any(
+            job.waiting(
+                session.edge_id,
+                session.fleet_id,
+                session.session_at,
+                session.transaction_id,
+                not session.running,
+            )
+            for job in self.jobs
+        )
+
+    @property
+    def waiting_from(self) -> datetime | None:
+        """Sessions that started at or after this may wait (None: none waits)."""
+        return min((job.waiting_from for job in self.jobs), default=None)
+
+    def before(self, until: datetime | None) -> bool:
+        """Whether sessions that started before `until` (None: ever) may still wait."""
+        start = self.waiting_from
+        return start is not None and (until is None or start < until)
+
+    def month(self, month: Month, zone: ZoneInfo) -> bool:
+        """Whether the month's costs are not all computed again yet."""
+        start = self.waiting_from
+        return start is not None and start < month.end(zone)
+
+
+@dataclass(frozen=True)
 class SessionPage:
     sessions: list[Session]
     next_cursor: Cursor | None  # None: this was the last page
+    # Read with the page (one snapshot): which of its sessions wait to be re-priced.
+    repricing: Repricing = field(default_factory=Repricing)
 
 
 @dataclass(frozen=True)
@@ -223,21 +264,62 @@ def session_page(
     limit = max(1, min(limit, MAX_PAGE))
     with reading(engine) as connection:
         rows = connection.execute(_page_query(query, after, limit + 1)).all()
+        repricing = _repricing(connection, query)
     sessions = [_session(row) for row in rows[:limit]]
     more = len(rows) > limit
-    return SessionPage(sessions, sessions[-1].cursor if more and sessions else None)
+    return SessionPage(sessions, sessions[-1].cursor if more and sessions else None, repricing)
 
 
 def all_sessions(engine: Engine, query: SessionFilter, chunk: int = MAX_PAGE) -> Iterator[Session]:
     """Every session `query` selects, newest first, read a page at a time (a CSV export:
     memory stays one page whatever the number)."""
+    for session, _ in marked_sessions(engine, query, chunk):
+        yield session
+
+
+def marked_sessions(
+    engine: Engine, query: SessionFilter, chunk: int = MAX_PAGE
+) -> Iterator[tuple[Session, bool]]:
+    """As all_sessions, each with whether its cost waits to be computed again (as of
+    its page's reading)."""
     after: Cursor | None = None
     while True:
         page = session_page(engine, query, chunk, after)
-        yield from page.sessions
+        for session in page.sessions:
+            yield session, page.repricing.waiting(session)
         if page.next_cursor is None:
             return
         after = page.next_cursor
+
+
+def repricing_of(engine: Engine, query: SessionFilter) -> Repricing:
+    """The re-pricing under way that may touch what `query` selects."""
+    with reading(engine) as connection:
+        return _repricing(connection, query)
+
+
+def _repricing(connection: Connection, query: SessionFilter) -> Repricing:
+    jobs = jobs_in(connection)
+    if not jobs:
+        return Repricing()
+    if query.edge_id is not None:
+        fleet_id = connection.execute(
+            select(edges.c.fleet_id).where(edges.c.id == query.edge_id)
+        ).scalar()
+        if query.fleet_id is not None and fleet_id != query.fleet_id:
+            return Repricing()  # another fleet's site: nothing of it is selected
+        return Repricing(tuple(job for job in jobs if job.holds(query.edge_id, fleet_id)))
+    if query.fleet_id is not None:
+        fleet_id = query.fleet_id
+        fleet_edges: frozenset[str] = frozenset()
+        if any(job.edge_id is not None for job in jobs):
+            fleet_edges = frozenset(
+                connection.execute(select(edges.c.id).where(edges.c.fleet_id == fleet_id))
+                .scalars()
+                .all()
+            )
+        return Repricing(tuple(job for job in jobs if job.touches_fleet(fleet_id, fleet_edges)))
+    return Repricing(tuple(jobs))
 
 
 def get_session(engine: Engine, edge_id: str, transaction_id: int) -> Session | None:
@@ -297,9 +379,15 @@ def _page_query(query: SessionFilter, after: Cursor | None, limit: int) -> Selec
 def _where(statement: Select[Any], query: SessionFilter) -> Select[Any]:
     t = transactions.c
     if query.fleet_id is not None:
-        # Checked on each row the keyset index yields, never as the index to read by: on
-        # an edge_id index SQLite sorts every session of the fleet for each page.
-        statement = statement.where(func.coalesce(t.edge_id, "").in_(_fleet_edges(query.fleet_id)))
+        narrower = (query.edge_id, query.charger_id, query.id_tag, query.account)
+        if any(value is not None for value in narrower):
+            # The site's, card's or account's index reads fewer rows: the fleet is checked
+            # on each of them (COALESCE keeps the planner off the fleet's index).
+            statement = statement.where(func.coalesce(t.fleet_id, 0) == query.fleet_id)
+        else:
+            # The fleet's own index, in keyset order: a small fleet in a large store
+            # reads its own sessions only.
+            statement = statement.where(t.fleet_id == query.fleet_id)
     if query.edge_id is not None:
         statement = statement.where(t.edge_id == query.edge_id)
     if query.charger_id is not None:

@@ -1,15 +1,22 @@
 """Tariffs and the costs they give sessions.
 
-A tariff prices every site (`edge_id` NULL) or one site, from `valid_from` until the
-next tariff of the same scope starts; a site's own tariff in force wins over the one for
-every site. A session is priced by the tariff in force at its start (`session_at`), once
-it has stopped: in the transaction that stores its stop, and again whenever a tariff that
-covers it is added, changed or removed (in the transaction that changes the tariff), so
-a stored cost always follows the tariffs as they stand. cloud/tariffs.py computes costs.
+A tariff prices one site (`edge_id`), every site of a fleet (`fleet_id`: the fleet's
+default) or every site of every fleet (both NULL: set through the API), from
+`valid_from` until the next tariff of the same scope starts; for a session, the site's
+own tariff in force wins, then its fleet's, then the one for every fleet. A session is
+priced by the tariff in force at its start (`session_at`), once it has stopped: in the
+transaction that stores its stop, and again whenever a tariff that covers it is added,
+changed or removed. That change writes the tariff and a job on the re-pricing list
+(cloud/store/repricing.py) in one short transaction; `reprice_batch` then prices the
+job's sessions again a bounded batch per transaction, so that ingest never waits on
+more than one batch. cloud/tariffs.py computes costs.
 
-On PostgreSQL, a tariff change holds an advisory lock that batches with a stop take
-shared before they touch a row: a stop is never priced by a tariff a concurrent change
-is replacing.
+On PostgreSQL, a tariff change holds an advisory lock that batches with a stop, and
+re-pricing batches, take shared before they touch a row: a stop is never priced by a
+tariff a concurrent change is replacing, and a re-pricing batch never writes a cost of
+tariffs replaced while it ran. A batch writes a cost only where the session's row still
+holds what it priced (its energy, times and fleet): one that ingest changed meanwhile
+was priced by ingest.
 """
 
 from __future__ import annotations
@@ -17,19 +24,22 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cached_property
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
+    Integer,
     and_,
     bindparam,
     delete,
     insert,
     literal,
+    or_,
     select,
     text,
     tuple_,
@@ -37,7 +47,16 @@ from sqlalchemy import (
 )
 
 from cloud.store.database import StoreError, reading
-from cloud.store.schema import meter_samples, tariffs, transactions
+from cloud.store.repricing import EVERY_SESSION, job_of, queue_repricing
+from cloud.store.schema import (
+    EDGE_ID,
+    UtcDateTime,
+    edges,
+    meter_samples,
+    repricing,
+    tariffs,
+    transactions,
+)
 from cloud.store.statements import lock_edge
 from cloud.store.times import utc_now
 from cloud.tariffs import Band, CurvePoint, Tariff, TariffError, session_cost, session_curve
@@ -47,8 +66,9 @@ _TARIFF_LOCK_KEY = 0x74617269  # "tari"
 # Bounds on what a tariff may hold.
 MAX_BANDS = 64
 MAX_PRICE = 10_000 * 10**6  # 10,000 of the major unit per kWh, in millionths
-# Sessions re-priced per round trip.
-_CHUNK = 1000
+# Sessions re-priced per transaction unless told otherwise (sessions.reprice_batch).
+DEFAULT_BATCH = 500
+MAX_BATCH = 100_000
 
 
 class TariffRefused(StoreError):
@@ -61,7 +81,8 @@ class UnknownTariff(StoreError):
 
 @dataclass(frozen=True)
 class TariffSpec:
-    """A tariff as an operator sets it (prices in millionths of the major unit per kWh)."""
+    """A tariff as an operator sets it (prices in millionths of the major unit per kWh).
+    Its scope: one site (`edge_id`), a fleet's sites (`fleet_id`), or every site (neither)."""
 
     name: str
     currency: str
@@ -71,17 +92,34 @@ class TariffSpec:
     minor_unit_digits: int = 2
     time_zone: str = "UTC"
     bands: tuple[Band, ...] = ()
+    fleet_id: int | None = None
+    valid_until: datetime | None = None  # ended: from then on the next scope's prices
+
+    def in_force(self, moment: datetime) -> bool:
+        """Whether it prices `moment`, if no later tariff of its scope started by then."""
+        return self.valid_from <= moment and (self.valid_until is None or moment < self.valid_until)
 
     def checked(self) -> Tariff:
         """The tariff to price with; TariffRefused with the reason when it is not one."""
         if self.edge_id is not None:
             check_edge_id(self.edge_id)
+            if self.fleet_id is not None:
+                raise TariffRefused(
+                    "a site's tariff follows its edge's fleet: give a site or a fleet"
+                )
         if not re.fullmatch(r"[A-Z]{3}", self.currency):
             raise TariffRefused(f"currency {self.currency!r}: three capital letters (ISO 4217)")
         if not 1 <= len(self.name) <= 200:
             raise TariffRefused("a tariff's name is 1 to 200 characters")
         if self.valid_from.tzinfo is None:
             raise TariffRefused("valid_from needs a time zone (e.g. 2026-04-01T00:00:00Z)")
+        if self.valid_until is not None:
+            if self.valid_until.tzinfo is None:
+                raise TariffRefused("valid_until needs a time zone (e.g. 2026-05-01T00:00:00Z)")
+            if self.valid_until <= self.valid_from:
+                raise TariffRefused("a tariff ends after it starts: valid_until > valid_from")
+        if self.price <= 0 or any(band.price <= 0 for band in self.bands):
+            raise TariffRefused("a price per kWh is more than 0")
         if len(self.bands) > MAX_BANDS:
             raise TariffRefused(f"at most {MAX_BANDS} bands")
         if self.price > MAX_PRICE or any(band.price > MAX_PRICE for band in self.bands):
@@ -113,29 +151,60 @@ class TariffRecord:
 @dataclass(frozen=True)
 class TariffChange:
     tariff: TariffRecord | None  # None once removed
-    repriced: int  # sessions whose cost was computed again
+    # The re-pricing jobs the change queued (cloud/store/repricing.py): its sessions are
+    # priced again in the background (none: no stopped session in its scope and time).
+    jobs: tuple[int, ...]
 
 
-def list_tariffs(engine: Engine, edge_id: str | None = None) -> list[TariffRecord]:
-    """Every tariff (of one site and those for every site, when `edge_id` is given), by
-    scope then start."""
-    query = select(tariffs).order_by(tariffs.c.edge_id, tariffs.c.valid_from, tariffs.c.id)
+def list_tariffs(
+    engine: Engine, edge_id: str | None = None, fleet_id: int | None = None
+) -> list[TariffRecord]:
+    """Tariffs by scope then start: every one; with `edge_id`, those that may price that
+    site (its own, its fleet's, every fleet's); with `fleet_id`, those that may price the
+    fleet's sites (theirs, the fleet's, every fleet's)."""
+    query = select(tariffs).order_by(
+        tariffs.c.edge_id, tariffs.c.fleet_id, tariffs.c.valid_from, tariffs.c.id
+    )
+    everywhere = and_(tariffs.c.edge_id.is_(None), tariffs.c.fleet_id.is_(None))
     if edge_id is not None:
-        query = query.where((tariffs.c.edge_id == edge_id) | tariffs.c.edge_id.is_(None))
+        edge_fleet = select(edges.c.fleet_id).where(edges.c.id == edge_id).scalar_subquery()
+        query = query.where(
+            or_(
+                tariffs.c.edge_id == edge_id,
+                and_(tariffs.c.edge_id.is_(None), tariffs.c.fleet_id == edge_fleet),
+                everywhere,
+            )
+        )
+    if fleet_id is not None:
+        fleet_edges = select(edges.c.id).where(edges.c.fleet_id == fleet_id)
+        query = query.where(
+            or_(
+                tariffs.c.edge_id.in_(fleet_edges),
+                and_(tariffs.c.edge_id.is_(None), tariffs.c.fleet_id == fleet_id),
+                everywhere,
+            )
+        )
     with reading(engine) as connection:
         return [_record(row) for row in connection.execute(query)]
 
 
-def get_tariff(engine: Engine, tariff_id: int) -> TariffRecord:
+def get_tariff(engine: Engine, tariff_id: int, fleet_id: int | None = None) -> TariffRecord:
+    """The tariff; with `fleet_id`, only one that fleet may change (UnknownTariff else)."""
     with reading(engine) as connection:
-        return _get(connection, tariff_id)
+        record = _get(connection, tariff_id)
+        _check_fleet(connection, record.spec, fleet_id)
+        return record
 
 
-def create_tariff(engine: Engine, spec: TariffSpec) -> TariffChange:
+def create_tariff(engine: Engine, spec: TariffSpec, fleet_id: int | None = None) -> TariffChange:
+    """Add a tariff (with `fleet_id`: only one of that fleet's scope) and queue the
+    re-pricing of the sessions it covers."""
     spec.checked()
     now = utc_now()
     with engine.begin() as connection:
         _lock_tariffs(connection)
+        # Held to a fleet, only a site it has (none is made for a tariff of its own).
+        _check_fleet(connection, spec, fleet_id)
         if spec.edge_id is not None:
             lock_edge(connection, spec.edge_id, now)
         _refuse_same_start(connection, spec, None)
@@ -143,16 +212,27 @@ def create_tariff(engine: Engine, spec: TariffSpec) -> TariffChange:
             insert(tariffs).values(**_columns(spec), created_at=now, updated_at=now)
         ).inserted_primary_key
         assert tariff_id is not None
-        repriced = _reprice(connection, spec.edge_id, spec.valid_from)
-        return TariffChange(_get(connection, int(tariff_id[0])), repriced)
+        record = _get(connection, int(tariff_id[0]))
+        jobs = _queue(connection, spec, spec.valid_from, f"tariff {record.id} added")
+        return TariffChange(record, jobs)
 
 
-def update_tariff(engine: Engine, tariff_id: int, spec: TariffSpec) -> TariffChange:
+def update_tariff(
+    engine: Engine,
+    tariff_id: int,
+    spec: TariffSpec,
+    fleet_id: int | None = None,
+    verb: str = "changed",
+) -> TariffChange:
+    """Change a tariff (with `fleet_id`: one of that fleet's, staying so) and queue the
+    re-pricing of the sessions it covered and covers."""
     spec.checked()
     now = utc_now()
     with engine.begin() as connection:
         _lock_tariffs(connection)
         before = _get(connection, tariff_id)
+        _check_fleet(connection, before.spec, fleet_id)
+        _check_fleet(connection, spec, fleet_id)
         if spec.edge_id is not None:
             lock_edge(connection, spec.edge_id, now)
         _refuse_same_start(connection, spec, tariff_id)
@@ -161,22 +241,68 @@ def update_tariff(engine: Engine, tariff_id: int, spec: TariffSpec) -> TariffCha
             .where(tariffs.c.id == tariff_id)
             .values(**_columns(spec), updated_at=now)
         )
-        since = min(before.spec.valid_from, spec.valid_from)
-        repriced = _reprice(connection, before.spec.edge_id, since)
-        if spec.edge_id != before.spec.edge_id:
-            repriced += _reprice(connection, spec.edge_id, since)
-        return TariffChange(_get(connection, tariff_id), repriced)
+        since = _changed_from(before.spec, spec)
+        reason = f"tariff {tariff_id} {verb}"
+        jobs = _queue(connection, before.spec, since, reason)
+        if (spec.edge_id, spec.fleet_id) != (before.spec.edge_id, before.spec.fleet_id):
+            jobs += _queue(connection, spec, since, reason)
+        return TariffChange(_get(connection, tariff_id), jobs)
 
 
-def delete_tariff(engine: Engine, tariff_id: int) -> TariffChange:
+def end_tariff(
+    engine: Engine, tariff_id: int, until: datetime, fleet_id: int | None = None
+) -> TariffChange:
+    """End a tariff at `until` (with `fleet_id`: one of that fleet's): from then on its
+    scope is priced by the next scope's tariffs, until a later one of its own starts."""
+    with reading(engine) as connection:
+        before = _get(connection, tariff_id)
+    spec = replace(before.spec, valid_until=until)
+    return update_tariff(engine, tariff_id, spec, fleet_id, verb="ended")
+
+
+def _changed_from(before: TariffSpec, after: TariffSpec) -> datetime:
+    """The earliest session start whose price the change may move: the earlier start,
+    or, when only the end moved, the earlier end."""
+    if replace(before, valid_until=None) == replace(after, valid_until=None):
+        ends = [end for end in (before.valid_until, after.valid_until) if end is not None]
+        if ends:
+            return min(ends)
+    return min(before.valid_from, after.valid_from)
+
+
+def delete_tariff(engine: Engine, tariff_id: int, fleet_id: int | None = None) -> TariffChange:
+    """Remove a tariff (with `fleet_id`: one of that fleet's) and queue the re-pricing of
+    the sessions it covered."""
     with engine.begin() as connection:
         _lock_tariffs(connection)
         before = _get(connection, tariff_id)
+        _check_fleet(connection, before.spec, fleet_id)
+        # The sessions it priced have no cost until the job reaches them (shown as being
+        # recalculated): the currency it was in goes with the tariff.
         connection.execute(
-            update(transactions).where(transactions.c.tariff_id == tariff_id).values(tariff_id=None)
+            update(transactions)
+            .where(transactions.c.tariff_id == tariff_id)
+            .values(tariff_id=None, cost_minor=None)
         )
         connection.execute(delete(tariffs).where(tariffs.c.id == tariff_id))
-        return TariffChange(None, _reprice(connection, before.spec.edge_id, before.spec.valid_from))
+        jobs = _queue(
+            connection, before.spec, before.spec.valid_from, f"tariff {tariff_id} removed"
+        )
+        return TariffChange(None, jobs)
+
+
+def edge_moved(connection: Connection, edge_id: str, fleet_id: int) -> int | None:
+    """The edge (its row locked) now belongs to `fleet_id`: its sessions follow it, and
+    are priced again by that fleet's tariffs; the re-pricing job's id (None: no session)."""
+    connection.execute(
+        update(transactions).where(transactions.c.edge_id == edge_id).values(fleet_id=fleet_id)
+    )
+    return queue_repricing(
+        connection,
+        since=EVERY_SESSION,
+        reason=f"edge {edge_id} moved to fleet {fleet_id}",
+        edge_id=edge_id,
+    )
 
 
 def hold_tariffs(connection: Connection) -> None:
@@ -186,6 +312,12 @@ def hold_tariffs(connection: Connection) -> None:
         connection.execute(
             text("SELECT pg_advisory_xact_lock_shared(:key)"), {"key": _TARIFF_LOCK_KEY}
         )
+
+
+def lock_tariffs(connection: Connection) -> None:
+    """Hold tariffs for a change until this transaction ends (PostgreSQL: the exclusive
+    lock that stops and re-pricing batches wait for; SQLite's writers take turns)."""
+    _lock_tariffs(connection)
 
 
 def price_sessions(connection: Connection, edge_id: str, transaction_ids: Iterable[int]) -> None:
@@ -207,6 +339,7 @@ def price_sessions(connection: Connection, edge_id: str, transaction_ids: Iterab
 _PRICING_COLUMNS = (
     transactions.c.edge_id,
     transactions.c.transaction_id,
+    transactions.c.fleet_id,
     transactions.c.session_at,
     transactions.c.started_at,
     transactions.c.stopped_at,
@@ -214,34 +347,97 @@ _PRICING_COLUMNS = (
 )
 
 
-def _reprice(connection: Connection, edge_id: str | None, since: datetime) -> int:
-    """Price again every stopped session from `since` on, of `edge_id` (None: all), a
-    chunk at a time."""
-    in_force = _TariffsInForce(connection)
-    query = (
-        select(*_PRICING_COLUMNS)
-        .where(transactions.c.session_at >= since, transactions.c.stopped_at.is_not(None))
-        .order_by(transactions.c.edge_id, transactions.c.transaction_id)
-        .limit(_CHUNK)
-    )
-    if edge_id is not None:
-        query = query.where(transactions.c.edge_id == edge_id)
+# -- re-pricing in the background ----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RepricedBatch:
+    job_id: int
+    sessions: int  # stopped sessions priced again
+    finished: bool  # the job is done (and gone)
+
+
+def reprice_batch(engine: Engine, size: int = DEFAULT_BATCH) -> RepricedBatch | None:
+    """Price again the next `size` sessions of the oldest re-pricing job, in one
+    transaction that also moves the job on (or ends it); None when there is no work. On
+    PostgreSQL, a job another replica is working on is left to it."""
+    size = max(1, min(size, MAX_BATCH))
+    with engine.begin() as connection:
+        hold_tariffs(connection)
+        row = connection.execute(
+            select(repricing).order_by(repricing.c.id).limit(1).with_for_update(skip_locked=True)
+        ).first()
+        if row is None:
+            return None
+        job = job_of(row)
+        rows = connection.execute(_next_sessions(job, size)).all()
+        done = _store_costs(connection, _TariffsInForce(connection), rows, guarded=True)
+        if len(rows) < size:
+            connection.execute(delete(repricing).where(repricing.c.id == job.id))
+            return RepricedBatch(job.id, len(rows), True)
+        last = rows[-1]
+        connection.execute(
+            update(repricing)
+            .where(repricing.c.id == job.id)
+            .values(
+                after_session_at=last.session_at,
+                after_edge_id=last.edge_id,
+                after_transaction_id=last.transaction_id,
+                repriced=repricing.c.repriced + done,
+                updated_at=utc_now(),
+            )
+        )
+        return RepricedBatch(job.id, len(rows), False)
+
+
+def reprice_all(engine: Engine, size: int = DEFAULT_BATCH) -> int:
+    """Work through every re-pricing job now (tests, `ocpp-cloud`): sessions priced."""
     total = 0
-    after: tuple[str, int] | None = None
-    while True:
-        page = query
-        if after is not None:
-            key = tuple_(transactions.c.edge_id, transactions.c.transaction_id)
-            page = page.where(key > tuple_(literal(after[0]), literal(after[1])))
-        rows = connection.execute(page).all()
-        total += _store_costs(connection, in_force, rows)
-        if len(rows) < _CHUNK:
-            return total
-        after = (rows[-1].edge_id, rows[-1].transaction_id)
+    while (batch := reprice_batch(engine, size)) is not None:
+        total += batch.sessions
+    return total
 
 
-def _store_costs(connection: Connection, in_force: _TariffsInForce, rows: Sequence[Any]) -> int:
-    chosen = [(row, in_force.at(row.edge_id, row.session_at)) for row in rows]
+def _next_sessions(job: Any, size: int) -> Any:
+    """The job's next stopped sessions after its last one, in (session_at, edge_id,
+    transaction_id) order, on the index of its scope."""
+    t = transactions.c
+    query = select(*_PRICING_COLUMNS).where(t.stopped_at.is_not(None))
+    if job.edge_id is not None:
+        query = query.where(t.edge_id == job.edge_id)
+    elif job.fleet_id is not None:
+        query = query.where(t.fleet_id == job.fleet_id)
+    if job.after is None:
+        query = query.where(t.session_at >= job.since)
+    else:
+        # The cursor alone bounds the range (it is past `since`): with both, SQLite reads
+        # the index from `since` and checks each entry up to the cursor, every batch.
+        session_at, edge_id, transaction_id = job.after
+        moment = literal(session_at, UtcDateTime())
+        if job.edge_id is not None:
+            # The site is fixed: compare on the columns that follow it in its index.
+            query = query.where(
+                tuple_(t.session_at, t.transaction_id)
+                > tuple_(moment, literal(transaction_id, BigInteger()))
+            )
+        else:
+            query = query.where(
+                tuple_(t.session_at, t.edge_id, t.transaction_id)
+                > tuple_(moment, literal(edge_id, EDGE_ID), literal(transaction_id, BigInteger()))
+            )
+    return query.order_by(t.session_at, t.edge_id, t.transaction_id).limit(size)
+
+
+def _store_costs(
+    connection: Connection,
+    in_force: _TariffsInForce,
+    rows: Sequence[Any],
+    *,
+    guarded: bool = False,
+) -> int:
+    """Price `rows` and store their costs; with `guarded`, only where the row still holds
+    what was priced (a stop or a move stored meanwhile priced it itself)."""
+    chosen = [(row, in_force.at(row.edge_id, row.fleet_id, row.session_at)) for row in rows]
     banded = [row for row, record in chosen if record is not None and record.spec.bands]
     samples = _samples(connection, banded)
     changes = []
@@ -257,25 +453,42 @@ def _store_costs(connection: Connection, in_force: _TariffsInForce, rows: Sequen
             cost = session_cost(record.tariff, curve)
             if cost > INT64_MAX:  # energy no meter delivers: left unpriced
                 cost = None
-        changes.append(
-            {
-                "key_edge": row.edge_id,
-                "key_transaction": row.transaction_id,
-                "cost_minor": cost,
-                "tariff_id": record.id if record is not None else None,
+        change = {
+            "key_edge": row.edge_id,
+            "key_transaction": row.transaction_id,
+            "cost_minor": cost,
+            "tariff_id": record.id if record is not None else None,
+        }
+        if guarded:
+            change |= {
+                "was_energy": row.energy_wh,
+                "was_stopped": row.stopped_at,
+                "was_started": row.started_at,
+                "was_session_at": row.session_at,
+                "was_fleet": row.fleet_id,
             }
-        )
+        changes.append(change)
     if changes:
-        connection.execute(
-            update(transactions)
-            .where(
-                transactions.c.edge_id == bindparam("key_edge"),
-                transactions.c.transaction_id == bindparam("key_transaction"),
-            )
-            .values(cost_minor=bindparam("cost_minor"), tariff_id=bindparam("tariff_id")),
-            changes,
-        )
+        connection.execute(_GUARDED_COSTS if guarded else _COSTS, changes)
     return len(changes)
+
+
+_KEY = (
+    transactions.c.edge_id == bindparam("key_edge"),
+    transactions.c.transaction_id == bindparam("key_transaction"),
+)
+_COSTS = (
+    update(transactions)
+    .where(*_KEY)
+    .values(cost_minor=bindparam("cost_minor"), tariff_id=bindparam("tariff_id"))
+)
+_GUARDED_COSTS = _COSTS.where(
+    transactions.c.energy_wh == bindparam("was_energy", type_=BigInteger()),
+    transactions.c.stopped_at == bindparam("was_stopped", type_=UtcDateTime()),
+    transactions.c.started_at.is_not_distinct_from(bindparam("was_started", type_=UtcDateTime())),
+    transactions.c.session_at == bindparam("was_session_at", type_=UtcDateTime()),
+    transactions.c.fleet_id.is_not_distinct_from(bindparam("was_fleet", type_=Integer())),
+)
 
 
 def _samples(
@@ -297,21 +510,48 @@ def _samples(
     return found
 
 
+Scope = tuple[str, str | int | None]  # ("edge", id), ("fleet", id), ("every", None)
+
+
+def _scope_of(spec: TariffSpec) -> Scope:
+    if spec.edge_id is not None:
+        return ("edge", spec.edge_id)
+    if spec.fleet_id is not None:
+        return ("fleet", spec.fleet_id)
+    return ("every", None)
+
+
 class _TariffsInForce:
     """Every tariff, to find the one in force for a site at a time."""
 
     def __init__(self, connection: Connection) -> None:
         records = [_record(row) for row in connection.execute(select(tariffs))]
-        self._by_scope: dict[str | None, list[TariffRecord]] = defaultdict(list)
+        self._by_scope: dict[Scope, list[TariffRecord]] = defaultdict(list)
         for record in sorted(records, key=lambda record: record.spec.valid_from, reverse=True):
-            self._by_scope[record.spec.edge_id].append(record)
+            self._by_scope[_scope_of(record.spec)].append(record)
 
-    def at(self, edge_id: str, moment: datetime) -> TariffRecord | None:
-        for scope in (edge_id, None):
+    def at(self, edge_id: str, fleet_id: int | None, moment: datetime) -> TariffRecord | None:
+        scopes: list[Scope] = [("edge", edge_id)]
+        if fleet_id is not None:
+            scopes.append(("fleet", fleet_id))
+        scopes.append(("every", None))
+        for scope in scopes:
             for record in self._by_scope.get(scope, ()):
                 if record.spec.valid_from <= moment:
-                    return record
+                    # The scope's latest start by then; ended, the next scope prices.
+                    if record.spec.in_force(moment):
+                        return record
+                    break
         return None
+
+
+def _queue(
+    connection: Connection, spec: TariffSpec, since: datetime, reason: str
+) -> tuple[int, ...]:
+    job = queue_repricing(
+        connection, since=since, reason=reason, fleet_id=spec.fleet_id, edge_id=spec.edge_id
+    )
+    return () if job is None else (job,)
 
 
 def _lock_tariffs(connection: Connection) -> None:
@@ -319,10 +559,29 @@ def _lock_tariffs(connection: Connection) -> None:
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _TARIFF_LOCK_KEY})
 
 
+def _check_fleet(connection: Connection, spec: TariffSpec, fleet_id: int | None) -> None:
+    """With `fleet_id`: the tariff's scope must be that fleet's (a site of it, or its
+    default); a tariff of another fleet, or of every fleet, is none of its own."""
+    if fleet_id is None:
+        return
+    if spec.edge_id is not None:
+        edge_fleet = connection.execute(
+            select(edges.c.fleet_id).where(edges.c.id == spec.edge_id)
+        ).scalar()
+        if edge_fleet == fleet_id:
+            return
+    elif spec.fleet_id == fleet_id:
+        return
+    raise UnknownTariff("no such tariff in this fleet")
+
+
 def _refuse_same_start(connection: Connection, spec: TariffSpec, tariff_id: int | None) -> None:
-    scope = (
-        tariffs.c.edge_id.is_(None) if spec.edge_id is None else tariffs.c.edge_id == spec.edge_id
-    )
+    if spec.edge_id is not None:
+        scope = tariffs.c.edge_id == spec.edge_id
+    elif spec.fleet_id is not None:
+        scope = and_(tariffs.c.edge_id.is_(None), tariffs.c.fleet_id == spec.fleet_id)
+    else:
+        scope = and_(tariffs.c.edge_id.is_(None), tariffs.c.fleet_id.is_(None))
     query = select(tariffs.c.id).where(and_(scope, tariffs.c.valid_from == spec.valid_from))
     if tariff_id is not None:
         query = query.where(tariffs.c.id != tariff_id)
@@ -343,11 +602,13 @@ def _get(connection: Connection, tariff_id: int) -> TariffRecord:
 def _columns(spec: TariffSpec) -> dict[str, Any]:
     return {
         "edge_id": spec.edge_id,
+        "fleet_id": spec.fleet_id,
         "name": spec.name,
         "currency": spec.currency,
         "minor_unit_digits": spec.minor_unit_digits,
         "time_zone": spec.time_zone,
         "valid_from": spec.valid_from,
+        "valid_until": spec.valid_until,
         "price": spec.price,
         "bands": [
             {
@@ -375,5 +636,7 @@ def _record(row: Any) -> TariffRecord:
         minor_unit_digits=row.minor_unit_digits,
         time_zone=row.time_zone,
         bands=bands,
+        fleet_id=row.fleet_id,
+        valid_until=row.valid_until,
     )
     return TariffRecord(row.id, spec, row.created_at, row.updated_at)

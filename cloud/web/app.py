@@ -24,7 +24,13 @@ from fastapi import APIRouter, Depends, FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from sqlalchemy import Engine
 
-from cloud.settings import CardSettings, FirmwareSettings, SessionSettings, WebSettings
+from cloud.settings import (
+    AlertSettings,
+    CardSettings,
+    FirmwareSettings,
+    SessionSettings,
+    WebSettings,
+)
 from cloud.store import sign_ins
 from cloud.store import users as user_store
 from cloud.store.overview import SummaryCache
@@ -82,6 +88,10 @@ class WebContext:
     signing_key: Ed25519PrivateKey | None = None
     # Card imports' bounds.
     cards: CardSettings = field(default_factory=CardSettings)
+    # The configuration's alert settings: each fleet's defaults.
+    alerts: AlertSettings = field(default_factory=AlertSettings)
+    # Told that a tariff change queued re-pricing: this replica starts on it now.
+    on_repricing: Callable[[], None] = lambda: None
 
     def static_url(self, name: str) -> str:
         return f"{COOKIE_PATH}/static/{name}?v={self.static_versions.get(name, '0')}"
@@ -132,10 +142,12 @@ def create_web_context(
     engine: Engine,
     sessions: SessionSettings | None = None,
     cards: CardSettings | None = None,
+    alerts: AlertSettings | None = None,
 ) -> WebContext:
     return WebContext(
         sessions=sessions or SessionSettings(),
         cards=cards or CardSettings(),
+        alerts=alerts or AlertSettings(),
         settings=settings,
         engine=engine,
         cookies=SessionCookies(session_secret(settings, engine), settings),
@@ -153,14 +165,18 @@ def create_web_router(
     firmware: FirmwareSettings | None = None,
     signing_key: Ed25519PrivateKey | None = None,
     cards: CardSettings | None = None,
+    alerts: AlertSettings | None = None,
+    on_repricing: Callable[[], None] | None = None,
 ) -> APIRouter:
     """The view's routes; `install_error_pages(api)` makes its refusals pages.
     `on_desired_state(edge_id)`: a page made something for the edge to run (a command,
-    a card list). `firmware`, `signing_key`: where uploaded images go and the key
-    signing them."""
-    context = context or create_web_context(settings, engine, sessions, cards)
+    a card list); `on_repricing()`: a page changed a tariff (sessions to price again).
+    `firmware`, `signing_key`: where uploaded images go and the key signing them."""
+    context = context or create_web_context(settings, engine, sessions, cards, alerts)
     if on_desired_state is not None:
         context.on_desired_state = on_desired_state
+    if on_repricing is not None:
+        context.on_repricing = on_repricing
     if firmware is not None:
         context.firmware = firmware
     if signing_key is not None:
@@ -174,6 +190,7 @@ def create_web_router(
     _add_sign_in(router, context)
     from cloud.web import (
         account,
+        alert_settings_page,
         alerts_pages,
         audit_page,
         campaigns_pages,
@@ -182,6 +199,7 @@ def create_web_router(
         charger,
         live,
         pages,
+        tariffs_pages,
     )
     from cloud.web import sessions as session_pages
 
@@ -190,10 +208,12 @@ def create_web_router(
     charger.add_routes(router, context)
     audit_page.add_routes(router, context)
     alerts_pages.add_routes(router, context)
+    alert_settings_page.add_routes(router, context)
     cards_pages.add_routes(router, context, context.on_desired_state)
     card_import.add_routes(router, context, context.on_desired_state)
     session_pages.add_routes(router, context)
     campaigns_pages.add_routes(router, context)
+    tariffs_pages.add_routes(router, context)
     live.add_routes(router, context)
     return router
 

@@ -10,6 +10,8 @@ from urllib.parse import quote
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from starlette.templating import Jinja2Templates
 
+from cloud.tariffs import DAY_NAMES, Band, format_clock, price_text
+
 TEMPLATES = Path(__file__).parent / "templates"
 # What an unknown time, duration or size is shown as (an en dash).
 UNKNOWN = "\u2013"
@@ -59,6 +61,21 @@ def segment(text: str) -> str:
     return quote(text, safe="")
 
 
+def price(value: int) -> str:
+    """A price kept in millionths of the major unit (273_400) as "0.2734"."""
+    return price_text(value)
+
+
+def band_days(band: Band) -> str:
+    """A band's days as "mon-fri", "sat, sun" or "every day"."""
+    days = sorted(band.days)
+    if len(days) == 7:
+        return "every day"
+    if len(days) > 2 and days == list(range(days[0], days[-1] + 1)):
+        return f"{DAY_NAMES[days[0]]}-{DAY_NAMES[days[-1]]}"
+    return ", ".join(DAY_NAMES[day] for day in days)
+
+
 def make_templates() -> Jinja2Templates:
     environment = Environment(
         loader=FileSystemLoader(TEMPLATES),
@@ -68,5 +85,5 @@ def make_templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     environment.filters.update(iso=iso, duration=duration, megabytes=megabytes, segment=segment)
-    environment.globals.update(ago=ago)
+    environment.globals.update(ago=ago, price=price, band_days=band_days, clock=format_clock)
     return Jinja2Templates(env=environment)

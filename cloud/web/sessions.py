@@ -2,7 +2,9 @@
 charger, card, account and period (a GET form: it works without JavaScript), a page at a
 time with a "next page" link (keyset cursor), sums per card, account and month, a month's
 final/provisional state for a site, the CSV of exactly the filtered sessions, and each
-session's power and energy curve.
+session's power and energy curve. The first page's table is live: the `sessions` view of
+/web/live pushes it again when the site (or any site of the fleet) stores something, so
+a session that syncs shows without a reload.
 
 Every query carries the signed-in user's fleet: another fleet's site, session or CSV rows
 are never read, whatever the query string says (a site named that is not the user's is
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -30,6 +33,7 @@ from cloud.store.sessions import Cursor, InvalidCursor, Month, SessionFilter
 from cloud.store.users import User
 from cloud.tariffs import format_cost
 from cloud.web.auth import Viewer, WebRefusal
+from cloud.web.live import LiveView
 from contract.protocol import INT64_MAX, INT64_MIN, is_edge_id
 
 if TYPE_CHECKING:
@@ -41,6 +45,8 @@ MAX_PAGE_SIZE = 200
 SUMS_SHOWN = 50
 MAX_FILTER_TEXT = 255
 FILTER_NAMES = ("edge", "charger", "card", "account", "month", "from", "to")
+# The live stream's arguments are cut to this length (cloud/web/live.py).
+LIVE_ARGUMENT = 200
 
 
 @dataclass(frozen=True)
@@ -57,7 +63,11 @@ class Filters:
 
     @classmethod
     def of(cls, request: Request) -> Filters:
-        values = {name: request.query_params.get(name, "").strip() for name in FILTER_NAMES}
+        return cls.of_values(request.query_params)
+
+    @classmethod
+    def of_values(cls, arguments: Mapping[str, str]) -> Filters:
+        values = {name: arguments.get(name, "").strip() for name in FILTER_NAMES}
         for name, value in values.items():
             if len(value) > MAX_FILTER_TEXT:
                 raise WebRefusal(422, f"The filter {name} is longer than {MAX_FILTER_TEXT}.")
@@ -119,14 +129,11 @@ def _fleet_site(context: WebContext, user: User, edge_id: str) -> overview.EdgeS
     return found.edge
 
 
-def sessions_values(
-    context: WebContext,
-    user: User,
-    filters: Filters,
-    cursor_text: str,
-    limit: int,
-    whole_fleet_sums: bool = False,
+def list_values(
+    context: WebContext, user: User, filters: Filters, cursor_text: str, limit: int
 ) -> dict[str, Any]:
+    """The sessions' table: one page of what the filters select (the part of the page
+    that is live), with the sites of the fleet."""
     settings = context.sessions
     sites = overview.fleet_edges(context.engine, user.fleet_id)
     if filters.edge and filters.edge not in {site.edge_id for site in sites}:
@@ -137,6 +144,48 @@ def sessions_values(
     except InvalidCursor as error:
         raise WebRefusal(422, "This page link is not one this view made.") from error
     page = store.session_page(context.engine, query, limit, after)
+    now = datetime.now(UTC)
+    next_link = (
+        "/web/sessions?"
+        + filters.query_string(
+            cursor=page.next_cursor.text(), limit=str(limit) if limit != PAGE_SIZE else ""
+        )
+        if page.next_cursor is not None
+        else None
+    )
+    return {
+        "query": query,
+        "after": after,
+        "sites": sites,
+        "site_names": {site.edge_id: site.name for site in sites},
+        "page": page,
+        "rows": [
+            _row(session, now, settings, page.repricing.waiting(session))
+            for session in page.sessions
+        ],
+        "next_link": next_link,
+        "first_link": "/web/sessions?" + filters.query_string() if after is not None else None,
+        "now": now,
+    }
+
+
+def list_fragments(context: WebContext, user: User, filters: Filters, limit: int) -> dict[str, str]:
+    """The live part of the first page, re-rendered (the `sessions` event)."""
+    values = list_values(context, user, filters, "", limit)
+    return {"sessions": context.render_text("_sessions_list.html", values)}
+
+
+def sessions_values(
+    context: WebContext,
+    user: User,
+    filters: Filters,
+    cursor_text: str,
+    limit: int,
+    whole_fleet_sums: bool = False,
+) -> dict[str, Any]:
+    settings = context.sessions
+    listed = list_values(context, user, filters, cursor_text, limit)
+    query, after, page = listed["query"], listed["after"], listed["page"]
     zone = settings.zone
     # Sums read every filtered session: on the first page only, so that later pages cost
     # what the keyset query does, however deep; for the whole fleet unfiltered (every
@@ -149,8 +198,13 @@ def sessions_values(
         if after is None and (filters.query_pairs() or whole_fleet_sums)
         else None
     )
+    repricing = page.repricing
+
+    def month_recalculating(key: str | None) -> bool:
+        return key is not None and repricing.month(Month.parse(key), zone)
+
     closing = None
-    now = datetime.now(UTC)
+    now = listed["now"]
     if filters.edge and filters.month:
         closings = store.month_closings(
             context.engine,
@@ -161,41 +215,43 @@ def sessions_values(
             fleet_id=user.fleet_id,
         )
         closing = closings[0] if closings else None
-    next_link = (
-        "/web/sessions?"
-        + filters.query_string(
-            cursor=page.next_cursor.text(), limit=str(limit) if limit != PAGE_SIZE else ""
-        )
-        if page.next_cursor is not None
-        else None
-    )
     digits = store.currency_digits(context.engine)
 
     def money(minor: int, currency: str) -> str:
         return format_cost(minor, digits.get(currency, 2))
 
-    return {
+    # The first page follows new and changed sessions live (a later page stays as it is:
+    # its cursor fixes where it starts); filters a live link cannot carry whole are not.
+    live_link = None
+    if after is None and all(len(value) <= LIVE_ARGUMENT for _, value in filters.query_pairs()):
+        live_link = "/web/live?" + urlencode(
+            [("view", "sessions")]
+            + filters.query_pairs()
+            + ([("limit", str(limit))] if limit != PAGE_SIZE else [])
+        )
+    return listed | {
         "money": money,
         "filters": filters,
-        "sites": sites,
-        "site_names": {site.edge_id: site.name for site in sites},
-        "page": page,
-        "rows": [_row(session, now, settings) for session in page.sessions],
+        "list_html": Markup(context.render_text("_sessions_list.html", listed)),
+        "live_link": live_link,
         "sums": sums,
+        # Sums whose costs are not all computed again yet (a tariff changed).
+        "sums_recalculating": repricing.before(query.until),
+        "month_recalculating": month_recalculating,
         "sums_shown": SUMS_SHOWN,
         "closing": closing,
-        "next_link": next_link,
-        "first_link": "/web/sessions?" + filters.query_string() if after is not None else None,
         "sums_link": "/web/sessions?sums=1",
         "csv_link": "/web/sessions.csv?" + filters.query_string(),
         "time_zone": settings.time_zone,
-        "now": now,
     }
 
 
-def _row(session: store.Session, now: datetime, settings: SessionSettings) -> dict[str, Any]:
+def _row(
+    session: store.Session, now: datetime, settings: SessionSettings, recalculating: bool = False
+) -> dict[str, Any]:
     return {
         "session": session,
+        "recalculating": recalculating,
         "duration_s": session.duration_s(now),
         "offline": session.recorded_offline(settings.offline_after_s),
         "link": f"/web/sessions/{session.edge_id}/{session.transaction_id}",
@@ -216,6 +272,9 @@ def session_detail_values(
     if session is None:
         raise missing
     samples = store.meter_samples_of(context.engine, edge_id, transaction_id)
+    repricing = store.repricing_of(
+        context.engine, SessionFilter(fleet_id=user.fleet_id, edge_id=edge_id)
+    )
     now = datetime.now(UTC)
     curve = {
         "at": [sample.at.timestamp() for sample in samples],
@@ -226,7 +285,7 @@ def session_detail_values(
     curve_json = json.dumps(curve).replace("</", "<\\/")
     return {
         "site": site,
-        "row": _row(session, now, context.sessions),
+        "row": _row(session, now, context.sessions, repricing.waiting(session)),
         "session": session,
         "samples": samples,
         "curve_json": Markup(curve_json),
@@ -236,7 +295,10 @@ def session_detail_values(
 
 
 def _limit(request: Request) -> int:
-    text = request.query_params.get("limit", "")
+    return _limit_of(request.query_params.get("limit", ""))
+
+
+def _limit_of(text: str) -> int:
     if not text:
         return PAGE_SIZE
     if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE_SIZE:
@@ -245,6 +307,16 @@ def _limit(request: Request) -> int:
 
 
 def add_routes(router: APIRouter, context: WebContext) -> None:
+    async def live_sessions(user: User, arguments: dict[str, str]) -> dict[str, str]:
+        filters = Filters.of_values(arguments)
+        limit = _limit_of(arguments.get("limit", ""))
+        return await asyncio.to_thread(list_fragments, context, user, filters, limit)
+
+    # A site's sessions change with its edge; the fleet's, with any of its edges.
+    context.live_views["sessions"] = LiveView(
+        live_sessions, lambda arguments: arguments.get("edge") or None
+    )
+
     @router.get("/web/sessions")
     async def sessions_page(request: Request, user: Viewer) -> HTMLResponse:
         filters = Filters.of(request)

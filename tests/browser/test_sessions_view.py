@@ -1,31 +1,40 @@
 """The Sessions page in a real browser: filter with the plain form, download the CSV of
-what is shown, and see a session's curve drawn (uPlot under the view's CSP)."""
+what is shown, see a session's curve drawn (uPlot under the view's CSP), and watch a
+real edge's transaction appear and stop in the list without reloading."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from cloud.store import fleets
 from cloud.store.tariffs import create_tariff
+from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.browser.conftest import WatchedPage
 from tests.cloud.test_sessions_store import T0, Site, flat
 from tests.cloud.web import PASSWORD, add_user
-from tests.conftest import RunningCloud, StartCloud
+from tests.conftest import RunningCloud, StartCloud, StartEdge
 from tests.mosquitto import Mosquitto
+
+LIVE_EDGE = "depot-live"
 
 
 @pytest.fixture
 async def cloud(broker: Mosquitto, start_cloud: StartCloud) -> RunningCloud:
-    running = await start_cloud(broker)
+    running = await start_cloud(broker, web={"live_poll_interval": 0.5})
     engine = running.engine
     acme = fleets.add_fleet(engine, "Acme").fleet_id
     bolt = fleets.add_fleet(engine, "Bolt").fleet_id
     fleets.assign_edge(engine, "depot-1", acme, site_name="Depot North")
     fleets.assign_edge(engine, "bolt-1", bolt, site_name="Bolt HQ")
+    fleets.assign_edge(engine, LIVE_EDGE, acme, site_name="Depot Live")
     add_user(engine, "vic@acme.test", "viewer", acme)
     create_tariff(engine, flat("0.30", T0 - timedelta(days=30)))
     depot = Site(engine, "depot-1")
@@ -80,5 +89,64 @@ async def test_a_fleet_manager_filters_sessions_and_downloads_the_csv_shown(
     await page.wait_for_url("**/web/sessions/depot-1/3")
     await page.wait_for_selector('#session-curve[data-drawn="true"] canvas')
     await watched_page.screenshot("web-session-curve")
+    assert watched_page.console_errors == []
+    assert watched_page.outside_requests == []
+
+
+@pytest.fixture
+async def live_site(
+    start_edge: StartEdge, broker: Mosquitto, cloud: RunningCloud
+) -> AsyncIterator[SimulatedCharger]:
+    """A real edge daemon of the fleet syncing through the broker, a simulated charger at
+    it, and a card it accepts."""
+    sync = {
+        "edge_id": LIVE_EDGE,
+        "broker_host": "127.0.0.1",
+        "broker_port": broker.port,
+        "keepalive": 5,
+    }
+    edge = await start_edge(sections={"sync": sync})
+    await edge.execute(
+        "INSERT INTO id_tags (id_tag, status, parent_id_tag, created_at, updated_at) "
+        "VALUES ('CAR-LIVE', 'Accepted', 'ACC-1', 'x', 'x')"
+    )
+    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
+        charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
+        listener = asyncio.create_task(charger.start())
+        await charger.boot()
+        await charger.send_status(1, "Available")
+        yield charger
+        listener.cancel()
+
+
+async def test_a_transaction_synced_by_a_real_edge_shows_in_the_list_without_reloading(
+    watched_page: WatchedPage, cloud: RunningCloud, live_site: SimulatedCharger
+) -> None:
+    page = watched_page.page
+    await page.goto(f"{cloud.api_url}/web/sessions?edge={LIVE_EDGE}")
+    await page.fill('input[name="email"]', "vic@acme.test")
+    await page.fill('input[name="password"]', PASSWORD)
+    await page.click('button[type="submit"]')
+    await page.wait_for_url(f"{cloud.api_url}/web/sessions?edge={LIVE_EDGE}")
+    assert await page.locator("tr.session").count() == 0
+    # Marks this document: a reload would lose it.
+    await page.evaluate("window.notReloaded = true")
+    await page.wait_for_function("document.querySelector('[sse-connect]') !== null")
+
+    transaction_id, status = await live_site.start_transaction(1, "CAR-LIVE")
+    assert status == "Accepted"
+    row = page.locator(f'tr.session[data-transaction="{transaction_id}"]')
+    await row.wait_for(timeout=30_000)
+    assert "running" in await row.inner_text()
+    await live_site.send_meter_values(1, 1800)  # 3.6 kWh at the simulator's 7.2 kW
+    await live_site.stop_transaction(1)
+    await page.wait_for_selector(
+        f'tr.session[data-transaction="{transaction_id}"] td[data-wh="3600"]', timeout=30_000
+    )
+    text = await row.inner_text()
+    assert "running" not in text and "CAR-LIVE" in text
+    assert "1.08 EUR" in text  # 3.6 kWh at 0.30
+    assert await page.evaluate("window.notReloaded === true")
+    await watched_page.screenshot("web-sessions-live")
     assert watched_page.console_errors == []
     assert watched_page.outside_requests == []

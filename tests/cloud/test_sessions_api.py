@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from cloud.api import create_cloud_api, protect_cloud_api
 from cloud.settings import CloudSettings
 from cloud.store.ingest import record_status, store_batch
+from cloud.store.tariffs import reprice_all
 from cloud.store.times import iso, parse_time
 from tests.cloud.payloads import batch, event, status
 from tests.cloud.test_sessions_store import T0, Site, stopped
@@ -201,6 +202,7 @@ async def test_sums_per_card_account_and_month(engine: Engine, api: httpx.AsyncC
             "running": 0,
             "unpriced": 2,
             "costs_minor": {},
+            "cost_recalculating": False,
         }
     ]
     by_card = (await api.get("/api/sessions/sums", params={"group": "card", "card": "A"})).json()
@@ -263,7 +265,14 @@ async def test_tariffs_are_added_changed_and_removed_with_their_sessions_reprice
     created = await api.post("/api/tariffs", json=body)
     assert created.status_code == 201, created.text
     tariff = created.json()
-    assert tariff["repriced"] == 1 and tariff["price_per_kwh"] == "0.2"
+    assert len(tariff["repricing"]) == 1 and tariff["price_per_kwh"] == "0.2"
+    # Priced again in the background: until then the session says so.
+    (session,) = (await api.get("/api/sessions")).json()["sessions"]
+    assert (session["cost"], session["cost_recalculating"]) == (None, True)
+    (job,) = (await api.get("/api/repricing")).json()
+    assert job["id"] == tariff["repricing"][0] and job["reason"] == f"tariff {tariff['id']} added"
+    assert reprice_all(engine) == 1
+    assert (await api.get("/api/repricing")).json() == []
     assert tariff["bands"] == [
         {
             "days": ["mon", "tue", "wed", "thu", "fri"],
@@ -274,6 +283,7 @@ async def test_tariffs_are_added_changed_and_removed_with_their_sessions_reprice
     ]
     (session,) = (await api.get("/api/sessions")).json()["sessions"]
     assert (session["cost"], session["cost_minor"], session["currency"]) == ("3.60", 360, "EUR")
+    assert session["cost_recalculating"] is False
     assert session["tariff_name"] == "time of use"
 
     # A site's own tariff replaces it there.
@@ -281,7 +291,8 @@ async def test_tariffs_are_added_changed_and_removed_with_their_sessions_reprice
         "/api/tariffs",
         json=body | {"edge_id": "site-1", "name": "site", "bands": [], "price_per_kwh": "0.1"},
     )
-    assert own.status_code == 201 and own.json()["repriced"] == 1
+    assert own.status_code == 201 and len(own.json()["repricing"]) == 1
+    assert reprice_all(engine) == 1
     (session,) = (await api.get("/api/sessions")).json()["sessions"]
     assert session["cost"] == "1.20"
     listed = (await api.get("/api/tariffs", params={"edge": "site-1"})).json()
@@ -291,19 +302,24 @@ async def test_tariffs_are_added_changed_and_removed_with_their_sessions_reprice
         f"/api/tariffs/{own.json()['id']}",
         json=body | {"edge_id": "site-1", "name": "site", "bands": [], "price_per_kwh": "0.5"},
     )
-    assert changed.status_code == 200 and changed.json()["repriced"] == 1
+    assert changed.status_code == 200 and len(changed.json()["repricing"]) == 1
+    assert reprice_all(engine) == 1
     assert (await api.get(f"/api/tariffs/{own.json()['id']}")).json()["price_per_kwh"] == "0.5"
     (session,) = (await api.get("/api/sessions")).json()["sessions"]
     assert session["cost"] == "6.00"
     removed = await api.delete(f"/api/tariffs/{own.json()['id']}")
-    assert removed.status_code == 200 and removed.json()["repriced"] == 1
+    assert removed.status_code == 200 and len(removed.json()["repricing"]) == 1
+    assert reprice_all(engine) == 1
     (session,) = (await api.get("/api/sessions")).json()["sessions"]
     assert session["cost"] == "3.60"
 
     refusals = [
         (body | {"time_zone": "Mars/Olympus"}, "not a time zone"),
         (body | {"price_per_kwh": "0.1234567"}, "decimal"),
-        (body | {"price_per_kwh": -1}, "greater than or equal"),
+        (body | {"price_per_kwh": -1}, "greater than 0"),
+        (body | {"price_per_kwh": 0}, "greater than 0"),
+        (body | {"valid_until": "2026-02-01T00:00:00Z"}, "ends after it starts"),
+        (body | {"edge_id": "site-1", "fleet_id": 1}, "give a site or a fleet"),
         (body | {"valid_from": "2026-03-01T00:00:00"}, "timezone"),
         (body | {"currency": "euro"}, "pattern"),
         (body | {"valid_from": "2026-03-01T00:00:00Z"}, "same scope starts at the same time"),
@@ -348,3 +364,26 @@ async def test_times_past_the_calendar_are_refused_not_failed(api: httpx.AsyncCl
     }
     answer = await api.post("/api/tariffs", json=tariff)
     assert answer.status_code == 422 and "beyond the times" in answer.text
+
+
+async def test_the_list_the_sums_and_the_csv_take_the_same_seven_filters(
+    api: httpx.AsyncClient,
+) -> None:
+    schema = (await api.get("/openapi.json")).json()
+    filters = {"edge", "charger", "card", "account", "from", "to", "month"}
+    for path, extra in (
+        ("/api/sessions", {"cursor", "limit"}),
+        ("/api/sessions/sums", {"group"}),
+        ("/api/sessions.csv", set()),
+    ):
+        names = {parameter["name"] for parameter in schema["paths"][path]["get"]["parameters"]}
+        assert names == filters | extra, path
+    # One check of them all: each route refuses a month with a period alike.
+    both = {"month": "2026-03", "from": "2026-03-01"}
+    for path, params in (
+        ("/api/sessions", both),
+        ("/api/sessions/sums", both | {"group": "card"}),
+        ("/api/sessions.csv", both),
+    ):
+        answer = await api.get(path, params=params)
+        assert answer.status_code == 422 and "not both" in answer.text, path

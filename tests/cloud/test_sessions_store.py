@@ -33,6 +33,7 @@ from cloud.store.tariffs import (
     TariffSpec,
     create_tariff,
     delete_tariff,
+    reprice_all,
     update_tariff,
 )
 from cloud.store.times import iso, parse_time
@@ -232,7 +233,7 @@ def test_a_stop_is_priced_by_the_tariff_in_force_at_its_start_site_first(engine:
         ("site-2", 1): (200, "2.00", "EUR", "cheaper"),
         ("site-2", 2): (500, "5.00", "EUR", "standard"),
     }
-    assert site_own.repriced == 0
+    assert site_own.jobs == ()  # no session yet: nothing to price again
 
 
 def test_a_banded_tariff_prices_the_stop_from_its_meter_curve(engine: Engine) -> None:
@@ -270,17 +271,17 @@ def test_tariff_changes_price_again_the_sessions_they_cover(engine: Engine) -> N
         return [get_session(engine, "site-1", n).cost_minor for n in (1, 2, 3)]  # type: ignore[union-attr]
 
     added = create_tariff(engine, flat("0.25", T0 - timedelta(days=1)))
-    assert added.repriced == 1 and costs() == [None, 250, None]
+    assert len(added.jobs) == 1 and reprice_all(engine) == 1 and costs() == [None, 250, None]
     assert added.tariff is not None
     changed = update_tariff(engine, added.tariff.id, flat("0.40", T0 - timedelta(days=20)))
-    assert changed.repriced == 2 and costs() == [400, 400, None]
+    assert len(changed.jobs) == 1 and reprice_all(engine) == 2 and costs() == [400, 400, None]
     with pytest.raises(TariffRefused, match="same scope starts at the same time"):
         create_tariff(engine, flat("0.10", T0 - timedelta(days=20)))
     with pytest.raises(TariffRefused, match="overlap"):
         night = Band(frozenset(range(7)), 22 * 60, 6 * 60, 1)
         create_tariff(engine, flat("0.1", T0, bands=(night, Band(frozenset({0}), 300, 400, 2))))
     removed = delete_tariff(engine, added.tariff.id)
-    assert removed.repriced == 2 and costs() == [None, None, None]
+    assert len(removed.jobs) == 1 and reprice_all(engine) == 2 and costs() == [None, None, None]
 
 
 def test_pages_follow_a_stable_cursor_newest_first_under_every_filter(engine: Engine) -> None:

@@ -78,7 +78,9 @@ class Browser:
             self.csrf = found.group(1)
         return response
 
-    async def post(self, path: str, data: dict[str, str], **options: Any) -> httpx.Response:
+    async def post(
+        self, path: str, data: dict[str, str | list[str]], **options: Any
+    ) -> httpx.Response:
         return await self.client.post(path, data={"csrf_token": self.csrf} | data, **options)
 
     async def sign_in(self, email: str, password: str = PASSWORD) -> httpx.Response:
