@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy import Engine, insert, select, text, update
@@ -23,7 +24,14 @@ from cloud.store import fleets
 from cloud.store.database import open_store, reading
 from cloud.store.repricing import RepricingJob, list_jobs
 from cloud.store.schema import chargers, repricing, transactions
-from cloud.store.sessions import SessionFilter, _page_query, get_session, session_page
+from cloud.store.sessions import (
+    Month,
+    SessionFilter,
+    _page_query,
+    get_session,
+    repricing_of,
+    session_page,
+)
 from cloud.store.tariffs import (
     TariffRefused,
     UnknownTariff,
@@ -384,3 +392,27 @@ def test_each_batch_reads_on_from_the_jobs_cursor_through_the_index(engine: Engi
                 )
                 assert bound in plan, plan
             assert "Sort" not in plan and "TEMP B-TREE" not in plan, plan
+
+
+def test_months_are_marked_until_the_job_has_passed_them(engine: Engine) -> None:
+    site = Site(engine)
+    site.session(1, T0 - timedelta(days=20))  # February
+    site.session(2, T0 + timedelta(days=1))  # March
+    site.session(3, T0 + timedelta(days=40))  # April
+    create_tariff(engine, flat("0.30", T0 - timedelta(days=1)))  # from 1 March
+    zone = ZoneInfo("UTC")
+    months = [Month(2026, 2), Month(2026, 3), Month(2026, 4)]
+
+    def marked() -> list[bool]:
+        repricing = repricing_of(engine, SessionFilter(edge_id="site-1"))
+        return [repricing.month(month, zone) for month in months]
+
+    assert marked() == [False, True, True]
+    # March's session done: later ones of March might still wait, as far as the job knows.
+    assert reprice_batch(engine, size=1) is not None
+    assert marked() == [False, True, True]
+    # Into April: March is behind the job.
+    assert reprice_batch(engine, size=1) is not None
+    assert marked() == [False, False, True]
+    reprice_all(engine)
+    assert marked() == [False, False, False]
