@@ -17,11 +17,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -80,6 +83,22 @@ def run_echo(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
         return measure(command, port, chargers, options, Path(directory))
 
 
+def fsync_latency_ms(directory: Path, rounds: int = 100) -> float:
+    """The median time to write 4 KiB and fsync it in `directory`: every answer of the edge
+    waits for a commit, so a slow disk would bound its rate whatever its code does."""
+    path = directory / "fsync-probe"
+    samples = []
+    with path.open("wb") as probe:
+        for _ in range(rounds):
+            started = time.perf_counter()
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+            samples.append((time.perf_counter() - started) * 1000)
+    path.unlink()
+    return statistics.median(samples)
+
+
 def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="ocpp-bench-edge-") as directory:
@@ -104,6 +123,7 @@ def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
         if options.cards:
             import_cards(command, config, workdir, options.cards)
         figures = measure(command, port, chargers, options, workdir)
+        figures["fsync_ms"] = fsync_latency_ms(workdir)
         figures["stored_values"], figures["stored_note"] = stored_values(workdir / "edge.db")
     return figures
 
@@ -173,6 +193,9 @@ def report(chargers: int, results: dict[str, dict[str, Any]]) -> bool:
             + missed(rss is not None and rss < TARGET_RSS_MB)
         )
     print("   ".join(verdicts))
+    fsync_ms = edge.get("fsync_ms")
+    if fsync_ms:
+        print(f"disk: fsync of 4 KiB p50 {fsync_ms:.2f} ms in the edge's directory")
     # Each acknowledged MeterValues carries two sampled values, all to be stored.
     expected, stored = edge["acknowledged"] * 2, edge["stored_values"]
     if stored is None:
@@ -204,11 +227,14 @@ def median_round(rounds: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str,
 def print_spread(chargers: int, rounds: list[dict[str, dict[str, Any]]]) -> None:
     ratios = sorted(round_ratio(results) for results in rounds)
     edge_p99 = [results["edge"]["p99_ms"] for results in rounds if "edge" in results]
+    fsyncs = [results["edge"].get("fsync_ms") for results in rounds if "edge" in results]
     print(
         f"{len(rounds)} rounds at {chargers}: ratios "
         + ", ".join(f"{ratio:.2f}" for ratio in ratios)
         + " (median round above); edge p99 ms "
         + ", ".join(cell(p99) for p99 in edge_p99)
+        + "; fsync p50 ms "
+        + ", ".join(cell(fsync) for fsync in fsyncs)
     )
 
 
