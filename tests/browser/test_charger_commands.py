@@ -3,18 +3,14 @@ simulated charger through a real mosquitto, and sees its result arrive without r
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
-from cloud.firmware import public_key_text
 from cloud.store import fleets
-from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage
-from tests.cloud.web import PASSWORD, add_user
+from edge.simulator import SimulatedChargerConfig
+from tests.browser.conftest import WatchedPage, charger_at, sign_in, sync_section
+from tests.cloud.web import add_user
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port
 from tests.mosquitto import Mosquitto
 
@@ -34,35 +30,19 @@ async def cloud(broker: Mosquitto, start_cloud: StartCloud) -> RunningCloud:
 async def charger_at_site(
     start_edge: StartEdge, broker: Mosquitto, cloud: RunningCloud
 ) -> AsyncIterator[RunningEdge]:
-    sync = {
-        "edge_id": EDGE,
-        "broker_host": "127.0.0.1",
-        "broker_port": broker.port,
-        "keepalive": 5,
-        "status_interval": 5,
-        "firmware_public_key": public_key_text(cloud.site.signing_key),
-    }
     edge = await start_edge(
-        sections={"sync": sync}, files={"host": "127.0.0.1", "port": free_port()}
+        sections={"sync": sync_section(EDGE, broker, cloud)},
+        files={"host": "127.0.0.1", "port": free_port()},
     )
-    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-        charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
+    async with charger_at(edge, SimulatedChargerConfig(connectors=1)):
         yield edge
-        listener.cancel()
 
 
 async def test_an_operator_sends_a_command_and_sees_its_result_live(
     watched_page: WatchedPage, cloud: RunningCloud, charger_at_site: RunningEdge
 ) -> None:
     page = watched_page.page
-    await page.goto(f"{cloud.api_url}/web/login")
-    await page.fill('input[name="email"]', "ann@acme.test")
-    await page.fill('input[name="password"]', PASSWORD)
-    await page.click('button[type="submit"]')
-    await page.wait_for_url(f"{cloud.api_url}/web/")
+    await sign_in(page, f"{cloud.api_url}/web/login", "ann@acme.test", f"{cloud.api_url}/web/")
     await page.goto(f"{cloud.api_url}/web/sites/{EDGE}")
     # The charger appears once the edge has synced it; the site page links to it.
     await page.wait_for_selector('tr[data-charger="CP1"] a')

@@ -5,20 +5,16 @@ image through a real mosquitto and installs it on its simulated charger."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import select
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
-from cloud.firmware import public_key_text
 from cloud.store import fleets
 from cloud.store.schema import chargers
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage
-from tests.cloud.web import PASSWORD, add_user
+from tests.browser.conftest import WatchedPage, charger_at, sign_in, sync_section
+from tests.cloud.web import add_user
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually
@@ -40,29 +36,17 @@ async def cloud(broker: Mosquitto, start_cloud: StartCloud) -> RunningCloud:
 async def charger_at_site(
     start_edge: StartEdge, broker: Mosquitto, cloud: RunningCloud
 ) -> AsyncIterator[SimulatedCharger]:
-    sync = {
-        "edge_id": EDGE,
-        "broker_host": "127.0.0.1",
-        "broker_port": broker.port,
-        "keepalive": 5,
-        "status_interval": 5,
-        "firmware_public_key": public_key_text(cloud.site.signing_key),
-    }
     edge: RunningEdge = await start_edge(
-        sections={"sync": sync}, files={"host": "127.0.0.1", "port": free_port()}
+        sections={"sync": sync_section(EDGE, broker, cloud)},
+        files={"host": "127.0.0.1", "port": free_port()},
     )
     config = SimulatedChargerConfig(
         connectors=1, vendor="ACME", model="AC22", firmware_version="1.0"
     )
-    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-        charger = SimulatedCharger("CP1", connection, config)
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
+    async with charger_at(edge, config) as charger:
         # The form offers the fleet's charger models: the cloud must know this one.
         await eventually(lambda: cloud_knows_model(cloud), within=20)
         yield charger
-        listener.cancel()
 
 
 def cloud_knows_model(cloud: RunningCloud) -> bool:
@@ -77,11 +61,7 @@ async def test_an_operator_runs_a_firmware_campaign_to_completion(
     watched_page: WatchedPage, cloud: RunningCloud, charger_at_site: SimulatedCharger
 ) -> None:
     page = watched_page.page
-    await page.goto(f"{cloud.api_url}/web/login")
-    await page.fill('input[name="email"]', "ann@acme.test")
-    await page.fill('input[name="password"]', PASSWORD)
-    await page.click('button[type="submit"]')
-    await page.wait_for_url(f"{cloud.api_url}/web/")
+    await sign_in(page, f"{cloud.api_url}/web/login", "ann@acme.test", f"{cloud.api_url}/web/")
     await page.click('nav a[href="/web/campaigns"]')
     await page.click('a[href="/web/campaigns/new"]')
     await page.wait_for_url(f"{cloud.api_url}/web/campaigns/new")

@@ -10,10 +10,9 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from cloud.firmware import public_key_text
 from cloud.store import fleets
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage
+from tests.browser.conftest import WatchedPage, sync_section
 from tests.cloud.web import PASSWORD, add_user, charger_events, set_presence, sync_edge
 from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port, stop_edge
 from tests.mosquitto import Mosquitto
@@ -45,16 +44,9 @@ async def cloud(broker: Mosquitto, start_cloud: StartCloud) -> RunningCloud:
 
 
 async def start_site(start_edge: StartEdge, broker: Mosquitto, cloud: RunningCloud) -> RunningEdge:
-    sync = {
-        "edge_id": EDGE,
-        "broker_host": "127.0.0.1",
-        "broker_port": broker.port,
-        "keepalive": 5,
-        "status_interval": 5,
-        "firmware_public_key": public_key_text(cloud.site.signing_key),
-    }
     return await start_edge(
-        sections={"sync": sync}, files={"host": "127.0.0.1", "port": free_port()}
+        sections={"sync": sync_section(EDGE, broker, cloud)},
+        files={"host": "127.0.0.1", "port": free_port()},
     )
 
 

@@ -4,20 +4,17 @@ real edge's transaction appear and stop in the list without reloading."""
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
 from cloud.store import fleets
 from cloud.store.tariffs import create_tariff
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage
+from tests.browser.conftest import WatchedPage, charger_at, sync_section
 from tests.cloud.test_sessions_store import T0, Site, flat
 from tests.cloud.web import PASSWORD, add_user
 from tests.conftest import RunningCloud, StartCloud, StartEdge
@@ -99,24 +96,13 @@ async def live_site(
 ) -> AsyncIterator[SimulatedCharger]:
     """A real edge daemon of the fleet syncing through the broker, a simulated charger at
     it, and a card it accepts."""
-    sync = {
-        "edge_id": LIVE_EDGE,
-        "broker_host": "127.0.0.1",
-        "broker_port": broker.port,
-        "keepalive": 5,
-    }
-    edge = await start_edge(sections={"sync": sync})
+    edge = await start_edge(sections={"sync": sync_section(LIVE_EDGE, broker)})
     await edge.execute(
         "INSERT INTO id_tags (id_tag, status, parent_id_tag, created_at, updated_at) "
         "VALUES ('CAR-LIVE', 'Accepted', 'ACC-1', 'x', 'x')"
     )
-    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-        charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
+    async with charger_at(edge, SimulatedChargerConfig(connectors=1)) as charger:
         yield charger
-        listener.cancel()
 
 
 async def test_a_transaction_synced_by_a_real_edge_shows_in_the_list_without_reloading(
