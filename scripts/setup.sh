@@ -38,10 +38,28 @@ if [ "$dev" -eq 1 ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
     # The web view's browser tests drive Debian's Chromium through Playwright.
     [ -x /usr/bin/chromium ] || packages+=(chromium)
+    # The flashable image (scripts/build-image.sh): an arm64 root run under qemu-user,
+    # packed into partitions without loop devices.
+    command -v mmdebstrap >/dev/null || packages+=(mmdebstrap)
+    [ -x /usr/bin/qemu-aarch64-static ] || packages+=(qemu-user-static binfmt-support)
+    command -v sfdisk >/dev/null || [ -x /usr/sbin/sfdisk ] || packages+=(fdisk)
+    command -v mkfs.vfat >/dev/null || [ -x /usr/sbin/mkfs.vfat ] || packages+=(dosfstools)
+    command -v mcopy >/dev/null || packages+=(mtools)
+    command -v xz >/dev/null || packages+=(xz-utils)
+    command -v arch-test >/dev/null || packages+=(arch-test)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}"
+fi
+
+if [ "$dev" -eq 1 ] && [ "$(dpkg --print-architecture 2>/dev/null)" != arm64 ]; then
+    # arm64 programs run through qemu once binfmt_misc knows it (a fresh machine may not have
+    # the file system mounted; a container may not allow it, and the image tests say so).
+    [ -e /proc/sys/fs/binfmt_misc/register ] \
+        || as_root mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true
+    [ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] \
+        || as_root update-binfmts --enable qemu-aarch64 2>/dev/null || true
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv

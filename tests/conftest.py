@@ -24,6 +24,13 @@ from edge.site import SiteContext
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer, PostgresUnavailable
 
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The image tests last: .ci/run builds the image in the background while the rest of
+    the suite runs, and they read that build (tests/image/image_files.py)."""
+    items.sort(key=lambda item: item.get_closest_marker("image") is not None)
+
+
 # The token every test aggregator's REST API asks for (it refuses to start without one).
 CLOUD_API_TOKEN = "test-fleet-token"
 

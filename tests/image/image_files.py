@@ -1,0 +1,139 @@
+"""Building the image for the tests, and reading it back: its partitions mounted from the
+image file through loop devices, as a Pi's kernel would find them on the card."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+BUILD = REPOSITORY / "scripts" / "build-image.sh"
+# Emulated dpkg and pip take most of it; a hung build must not hold CI for an hour.
+BUILD_TIMEOUT_S = 45 * 60
+
+
+def image_unavailable() -> str | None:
+    """Why no image can be built here, or None."""
+    if os.geteuid() != 0:
+        return "building an image needs root"
+    arm64_here = os.uname().machine == "aarch64"
+    if not arm64_here and not Path("/proc/sys/fs/binfmt_misc/qemu-aarch64").exists():
+        return "arm64 programs cannot run here (qemu-user-static with binfmt_misc)"
+    if not Path("/dev/loop-control").exists():
+        return "no loop devices to read the image back"
+    return None
+
+
+@dataclass
+class BuiltImage:
+    output: Path
+    work: Path
+    raw: Path
+    compressed: Path
+    manifest: Path
+    version: str
+    seconds: float
+    log: str
+
+
+def build_image(directory: Path) -> BuiltImage:
+    """Build the image from scratch into `directory`; or, when $OCPP_EDGE_IMAGE_BUILD names
+    the directory of a build started in the background for this run (.ci/run does), wait
+    for that one."""
+    background = os.environ.get("OCPP_EDGE_IMAGE_BUILD")
+    if background:
+        directory = Path(background)
+        status, log, seconds = _wait_for_background_build(directory)
+    else:
+        started = time.monotonic()
+        command = [str(BUILD), "--output", str(directory / "output")]
+        command += ["--work", str(directory / "work")]
+        result = subprocess.run(
+            command, cwd=REPOSITORY, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S
+        )
+        status, log = result.returncode, result.stdout + result.stderr
+        seconds = time.monotonic() - started
+        (directory / "build.log").write_text(log)
+    output, work = directory / "output", directory / "work"
+    assert status == 0, f"build-image.sh failed ({directory / 'build.log'}):\n{log[-6000:]}"
+    (raw,) = output.glob("ocpp-edge-*-arm64.img")
+    version = re.fullmatch(r"ocpp-edge-(.+)-arm64\.img", raw.name)
+    assert version is not None
+    return BuiltImage(
+        output=output,
+        work=work,
+        raw=raw,
+        compressed=raw.with_name(raw.name + ".xz"),
+        manifest=raw.with_suffix(".manifest"),
+        version=version.group(1),
+        seconds=seconds,
+        log=log,
+    )
+
+
+def _wait_for_background_build(directory: Path) -> tuple[int, str, float]:
+    """(exit status, log, seconds the build took) of the build writing to `directory`,
+    once it has ended."""
+    finished = directory / "exit-status"
+    deadline = time.monotonic() + BUILD_TIMEOUT_S
+    while not finished.exists() and time.monotonic() < deadline:
+        time.sleep(5)
+    log_file = directory / "build.log"
+    log = log_file.read_text(errors="replace") if log_file.exists() else ""
+    if not finished.exists():
+        return -1, log + "\n(still running after the time allowed)", BUILD_TIMEOUT_S
+    started = directory / "started"
+    seconds = finished.stat().st_mtime - (started.stat().st_mtime if started.exists() else 0)
+    return int(finished.read_text().strip() or -1), log, seconds
+
+
+@dataclass
+class Mounted:
+    boot: Path
+    root: Path
+
+
+def partition_offsets(image: Path) -> list[tuple[int, int]]:
+    """(offset, size) in bytes of each partition of `image`."""
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(image)], check=True, capture_output=True, text=True
+        ).stdout
+    )["partitiontable"]
+    sector = int(table.get("sectorsize", 512))
+    return [(p["start"] * sector, p["size"] * sector) for p in table["partitions"]]
+
+
+@contextmanager
+def mount_partitions(image: Path, directory: Path, *, read_only: bool) -> Iterator[Mounted]:
+    """The root partition at directory/root with the boot partition over its
+    /boot/firmware, as the image's fstab puts them."""
+    (boot_at, boot_size), (root_at, root_size) = partition_offsets(image)
+    root = directory / "root"
+    root.mkdir()
+    mode = "ro" if read_only else "rw"
+    with ExitStack() as mounts:
+        for offset, size, target in (
+            (root_at, root_size, root),
+            (boot_at, boot_size, root / "boot" / "firmware"),
+        ):
+            options = f"loop,{mode},offset={offset},sizelimit={size}"
+            subprocess.run(["mount", "-o", options, str(image), str(target)], check=True)
+            mounts.callback(subprocess.run, ["umount", str(target)], check=True)
+        yield Mounted(boot=root / "boot" / "firmware", root=root)
+
+
+def name_of(database: Path, number: int) -> str:
+    """The user or group name of `number` in an /etc/passwd or /etc/group file."""
+    for line in database.read_text().splitlines():
+        fields = line.split(":")
+        if int(fields[2]) == number:
+            return fields[0]
+    return str(number)

@@ -1,0 +1,162 @@
+"""The flashable image, built from scratch by scripts/build-image.sh (mmdebstrap arm64 under
+qemu-user, the Ansible role through the chroot connection, partitions packed without loop
+devices), then read back the way a Pi would see it: the partition table, the FAT boot
+partition and the ext4 root, each mounted read-only from the image file itself.
+
+Needs root, the network (a Debian mirror and PyPI), qemu-user-static registered with
+binfmt_misc and loop devices: scripts/setup.sh --dev provides them. Takes minutes (most of
+it emulated dpkg and pip); `pytest -m "not image"` leaves it out.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+from tests.image.image_files import (
+    BuiltImage,
+    Mounted,
+    build_image,
+    image_unavailable,
+    mount_partitions,
+    name_of,
+)
+
+pytestmark = [
+    pytest.mark.image,
+    pytest.mark.skipif(image_unavailable() is not None, reason=image_unavailable() or ""),
+]
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    return build_image(tmp_path_factory.mktemp("image"))
+
+
+@pytest.fixture(scope="module")
+def mounted(image: BuiltImage, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mounted]:
+    with mount_partitions(image.raw, tmp_path_factory.mktemp("mounted"), read_only=True) as parts:
+        yield parts
+
+
+def test_partitions_are_a_fat_boot_and_an_ext4_root(image: BuiltImage) -> None:
+    table = json.loads(
+        subprocess.run(
+            ["sfdisk", "--json", str(image.raw)], check=True, capture_output=True, text=True
+        ).stdout
+    )["partitiontable"]
+    assert table["label"] == "dos"
+    boot, root = table["partitions"]
+    sector = table.get("sectorsize", 512)
+    assert (boot["type"], boot.get("bootable")) == ("c", True)
+    assert boot["start"] * sector == 4 * MIB
+    assert boot["size"] * sector == 256 * MIB
+    assert root["type"] == "83"
+    assert root["start"] == boot["start"] + boot["size"]
+    assert (root["start"] + root["size"]) * sector == image.raw.stat().st_size
+    labels = {}
+    for partition in (boot, root):
+        probed = subprocess.run(
+            ["blkid", "-p", "-o", "export", "-O", str(partition["start"] * sector), str(image.raw)],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+        fields = dict(line.split("=", 1) for line in probed.splitlines() if "=" in line)
+        labels[fields["TYPE"]] = fields["LABEL"]
+    assert labels == {"vfat": "RASPIFIRM", "ext4": "RASPIROOT"}
+
+
+def test_compressed_image_and_checksums_match(image: BuiltImage) -> None:
+    checked = subprocess.run(
+        ["sha256sum", "--check", "SHA256SUMS"], cwd=image.output, capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"{image.raw.name}: OK" in checked.stdout
+    assert f"{image.compressed.name}: OK" in checked.stdout
+    subprocess.run(["xz", "--test", str(image.compressed)], check=True)
+    assert image.compressed.stat().st_size < image.raw.stat().st_size / 2
+
+
+def test_boot_partition_starts_a_pi_3_or_4_with_debians_kernel(mounted: Mounted) -> None:
+    boot = mounted.boot
+    cmdline = (boot / "cmdline.txt").read_text()
+    assert "root=LABEL=RASPIROOT" in cmdline, cmdline
+    assert (boot / "config.txt").is_file()
+    names = {path.name for path in boot.iterdir()}
+    # Debian's kernel and initrd, the device trees of the Pi 3, 4 and CM4, and the GPU
+    # firmware that loads them.
+    assert any(name.startswith("vmlinuz-") for name in names) or "vmlinuz" in names, names
+    assert any(name.startswith("initrd.img") for name in names), names
+    for tree in ("bcm2837-rpi-3-b.dtb", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-cm4.dtb"):
+        assert tree in names, tree
+    assert {"start4.elf", "fixup4.dat", "bootcode.bin"} <= names
+    assert (boot / "ocpp-edge.toml").is_file()
+
+
+def test_root_holds_what_the_ansible_role_installs(mounted: Mounted) -> None:
+    root = mounted.root
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    (service_user,) = [line for line in passwd if line.startswith("ocpp-edge:")]
+    assert service_user.endswith(":/usr/sbin/nologin"), service_user
+    groups = (root / "etc/group").read_text().splitlines()
+    for group in ("dialout", "plugdev", "gpio", "spi", "i2c", "input"):
+        (line,) = [entry for entry in groups if entry.startswith(f"{group}:")]
+        assert "ocpp-edge" in line.rsplit(":", 1)[1].split(","), line
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert (wants / "ocpp-edge.service").is_symlink()
+    assert (root / "etc/systemd/system/ocpp-edge.service").is_file()
+    assert (root / "opt/ocpp-edge/venv/bin/ocpp-edge").exists()
+    config = root / "etc/ocpp-edge/config.toml"
+    status = config.stat()
+    assert status.st_mode & 0o777 == 0o640
+    assert name_of(root / "etc/passwd", status.st_uid) == "root"
+    assert name_of(root / "etc/group", status.st_gid) == "ocpp-edge"
+
+
+def test_nothing_per_device_is_baked_in(mounted: Mounted) -> None:
+    root = mounted.root
+    # An empty machine-id: systemd makes the device's own at first boot.
+    assert (root / "etc/machine-id").read_text() == ""
+    assert not list((root / "etc/ssh").glob("ssh_host_*"))
+    assert not list((root / "var/lib/ocpp-edge").glob("edge.db*"))
+    assert os.readlink(root / "etc/resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    fstab = (root / "etc/fstab").read_text()
+    assert "LABEL=RASPIFIRM  /boot/firmware  vfat" in fstab
+    # The boot partition is mounted over an empty folder.
+    assert not list((root / "boot/firmware").iterdir())
+
+
+def test_manifest_lists_every_installed_package_and_python_distribution(
+    image: BuiltImage, mounted: Mounted
+) -> None:
+    lines = [line for line in image.manifest.read_text().splitlines() if line[:1] != "#"]
+    debian = dict(line.split("=", 1) for line in lines if not line.startswith("pip:"))
+    python = dict(line[4:].split("==", 1) for line in lines if line.startswith("pip:"))
+    installed = {}
+    for stanza in (mounted.root / "var/lib/dpkg/status").read_text().split("\n\n"):
+        fields = dict(
+            line.split(": ", 1) for line in stanza.splitlines() if ": " in line and line[0] != " "
+        )
+        if fields.get("Status") == "install ok installed":
+            installed[fields["Package"]] = fields["Version"]
+    assert debian == installed
+    for package in ("linux-image-arm64", "raspi-firmware", "systemd", "python3"):
+        assert package in debian, package
+    assert python["ocpp-edge"] == image.version
+    assert "websockets" in python and "cryptography" in python
+
+
+def test_build_time_and_sizes_are_reported(image: BuiltImage) -> None:
+    """The figures docs/installing.md records, printed with the test run."""
+    print(
+        f"\nimage build: {image.seconds:.0f} s; raw {image.raw.stat().st_size / MIB:.0f} MiB, "
+        f"xz {image.compressed.stat().st_size / MIB:.0f} MiB"
+    )
+    assert "== done" in image.log
