@@ -102,13 +102,15 @@ class Combination:
             )
 
     async def ready(self) -> None:
+        """READY=1. Not a thread per daemon waiting for its exit (ten of them would fill
+        the default executor the in-process aggregator commits through), and no receive
+        cut short by a timeout (a datagram arriving as it is cancelled is lost)."""
         assert self.process is not None
         waiting = asyncio.create_task(
             self.notify.until(lambda n: n.fields.get("READY") == "1", within=90)
         )
-        ended = asyncio.create_task(asyncio.to_thread(self.process.wait))
-        await asyncio.wait([waiting, ended], return_when=asyncio.FIRST_COMPLETED)
-        ended.cancel()
+        while not waiting.done() and self.process.poll() is None:
+            await asyncio.wait([waiting], timeout=0.5)
         if not waiting.done() or waiting.exception() is not None:
             waiting.cancel()
             pytest.fail(f"{self.name} did not start:\n{self.tail()}")
