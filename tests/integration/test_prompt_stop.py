@@ -16,24 +16,29 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import aiomqtt
 import pytest
 
-from tests.conftest import RunningCloud, StartCloud
+from tests.conftest import CLOUD_API_TOKEN, RunningCloud, StartCloud
 from tests.doubles.blackhole import blackhole_address, blackholes_available
 from tests.doubles.service_manager import NotifySocket
 from tests.integration.test_shutdown import (
+    FORCED,
     STOPPING_WITHIN,
     Charged,
+    CloudDaemon,
     Stopped,
     _environment,
     _signal_and_wait,
+    acks_until,
     assert_stopped_cleanly,
+    batch,
     charge,
     toml,
 )
@@ -250,3 +255,107 @@ async def test_every_combination_of_demo_chargers_and_cloud_link_stops_within_5_
             assert not failures, "\n\n".join(failures)
     finally:
         lonely.stop()
+
+
+# -- the aggregator ---------------------------------------------------------------------------
+
+
+def cloud_with_broker_at(cloud: CloudDaemon, host: str) -> None:
+    """Point the aggregator's config at another broker host (the port stays)."""
+    config = cloud.daemon.config
+    config.write_text(
+        config.read_text().replace('broker_host = "127.0.0.1"', f'broker_host = "{host}"')
+    )
+
+
+async def upload_under_way(api_port: int, stack: AsyncExitStack) -> None:
+    """A firmware image's PUT, its body cut off after 100 kB of the 10 MB it declares:
+    the cloud is streaming it to disk when the signal comes."""
+    _, uploading = await asyncio.open_connection("127.0.0.1", api_port)
+    stack.callback(uploading.close)
+    head = (
+        "PUT /api/firmware/cp-9.bin?version=9&target=*/* HTTP/1.1\r\nHost: cloud\r\n"
+        f"Authorization: Bearer {CLOUD_API_TOKEN}\r\nContent-Length: 10000000\r\n\r\n"
+    ).encode()
+    uploading.write(head + b"x" * 100_000)
+    await uploading.drain()
+
+
+def upload_files(cloud: CloudDaemon) -> list[Path]:
+    return list((cloud.store.parent / "firmware").glob(".upload-*"))
+
+
+def firmware_images(cloud: CloudDaemon) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(cloud.store, timeout=20)) as connection:
+        return list(connection.execute("SELECT name FROM firmware_images"))
+
+
+@pytest.fixture
+def aggregator(tmp_path: Path, broker: Mosquitto) -> Iterator[CloudDaemon]:
+    cloud = CloudDaemon(tmp_path / "cloud", broker.port)
+    yield cloud
+    cloud.daemon.kill()
+
+
+async def test_the_aggregator_stops_within_5_seconds_with_the_broker_unreachable(
+    tmp_path: Path,
+) -> None:
+    if not blackholes_available():
+        pytest.skip("needs root to make a network namespace")
+    with blackhole_address() as address:
+        cloud = CloudDaemon(tmp_path / "cloud", 1883)
+        cloud_with_broker_at(cloud, address)
+        try:
+            cloud.start()
+            # Its connect waits for an answer that never comes.
+            await asyncio.sleep(1.0)
+            stopped = await cloud.stop(signal.SIGTERM)
+        finally:
+            cloud.daemon.kill()
+    assert_stopped_cleanly(stopped, cloud.lines(), "\n".join(cloud.lines()[-30:]))
+
+
+async def test_the_aggregator_stops_within_5_seconds_with_an_upload_under_way(
+    aggregator: CloudDaemon,
+) -> None:
+    aggregator.start()
+    acked: list[int] = []
+    async with AsyncExitStack() as stack:
+        edge = await stack.enter_async_context(
+            aiomqtt.Client("127.0.0.1", aggregator.broker_port, identifier="e1")
+        )
+        await edge.subscribe(aggregator.topics.ack, qos=1)
+        await eventually(lambda: any("taking events" in line for line in aggregator.lines()))
+        await edge.publish(aggregator.topics.events, batch(1), qos=1)
+        await acks_until(edge, 1, acked)
+        await upload_under_way(aggregator.api_port, stack)
+        await eventually(lambda: bool(upload_files(aggregator)), within=10)
+        stopped = await aggregator.stop(signal.SIGINT)
+    lines = aggregator.lines()
+    assert_stopped_cleanly(stopped, lines, "\n".join(lines[-30:]))
+    assert aggregator.stored_seqs() == acked == [1]
+    assert firmware_images(aggregator) == [], "a half-received image is not offered"
+    assert upload_files(aggregator) == [], "its partial file is removed"
+
+
+async def test_a_second_signal_ends_the_aggregator_at_once_naming_what_had_not_stopped(
+    aggregator: CloudDaemon,
+) -> None:
+    aggregator.start()
+    async with AsyncExitStack() as stack:
+        await upload_under_way(aggregator.api_port, stack)
+        await eventually(lambda: bool(upload_files(aggregator)), within=10)
+        process = aggregator.daemon.process
+        assert process is not None
+        process.send_signal(signal.SIGTERM)
+        # The upload is in its 1 s grace period: a second signal ends it all.
+        await eventually(
+            lambda: any("SIGTERM: stopping" in line for line in aggregator.lines()), within=2
+        )
+        stopped = await _signal_and_wait(process, signal.SIGTERM, None)
+    lines = aggregator.lines()
+    assert stopped.seconds is not None and stopped.seconds < 2.0, "\n".join(lines[-30:])
+    assert stopped.status == 1
+    (last,) = [line for line in lines if f"SIGTERM again: {FORCED}" in line]
+    assert "tasks " in last and "cloud-api (" in last
+    assert firmware_images(aggregator) == []
