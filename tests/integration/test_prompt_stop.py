@@ -371,3 +371,8 @@ async def test_a_second_signal_ends_the_aggregator_at_once_naming_what_had_not_s
     (last,) = [line for line in lines if f"SIGTERM again: {FORCED}" in line]
     assert "tasks " in last and "cloud-api (" in last
     assert firmware_images(aggregator) == []
+    # The upload's partial file outlived the forced exit; the next start removes it.
+    assert len(upload_files(aggregator)) == 1
+    aggregator.start()
+    assert upload_files(aggregator) == []
+    assert any("removed 1 firmware uploads cut off" in line for line in aggregator.lines())
