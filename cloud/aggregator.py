@@ -48,7 +48,7 @@ from cloud.store.ingest import (
 )
 from contract import protocol as wire
 from contract.mqtt import mqtt_client
-from contract.runtime import Backoff, retry_with_backoff, until_stopped
+from contract.runtime import Backoff, entered_unless_stopped, retry_with_backoff, until_stopped
 from contract.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ class Aggregator:
 
     async def _session(self, stop: asyncio.Event) -> None:
         share = f"$share/{self.settings.mqtt.share_group}/{self.prefix}/+"
-        async with self._new_client() as client:
+        async with entered_unless_stopped(self._new_client(), stop) as client:
+            if client is None:
+                return  # stopped while connecting
             for suffix in ("events", "status", "firmware/request"):
                 await client.subscribe(f"{share}/{suffix}", qos=1)
             self.connected, self._client = True, client

@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 
 from cloud.aggregator import Aggregator
 from cloud.api import cloud_api_server, create_cloud_api
-from cloud.firmware import load_or_create_signing_key
+from cloud.firmware import load_or_create_signing_key, remove_abandoned_uploads
 from cloud.settings import CloudSettings
 from cloud.store.database import open_store
 from contract.config_files import ConfigError
@@ -65,6 +65,9 @@ async def run_cloud(
     engine = await asyncio.to_thread(open_store, settings.store.url)
     try:
         key = await asyncio.to_thread(load_or_create_signing_key, settings.signing_key_path())
+        removed = await asyncio.to_thread(remove_abandoned_uploads, settings.firmware.directory)
+        if removed:
+            log.info("removed %d firmware uploads cut off by an earlier stop", removed)
         aggregator = Aggregator(settings, engine)
         async with StoppableTaskGroup() as tasks:
             tasks.create_task(aggregator.run(stop), name="aggregator")

@@ -12,6 +12,7 @@ file readable by its owner alone.
 from __future__ import annotations
 
 import base64
+import fcntl
 import hashlib
 import logging
 import os
@@ -220,6 +221,10 @@ class StoredImage:
             self.path.unlink(missing_ok=True)
 
 
+# Images on their way in, in `firmware.directory`: `.upload-XXXXXXXX`.
+UPLOAD_PREFIX = ".upload-"
+
+
 class ImageUpload:
     """An image arriving in pieces (blocking calls: run them off the event loop): written
     to a temporary file and hashed as it comes, at most `max_bytes`, then kept in
@@ -233,7 +238,15 @@ class ImageUpload:
         self.max_bytes = max_bytes
         self.size = 0
         self._digest = hashlib.sha256()
-        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".upload-")
+        while True:
+            descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=UPLOAD_PREFIX)
+            try:
+                # Held while the image arrives: remove_abandoned_uploads leaves it be.
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                # A start's sweep took it in the instant before: it is removing it.
+                os.close(descriptor)
         self._file = os.fdopen(descriptor, "wb")
         self._temporary = Path(temporary)
 
@@ -265,6 +278,28 @@ class ImageUpload:
     def discard(self) -> None:
         self._file.close()
         self._temporary.unlink(missing_ok=True)
+
+
+def remove_abandoned_uploads(directory: Path) -> int:
+    """Remove uploads no process is receiving any more (cut off by a forced stop or a
+    crash: their process, and so its lock, is gone); those another replica sharing the
+    directory is receiving are locked, and kept. How many were removed (blocking)."""
+    removed = 0
+    for path in directory.glob(f"{UPLOAD_PREFIX}*"):
+        try:
+            descriptor = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue  # finished or discarded meanwhile
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # being received
+        else:
+            path.unlink(missing_ok=True)
+            removed += 1
+        finally:
+            os.close(descriptor)
+    return removed
 
 
 def store_image_file(source: Path, directory: Path, max_bytes: int) -> StoredImage:

@@ -1,5 +1,6 @@
 """The daemon's runtime idioms, written once: waiting until a stop (or a while), running
-work that never ends by itself until a stop, and retrying a connection with back-off.
+work that never ends by itself until a stop, connecting unless a stop comes first, and
+retrying a connection with back-off.
 Signals and the bounded stop live in contract/shutdown.py. Both daemons use them."""
 
 from __future__ import annotations
@@ -7,10 +8,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any, TypeVar
+
+from contract.stopping import cancel_until_done
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 FIRST_RETRY_SECONDS = 1.0
 LONGEST_RETRY_SECONDS = 60.0
@@ -51,6 +57,24 @@ async def run_until_stopped(stop: asyncio.Event, work: Coroutine[Any, Any, None]
     error = task.exception() if task.done() and not task.cancelled() else None
     if error is not None:
         raise error
+
+
+@contextlib.asynccontextmanager
+async def entered_unless_stopped(
+    manager: AbstractAsyncContextManager[T], stop: asyncio.Event
+) -> AsyncIterator[T | None]:
+    """`async with manager` (a connection), unless `stop` is set before it is entered:
+    then the entering (a connect waiting for a peer that never answers) is cancelled at
+    once and the block gets None."""
+    async with contextlib.AsyncExitStack() as exits:
+        entering = asyncio.ensure_future(exits.enter_async_context(manager))
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait([entering, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_until_done([entering, stopping])
+        # Entered as the stop came: the block has it, and sees the stop itself.
+        yield None if entering.cancelled() else entering.result()
 
 
 class Backoff:

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 from sqlite_utils import Database
 
 from contract import protocol as wire
-from contract.runtime import retry_with_backoff, until_stopped
+from contract.runtime import entered_unless_stopped, retry_with_backoff, until_stopped
 from contract.stopping import cancel_until_done
 from edge.clock import parse_timestamp, utc_now_text
 from edge.settings import FilesSettings, SyncSettings
@@ -162,7 +162,9 @@ class SyncLink:
         )
 
     async def _connected_session(self, stop: asyncio.Event) -> None:
-        async with self._new_client() as client:
+        async with entered_unless_stopped(self._new_client(), stop) as client:
+            if client is None:
+                return  # stopped while connecting
             for topic in (
                 self.topics.ack,
                 self.topics.cards,

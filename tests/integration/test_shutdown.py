@@ -1,9 +1,9 @@
 """Stopping is prompt whatever the daemon is doing. `ocpp-edge run` and `ocpp-cloud run`
-run as real processes, are brought into a state (demo chargers pending, the broker down,
-unreachable or frozen, an upload half-sent, a command waiting for a charger that never
-answers, a boot storm...) and sent SIGTERM or SIGINT. Each must tell systemd STOPPING=1
-at once, exit 0 within 5 s with a last log line saying it stopped, and keep in its store
-everything it acknowledged. A second signal, or a stop that overruns
+run as real processes, are brought into a state (the broker frozen, an upload half-sent,
+a command waiting for a charger that never answers, a boot storm...) and sent SIGTERM or
+SIGINT (the demo chargers with each kind of cloud link: test_prompt_stop.py). Each must
+tell systemd STOPPING=1 at once, exit 0 within 5 s with a last log line saying it
+stopped, and keep in its store everything it acknowledged. A second signal, or a stop that overruns
 `[service] stop_timeout`, ends it at once with a line naming what had not stopped."""
 
 from __future__ import annotations
@@ -42,7 +42,6 @@ from edge.files.store import FileDirectory
 from edge.files.tokens import UploadTokens
 from edge.store.database import open_database
 from tests.conftest import RunningCloud, StartCloud
-from tests.doubles.blackhole import blackhole_address, blackholes_available
 from tests.doubles.serial_pty import rdm6300_frame, serial_pty
 from tests.doubles.service_manager import NotifySocket
 from tests.mosquitto import Mosquitto, free_port
@@ -373,39 +372,6 @@ def sync_to(host: str, port: int, **more: Any) -> dict[str, Any]:
     }
 
 
-async def demo_chargers_pending(context: Context) -> Check:
-    edge = context.edge
-    edge.start({"demo": {"chargers": 3}, "ocpp": {"unknown_chargers": "pending"}})
-    await edge.ready()
-    pending = "SELECT count(*) FROM chargers WHERE registration = 'pending' AND connected = 1"
-    await eventually(lambda: edge.query(pending)[0][0] == 3, within=20)
-
-    async def check() -> None:
-        rows = edge.query("SELECT id, registration, connected FROM chargers ORDER BY id")
-        assert rows == [(f"demo-{n}", "pending", 0) for n in (1, 2, 3)]
-
-    return check
-
-
-async def demo_chargers_accepted_with_the_cloud(context: Context) -> Check:
-    edge = context.edge
-    cloud = await context.start_cloud(context.broker)
-    edge.start(
-        {"demo": {"chargers": 3}, "ocpp": {"push_local_list": True}}
-        | sync_to("127.0.0.1", context.broker.port)
-    )
-    await edge.ready()
-    acked = "SELECT acked_seq FROM sync_state"
-    await eventually(lambda: edge.query(acked)[0][0] > 0, within=20)
-    charged = await charge(context.stack, edge.url, "CP-1")
-
-    async def check() -> None:
-        assert_kept(edge, charged)
-        await assert_acknowledged_are_in_the_cloud(edge, cloud)
-
-    return check
-
-
 async def assert_acknowledged_are_in_the_cloud(edge: EdgeDaemon, cloud: RunningCloud) -> None:
     """Events the edge forgot (acknowledged) are in the cloud; the rest still in its outbox."""
     acked = edge.query("SELECT acked_seq FROM sync_state")[0][0]
@@ -418,36 +384,6 @@ async def assert_acknowledged_are_in_the_cloud(edge: EdgeDaemon, cloud: RunningC
     assert stored == acked
     kept = edge.query("SELECT min(seq) FROM outbox")[0][0]
     assert kept is None or kept == acked + 1
-
-
-async def broker_down(context: Context) -> Check:
-    edge = context.edge
-    edge.start(sync_to("127.0.0.1", free_port()))  # nothing listens there
-    await edge.ready()
-    charged = await charge(context.stack, edge.url, "CP-1")
-    await eventually(lambda: edge.logged("cloud link to"), within=10)
-
-    async def check() -> None:
-        assert_kept(edge, charged)
-        assert edge.query("SELECT count(*) FROM outbox")[0][0] > 0
-
-    return check
-
-
-async def broker_unreachable(context: Context) -> Check:
-    if not blackholes_available():
-        pytest.skip("needs root to make a network namespace")
-    edge = context.edge
-    address = context.stack.enter_context(blackhole_address())
-    edge.start(sync_to(address, 1883))
-    await edge.ready()
-    # The link is connecting: no answer ever comes.
-    charged = await charge(context.stack, edge.url, "CP-1")
-
-    async def check() -> None:
-        assert_kept(edge, charged)
-
-    return check
 
 
 async def broker_frozen_with_events_unacknowledged(context: Context) -> Check:
@@ -698,10 +634,6 @@ class Case:
 
 
 CASES = [
-    Case(demo_chargers_pending, signal.SIGTERM),
-    Case(demo_chargers_accepted_with_the_cloud, signal.SIGINT),
-    Case(broker_down, signal.SIGTERM),
-    Case(broker_unreachable, signal.SIGINT),
     Case(broker_frozen_with_events_unacknowledged, signal.SIGTERM),
     Case(boot_storm_without_the_aggregator, signal.SIGINT),
     Case(command_waiting_for_a_mute_charger, signal.SIGTERM),

@@ -1,14 +1,21 @@
 """The runtime idioms every long-running part uses: waiting until a stop, running until a
-stop, retrying with back-off."""
+stop, connecting unless a stop comes first, retrying with back-off."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from types import TracebackType
 
 import pytest
 
-from contract.runtime import Backoff, retry_with_backoff, run_until_stopped, until_stopped
+from contract.runtime import (
+    Backoff,
+    entered_unless_stopped,
+    retry_with_backoff,
+    run_until_stopped,
+    until_stopped,
+)
 
 
 async def test_until_stopped_says_whether_the_stop_came() -> None:
@@ -44,6 +51,58 @@ async def test_run_until_stopped_cancels_the_work_and_raises_what_it_raised() ->
 
     with pytest.raises(ValueError, match="broken"):
         await run_until_stopped(asyncio.Event(), failing())
+
+
+class Connection:
+    """A connection whose connect waits until `answered` is set (or fails, with `refusal`)."""
+
+    def __init__(self, refusal: Exception | None = None) -> None:
+        self.answered = asyncio.Event()
+        self.refusal = refusal
+        self.connect_cancelled = False
+        self.closed = False
+
+    async def __aenter__(self) -> Connection:
+        try:
+            await self.answered.wait()
+        except asyncio.CancelledError:
+            self.connect_cancelled = True
+            raise
+        if self.refusal is not None:
+            raise self.refusal
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.closed = True
+
+
+async def test_entered_unless_stopped_gives_up_a_connect_when_the_stop_comes() -> None:
+    stop, connection = asyncio.Event(), Connection()  # the peer never answers
+    asyncio.get_running_loop().call_later(0.01, stop.set)
+    async with asyncio.timeout(10), entered_unless_stopped(connection, stop) as entered:
+        assert entered is None
+    assert connection.connect_cancelled and not connection.closed
+
+
+async def test_entered_unless_stopped_enters_and_leaves_the_connection() -> None:
+    stop, connection = asyncio.Event(), Connection()
+    connection.answered.set()
+    async with entered_unless_stopped(connection, stop) as entered:
+        assert entered is connection and not connection.closed
+    assert connection.closed
+
+
+async def test_entered_unless_stopped_raises_what_the_connect_raised() -> None:
+    connection = Connection(refusal=ConnectionRefusedError("no broker"))
+    connection.answered.set()
+    with pytest.raises(ConnectionRefusedError):
+        async with entered_unless_stopped(connection, asyncio.Event()):
+            pytest.fail("entered a refused connection")
 
 
 def test_backoff_doubles_up_to_the_longest_and_starts_again_after_a_success() -> None:
