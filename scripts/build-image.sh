@@ -2,7 +2,7 @@
 # Build the flashable ocpp-edge image for Raspberry Pi 3, 4 and CM4 (Debian bookworm, arm64):
 #
 #   sudo scripts/build-image.sh [--output DIR] [--mirror URL] [--wheel FILE] [--work DIR]
-#                               [--no-compress] [--expect-manifest FILE]
+#                               [--no-compress] [--expect-manifest FILE] [--reuse-root DIR]
 #
 # 1. mmdebstrap makes an arm64 root of Debian's own packages (image/packages.txt), the way
 #    Debian's Raspberry Pi images are made: Debian's kernel and raspi-firmware.
@@ -29,6 +29,7 @@ wheel=""
 work=""
 compress=1
 expect_manifest=""
+reuse_root=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --output) output=$2; shift 2 ;;
@@ -37,6 +38,7 @@ while [ $# -gt 0 ]; do
         --work) work=$2; shift 2 ;;
         --no-compress) compress=0; shift ;;
         --expect-manifest) expect_manifest=$2; shift 2 ;;
+        --reuse-root) reuse_root=$2; shift 2 ;;
         -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
         *) echo "build-image: unknown option $1 (--help lists them)" >&2; exit 2 ;;
     esac
@@ -119,17 +121,26 @@ packages=$(sed -e 's/#.*//' image/packages.txt | tr -s ' \n' ',' | sed -e 's/^,/
 initramfs_later='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs
 printf "#!/bin/sh\n# made once at the end of the image build\nexit 0\n" > "$1/usr/sbin/update-initramfs"
 chmod 0755 "$1/usr/sbin/update-initramfs"'
-say "mmdebstrap: Debian $SUITE arm64 from $mirror"
-mmdebstrap --arch=arm64 --variant=minbase --components=main,non-free-firmware \
-    --include="$packages" \
-    --setup-hook='mkdir -p "$1/boot/firmware"' \
-    --setup-hook="cp -r '$repository/image/rootfs/.' \"\$1/\"" \
-    --essential-hook='echo "ocpp-edge" > "$1/etc/hostname"' \
-    --essential-hook="$initramfs_later" \
-    "$SUITE" "$root" \
-    "deb $mirror $SUITE main non-free-firmware" \
-    "deb $mirror $SUITE-updates main non-free-firmware" \
-    "deb $security_mirror $SUITE-security main non-free-firmware"
+if [ -n "$reuse_root" ]; then
+    # For work on the role or the packing: an earlier build's root (--work DIR/root),
+    # copied, instead of a new one. Never for a release: its packages are not refreshed.
+    say "copying the root of an earlier build: $reuse_root"
+    [ -x "$reuse_root/usr/bin/python3" ] || fail "$reuse_root is not a root an earlier build kept"
+    mkdir -p "$root"
+    cp -a "$reuse_root/." "$root/"
+else
+    say "mmdebstrap: Debian $SUITE arm64 from $mirror"
+    mmdebstrap --arch=arm64 --variant=minbase --components=main,non-free-firmware \
+        --include="$packages" \
+        --setup-hook='mkdir -p "$1/boot/firmware"' \
+        --setup-hook="cp -r '$repository/image/rootfs/.' \"\$1/\"" \
+        --essential-hook='echo "ocpp-edge" > "$1/etc/hostname"' \
+        --essential-hook="$initramfs_later" \
+        "$SUITE" "$root" \
+        "deb $mirror $SUITE main non-free-firmware" \
+        "deb $mirror $SUITE-updates main non-free-firmware" \
+        "deb $security_mirror $SUITE-security main non-free-firmware"
+fi
 
 # -- 2. boot settings -------------------------------------------------------------------
 say "boot settings: root by label, the kernel and device trees on the FAT partition"
@@ -164,10 +175,12 @@ grep -A3 'PLAY RECAP' "$work/ansible.log"
 
 # -- 4. nothing per device baked in ---------------------------------------------------------
 say "the initramfs, once, and the kernel, initrd and device trees on the boot partition"
-rm "$root/usr/sbin/update-initramfs"
-chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
 kernel=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -n 1)")
-chroot "$root" update-initramfs -c -k "$kernel"
+if [ -n "$(chroot "$root" dpkg-divert --list /usr/sbin/update-initramfs)" ]; then
+    rm "$root/usr/sbin/update-initramfs"
+    chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
+    chroot "$root" update-initramfs -c -k "$kernel"
+fi
 chroot "$root" /etc/kernel/postinst.d/z50-raspi-firmware "$kernel"
 grep -q 'root=LABEL=RASPIROOT' "$root/boot/firmware/cmdline.txt" \
     || fail "cmdline.txt does not name the root by label: $(cat "$root/boot/firmware/cmdline.txt")"
