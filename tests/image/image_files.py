@@ -3,9 +3,11 @@ image file through loop devices, as a Pi's kernel would find them on the card.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
+import shutil
 import subprocess
 import time
 from collections.abc import Iterator
@@ -137,3 +139,86 @@ def name_of(database: Path, number: int) -> str:
         if int(fields[2]) == number:
             return fields[0]
     return str(number)
+
+
+# -- the image's own systemd, booted in a container ------------------------------------------
+
+NSPAWN = shutil.which("systemd-nspawn") or "/usr/bin/systemd-nspawn"
+NSENTER = shutil.which("nsenter") or "/usr/bin/nsenter"
+
+
+@dataclass
+class Container:
+    """The image's root booted by systemd-nspawn: its own systemd as PID 1 (arm64 under
+    qemu-user here), sharing this machine's network, so that its daemon's ports and the
+    test's cloud are both on 127.0.0.1."""
+
+    process: asyncio.subprocess.Process
+    leader: int
+    log: Path
+
+    async def run(self, *command: str) -> subprocess.CompletedProcess[str]:
+        """`command` inside the container, as root (given up after 5 minutes)."""
+        return await asyncio.to_thread(
+            subprocess.run,
+            [NSENTER, "--target", str(self.leader), "--all", *command],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    async def property_of(self, unit: str, name: str) -> str:
+        shown = await self.run("systemctl", "show", unit, f"--property={name}", "--value")
+        return shown.stdout.strip()
+
+    async def power_off(self, within: float = 180) -> None:
+        """An orderly shutdown (nspawn passes SIGTERM on to the container's systemd as its
+        power-off request); killed if it does not end in time."""
+        if self.process.returncode is None:
+            self.process.terminate()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout=within)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+
+
+async def boot_container(root: Path, log: Path, name: str) -> Container:
+    """Boot `root` with its own systemd; returns once systemd runs there (not once it has
+    finished starting units: `systemctl is-system-running --wait` tells that)."""
+    output = log.open("wb")
+    process = await asyncio.create_subprocess_exec(
+        NSPAWN,
+        f"--directory={root}",
+        "--boot",
+        f"--machine={name}",
+        # No machined or host systemd here: nspawn runs in this process's own scope.
+        "--register=no",
+        "--keep-unit",
+        "--console=pipe",
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
+    )
+    output.close()
+    async with asyncio.timeout(60):
+        while True:
+            if process.returncode is not None:
+                raise AssertionError(f"systemd-nspawn exited: {_text_of(log)}")
+            found = _children_of(process.pid)
+            if found:
+                return Container(process, found[0], log)
+            await asyncio.sleep(0.1)
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [
+            int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        ]
+    except OSError:
+        return []
+
+
+def _text_of(path: Path) -> str:
+    return path.read_text(errors="replace")

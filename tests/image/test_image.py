@@ -10,21 +10,40 @@ it emulated dpkg and pip); `pytest -m "not image"` leaves it out.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
+from cloud.store import fleet
+from edge.simulator import SimulatedCharger, SimulatedChargerConfig
+from tests.conftest import RunningCloud, free_port
 from tests.image.image_files import (
+    NSPAWN,
     BuiltImage,
     Mounted,
+    boot_container,
     build_image,
     image_unavailable,
     mount_partitions,
     name_of,
 )
+from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
+    EDGE,
+    Fleet,
+    cloud,
+    make_code,
+    pki_and_broker,
+)
+from tests.processes import wait_for_port
+from tests.waiting import eventually
 
 pytestmark = [
     pytest.mark.image,
@@ -160,3 +179,108 @@ def test_build_time_and_sizes_are_reported(image: BuiltImage) -> None:
         f"xz {image.compressed.stat().st_size / MIB:.0f} MiB"
     )
     assert "== done" in image.log
+
+
+# -- first boot, for real: the image's own systemd -------------------------------------------
+
+CARDS = "id_tag,status,label\nCARD-A1,Accepted,Ann\n"
+
+
+@pytest.mark.skipif(not Path(NSPAWN).exists(), reason="systemd-nspawn (systemd-container)")
+async def test_first_boot_enrolls_and_a_chargers_transaction_reaches_the_cloud(
+    image: BuiltImage,
+    cloud: RunningCloud,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """A copy of the image as an installer leaves it (ocpp-edge.toml edited, cards.csv
+    beside it), its partitions mounted as its fstab says, booted with its own systemd: the
+    first-boot unit enrolls with a real cloud behind the shipped broker config, moves the
+    code off the card, then the hardened ocpp-edge.service (Type=notify, watchdog,
+    sandboxing) runs under a real systemd, a charger's transaction reaches the cloud, and
+    `systemctl stop` ends it well inside TimeoutStopSec."""
+    card = tmp_path / "card.img"
+    await asyncio.to_thread(
+        subprocess.run, ["cp", "--sparse=always", str(image.raw), str(card)], check=True
+    )
+    code = await make_code(cloud)
+    ocpp_port, api_port, files_port = free_port(), free_port(), free_port()
+    with mount_partitions(card, tmp_path / "mounted", read_only=False) as device:
+        # What the installer writes on the FAT partition from a laptop.
+        boot_file = device.boot / "ocpp-edge.toml"
+        boot_file.write_text(
+            '[site]\nname = "Depot 7"\nhostname = "depot-7"\ntime_zone = "Europe/Berlin"\n\n'
+            f'[cloud]\nurl = "{cloud.api_url}"\nenrollment_code = "{code}"\n\n'
+            '[chargers]\nunknown = "accept"\n\n[cards]\ncsv = "cards.csv"\n'
+        )
+        (device.boot / "cards.csv").write_text(CARDS)
+        # Only because this machine's other tests may hold the default ports.
+        config = device.root / "etc/ocpp-edge/config.toml"
+        config.write_text(
+            config.read_text()
+            .replace("port = 9000", f"port = {ocpp_port}")
+            .replace("port = 8080", f"port = {api_port}")
+            .replace("port = 8081", f"port = {files_port}")
+        )
+        container = await boot_container(device.root, tmp_path / "boot.log", "ocpp-edge-image")
+        try:
+            started = time.monotonic()
+            state = await container.run("systemctl", "is-system-running", "--wait")
+            booted_s = time.monotonic() - started
+            failed = await container.run("systemctl", "--failed", "--no-legend", "--plain")
+            first_boot = await container.run("journalctl", "-u", "ocpp-edge-firstboot", "-o", "cat")
+            diagnosis = f"{state.stdout}{failed.stdout}\n{first_boot.stdout[-4000:]}"
+            assert await container.property_of("ocpp-edge-firstboot", "Result") == "success", (
+                diagnosis
+            )
+            assert await container.property_of("ocpp-edge", "ActiveState") == "active", diagnosis
+
+            # The code is off the card; the status file says what happened.
+            assert code not in boot_file.read_text()
+            status = (device.boot / "ocpp-edge-status.txt").read_text()
+            assert "result: OK" in status and f"enrolled as edge {EDGE}" in status, status
+            assert (device.root / "etc/hostname").read_text() == "depot-7\n"
+            assert len((device.root / "etc/machine-id").read_text().strip()) == 32
+            assert list((device.root / "etc/ssh").glob("ssh_host_*_key"))
+
+            # Under systemd: READY=1 was sent (or the unit would be "activating"), status
+            # lines arrive, nothing restarted.
+            assert await container.property_of("ocpp-edge", "SubState") == "running"
+            assert await container.property_of("ocpp-edge", "NRestarts") == "0"
+            assert await container.property_of("ocpp-edge", "StatusText")
+
+            await asyncio.to_thread(wait_for_port, ocpp_port, 120)
+            async with connect(
+                f"ws://127.0.0.1:{ocpp_port}/ocpp/CP1", subprotocols=[Subprotocol("ocpp1.6")]
+            ) as link:
+                charger = SimulatedCharger("CP1", link, SimulatedChargerConfig(connectors=1))
+                listener = asyncio.create_task(charger.start())
+                await charger.boot()
+                transaction_id, accepted = await charger.start_transaction(1, "CARD-A1")
+                assert accepted == "Accepted"
+                await charger.stop_transaction(1)
+
+                def transactions() -> list[fleet.TransactionView]:
+                    return fleet.list_transactions(cloud.engine, EDGE)
+
+                await eventually(
+                    lambda: bool(transactions()) and not transactions()[0].running, 120
+                )
+                listener.cancel()
+            (stored,) = transactions()
+            assert (stored.transaction_id, stored.id_tag) == (transaction_id, "CARD-A1")
+
+            stopping = time.monotonic()
+            stop = await container.run("systemctl", "stop", "ocpp-edge")
+            stop_s = time.monotonic() - stopping
+            assert stop.returncode == 0, stop.stderr
+            assert await container.property_of("ocpp-edge", "Result") == "success"
+            journal = await container.run("journalctl", "-u", "ocpp-edge", "-o", "cat", "-n", "5")
+            assert "stopped in" in journal.stdout, journal.stdout
+            # TimeoutStopSec=30; under emulation everything is several times slower.
+            assert stop_s < 15, stop_s
+            print(
+                f"\nimage under emulation: booted in {booted_s:.0f} s ({state.stdout.strip()}), "
+                f"ocpp-edge stopped in {stop_s:.1f} s"
+            )
+        finally:
+            await container.power_off()
