@@ -1,0 +1,224 @@
+"""`ocpp-edge.toml` on the boot partition: the few settings an installer writes from a
+laptop (image/ocpp-edge.toml is the documented example), checked as a whole before
+anything is applied, and rewritten without its secrets once they have been moved.
+
+The file is hostile until read: bounded in size, every key known, every value checked.
+A wrong value names the key, the value and the line, as the daemon's own loader does.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tempfile
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from contract.config_files import ConfigError, describe_errors
+from contract.enrollment import MAX_CODE_LENGTH
+
+BOOT_FILE = "ocpp-edge.toml"
+MAX_BOOT_FILE_BYTES = 256 * 1024
+MAX_CA_BYTES = 64 * 1024
+# The keys whose values must not stay on a FAT partition anyone can read.
+SECRET_KEYS = (("cloud", "enrollment_code"), ("network", "wifi_password"), ("cloud", "ca"))
+_FILE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SiteSection(_Section):
+    name: str = Field("", max_length=100)
+    # One DNS label (RFC 1123): what /etc/hostname and mDNS accept.
+    hostname: str = Field("ocpp-edge", pattern=r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+    time_zone: str = "Etc/UTC"
+
+    @field_validator("name")
+    @classmethod
+    def printable_name(cls, value: str) -> str:
+        if re.search(r"[\x00-\x1f\x7f]", value):
+            raise ValueError("the name may not hold control characters")
+        return value
+
+    @field_validator("time_zone")
+    @classmethod
+    def known_time_zone(cls, value: str) -> str:
+        # A name, never a path: it becomes the target of /etc/localtime.
+        if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", value):
+            raise ValueError("not a time zone name such as Europe/Berlin")
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError("not a known time zone (e.g. Europe/Berlin, Etc/UTC)") from None
+        return value
+
+
+class CloudSection(_Section):
+    url: str | None = Field(None, max_length=300, pattern=r"^https?://[^\s/?#]+/?$")
+    enrollment_code: str | None = Field(
+        None, min_length=1, max_length=MAX_CODE_LENGTH, pattern=r"^[A-Za-z0-9 -]+$"
+    )
+    ca: str | None = Field(None, max_length=MAX_CA_BYTES)
+
+    @field_validator("ca")
+    @classmethod
+    def pem_or_file_name(cls, value: str | None) -> str | None:
+        if value is None or is_pem(value) or re.fullmatch(_FILE_NAME, value):
+            return value
+        raise ValueError(
+            "give the PEM text (-----BEGIN CERTIFICATE-----...) or the name of a file "
+            "next to this one"
+        )
+
+    @model_validator(mode="after")
+    def code_needs_url(self) -> CloudSection:
+        if self.enrollment_code is not None and self.url is None:
+            raise ValueError("an enrollment_code needs the cloud's url too")
+        return self
+
+
+class NetworkSection(_Section):
+    wifi_ssid: str | None = Field(None, min_length=1, max_length=32)
+    # WPA2-Personal: 8 to 63 printable ASCII characters.
+    wifi_password: str | None = Field(None, pattern=r"^[\x20-\x7e]{8,63}$")
+    wifi_country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
+    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field([], max_length=4)
+
+    @field_validator("wifi_ssid")
+    @classmethod
+    def ssid_bytes(cls, value: str | None) -> str | None:
+        if value is not None and len(value.encode()) > 32:
+            raise ValueError("a Wi-Fi name has at most 32 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def complete(self) -> NetworkSection:
+        if self.wifi_password is not None and self.wifi_ssid is None:
+            raise ValueError("a wifi_password needs the wifi_ssid too")
+        if self.wifi_ssid is not None and self.wifi_country is None:
+            raise ValueError(
+                "Wi-Fi needs wifi_country (two letters, e.g. DE): radios stay off without it"
+            )
+        if (self.gateway is not None or self.dns) and self.address is None:
+            raise ValueError("a gateway or dns needs a fixed address too")
+        return self
+
+
+class ChargersSection(_Section):
+    unknown: Literal["pending", "accept", "reject"] = "pending"
+
+
+class CardsSection(_Section):
+    csv: str | None = Field(None, pattern=_FILE_NAME)
+
+
+class BootFile(_Section):
+    site: SiteSection = SiteSection()
+    cloud: CloudSection = CloudSection()
+    network: NetworkSection = NetworkSection()
+    chargers: ChargersSection = ChargersSection()
+    cards: CardsSection = CardsSection()
+
+    def without_secrets(self) -> dict[str, Any]:
+        """The values a record may keep: everything but the secrets."""
+        values = self.model_dump(mode="json")
+        for section, key in SECRET_KEYS:
+            values[section].pop(key, None)
+        return dict(values)
+
+
+def is_pem(text: str) -> bool:
+    return "-----BEGIN CERTIFICATE-----" in text
+
+
+def read_boot_file(path: Path) -> tuple[BootFile, str]:
+    """The boot file at `path`, checked, and its text. Raises ConfigError naming the key,
+    the value and the line of every problem."""
+    try:
+        if path.stat().st_size > MAX_BOOT_FILE_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_BOOT_FILE_BYTES // 1024} KiB")
+        raw = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"{path}: cannot be read: {error.strerror or error}") from error
+    try:
+        # Windows' Notepad may save with a BOM; TOML itself has none.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}): save it as UTF-8"
+        ) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: not valid TOML: {error}") from error
+    try:
+        return BootFile(**data), text
+    except ValidationError as error:
+        raise ConfigError(describe_errors(error, path, text, "", ())) from error
+
+
+def without_keys(text: str, replaced: Mapping[tuple[str, str], str]) -> str:
+    """`text` with the assignment of each (section, key) of `replaced` (over one or more
+    lines) swapped for a comment line: `# key: <note>`."""
+    lines = text.splitlines(keepends=True)
+    section = ""
+    output: list[str] = []
+    index = 0
+    while index < len(lines):
+        line = lines[index]
+        stripped = line.split("#", 1)[0].strip()
+        header = re.fullmatch(r"\[\s*([A-Za-z0-9_-]+)\s*\]", stripped)
+        if header:
+            section = header.group(1)
+        assignment = re.match(r"\s*([A-Za-z0-9_-]+)\s*=", line)
+        if assignment and (section, assignment.group(1)) in replaced:
+            key = assignment.group(1)
+            end = _assignment_end(lines, index)
+            output.append(f"# {key}: {replaced[(section, key)]}\n")
+            index = end
+            continue
+        output.append(line)
+        index += 1
+    return "".join(output)
+
+
+def _assignment_end(lines: list[str], start: int) -> int:
+    """The index after the last line of the assignment starting at `start` (a multi-line
+    string spans several): the first prefix of lines that TOML reads whole."""
+    for end in range(start + 1, len(lines) + 1):
+        try:
+            tomllib.loads("".join(lines[start:end]))
+        except tomllib.TOMLDecodeError:
+            continue
+        return end
+    return start + 1
+
+
+def write_on_boot_partition(path: Path, text: str) -> None:
+    """Replace `path` with `text`, durably: a temporary file beside it, fsynced,
+    renamed over it, and the directory fsynced (the FAT partition may lose power)."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".ocpp-edge-")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
