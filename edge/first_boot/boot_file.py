@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from contract.config_files import ConfigError, describe_errors
 from contract.enrollment import MAX_CODE_LENGTH
@@ -78,21 +78,24 @@ class CloudSection(_Section):
             "next to this one"
         )
 
-    @model_validator(mode="after")
-    def code_needs_url(self) -> CloudSection:
-        if self.enrollment_code is not None and self.url is None:
+    @field_validator("enrollment_code")
+    @classmethod
+    def code_needs_url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("url") is None:
             raise ValueError("an enrollment_code needs the cloud's url too")
-        return self
+        return value
 
 
 class NetworkSection(_Section):
     wifi_ssid: str | None = Field(None, min_length=1, max_length=32)
     # WPA2-Personal: 8 to 63 printable ASCII characters.
     wifi_password: str | None = Field(None, pattern=r"^[\x20-\x7e]{8,63}$")
-    wifi_country: str | None = Field(None, pattern=r"^[A-Z]{2}$")
+    wifi_country: str | None = Field(None, pattern=r"^[A-Z]{2}$", validate_default=True)
     address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
     gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field([], max_length=4)
+    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field(
+        [], max_length=4, validate_default=True
+    )
 
     @field_validator("wifi_ssid")
     @classmethod
@@ -101,17 +104,29 @@ class NetworkSection(_Section):
             raise ValueError("a Wi-Fi name has at most 32 bytes")
         return value
 
-    @model_validator(mode="after")
-    def complete(self) -> NetworkSection:
-        if self.wifi_password is not None and self.wifi_ssid is None:
+    # Checks across keys are made on the later key, so that the error names a line.
+    @field_validator("wifi_password")
+    @classmethod
+    def password_needs_ssid(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("wifi_ssid") is None:
             raise ValueError("a wifi_password needs the wifi_ssid too")
-        if self.wifi_ssid is not None and self.wifi_country is None:
+        return value
+
+    @field_validator("wifi_country")
+    @classmethod
+    def country_for_wifi(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("wifi_ssid") is not None:
             raise ValueError(
                 "Wi-Fi needs wifi_country (two letters, e.g. DE): radios stay off without it"
             )
-        if (self.gateway is not None or self.dns) and self.address is None:
+        return value
+
+    @field_validator("gateway", "dns")
+    @classmethod
+    def fixed_address_first(cls, value: Any, info: ValidationInfo) -> Any:
+        if value and info.data.get("address") is None and "address" not in _failed(info):
             raise ValueError("a gateway or dns needs a fixed address too")
-        return self
+        return value
 
 
 class ChargersSection(_Section):
@@ -135,6 +150,11 @@ class BootFile(_Section):
         for section, key in SECRET_KEYS:
             values[section].pop(key, None)
         return dict(values)
+
+
+def _failed(info: ValidationInfo) -> set[str]:
+    """Earlier keys that failed their own check (info.data leaves them out)."""
+    return set() if info.data is None else set(NetworkSection.model_fields) - set(info.data)
 
 
 def is_pem(text: str) -> bool:
@@ -164,7 +184,19 @@ def read_boot_file(path: Path) -> tuple[BootFile, str]:
     try:
         return BootFile(**data), text
     except ValidationError as error:
-        raise ConfigError(describe_errors(error, path, text, "", ())) from error
+        message = describe_errors(error, path, text, "", ())
+        raise ConfigError(_hidden_secrets(message, data)) from error
+
+
+def _hidden_secrets(message: str, data: dict[str, Any]) -> str:
+    """`message` without the secrets' values: it goes to the status file and the log."""
+    for section, key in SECRET_KEYS:
+        values = data.get(section)
+        secret = values.get(key) if isinstance(values, dict) else None
+        if isinstance(secret, str) and len(secret) >= 4:
+            for form in (repr(secret), secret):
+                message = message.replace(form, "'(hidden)'" if form[0] == "'" else "(hidden)")
+    return message
 
 
 def without_keys(text: str, replaced: Mapping[tuple[str, str], str]) -> str:
