@@ -80,7 +80,7 @@ def status_text(outcome: Outcome, findings: str, moment: datetime) -> str:
         f"cloud: {outcome.enrolment}",
         "",
         "What was done:",
-        *(f"  - {line}" for line in outcome.applied),
+        *(f"  - {line}" for line in outcome.applied or ["nothing"]),
     ]
     if outcome.problems:
         lines += ["", "Problems:"]

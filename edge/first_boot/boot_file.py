@@ -91,11 +91,25 @@ class NetworkSection(_Section):
     # WPA2-Personal: 8 to 63 printable ASCII characters.
     wifi_password: str | None = Field(None, pattern=r"^[\x20-\x7e]{8,63}$")
     wifi_country: str | None = Field(None, pattern=r"^[A-Z]{2}$", validate_default=True)
-    address: ipaddress.IPv4Interface | ipaddress.IPv6Interface | None = None
-    gateway: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
-    dns: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = Field(
-        [], max_length=4, validate_default=True
-    )
+    # Kept as the text written, each checked (and normalised) by the ipaddress module.
+    address: str | None = Field(None, max_length=50)
+    gateway: str | None = Field(None, max_length=50)
+    dns: list[str] = Field([], max_length=4, validate_default=True)
+
+    @field_validator("address")
+    @classmethod
+    def address_with_prefix(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            interface = ipaddress.ip_interface(value)
+        except ValueError:
+            raise ValueError(
+                "not an address with its prefix length, e.g. 192.168.1.50/24"
+            ) from None
+        if "/" not in value:
+            raise ValueError("give the prefix length too, e.g. 192.168.1.50/24")
+        return str(interface)
 
     @field_validator("wifi_ssid")
     @classmethod
@@ -126,7 +140,12 @@ class NetworkSection(_Section):
     def fixed_address_first(cls, value: Any, info: ValidationInfo) -> Any:
         if value and info.data.get("address") is None and "address" not in _failed(info):
             raise ValueError("a gateway or dns needs a fixed address too")
-        return value
+        try:
+            if isinstance(value, list):
+                return [str(ipaddress.ip_address(item)) for item in value]
+            return None if value is None else str(ipaddress.ip_address(value))
+        except ValueError:
+            raise ValueError("not an IP address, e.g. 192.168.1.1") from None
 
 
 class ChargersSection(_Section):

@@ -26,6 +26,7 @@ WPA_CONFIG = "etc/wpa_supplicant/wpa_supplicant-wlan0.conf"
 WPA_WANTS_LINK = "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan0.service"
 WPA_UNIT = "/lib/systemd/system/wpa_supplicant@.service"
 COMMAND_SECONDS = 120
+SLACK_BYTES = 16 * 1024**2
 
 
 class ApplyError(Exception):
@@ -285,9 +286,13 @@ def expand_root_partition(root: Path) -> str:
     partition = root_partition(root)
     if isinstance(partition, str):
         return f"root partition: not expanded ({partition})"
-    # Less than 16 MiB left is alignment slack, not a bigger card.
-    if free_after(partition) < 16 * 1024**2:
-        return f"root partition: {partition.device} fills its disk already"
+    # Less than 16 MiB is alignment slack, not a bigger card.
+    if free_after(partition) < SLACK_BYTES:
+        # A file system left smaller by an earlier start that stopped half-way.
+        if partition_bytes(partition) - file_system_bytes(partition) < SLACK_BYTES:
+            return f"root partition: {partition.device} fills its disk already"
+        _run(["resize2fs", str(partition.device)])
+        return f"root partition: the file system on {partition.device} grown to its partition"
     if partition.number != _last_partition_number(partition.disk):
         return f"root partition: not expanded ({partition.device} is not the disk's last)"
     if shutil.which("growpart"):
@@ -308,6 +313,20 @@ def expand_root_partition(root: Path) -> str:
         _run(["partx", "--update", "--nr", str(partition.number), str(partition.disk)])
     _run(["resize2fs", str(partition.device)])
     return f"root partition: {partition.device} grown to the end of {partition.disk}"
+
+
+def partition_bytes(partition: Partition) -> int:
+    return int((Path("/sys/class/block") / partition.device.name / "size").read_text()) * 512
+
+
+def file_system_bytes(partition: Partition) -> int:
+    """The ext4 file system's size, from its superblock."""
+    header = _run(["dumpe2fs", "-h", str(partition.device)])
+    fields = dict(
+        (name.strip(), value.strip())
+        for name, _, value in (line.partition(":") for line in header.splitlines())
+    )
+    return int(fields["Block count"]) * int(fields["Block size"])
 
 
 def _last_partition_number(disk: Path) -> int:
