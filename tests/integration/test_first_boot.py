@@ -35,6 +35,7 @@ from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     EDGE,
     Fleet,
     cloud,
+    csr_for,
     make_code,
     pki_and_broker,
 )
@@ -155,7 +156,10 @@ async def start_daemon(device: Device, tmp_path: Path) -> Daemon:
 
 
 async def test_a_flashed_device_enrolls_moves_its_secrets_and_its_charger_reaches_the_cloud(
-    cloud: RunningCloud, pki_and_broker: Fleet, device: Device, tmp_path: Path
+    cloud: RunningCloud,  # noqa: F811
+    pki_and_broker: Fleet,  # noqa: F811
+    device: Device,
+    tmp_path: Path,
 ) -> None:
     code = await make_code(cloud)
     ca_pem = pki_and_broker.broker_ca.files.certificate.read_text().strip()
@@ -253,7 +257,9 @@ async def test_a_flashed_device_enrolls_moves_its_secrets_and_its_charger_reache
 
 
 async def test_offline_the_site_runs_on_its_own_and_enrolls_when_a_code_is_added(
-    cloud: RunningCloud, device: Device, tmp_path: Path
+    cloud: RunningCloud,  # noqa: F811
+    device: Device,
+    tmp_path: Path,
 ) -> None:
     (device.boot / "cards.csv").write_text(CARDS)
     device.boot_file.write_text('[site]\nname = "Barn"\n\n[cards]\ncsv = "cards.csv"\n')
@@ -296,15 +302,15 @@ async def test_an_unreachable_cloud_keeps_the_code_off_the_card_for_the_next_sta
 
 
 async def test_a_used_code_is_refused_erased_and_said_and_the_daemon_still_starts(
-    cloud: RunningCloud, device: Device, tmp_path: Path
+    cloud: RunningCloud,  # noqa: F811
+    device: Device,
+    tmp_path: Path,
 ) -> None:
     code = await make_code(cloud)
     async with httpx.AsyncClient(base_url=cloud.api_url) as client:
         asked = await client.post("/api/enroll/code", json={"code": code})
         assert asked.status_code == 200
     # Used by someone else first (the cloud counts it used once it signed a request).
-    from tests.integration.test_enrollment import csr_for
-
     async with httpx.AsyncClient(base_url=cloud.api_url) as client:
         used = await client.post("/api/enroll", json={"code": code, "csr": csr_for(EDGE)})
         assert used.status_code == 200
