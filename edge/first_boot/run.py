@@ -44,6 +44,7 @@ from edge.first_boot.boot_file import (
 )
 from edge.first_boot.system import (
     ApplyError,
+    activate_now,
     apply_hostname,
     apply_network,
     apply_time_zone,
@@ -240,16 +241,20 @@ def _apply(
         record["identity"] = moment.isoformat(timespec="seconds")
 
     site = boot.site
+    new_hostname = None
     if "site" in changed or first_time:
         outcome.applied.append(apply_hostname(places.root, site.hostname))
         outcome.applied.append(apply_time_zone(places.root, site.time_zone))
+        new_hostname = site.hostname
     else:
         outcome.applied.append("host name and time zone: unchanged")
 
     network = boot.network
+    wifi = None
     if "network" in changed or network.wifi_password is not None or first_time:
         kept = kept_wifi_psk(places.root, network.wifi_ssid)
         outcome.applied.extend(apply_network(places.root, network, kept))
+        wifi = network.wifi_ssid is not None
         if network.wifi_password is not None:
             secrets_moved[("network", "wifi_password")] = (
                 f"moved off this card on {stamp} into /etc/wpa_supplicant/"
@@ -258,7 +263,14 @@ def _apply(
     else:
         outcome.applied.append("network: unchanged")
 
-    if "chargers" in changed or first_time:
+    if new_hostname is not None or wifi is not None:
+        outcome.applied.extend(
+            f"host name and network: {line}"
+            for line in activate_now(places.root, new_hostname, wifi)
+        )
+
+    # By the file itself, not the record: running the role again rewrites it.
+    if _daemon_config_value(places, "ocpp", "unknown_chargers") != boot.chargers.unknown:
         merged = _merged_daemon_config(places, boot)
         config = places.daemon_config
         status = config.stat() if config.exists() else None
@@ -269,6 +281,8 @@ def _apply(
             f"chargers never seen before: {boot.chargers.unknown} ({DAEMON_CONFIG} [ocpp] "
             "unknown_chargers)"
         )
+    else:
+        outcome.applied.append(f"chargers never seen before: {boot.chargers.unknown} (unchanged)")
 
     cloud = boot.cloud
     if cloud.ca is not None:
@@ -308,6 +322,15 @@ def _apply(
     record["cards_csv_sha256"] = csv_digest or record.get("cards_csv_sha256")
     record["applied_at"] = moment.isoformat(timespec="seconds")
     _write_record(places.records / RECORD_FILE, record)
+
+
+def _daemon_config_value(places: Places, section: str, key: str) -> Any:
+    try:
+        data = tomllib.loads(places.daemon_config.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return None
+    values = data.get(section)
+    return values.get(key) if isinstance(values, dict) else None
 
 
 def _merged_daemon_config(places: Places, boot: BootFile) -> str:

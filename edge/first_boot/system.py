@@ -27,6 +27,7 @@ WPA_WANTS_LINK = "etc/systemd/system/multi-user.target.wants/wpa_supplicant@wlan
 WPA_UNIT = "/lib/systemd/system/wpa_supplicant@.service"
 COMMAND_SECONDS = 120
 SLACK_BYTES = 16 * 1024**2
+UTC_ZONE = "Etc/UTC"
 
 
 class ApplyError(Exception):
@@ -97,6 +98,8 @@ def apply_hostname(root: Path, hostname: str) -> str:
 
 def check_time_zone(root: Path, time_zone: str) -> str | None:
     """Why `time_zone` cannot be set in `root`, or None."""
+    if time_zone == UTC_ZONE:
+        return None  # without tzdata too: the C library's own default
     if not (root / "usr/share/zoneinfo" / time_zone).is_file():
         return (
             f"site.time_zone = {time_zone!r}: /usr/share/zoneinfo/{time_zone} is missing (tzdata)"
@@ -106,6 +109,12 @@ def check_time_zone(root: Path, time_zone: str) -> str | None:
 
 def apply_time_zone(root: Path, time_zone: str) -> str:
     link = root / "etc/localtime"
+    if not (root / "usr/share/zoneinfo" / time_zone).is_file():
+        # Only UTC gets here (check_time_zone): no /etc/localtime means UTC.
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        write_file(root / "etc/timezone", f"{time_zone}\n")
+        return f"time zone: {time_zone} (tzdata is not installed: /etc/localtime removed)"
     temporary = link.with_name(".localtime.new")
     temporary.unlink(missing_ok=True)
     temporary.symlink_to(f"/usr/share/zoneinfo/{time_zone}")
@@ -176,6 +185,29 @@ def apply_network(root: Path, network: NetworkSection, wifi_psk_kept: str | None
         + (f"fixed address {network.address}" if static else "DHCP")
         + f"; {WPA_CONFIG} (mode 0600), wpa_supplicant@wlan0 enabled"
     )
+    return done
+
+
+def systemd_running(root: Path) -> bool:
+    """Whether `root` is the running system under systemd (not a chroot, an image or a
+    container without it): only then are services told about new files."""
+    return root == Path("/") and Path("/run/systemd/system").is_dir()
+
+
+def activate_now(root: Path, hostname: str | None, wifi: bool | None) -> list[str]:
+    """Make this start use the new host name and network files: the system read the old
+    ones before this ran. Skipped, and said, where systemd does not run `root`."""
+    if not systemd_running(root):
+        return ["not applied to a running system (no systemd runs it): takes effect at its start"]
+    done = []
+    if hostname is not None and shutil.which("hostname"):
+        _run(["hostname", hostname])
+        done.append(f"host name {hostname} in use now")
+    if wifi is not None:
+        _run(["networkctl", "reload"])
+        action = "restart" if wifi else "stop"
+        _run(["systemctl", action, "--no-block", "wpa_supplicant@wlan0.service"])
+        done.append(f"systemd-networkd reloaded, wpa_supplicant@wlan0 {action}ed")
     return done
 
 

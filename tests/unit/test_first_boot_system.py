@@ -44,6 +44,15 @@ def test_the_time_zone_links_localtime_and_names_it(tmp_path: Path) -> None:
     assert (tmp_path / "etc/timezone").read_text() == "Europe/Berlin\n"
 
 
+def test_utc_needs_no_tzdata(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/localtime").symlink_to("/usr/share/zoneinfo/Europe/Paris")
+    assert check_time_zone(tmp_path, "Etc/UTC") is None
+    assert "tzdata is not installed" in apply_time_zone(tmp_path, "Etc/UTC")
+    assert not (tmp_path / "etc/localtime").is_symlink()
+    assert (tmp_path / "etc/timezone").read_text() == "Etc/UTC\n"
+
+
 def test_the_wifi_key_is_wpa2s_and_the_password_is_written_nowhere(tmp_path: Path) -> None:
     # IEEE 802.11i-2004, annex H.4.1: passphrase "password", SSID "IEEE".
     assert wifi_psk("IEEE", "password") == (
