@@ -11,7 +11,8 @@ from edge.feedback.build import build_feedback, has_gpio_parts
 from edge.feedback.gpio import PATTERNS, pattern_seconds
 from edge.settings import Settings
 
-FAILURE_DETAIL = "Setup: see SD card"
+# The display shows "Error" above it; 16 columns.
+FAILURE_DETAIL = "See SD card"
 FAILURE_REPEATS = 3
 
 
