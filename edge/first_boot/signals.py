@@ -8,6 +8,7 @@ from typing import Any
 
 from edge.feedback import Signal
 from edge.feedback.build import build_feedback, has_gpio_parts
+from edge.feedback.display import OpenBus
 from edge.feedback.gpio import PATTERNS, pattern_seconds
 from edge.settings import Settings
 
@@ -17,13 +18,17 @@ FAILURE_REPEATS = 3
 
 
 def show_failure(
-    settings: Settings, *, repeats: int = FAILURE_REPEATS, pin_factory: Any = None
+    settings: Settings,
+    *,
+    repeats: int = FAILURE_REPEATS,
+    pin_factory: Any = None,
+    open_bus: OpenBus | None = None,
 ) -> int:
     """Play the error pattern `repeats` times at every reader with something wired;
     returns how many readers showed it. A part that fails is logged by the feedback
     itself and never stops the run."""
     parts = [
-        build_feedback(reader.feedback, reader.id, pin_factory=pin_factory)
+        build_feedback(reader.feedback, reader.id, pin_factory=pin_factory, open_bus=open_bus)
         for reader in settings.readers
         if has_gpio_parts(reader.feedback) or reader.feedback.lcd_i2c_bus is not None
     ]

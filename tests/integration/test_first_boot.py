@@ -15,6 +15,7 @@ import stat
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from edge.first_boot.system import ApplyError, expand_root_partition, wifi_psk
 from edge.settings import Settings, load_settings
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import RunningCloud
+from tests.doubles.i2c_lcd import FakeI2cLcd
 from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     EDGE,
     Fleet,
@@ -376,15 +378,22 @@ async def test_a_daemon_config_that_cannot_load_is_exit_status_1(device: Device)
 # -- the lights at a reader ---------------------------------------------------------------
 
 
-def test_a_failure_blinks_the_red_light_at_every_wired_reader() -> None:
+def test_a_failure_blinks_the_red_light_and_says_so_on_the_display() -> None:
     factory = MockFactory()
+    lcd = FakeI2cLcd(0x27)
     settings = Settings(
         readers=[
             {"id": "r1", "kind": "simulated", "feedback": {"green_led": 17, "red_led": 27}},
             {"id": "r2", "kind": "simulated"},
+            {"id": "r3", "kind": "simulated", "feedback": {"lcd_i2c_bus": 1}},
         ]
     )
-    assert show_failure(settings, repeats=1, pin_factory=factory) == 1
+    with ThreadPoolExecutor(1) as pool:
+        shown = pool.submit(
+            show_failure, settings, repeats=1, pin_factory=factory, open_bus=lambda bus: lcd
+        )
+        lcd.wait_for_text("Error", "See SD card")
+        assert shown.result(timeout=30) == 2
     red = [state for _, state in factory.pin(27).states]
     assert red.count(True) >= 5, red  # the error pattern blinks it
     assert not factory.pin(17).state and not factory.pin(27).state
