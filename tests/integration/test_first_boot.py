@@ -286,6 +286,44 @@ async def test_offline_the_site_runs_on_its_own_and_enrolls_when_a_code_is_added
     assert load_settings(device.config).sync.edge_id == EDGE
 
 
+async def test_a_cloud_that_answers_only_after_a_while_is_tried_again_until_it_does(
+    cloud: RunningCloud,  # noqa: F811
+    device: Device,
+) -> None:
+    """The network comes up late: nothing answers at the cloud's address at first."""
+    code = await make_code(cloud)
+    port = free_port()
+    device.boot_file.write_text(
+        f'[cloud]\nurl = "http://127.0.0.1:{port}"\nenrollment_code = "{code}"\n'
+    )
+    running = asyncio.create_task(first_boot(device, enroll_seconds=60))
+    # Its first attempts find nothing listening; then the way to the cloud opens.
+    await asyncio.sleep(3)
+    assert not running.done()
+    cloud_port = int(cloud.api_url.rsplit(":", 1)[1])
+    async with await asyncio.start_server(
+        lambda reader, writer: forward(reader, writer, cloud_port), "127.0.0.1", port
+    ):
+        status, output = await running
+    assert status == 0, output
+    assert "result: OK" in device.status and f"enrolled as edge {EDGE}" in device.status
+
+
+async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, port: int) -> None:
+    """One connection carried to 127.0.0.1:`port` and back."""
+    upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", port)
+
+    async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+        try:
+            while data := await source.read(65536):
+                sink.write(data)
+                await sink.drain()
+        finally:
+            sink.close()
+
+    await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+
 async def test_an_unreachable_cloud_keeps_the_code_off_the_card_for_the_next_start(
     device: Device,
 ) -> None:
