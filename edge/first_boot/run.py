@@ -236,9 +236,16 @@ def _apply(
     first_time = "identity" not in record
 
     if first_time:
-        outcome.applied.append(ensure_machine_id(places.root))
-        outcome.applied.append(ensure_ssh_host_keys(places.root, first_time=True))
-        record["identity"] = moment.isoformat(timespec="seconds")
+        # Each on its own: a device without its own SSH keys still gets its settings.
+        made = True
+        for step in (ensure_machine_id, lambda root: ensure_ssh_host_keys(root, first_time=True)):
+            try:
+                outcome.applied.append(step(places.root))
+            except ApplyError as error:
+                outcome.problems.append(f"this device's own identity: {error}")
+                made = False
+        if made:
+            record["identity"] = moment.isoformat(timespec="seconds")
 
     site = boot.site
     new_hostname = None
