@@ -8,6 +8,7 @@ A wrong value names the key, the value and the line, as the daemon's own loader 
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 import os
 import re
@@ -54,6 +55,8 @@ class SiteSection(_Section):
         # A name, never a path: it becomes the target of /etc/localtime.
         if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}", value):
             raise ValueError("not a time zone name such as Europe/Berlin")
+        if value == "Etc/UTC":
+            return value  # the default, also where no tzdata is installed
         try:
             zoneinfo.ZoneInfo(value)
         except (zoneinfo.ZoneInfoNotFoundError, ValueError):
@@ -271,5 +274,9 @@ def write_on_boot_partition(path: Path, text: str) -> None:
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
+    except OSError as error:
+        # A file system that cannot sync a directory has written the rename with the file.
+        if error.errno != errno.EINVAL:
+            raise
     finally:
         os.close(directory)
