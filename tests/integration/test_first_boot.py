@@ -248,9 +248,15 @@ async def test_a_flashed_device_enrolls_moves_its_secrets_and_its_charger_reache
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 
-    # The next start changes nothing and says so.
+    # The next start changes nothing and says so: the device keeps its own keys, id and
+    # Wi-Fi key, now that the password is off the card.
+    kept = {
+        path: path.read_bytes()
+        for path in (keys / "ssh_host_ed25519_key", device.root / "etc/machine-id", wpa)
+    }
     status, output = await first_boot(device)
     assert status == 0, output
+    assert {path: path.read_bytes() for path in kept} == kept
     assert "result: OK" in device.status and "cloud: enrolled before" in device.status
     assert "host name and time zone: unchanged" in device.status
 
