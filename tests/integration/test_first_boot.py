@@ -17,6 +17,7 @@ import sys
 import tomllib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -25,7 +26,8 @@ from gpiozero.pins.mock import MockFactory
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from cloud.store import fleet
+from cloud.enrollment import code_digest, new_code, normalize_code
+from cloud.store import enrollment_codes, fleet
 from edge.first_boot.run import RECORD_DIRECTORY
 from edge.first_boot.signals import show_failure
 from edge.first_boot.system import ApplyError, expand_root_partition, wifi_psk
@@ -347,25 +349,31 @@ async def test_an_unreachable_cloud_keeps_the_code_off_the_card_for_the_next_sta
 # -- a code that was used already -------------------------------------------------------
 
 
-async def test_a_used_code_is_refused_erased_and_said_and_the_daemon_still_starts(
+@pytest.mark.parametrize("spent", ["used", "expired"])
+async def test_a_used_or_expired_code_is_refused_erased_and_said_and_the_daemon_still_starts(
     cloud: RunningCloud,  # noqa: F811
     device: Device,
     tmp_path: Path,
+    spent: str,
 ) -> None:
-    code = await make_code(cloud)
-    async with httpx.AsyncClient(base_url=cloud.api_url) as client:
-        asked = await client.post("/api/enroll/code", json={"code": code})
-        assert asked.status_code == 200
-    # Used by someone else first (the cloud counts it used once it signed a request).
-    async with httpx.AsyncClient(base_url=cloud.api_url) as client:
-        used = await client.post("/api/enroll", json={"code": code, "csr": csr_for(EDGE)})
-        assert used.status_code == 200
+    if spent == "used":
+        # Used by someone else first (the cloud counts it used once it signed a request).
+        code = await make_code(cloud)
+        async with httpx.AsyncClient(base_url=cloud.api_url) as client:
+            used = await client.post("/api/enroll", json={"code": code, "csr": csr_for(EDGE)})
+            assert used.status_code == 200
+    else:
+        code = new_code()
+        past = datetime.now(UTC) - timedelta(hours=2)
+        digest = code_digest(normalize_code(code) or "")
+        enrollment_codes.add_code(cloud.engine, digest, EDGE, past, past + timedelta(hours=1))
     device.boot_file.write_text(f'[cloud]\nurl = "{cloud.api_url}"\nenrollment_code = "{code}"\n')
 
     status, output = await first_boot(device)
     assert status == 0, output
     assert "result: PROBLEM" in device.status and "cloud: code refused" in device.status
-    assert "the cloud refused (403)" in device.status and "was used at" in device.status
+    said = "was used at" if spent == "used" else "expired at"
+    assert "the cloud refused (403)" in device.status and said in device.status
     assert "The code was erased" in device.status
     assert code not in device.boot_file.read_text()
     assert not (device.records / "enrollment-code").exists()
