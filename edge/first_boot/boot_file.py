@@ -246,6 +246,23 @@ def without_keys(text: str, replaced: Mapping[tuple[str, str], str]) -> str:
     return "".join(output)
 
 
+def rewritten_without_secrets(rewritten: str, before: BootFile) -> bool:
+    """Whether `rewritten` holds none of the secrets and every other value of `before`."""
+    try:
+        after = BootFile(**tomllib.loads(rewritten))
+    except (tomllib.TOMLDecodeError, ValidationError):
+        return False
+    no_secrets = all(
+        getattr(getattr(after, section), key) is None for section, key in SECRET_KEYS[:2]
+    )
+    inline_ca = before.cloud.ca is not None and is_pem(before.cloud.ca)
+    return (
+        no_secrets
+        and not (inline_ca and after.cloud.ca is not None)
+        and after.without_secrets() == before.without_secrets()
+    )
+
+
 def _assignment_end(lines: list[str], start: int) -> int:
     """The index after the last line of the assignment starting at `start` (a multi-line
     string spans several): the first prefix of lines that TOML reads whole."""

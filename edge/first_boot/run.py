@@ -39,6 +39,7 @@ from edge.first_boot.boot_file import (
     BootFile,
     is_pem,
     read_boot_file,
+    rewritten_without_secrets,
     without_keys,
     write_on_boot_partition,
 )
@@ -320,11 +321,17 @@ def _apply(
 
     if secrets_moved:
         # The secrets are durable where they went: only now leave the FAT partition.
-        write_on_boot_partition(places.boot_file, without_keys(text, secrets_moved))
-        outcome.applied.append(
-            "secrets moved off the boot partition: "
-            + ", ".join(f"{section}.{key}" for section, key in secrets_moved)
-        )
+        rewritten = without_keys(text, secrets_moved)
+        names = ", ".join(f"{section}.{key}" for section, key in secrets_moved)
+        if rewritten_without_secrets(rewritten, boot):
+            write_on_boot_partition(places.boot_file, rewritten)
+            outcome.applied.append(f"secrets moved off the boot partition: {names}")
+        else:
+            outcome.problems.append(
+                f"{names}: applied, but still in {BOOT_FILE}, written in a form this "
+                "device cannot take out (a dotted key or an inline table): delete them "
+                'from the file by hand, or write each as `key = "..."` under its [section]'
+            )
     record["sections"] = now
     record["cards_csv_sha256"] = csv_digest or record.get("cards_csv_sha256")
     record["applied_at"] = moment.isoformat(timespec="seconds")

@@ -346,6 +346,16 @@ async def test_an_unreachable_cloud_keeps_the_code_off_the_card_for_the_next_sta
     assert kept.read_text() == "ABCD-EFGH\n" and mode(kept) == 0o600
 
 
+async def test_a_secret_the_device_cannot_take_out_of_the_file_is_said(device: Device) -> None:
+    closed = f"http://127.0.0.1:{free_port()}"
+    device.boot_file.write_text(f'cloud = {{ url = "{closed}", enrollment_code = "ABCD-EFGH" }}\n')
+    status, output = await first_boot(device, enroll_seconds=0)
+    assert status == 0, output
+    assert "cloud.enrollment_code: applied, but still in ocpp-edge.toml" in device.status
+    assert "ABCD-EFGH" not in device.status
+    assert (device.records / "enrollment-code").read_text() == "ABCD-EFGH\n"
+
+
 # -- a code that was used already -------------------------------------------------------
 
 

@@ -10,7 +10,12 @@ from pathlib import Path
 import pytest
 
 from contract.config_files import ConfigError
-from edge.first_boot.boot_file import BootFile, read_boot_file, without_keys
+from edge.first_boot.boot_file import (
+    BootFile,
+    read_boot_file,
+    rewritten_without_secrets,
+    without_keys,
+)
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "image" / "ocpp-edge.toml"
 
@@ -121,3 +126,16 @@ def test_an_error_never_shows_a_secret(tmp_path: Path) -> None:
     assert "cloud.enrollment_code = '(hidden)'" in message and ":2:" in message
     assert "network.wifi_password = " in message and ":4:" in message
     assert "SECRET-CODE-1" not in message and "quoted pass" not in message
+
+
+def test_a_secret_written_as_a_dotted_key_is_found_still_there(tmp_path: Path) -> None:
+    text = 'cloud.url = "https://c"\ncloud.enrollment_code = "ABCD-EFGH"\n'
+    boot, _ = read_boot_file(boot_file(tmp_path, text))
+    replaced = without_keys(text, {("cloud", "enrollment_code"): "moved"})
+    assert "ABCD-EFGH" in replaced
+    assert not rewritten_without_secrets(replaced, boot)
+    plain = '[cloud]\nurl = "https://c"\nenrollment_code = "ABCD-EFGH"\n'
+    boot, _ = read_boot_file(boot_file(tmp_path, plain))
+    assert rewritten_without_secrets(
+        without_keys(plain, {("cloud", "enrollment_code"): "moved"}), boot
+    )
