@@ -35,6 +35,20 @@ class EnrollmentError(Exception):
     """Enrolling did not happen; the message says what to do."""
 
 
+class CloudRefused(EnrollmentError):
+    """The cloud answered and said no: trying again with the same code will not help."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+    @property
+    def code_is_spent(self) -> bool:
+        """Wrong, used or expired (403), or not allowed to replace this edge's identity
+        (409): the code will never enroll this edge."""
+        return self.status in (403, 409)
+
+
 # -- key and request ------------------------------------------------------------------
 
 
@@ -139,7 +153,11 @@ def _post(client: httpx.Client, path: str, body: BaseModel) -> bytes:
             f"cannot reach the cloud at {client.base_url}: {error}{hint}"
         ) from error
     if response.status_code != 200:
-        raise EnrollmentError(f"the cloud refused ({response.status_code}): {_detail(response)}")
+        message = f"the cloud refused ({response.status_code}): {_detail(response)}"
+        # 429 (too many wrong codes) and 5xx pass with time; other refusals do not.
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise CloudRefused(message, response.status_code)
+        raise EnrollmentError(message)
     return response.content
 
 

@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from edge.cli import cards, daemon, doctor, enroll, readers, remote, site
+from edge.cli import cards, daemon, doctor, enroll, first_boot, readers, remote, site
 from edge.cli.common import configure_logging, run_parsed
 
 __all__ = ["configure_logging", "main"]
@@ -21,6 +21,6 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--config", type=Path, help="TOML config file (default: search path)")
     parser = argparse.ArgumentParser(prog="ocpp-edge", description=__doc__)
     commands = parser.add_subparsers(title="commands")
-    for group in (daemon, site, cards, remote, doctor, readers, enroll):
+    for group in (daemon, site, cards, remote, doctor, readers, enroll, first_boot):
         group.register(commands, common)
     return parser

@@ -231,6 +231,8 @@ def site_settings(fleet: Fleet, directory: Path) -> dict[str, object]:
         "ocpp_edge_sync_tls_private_key_pem": identity.key.read_text(),
         "ocpp_edge_local_broker_port": free_port(),
         "ocpp_edge_settings_extra": {"store": {"message_log_days": 90}},
+        # As the image sets it.
+        "ocpp_edge_first_boot": True,
     }
 
 
@@ -557,3 +559,52 @@ def _publish_until_received(sender: Peer, receiver: Peer, topic: str) -> tuple[s
         except TimeoutError:
             continue
     raise AssertionError(f"nothing published on {topic} came through the bridge in 30 s")
+
+
+@needs_root
+def test_the_first_boot_unit_is_installed_and_enabled_and_the_daemon_waits_for_it(
+    site: Site,
+) -> None:
+    source = REPOSITORY / "systemd"
+    unit = site.path("/etc/systemd/system/ocpp-edge-firstboot.service")
+    assert unit.read_bytes() == (source / "ocpp-edge-firstboot.service").read_bytes()
+    drop_in = site.path("/etc/systemd/system/ocpp-edge.service.d/first-boot.conf")
+    assert drop_in.read_bytes() == (source / "ocpp-edge.service.d/first-boot.conf").read_bytes()
+    assert site.owner("/etc/systemd/system/ocpp-edge-firstboot.service") == ("root", "root", 0o644)
+    link = site.path("/etc/systemd/system/multi-user.target.wants/ocpp-edge-firstboot.service")
+    assert os.readlink(link) == "/etc/systemd/system/ocpp-edge-firstboot.service"
+    enabled = site.inside(
+        "env", "SYSTEMD_OFFLINE=1", "systemctl", "is-enabled", "ocpp-edge-firstboot.service"
+    )
+    assert enabled.stdout.strip() == "enabled", enabled.stderr
+
+
+@needs_root
+def test_the_installed_first_boot_command_makes_the_root_a_site_offline(site: Site) -> None:
+    """The unit's command, from the installed venv inside the root (last: it changes the
+    root's files the role does not manage)."""
+    boot = site.path("/boot/firmware")
+    boot.mkdir(parents=True, exist_ok=True)
+    (boot / "ocpp-edge.toml").write_text(
+        '[site]\nname = "Test site"\nhostname = "site-test"\n'
+        '[chargers]\nunknown = "accept"\n[cards]\ncsv = "cards.csv"\n'
+    )
+    (boot / "cards.csv").write_text("id_tag,status\nCARD-1,Accepted\n")
+    result = site.inside(
+        "/opt/ocpp-edge/venv/bin/ocpp-edge",
+        "first-boot",
+        "--boot-dir",
+        "/boot/firmware",
+        "--root",
+        "/",
+        "--enroll-seconds",
+        "0",
+    )
+    status = (boot / "ocpp-edge-status.txt").read_text()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "result: OK" in status, status
+    assert site.path("/etc/hostname").read_text() == "site-test\n"
+    assert len(site.path("/etc/machine-id").read_text().strip()) == 32
+    assert "cards: 1 read from cards.csv: 1 added" in status
+    assert site.owner("/var/lib/ocpp-edge/edge.db")[0] == "ocpp-edge"
+    assert "not applied to a running system" in status
