@@ -47,6 +47,8 @@ if [ "$dev" -eq 1 ]; then
     command -v mcopy >/dev/null || packages+=(mtools)
     command -v xz >/dev/null || packages+=(xz-utils)
     command -v arch-test >/dev/null || packages+=(arch-test)
+    # The image's own systemd boots in a container for its first-boot test.
+    command -v systemd-nspawn >/dev/null || packages+=(systemd-container)
 fi
 if [ "${#packages[@]}" -gt 0 ]; then
     as_root apt-get update -qq
