@@ -119,7 +119,7 @@ def test_boot_partition_starts_a_pi_3_or_4_with_debians_kernel(mounted: Mounted)
     assert (boot / "ocpp-edge.toml").is_file()
 
 
-def test_root_holds_what_the_ansible_role_installs(mounted: Mounted) -> None:
+def test_root_holds_what_the_ansible_role_installs(image: BuiltImage, mounted: Mounted) -> None:
     root = mounted.root
     passwd = (root / "etc/passwd").read_text().splitlines()
     (service_user,) = [line for line in passwd if line.startswith("ocpp-edge:")]
@@ -131,7 +131,15 @@ def test_root_holds_what_the_ansible_role_installs(mounted: Mounted) -> None:
     wants = root / "etc/systemd/system/multi-user.target.wants"
     assert (wants / "ocpp-edge.service").is_symlink()
     assert (root / "etc/systemd/system/ocpp-edge.service").is_file()
+    # The daemon as a versioned release, the venv a link to it (ocpp-edge-upgrade).
     assert (root / "opt/ocpp-edge/venv/bin/ocpp-edge").exists()
+    release = os.readlink(root / "opt/ocpp-edge/venv")
+    assert release.endswith(f"releases/{image.version}"), release
+    assert (root / "usr/local/sbin/ocpp-edge-upgrade").is_file()
+    # First boot runs before the daemon, which wants it.
+    assert (wants / "ocpp-edge-firstboot.service").is_symlink()
+    drop_in = root / "etc/systemd/system/ocpp-edge.service.d/first-boot.conf"
+    assert "ocpp-edge-firstboot.service" in drop_in.read_text()
     config = root / "etc/ocpp-edge/config.toml"
     status = config.stat()
     assert status.st_mode & 0o777 == 0o640
