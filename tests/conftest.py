@@ -6,20 +6,25 @@ import asyncio
 import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
+from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from cloud.app import CloudSite, run_cloud
+from cloud.firmware import public_key_text
 from cloud.settings import CloudSettings
 from cloud.store.database import open_store
 from edge.app import Site, run_edge
 from edge.hardware import Hardware
 from edge.ocpp.server import OcppServer
 from edge.settings import Settings
+from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from edge.site import SiteContext
 from tests.mosquitto import Mosquitto
 from tests.postgres import PostgresServer, PostgresUnavailable
@@ -262,3 +267,55 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
     for stop, task in running:
         stop.set()
         await asyncio.wait_for(task, timeout=30)
+
+
+# -- a site syncing with a cloud, as several end-to-end tests set it up ---------------------
+
+
+def sync_section(
+    edge_id: str, broker: Mosquitto, cloud: RunningCloud | None = None
+) -> dict[str, Any]:
+    """An edge's [sync] settings for the test broker, quick to report; with `cloud`, the
+    fleet's firmware key too."""
+    sync: dict[str, Any] = {
+        "edge_id": edge_id,
+        "broker_host": "127.0.0.1",
+        "broker_port": broker.port,
+        "keepalive": 5,
+        "status_interval": 5,
+    }
+    if cloud is not None:
+        sync["firmware_public_key"] = public_key_text(cloud.site.signing_key)
+    return sync
+
+
+@asynccontextmanager
+async def charger_at(
+    edge: RunningEdge, config: SimulatedChargerConfig, charger_id: str = "CP1"
+) -> AsyncIterator[SimulatedCharger]:
+    """A simulated charger connected to `edge`, booted, its first connector Available."""
+    async with connect(
+        f"{edge.url}/{charger_id}", subprotocols=[Subprotocol("ocpp1.6")]
+    ) as connection:
+        charger = SimulatedCharger(charger_id, connection, config)
+        listener = asyncio.create_task(charger.start())
+        await charger.boot()
+        await charger.send_status(1, "Available")
+        try:
+            yield charger
+        finally:
+            listener.cancel()
+
+
+STORES = ["sqlite", "postgresql"]
+
+
+async def cloud_on_store(
+    request: pytest.FixtureRequest, broker: Mosquitto, start_cloud: StartCloud
+) -> RunningCloud:
+    """The aggregator on the store a fixture parametrised with STORES names."""
+    if request.param == "sqlite":
+        return await start_cloud(broker)
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    url = postgres.create_database().render_as_string(hide_password=False)
+    return await start_cloud(broker, store_url=url)

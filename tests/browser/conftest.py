@@ -8,25 +8,16 @@ outside. Screenshots go to $OCPP_TEST_ARTEFACTS (default test-artefacts/ in the 
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Page, Route, async_playwright
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
-from cloud.firmware import public_key_text
-from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.cloud.web import PASSWORD
-from tests.conftest import RunningCloud, RunningEdge
-from tests.mosquitto import Mosquitto
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTEFACTS = Path(
@@ -90,41 +81,6 @@ async def watched_page(chromium: Browser) -> AsyncIterator[WatchedPage]:
 
 
 # -- what several browser tests set up alike ----------------------------------------------
-
-
-def sync_section(
-    edge_id: str, broker: Mosquitto, cloud: RunningCloud | None = None
-) -> dict[str, Any]:
-    """An edge's [sync] settings for the test broker, quick to report; with `cloud`, the
-    fleet's firmware key too."""
-    sync: dict[str, Any] = {
-        "edge_id": edge_id,
-        "broker_host": "127.0.0.1",
-        "broker_port": broker.port,
-        "keepalive": 5,
-        "status_interval": 5,
-    }
-    if cloud is not None:
-        sync["firmware_public_key"] = public_key_text(cloud.site.signing_key)
-    return sync
-
-
-@asynccontextmanager
-async def charger_at(
-    edge: RunningEdge, config: SimulatedChargerConfig, charger_id: str = "CP1"
-) -> AsyncIterator[SimulatedCharger]:
-    """A simulated charger connected to `edge`, booted, its first connector Available."""
-    async with connect(
-        f"{edge.url}/{charger_id}", subprotocols=[Subprotocol("ocpp1.6")]
-    ) as connection:
-        charger = SimulatedCharger(charger_id, connection, config)
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
-        try:
-            yield charger
-        finally:
-            listener.cancel()
 
 
 async def sign_in(page: Page, url: str, email: str, lands_on: str | None = None) -> None:

@@ -13,9 +13,17 @@ from sqlalchemy import select
 from cloud.store import fleets
 from cloud.store.schema import chargers
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage, charger_at, sign_in, sync_section
+from tests.browser.conftest import WatchedPage, sign_in
 from tests.cloud.web import add_user
-from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port
+from tests.conftest import (
+    RunningCloud,
+    RunningEdge,
+    StartCloud,
+    StartEdge,
+    charger_at,
+    free_port,
+    sync_section,
+)
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually
 

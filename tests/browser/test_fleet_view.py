@@ -12,9 +12,17 @@ from websockets.typing import Subprotocol
 
 from cloud.store import fleets
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage, sync_section
+from tests.browser.conftest import WatchedPage
 from tests.cloud.web import PASSWORD, add_user, charger_events, set_presence, sync_edge
-from tests.conftest import RunningCloud, RunningEdge, StartCloud, StartEdge, free_port, stop_edge
+from tests.conftest import (
+    RunningCloud,
+    RunningEdge,
+    StartCloud,
+    StartEdge,
+    free_port,
+    stop_edge,
+    sync_section,
+)
 from tests.mosquitto import Mosquitto
 
 EDGE = "site-7"

@@ -14,10 +14,10 @@ import pytest
 from cloud.store import fleets
 from cloud.store.tariffs import create_tariff
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.browser.conftest import WatchedPage, charger_at, sync_section
+from tests.browser.conftest import WatchedPage
 from tests.cloud.test_sessions_store import T0, Site, flat
 from tests.cloud.web import PASSWORD, add_user
-from tests.conftest import RunningCloud, StartCloud, StartEdge
+from tests.conftest import RunningCloud, StartCloud, StartEdge, charger_at, sync_section
 from tests.mosquitto import Mosquitto
 
 LIVE_EDGE = "depot-live"

@@ -4,7 +4,6 @@ sees the session with its account, meter curve and cost in the API and the CSV."
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -12,26 +11,28 @@ from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.conftest import PostgresServer, RunningCloud, RunningEdge, StartCloud, StartEdge
+from tests.conftest import (
+    STORES,
+    RunningCloud,
+    RunningEdge,
+    StartCloud,
+    StartEdge,
+    charger_at,
+    cloud_on_store,
+)
 from tests.mosquitto import Mosquitto
 from tests.waiting import eventually_answers
 
 EDGE = "site-5"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def cloud(
     request: pytest.FixtureRequest, broker: Mosquitto, start_cloud: StartCloud
 ) -> RunningCloud:
-    if request.param == "sqlite":
-        return await start_cloud(broker)
-    postgres: PostgresServer = request.getfixturevalue("postgres")
-    url = postgres.create_database().render_as_string(hide_password=False)
-    return await start_cloud(broker, store_url=url)
+    return await cloud_on_store(request, broker, start_cloud)
 
 
 @pytest.fixture
@@ -40,13 +41,8 @@ async def site(
 ) -> AsyncIterator[tuple[RunningEdge, SimulatedCharger]]:
     sync = {"edge_id": EDGE, "broker_host": "127.0.0.1", "broker_port": broker.port, "keepalive": 5}
     edge = await start_edge(sections={"sync": sync})
-    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-        charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
+    async with charger_at(edge, SimulatedChargerConfig(connectors=1)) as charger:
         yield edge, charger
-        listener.cancel()
 
 
 async def test_a_charged_session_reaches_the_fleet_manager_with_account_curve_and_cost(

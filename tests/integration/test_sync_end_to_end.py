@@ -21,11 +21,13 @@ from cloud.store import fleet
 from cloud.store.schema import charger_jobs, events
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import (
-    PostgresServer,
+    STORES,
     RunningCloud,
     RunningEdge,
     StartCloud,
     StartEdge,
+    charger_at,
+    cloud_on_store,
     free_port,
     stop_edge,
 )
@@ -36,15 +38,11 @@ from tests.waiting import eventually, eventually_answers
 EDGE = "site-7"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def cloud(
     request: pytest.FixtureRequest, broker: Mosquitto, start_cloud: StartCloud
 ) -> RunningCloud:
-    if request.param == "sqlite":
-        return await start_cloud(broker)
-    postgres: PostgresServer = request.getfixturevalue("postgres")
-    url = postgres.create_database().render_as_string(hide_password=False)
-    return await start_cloud(broker, store_url=url)
+    return await cloud_on_store(request, broker, start_cloud)
 
 
 @pytest.fixture
@@ -60,13 +58,8 @@ async def site(
     }
     files = {"host": "127.0.0.1", "port": free_port()}
     edge = await start_edge(sections={"sync": sync}, files=files)
-    async with connect(f"{edge.url}/CP1", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
-        charger = SimulatedCharger("CP1", connection, SimulatedChargerConfig(connectors=1))
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
-        await charger.send_status(1, "Available")
+    async with charger_at(edge, SimulatedChargerConfig(connectors=1)) as charger:
         yield edge, charger
-        listener.cancel()
 
 
 async def has(answer: Awaitable[Any], expected: Any) -> bool:

@@ -30,11 +30,13 @@ from edge import cli as edge_cli
 from edge.ocpp.library import on
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from tests.conftest import (
+    STORES,
     PostgresServer,
     RunningCloud,
     RunningEdge,
     StartCloud,
     StartEdge,
+    cloud_on_store,
     stop_edge,
 )
 from tests.mosquitto import Mosquitto
@@ -43,15 +45,11 @@ from tests.waiting import eventually, eventually_answers
 EDGE = "site-7"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=STORES)
 async def cloud(
     request: pytest.FixtureRequest, broker: Mosquitto, start_cloud: StartCloud
 ) -> RunningCloud:
-    if request.param == "sqlite":
-        return await start_cloud(broker)
-    postgres: PostgresServer = request.getfixturevalue("postgres")
-    url = postgres.create_database().render_as_string(hide_password=False)
-    return await start_cloud(broker, store_url=url)
+    return await cloud_on_store(request, broker, start_cloud)
 
 
 @pytest.fixture
