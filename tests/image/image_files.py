@@ -158,27 +158,33 @@ class Container:
     log: Path
 
     async def run(self, *command: str) -> subprocess.CompletedProcess[str]:
-        """`command` inside the container, as root (given up after 5 minutes)."""
+        """`command` inside the container, as root (given up after 15 minutes: under
+        emulation the boot it may wait for takes minutes)."""
         return await asyncio.to_thread(
             subprocess.run,
             [NSENTER, "--target", str(self.leader), "--all", *command],
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=900,
         )
 
     async def property_of(self, unit: str, name: str) -> str:
         shown = await self.run("systemctl", "show", unit, f"--property={name}", "--value")
         return shown.stdout.strip()
 
-    async def power_off(self, within: float = 180) -> None:
+    async def power_off(self, within: float = 30) -> None:
         """An orderly shutdown (nspawn passes SIGTERM on to the container's systemd as its
-        power-off request); killed if it does not end in time."""
-        if self.process.returncode is None:
+        power-off request); under emulation that can take minutes, so after `within`
+        seconds a second SIGTERM has nspawn end the container at once."""
+        for _ in range(2):
+            if self.process.returncode is not None:
+                return
             self.process.terminate()
-        try:
-            await asyncio.wait_for(self.process.wait(), timeout=within)
-        except TimeoutError:
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout=within)
+            except TimeoutError:
+                continue
+        if self.process.returncode is None:
             self.process.kill()
             await self.process.wait()
 
