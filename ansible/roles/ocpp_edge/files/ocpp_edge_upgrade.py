@@ -462,7 +462,7 @@ def release_facts(directory: Path, config: Path) -> tuple[str, int]:
     the release's own message when it cannot."""
     entry_point = directory / "bin" / "ocpp-edge"
     run = subprocess.run(
-        [str(entry_point), "--version"], capture_output=True, text=True, timeout=300
+        [str(entry_point), "--version"], capture_output=True, text=True, timeout=300, cwd="/"
     )
     match = VERSION_LINE.match(run.stdout.strip())
     if run.returncode != 0 or match is None:
@@ -478,10 +478,11 @@ def release_facts(directory: Path, config: Path) -> tuple[str, int]:
         "    load_settings(pathlib.Path(sys.argv[1]))\n"
         "print(latest_schema_version())\n"
     )
-    command = [str(directory / "bin" / "python"), "-c", check]
+    # -I: the release's own modules, never an `edge` package in the working directory.
+    command = [str(directory / "bin" / "python"), "-I", "-c", check]
     if config.is_file():
         command.append(str(config))
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd="/")
     if run.returncode != 0:
         raise UpgradeError(
             f"the release cannot load its store code or the configuration {config}: "
