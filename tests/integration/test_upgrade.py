@@ -23,6 +23,7 @@ import threading
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -258,18 +259,18 @@ async def _charge(url: str, charger_id: str, tag: str) -> int:
 
 
 def transactions(store: Path) -> list[tuple[int, str, int | None]]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as connection:
         rows = connection.execute("SELECT id, id_tag, meter_stop_wh FROM transactions ORDER BY id")
         return [(int(row[0]), str(row[1]), row[2]) for row in rows]
 
 
 def schema_of(store: Path) -> int:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as connection:
         return int(connection.execute("PRAGMA user_version").fetchone()[0])
 
 
 def epoch_of(store: Path) -> str:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as connection:
         return str(connection.execute("SELECT epoch FROM sync_state").fetchone()[0])
 
 
@@ -358,6 +359,12 @@ def test_rollback_behind_a_schema_migration_is_refused_unless_the_backup_is_rest
     assert schema_of(device.store) == wheels.schema
     assert [row[0] for row in transactions(device.store)] == [kept]
     assert epoch_of(device.store) != old_epoch, "a restored store is a new store for the cloud"
+    # ... whose events the cloud takes from seq 1 on (none was acknowledged: no cloud).
+    with closing(sqlite3.connect(f"file:{device.store}?mode=ro", uri=True)) as connection:
+        sequence = [row[0] for row in connection.execute("SELECT seq FROM outbox ORDER BY seq")]
+        state = connection.execute("SELECT acked_seq, sent_seq FROM sync_state").fetchone()
+    assert sequence == list(range(1, len(sequence) + 1)) and sequence, sequence
+    assert state == (0, 0)
     (aside,) = (device.state / "backups").glob("replaced-*")
     assert [row[0] for row in transactions(aside / "edge.db")] == [kept, newer]
     assert schema_of(aside / "edge.db") == wheels.schema + 1

@@ -355,6 +355,36 @@ def what_the_store_holds_beyond(store: Path, backup: Path) -> list[str]:
     return lines
 
 
+def _count_in(store: Path, query: str) -> int:
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as connection:
+        return _count(connection, query)
+
+
+def start_as_a_new_store(connection: sqlite3.Connection, delivered: int) -> None:
+    """Make a restored backup a new store for the cloud (docs/sync-protocol.md, "A
+    replaced store"): a new epoch, whose events the cloud takes from seq 1 on. Events of
+    the backup's outbox up to `delivered` (the replaced store's acknowledged seq) reached
+    the cloud from the replaced store and are dropped, not sent twice; the rest are
+    renumbered from 1 and sent."""
+    tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    if not {"outbox", "sync_state"} <= tables:
+        return
+    connection.execute("BEGIN IMMEDIATE")
+    connection.execute("DELETE FROM outbox WHERE seq <= ?", (delivered,))
+    first = _count(connection, "SELECT min(seq) FROM outbox") or 1
+    # Two steps, so that no renumbered seq meets one not yet renumbered.
+    connection.execute("UPDATE outbox SET seq = -seq")
+    connection.execute("UPDATE outbox SET seq = -seq - ? + 1", (first,))
+    last = _count(connection, "SELECT max(seq) FROM outbox")
+    connection.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'outbox'", (last,))
+    columns = {row[1] for row in connection.execute("PRAGMA table_info(sync_state)")}
+    changes = ["acked_seq = 0"]
+    changes += ["sent_seq = 0"] if "sent_seq" in columns else []
+    changes += ["epoch = lower(hex(randomblob(16)))"] if "epoch" in columns else []
+    connection.execute(f"UPDATE sync_state SET {', '.join(changes)}")
+    connection.execute("COMMIT")
+
+
 def restore_backup(store: Path, backup: Backup, aside_label: str) -> Path:
     """Put `backup` in the store's place; the store it replaces (with its -wal and -shm)
     moves into a directory beside the backups. The restored file gets a new sync epoch
@@ -372,9 +402,9 @@ def restore_backup(store: Path, backup: Backup, aside_label: str) -> Path:
     os.chown(aside, owner.st_uid, owner.st_gid)
     staged = store.with_name(f".{store.name}.restoring")
     shutil.copyfile(backup.path, staged)
+    delivered = _count_in(store, "SELECT acked_seq FROM sync_state")
     with contextlib.closing(sqlite3.connect(staged)) as connection:
-        connection.execute("UPDATE sync_state SET epoch = lower(hex(randomblob(16)))")
-        connection.commit()
+        start_as_a_new_store(connection, delivered)
     os.chown(staged, owner.st_uid, owner.st_gid)
     os.chmod(staged, owner.st_mode & 0o7777)
     with staged.open("rb") as file:
