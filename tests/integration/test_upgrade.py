@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -123,7 +124,8 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Wheels:
     for wheel in house.glob("ocpp_edge-*.whl"):
         wheel.unlink()
     schema = len(list((REPOSITORY / "edge" / "store" / "migrations").glob("*.sql")))
-    return Wheels(*built, house, schema)
+    first, second, migrating, broken = built
+    return Wheels(first, second, migrating, broken, house, schema)
 
 
 @dataclass
@@ -163,8 +165,8 @@ class Device:
             check=check,
         )
 
-    def status(self) -> dict[str, object]:
-        report: dict[str, object] = json.loads(self.tool("status", "--json").stdout)
+    def status(self) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.tool("status", "--json").stdout)
         return report
 
     def current(self) -> str:
@@ -324,7 +326,7 @@ def test_upgrade_and_rollback_keep_the_store_and_the_identity(
     assert device.identity_files() == identity
     status = device.status()
     assert status["store_schema_version"] == wheels.schema
-    assert {release["name"] for release in status["releases"]} == {"0.1.0", "0.1.1+test"}  # type: ignore[index, union-attr]
+    assert {release["name"] for release in status["releases"]} == {"0.1.0", "0.1.1+test"}
 
 
 def test_rollback_behind_a_schema_migration_is_refused_unless_the_backup_is_restored(
@@ -376,7 +378,13 @@ def test_rollback_behind_a_schema_migration_is_refused_unless_the_backup_is_rest
 def test_a_reinstall_changes_nothing_a_rebuilt_version_gets_its_own_release_and_old_ones_go(
     wheels: Wheels, device: Device
 ) -> None:
+    # A device provisioned before releases: a plain virtualenv where the link goes.
+    legacy = device.prefix / "venv"
+    (legacy / "bin").mkdir(parents=True)
+    (legacy / "bin" / "ocpp-edge").write_text("#!/bin/sh\n")
     device.install(wheels.first, wheels.house)
+    assert device.current() == "releases/0.1.0"
+    assert not list(device.prefix.glob("venv.replaced-*"))
     again = device.install(wheels.first, wheels.house)
     assert "already the current release: unchanged" in again.stdout
 
