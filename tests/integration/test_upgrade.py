@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ from typing import Any
 
 import pytest
 
-from tests.mosquitto import free_port
+from tests.mosquitto import Mosquitto, free_port
 from tests.ocpp_client import RawCharger, now_iso
+from tests.processes import cloud_daemon, wait_for_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 TOOL = REPOSITORY / "ansible" / "roles" / "ocpp_edge" / "files" / "ocpp_edge_upgrade.py"
@@ -394,8 +396,15 @@ def test_a_reinstall_changes_nothing_a_rebuilt_version_gets_its_own_release_and_
     shutil.copy(wheels.first, rebuilt)
     with zipfile.ZipFile(rebuilt, "a") as archive:
         archive.comment = b"rebuilt"
-    digest = hashlib.sha256(rebuilt.read_bytes()).hexdigest()[:12]
-    device.install(rebuilt, wheels.house)
+    full_digest = hashlib.sha256(rebuilt.read_bytes()).hexdigest()
+    digest = full_digest[:12]
+    # A wheel that is not the one published is refused before anything is made.
+    wrong = device.install(rebuilt, wheels.house, "--sha256", "0" * 64, check=False)
+    assert wrong.returncode == 3, wrong.stdout + wrong.stderr
+    assert (
+        "not installed" in wrong.stderr and len(list((device.prefix / "releases").iterdir())) == 1
+    )
+    device.install(rebuilt, wheels.house, "--sha256", full_digest)
     assert device.current() == f"releases/0.1.0-{digest}"
     assert os.readlink(device.prefix / "previous") == "releases/0.1.0"
 
@@ -426,3 +435,60 @@ def test_a_reinstall_changes_nothing_a_rebuilt_version_gets_its_own_release_and_
     names = {entry.name for entry in (device.prefix / "releases").iterdir()}
     assert names == {"0.1.1+test", f"0.1.0-{digest}"}, "two kept: the current and the previous"
     assert device.current() == "releases/0.1.1+test"
+
+
+def _delivered(store: Path) -> bool:
+    """Every event of the store's outbox was acknowledged by the cloud (and one was)."""
+    with closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as connection:
+        acked = int(connection.execute("SELECT acked_seq FROM sync_state").fetchone()[0])
+        waiting = connection.execute("SELECT count(*) FROM outbox WHERE seq > ?", (acked,))
+        return acked > 0 and int(waiting.fetchone()[0]) == 0
+
+
+def _wait_until(predicate: Callable[[], bool], what: str, within: float = 90.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, f"not within {within} s: {what}"
+        time.sleep(0.2)
+
+
+def _cloud_transactions(cloud_store: Path) -> set[int]:
+    with closing(sqlite3.connect(f"file:{cloud_store}?mode=ro", uri=True)) as connection:
+        rows = connection.execute(
+            "SELECT data FROM events WHERE edge_id = 'site-upgrade' AND kind = 'transaction.started'"
+        ).fetchall()
+    return {int(json.loads(row[0])["transaction_id"]) for row in rows}
+
+
+def test_a_restored_backup_reaches_the_cloud_as_a_new_store(
+    wheels: Wheels, device: Device, broker: Mosquitto, tmp_path: Path
+) -> None:
+    """The restored store's events are taken by a real aggregator (from seq 1 under a new
+    epoch), and no transaction id the replaced store gave out is given again."""
+    (device.state / "sync-identity" / "identity.toml").write_text(
+        f'[sync]\nedge_id = "site-upgrade"\nbroker_host = "127.0.0.1"\nbroker_port = {broker.port}\n'
+    )
+    cloud_store = tmp_path / "cloud.db"
+    cloud, api_port = cloud_daemon(tmp_path / "cloud", f"sqlite:///{cloud_store}", broker.port)
+    cloud.start()
+    try:
+        wait_for_port(api_port, within=60)
+        device.install(wheels.first, wheels.house)
+        with Running(device) as daemon:
+            first = daemon.charge("CP-1", "CARD-A")
+            _wait_until(lambda: _delivered(device.store), "the first release's events acked")
+        device.install(wheels.migrating, wheels.house)
+        with Running(device) as daemon:
+            second = daemon.charge("CP-1", "CARD-B")
+            _wait_until(lambda: _delivered(device.store), "the migrated store's events acked")
+        device.tool("rollback", "--restore-backup")
+        with Running(device) as daemon:
+            third = daemon.charge("CP-1", "CARD-C")
+            _wait_until(lambda: _delivered(device.store), "the restored store's events acked")
+        assert third > second > first, "a transaction id is never given twice"
+        _wait_until(
+            lambda: _cloud_transactions(cloud_store) == {first, second, third},
+            f"the cloud holds transactions {first}, {second}, {third}",
+        )
+    finally:
+        cloud.stop()

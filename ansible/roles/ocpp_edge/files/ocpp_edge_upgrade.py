@@ -360,16 +360,26 @@ def _count_in(store: Path, query: str) -> int:
         return _count(connection, query)
 
 
-def start_as_a_new_store(connection: sqlite3.Connection, delivered: int) -> None:
+def start_as_a_new_store(
+    connection: sqlite3.Connection, delivered: int, numbers: dict[str, int]
+) -> None:
     """Make a restored backup a new store for the cloud (docs/sync-protocol.md, "A
     replaced store"): a new epoch, whose events the cloud takes from seq 1 on. Events of
     the backup's outbox up to `delivered` (the replaced store's acknowledged seq) reached
     the cloud from the replaced store and are dropped, not sent twice; the rest are
-    renumbered from 1 and sent."""
+    renumbered from 1 and sent. Ids the replaced store gave out (`numbers`, its
+    sqlite_sequence: transaction ids chargers hold, the cloud's keys) are never given again."""
+    connection.isolation_level = None
+    connection.execute("BEGIN IMMEDIATE")
+    for name, number in numbers.items():
+        if name != "outbox":
+            connection.execute(
+                "UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = ?", (number, name)
+            )
     tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     if not {"outbox", "sync_state"} <= tables:
+        connection.execute("COMMIT")
         return
-    connection.execute("BEGIN IMMEDIATE")
     connection.execute("DELETE FROM outbox WHERE seq <= ?", (delivered,))
     first = _count(connection, "SELECT min(seq) FROM outbox") or 1
     # Two steps, so that no renumbered seq meets one not yet renumbered.
@@ -403,8 +413,10 @@ def restore_backup(store: Path, backup: Backup, aside_label: str) -> Path:
     staged = store.with_name(f".{store.name}.restoring")
     shutil.copyfile(backup.path, staged)
     delivered = _count_in(store, "SELECT acked_seq FROM sync_state")
+    with contextlib.closing(sqlite3.connect(f"file:{store}?mode=ro", uri=True)) as replaced:
+        numbers = dict(replaced.execute("SELECT name, seq FROM sqlite_sequence").fetchall())
     with contextlib.closing(sqlite3.connect(staged)) as connection:
-        start_as_a_new_store(connection, delivered)
+        start_as_a_new_store(connection, delivered, numbers)
     os.chown(staged, owner.st_uid, owner.st_gid)
     os.chmod(staged, owner.st_mode & 0o7777)
     with staged.open("rb") as file:
@@ -632,6 +644,12 @@ def install(arguments: argparse.Namespace) -> int:
     if arguments.keep < 2:
         raise UpgradeError("--keep must be 2 or more (the current and the previous release)", USAGE)
     sha256 = sha256_of(wheel)
+    if arguments.sha256 is not None and arguments.sha256.lower() != sha256:
+        raise UpgradeError(
+            f"{wheel.name} has SHA-256 {sha256}, not the {arguments.sha256} expected: "
+            "not installed",
+            REFUSED,
+        )
     with locked(layout.prefix):
         name, release = release_name_for(layout, version, sha256)
         current = layout.current()
@@ -783,6 +801,7 @@ def parser() -> argparse.ArgumentParser:
         "install", parents=[common], help="install a wheel and switch to it"
     )
     installing.add_argument("wheel", type=Path)
+    installing.add_argument("--sha256", help="refuse the wheel unless its SHA-256 is this")
     installing.add_argument("--wheelhouse", type=Path, help="install offline from these wheels")
     installing.add_argument("--extras", default=DEFAULT_EXTRAS, help="default: %(default)s")
     installing.add_argument(
