@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ ANSIBLE = REPOSITORY / "ansible"
 BIN = Path(sys.executable).parent
 UNIT = REPOSITORY / "systemd" / "ocpp-edge.service"
 EDGE_ID = "site-test"
+VERSION = tomllib.loads((REPOSITORY / "pyproject.toml").read_text())["project"]["version"]
 TOPICS = Topics(EDGE_ID)
 # What the repository's unit says about itself, for a checkout that does not have it yet.
 STAND_IN_UNIT = """\
@@ -345,13 +347,15 @@ def test_files_have_their_owners_and_modes(site: Site) -> None:
         "/etc/ocpp-edge/mqtt/edge.crt": ("ocpp-edge", "ocpp-edge", 0o600),
         "/etc/ocpp-edge/mqtt/edge.key": ("ocpp-edge", "ocpp-edge", 0o600),
         "/var/lib/ocpp-edge": ("ocpp-edge", "ocpp-edge", 0o750),
-        "/opt/ocpp-edge/venv": ("root", "root", 0o755),
+        f"/opt/ocpp-edge/releases/{VERSION}": ("root", "root", 0o755),
+        "/usr/local/sbin/ocpp-edge-upgrade": ("root", "root", 0o755),
         "/etc/systemd/system/ocpp-edge.service": ("root", "root", 0o644),
         "/etc/udev/rules.d/70-ocpp-edge.rules": ("root", "root", 0o644),
         "/etc/modprobe.d/ocpp-edge-nfc.conf": ("root", "root", 0o644),
     }
     actual = {path: site.owner(path) for path in expected}
     assert actual == expected
+    assert os.readlink(site.path("/opt/ocpp-edge/venv")) == f"releases/{VERSION}"
     key = site.path("/etc/ocpp-edge/mqtt/edge.key").read_text()
     assert key == site.settings["ocpp_edge_sync_tls_private_key_pem"]
     assert not site.path("/etc/ocpp-edge/tls").exists(), "no OCPP TLS files were given"
@@ -438,6 +442,17 @@ def test_installed_command_and_compiled_dependencies_run_inside_the_root(site: S
         "/opt/ocpp-edge/venv/bin/python", "-c", "import evdev, spidev, systemd.daemon"
     )
     assert compiled.returncode == 0, compiled.stderr
+
+
+@needs_root
+def test_release_tool_reports_the_installed_release_inside_the_root(site: Site) -> None:
+    status = site.inside("/usr/local/sbin/ocpp-edge-upgrade", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    report = json.loads(status.stdout)
+    assert report["current"]["name"] == VERSION
+    assert report["current"]["version"] == VERSION
+    assert report["previous"] is None
+    assert [release["name"] for release in report["releases"]] == [VERSION]
 
 
 @needs_root
