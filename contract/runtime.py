@@ -64,17 +64,37 @@ async def entered_unless_stopped(
     manager: AbstractAsyncContextManager[T], stop: asyncio.Event
 ) -> AsyncIterator[T | None]:
     """`async with manager` (a connection), unless `stop` is set before it is entered:
-    then the entering (a connect waiting for a peer that never answers) is cancelled at
-    once and the block gets None."""
+    then the entering (a connect waiting for a peer that never answers) is cut short at
+    once and the block gets None.
+
+    The entering runs in the caller's own task, under a deadline that the stop moves to
+    now: a client such as aiomqtt's is entered, used and left by one task (entered in a
+    task of its own, the aggregator's client stopped receiving after a few seconds)."""
+    loop = asyncio.get_running_loop()
     async with contextlib.AsyncExitStack() as exits:
-        entering = asyncio.ensure_future(exits.enter_async_context(manager))
-        stopping = asyncio.ensure_future(stop.wait())
+        entered: T | None = None
+        waiting = True
         try:
-            await asyncio.wait([entering, stopping], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            await cancel_until_done([entering, stopping])
+            async with asyncio.timeout(None) as deadline:
+
+                def stop_now(_: object) -> None:
+                    if waiting:
+                        deadline.reschedule(loop.time())
+
+                stopping = asyncio.ensure_future(stop.wait())
+                stopping.add_done_callback(stop_now)
+                try:
+                    entered = await exits.enter_async_context(manager)
+                finally:
+                    waiting = False
+                    stopping.remove_done_callback(stop_now)
+                    await cancel_until_done([stopping])
+        except TimeoutError:
+            if not deadline.expired():
+                raise  # the manager's own, not the stop's
+            entered = None  # stopped while entering
         # Entered as the stop came: the block has it, and sees the stop itself.
-        yield None if entering.cancelled() else entering.result()
+        yield entered
 
 
 class Backoff:
