@@ -176,12 +176,17 @@ grep -A3 'PLAY RECAP' "$work/ansible.log"
 # -- 4. nothing per device baked in ---------------------------------------------------------
 say "the initramfs, once, and the kernel, initrd and device trees on the boot partition"
 kernel=$(basename "$(ls -d "$root"/lib/modules/* | sort -V | tail -n 1)")
+# raspi-firmware's hooks copy to /boot/firmware only where they see a chroot (ischroot,
+# which reads /proc) or a mounted boot partition.
+mount -t proc proc "$root/proc"
 if [ -n "$(chroot "$root" dpkg-divert --list /usr/sbin/update-initramfs)" ]; then
     rm "$root/usr/sbin/update-initramfs"
     chroot "$root" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs
     chroot "$root" update-initramfs -c -k "$kernel"
 fi
-chroot "$root" /etc/kernel/postinst.d/z50-raspi-firmware "$kernel"
+# The hook acts only as a package's configure step would call it.
+chroot "$root" env DEB_MAINT_PARAMS=configure /etc/kernel/postinst.d/z50-raspi-firmware "$kernel"
+umount "$root/proc"
 grep -q 'root=LABEL=RASPIROOT' "$root/boot/firmware/cmdline.txt" \
     || fail "cmdline.txt does not name the root by label: $(cat "$root/boot/firmware/cmdline.txt")"
 [ -s "$root/boot/firmware/initrd.img-$kernel" ] || [ -s "$root/boot/firmware/initrd.img" ] \

@@ -113,7 +113,7 @@ def test_boot_partition_starts_a_pi_3_or_4_with_debians_kernel(mounted: Mounted)
     # firmware that loads them.
     assert any(name.startswith("vmlinuz-") for name in names) or "vmlinuz" in names, names
     assert any(name.startswith("initrd.img") for name in names), names
-    for tree in ("bcm2837-rpi-3-b.dtb", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-cm4.dtb"):
+    for tree in ("bcm2837-rpi-3-b.dtb", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-cm4-io.dtb"):
         assert tree in names, tree
     assert {"start4.elf", "fixup4.dat", "bootcode.bin"} <= names
     assert (boot / "ocpp-edge.toml").is_file()
