@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,21 +115,27 @@ def partition_offsets(image: Path) -> list[tuple[int, int]]:
 
 @contextmanager
 def mount_partitions(image: Path, directory: Path, *, read_only: bool) -> Iterator[Mounted]:
-    """The root partition at directory/root with the boot partition over its
-    /boot/firmware, as the image's fstab puts them."""
-    (boot_at, boot_size), (root_at, root_size) = partition_offsets(image)
+    """The ext4 root partition mounted from the image at directory/root, and the FAT boot
+    partition's files read with mtools: into the root's /boot/firmware when writable (where
+    the image's fstab mounts it, so that a container booted from the root finds them),
+    else into directory/boot. mtools and not the kernel, because a kernel without vfat
+    (a container's) must be able to read it too."""
+    (boot_at, _), (root_at, root_size) = partition_offsets(image)
     root = directory / "root"
     root.mkdir()
     mode = "ro" if read_only else "rw"
-    with ExitStack() as mounts:
-        for offset, size, target in (
-            (root_at, root_size, root),
-            (boot_at, boot_size, root / "boot" / "firmware"),
-        ):
-            options = f"loop,{mode},offset={offset},sizelimit={size}"
-            subprocess.run(["mount", "-o", options, str(image), str(target)], check=True)
-            mounts.callback(subprocess.run, ["umount", str(target)], check=True)
-        yield Mounted(boot=root / "boot" / "firmware", root=root)
+    options = f"loop,{mode},offset={root_at},sizelimit={root_size}"
+    subprocess.run(["mount", "-o", options, str(image), str(root)], check=True)
+    try:
+        boot = directory / "boot" if read_only else root / "boot" / "firmware"
+        boot.mkdir(exist_ok=True)
+        subprocess.run(
+            ["mcopy", "-s", "-p", "-n", "-i", f"{image}@@{boot_at}", "::*", f"{boot}/"],
+            check=True,
+        )
+        yield Mounted(boot=boot, root=root)
+    finally:
+        subprocess.run(["umount", str(root)], check=True)
 
 
 def name_of(database: Path, number: int) -> str:

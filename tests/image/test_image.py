@@ -1,7 +1,8 @@
 """The flashable image, built from scratch by scripts/build-image.sh (mmdebstrap arm64 under
 qemu-user, the Ansible role through the chroot connection, partitions packed without loop
-devices), then read back the way a Pi would see it: the partition table, the FAT boot
-partition and the ext4 root, each mounted read-only from the image file itself.
+devices), then read back the way a Pi would see it: the partition table, the ext4 root
+mounted read-only from the image file itself and the FAT boot partition read with mtools;
+then a copy booted with its own systemd.
 
 Needs root, the network (a Debian mirror and PyPI), qemu-user-static registered with
 binfmt_misc and loop devices: scripts/setup.sh --dev provides them. Takes minutes (most of
@@ -201,7 +202,8 @@ async def test_first_boot_enrolls_and_a_chargers_transaction_reaches_the_cloud(
     tmp_path: Path,
 ) -> None:
     """A copy of the image as an installer leaves it (ocpp-edge.toml edited, cards.csv
-    beside it), its partitions mounted as its fstab says, booted with its own systemd: the
+    beside it), its root mounted and the boot partition's files where its fstab mounts
+    them (read with mtools: no vfat in this kernel), booted with its own systemd: the
     first-boot unit enrolls with a real cloud behind the shipped broker config, moves the
     code off the card, then the hardened ocpp-edge.service (Type=notify, watchdog,
     sandboxing) runs under a real systemd, a charger's transaction reaches the cloud, and
