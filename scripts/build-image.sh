@@ -207,7 +207,7 @@ say "the manifest: every package and version"
 {
     echo "# $name: Debian packages (dpkg) and the daemon's Python distributions (pip)"
     chroot "$root" dpkg-query -W -f '${Package}=${Version}\n' | sort
-    chroot "$root" /opt/ocpp-edge/venv/bin/python -m pip freeze --all 2>/dev/null | sort | sed 's/^/pip:/'
+    chroot "$root" /opt/ocpp-edge/venv/bin/python -m pip list --format=freeze 2>/dev/null | sort | sed 's/^/pip:/'
 } > "$output/$name.manifest"
 if [ -n "$expect_manifest" ]; then
     diff -u "$expect_manifest" "$output/$name.manifest" \

@@ -31,8 +31,9 @@ from tests.postgres import PostgresServer, PostgresUnavailable
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The image tests last: .ci/run builds the image in the background while the rest of
-    the suite runs, and they read that build (tests/image/image_files.py)."""
+    """The image tests last: with OCPP_EDGE_IMAGE_BUILD they read a build that may still
+    be running in the background while the rest of the suite runs
+    (tests/image/image_files.py)."""
     items.sort(key=lambda item: item.get_closest_marker("image") is not None)
 
 

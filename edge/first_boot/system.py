@@ -204,11 +204,20 @@ def activate_now(root: Path, hostname: str | None, wifi: bool | None) -> list[st
         _run(["hostname", hostname])
         done.append(f"host name {hostname} in use now")
     if wifi is not None:
-        _run(["networkctl", "reload"])
         action = "restart" if wifi else "stop"
         _run(["systemctl", action, "--no-block", "wpa_supplicant@wlan0.service"])
-        done.append(f"systemd-networkd reloaded, wpa_supplicant@wlan0 {action}ed")
+        if _active("systemd-networkd.service"):
+            _run(["networkctl", "reload"])
+            done.append(f"systemd-networkd reloaded, wpa_supplicant@wlan0 {action}ed")
+        else:
+            # Nothing to reload (a container, or networkd off): it reads the files when
+            # it starts, and a reload would wait 25 s for D-Bus to start it in vain.
+            done.append(f"wpa_supplicant@wlan0 {action}ed; systemd-networkd not running")
     return done
+
+
+def _active(unit: str) -> bool:
+    return subprocess.run(["systemctl", "is-active", "--quiet", unit], check=False).returncode == 0
 
 
 def kept_wifi_psk(root: Path, ssid: str | None) -> str | None:
