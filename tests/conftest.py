@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -27,6 +26,7 @@ from edge.settings import Settings
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig
 from edge.site import SiteContext
 from tests.mosquitto import Mosquitto
+from tests.ports import free_port
 from tests.postgres import PostgresServer, PostgresUnavailable
 
 
@@ -39,12 +39,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 # The token every test aggregator's REST API asks for (it refuses to start without one).
 CLOUD_API_TOKEN = "test-fleet-token"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @dataclass

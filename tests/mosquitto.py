@@ -16,17 +16,13 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.ports import free_port
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 MOSQUITTO_PASSWD = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
 SHIPPED = Path(__file__).resolve().parent.parent / "cloud" / "mosquitto"
 SHIPPED_CONFIG = SHIPPED / "mosquitto.conf"
 SHIPPED_ACL = SHIPPED / "acl"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def write_password_file(path: Path, users: Mapping[str, str]) -> Path:

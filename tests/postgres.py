@@ -13,7 +13,6 @@ import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -22,6 +21,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from sqlalchemy.engine import URL, make_url
+
+from tests.ports import free_port
 
 URL_ENV_VAR = "OCPP_TEST_POSTGRES_URL"
 # Fast and unsafe: a test cluster is thrown away, never recovered.
@@ -70,7 +71,7 @@ class PostgresServer:
             shutil.chown(directory, "postgres", "postgres")
             as_postgres = ["runuser", "-u", "postgres", "--"]
         data = str(directory / "data")
-        port = _free_port()
+        port = free_port()
         options = [
             f"-c port={port}",
             "-c listen_addresses=127.0.0.1",
@@ -136,9 +137,3 @@ def _run(arguments: list[str]) -> None:
     done = subprocess.run(arguments, capture_output=True, text=True, timeout=60, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(arguments)} failed: {done.stdout}{done.stderr}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
