@@ -4,13 +4,13 @@ same transaction), paused, resumed and cancelled; followed from the events edges
 cloud/campaigns.py; what pages and the API read, cloud/store/campaign_views.py.
 
 A campaign drives itself with the desired state the cloud already has: its offers are
-`firmware_status` rows (as `desired.offer_to` makes them), its installs are
-`firmware_rollout` commands in `commands` (as `desired.create_command` makes them), sent
-by the aggregator until the edge answers. Once an edge reports the image verified, a
-running campaign asks for an install on each of the edge's chargers that matches; a
-paused one asks for none, and holds back those not yet sent; a cancelled one withdraws
-what the edge has not taken yet (an offer still `offered`, a command still `pending`) and
-marks the rest cancelled.
+`firmware_status` rows and its installs `firmware_rollout` commands in `commands`, each
+written by the same writer as an operator's (`desired.write_offer`, as `offer_to` uses
+it; `desired.write_command`, as `create_command` does), sent by the aggregator until the
+edge answers. Once an edge reports the image verified, a running campaign asks for an
+install on each of the edge's chargers that matches; a paused one asks for none, and
+holds back those not yet sent; a cancelled one withdraws what the edge has not taken yet
+(an offer still `offered`, a command still `pending`) and marks the rest cancelled.
 
 Locks, so that no two writers wait on each other in a circle (PostgreSQL): the edges'
 rows first (sorted; ingest holds its edge's), then the campaign's row.
@@ -18,13 +18,11 @@ rows first (sorted; ingest holds its edge's), then the campaign's row.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
 from sqlalchemy import (
     Connection,
     Engine,
@@ -52,7 +50,13 @@ from cloud.campaigns import (
     is_campaign_charger,
     stage_time_column,
 )
-from cloud.store.desired import MAX_ACTOR_CHARS, DesiredStateError
+from cloud.store.desired import (
+    MAX_ACTOR_CHARS,
+    DesiredStateError,
+    operator_command,
+    write_command,
+    write_offer,
+)
 from cloud.store.schema import (
     campaign_targets,
     chargers,
@@ -64,7 +68,7 @@ from cloud.store.schema import (
     firmware_status,
 )
 from cloud.store.statements import lock_edge, upsert
-from cloud.store.times import iso, utc_now
+from cloud.store.times import utc_now
 from contract.protocol import (
     ChargerBoot,
     CommandResult,
@@ -74,7 +78,6 @@ from contract.protocol import (
     FirmwareManifest,
     FirmwareProgress,
     FirmwareTarget,
-    OperatorCommand,
 )
 
 # The charger id of an edge's own row: its download.
@@ -176,7 +179,8 @@ def create_campaign(
             ],
         )
         for edge_id in wanted:
-            _offer(connection, edge_id, image, now)
+            # An operator's `force` on an earlier offer of the image stays.
+            write_offer(connection, edge_id, image, now, force=None)
     return campaign_id
 
 
@@ -264,33 +268,6 @@ def image_visible(fleet_id: int | None) -> Any:
     return or_(
         ~exists(owners),
         exists(owners.where(firmware_image_fleets.c.fleet_id == fleet_id)),
-    )
-
-
-def _offer(connection: Connection, edge_id: str, image: str, now: datetime) -> None:
-    """Offer the image to the edge (again), as `desired.offer_to` does; an operator's
-    `force` on an earlier offer of it stays."""
-    upsert(
-        connection,
-        firmware_status,
-        {
-            "edge_id": edge_id,
-            "image": image,
-            "status": "offered",
-            "bytes": 0,
-            "detail": "",
-            "forced": False,
-            "offered_at": now,
-            "updated_at": now,
-        },
-        key=["edge_id", "image"],
-        update={
-            "status": "offered",
-            "bytes": 0,
-            "detail": "",
-            "offered_at": now,
-            "updated_at": now,
-        },
     )
 
 
@@ -576,36 +553,19 @@ def _set_detail(
 def _ask_install(
     connection: Connection, campaign: Any, edge_id: str, charger_id: str, now: datetime
 ) -> bool:
-    """A `firmware_rollout` command for the charger, as `desired.create_command` makes
-    one; False (the target failed) when no command can name the charger."""
+    """A `firmware_rollout` command for the charger, written as `desired.create_command`
+    writes one; False (the target failed) when no command can name the charger."""
     expires_at = now + INSTALL_COMMAND_WAIT
     try:
-        command = OperatorCommand(
-            id=uuid.uuid4().hex,
-            action="firmware_rollout",
-            charger_id=charger_id,
-            arguments={"image": campaign.image},
-            expires_at=iso(expires_at),
+        command = operator_command(
+            "firmware_rollout", charger_id, {"image": campaign.image}, expires_at
         )
-    except ValidationError:
+    except DesiredStateError:
         step = Step("failed", "no install command can name this charger (its id is too long)")
         _apply(connection, campaign.id, edge_id, charger_id, "verified", step, now)
         return False
     actor = f"campaign {campaign.id} of {campaign.created_by}"[:MAX_ACTOR_CHARS]
-    connection.execute(
-        insert(commands).values(
-            id=command.id,
-            edge_id=edge_id,
-            charger_id=charger_id,
-            action=command.action,
-            arguments=command.arguments,
-            expires_at=expires_at,
-            created_at=now,
-            status="pending",
-            detail="",
-            actor=actor,
-        )
-    )
+    write_command(connection, edge_id, command, expires_at, actor, now)
     connection.execute(
         update(campaign_targets)
         .where(*_target_key(campaign.id, edge_id, charger_id))

@@ -228,8 +228,25 @@ def create_command(
         raise DesiredStateError(f"who asks for a command is 1 to {MAX_ACTOR_CHARS} characters")
     if expires_at <= now:
         raise DesiredStateError(f"the command would expire at {iso(expires_at)}, in the past")
+    command = operator_command(action, charger_id, arguments, expires_at)
+    image = _firmware_image_named(command)
+    with engine.begin() as connection:
+        if image is not None and not _offerable(connection, image):
+            raise DesiredStateError(
+                f"no firmware image {image!r} with a signed manifest: add it first "
+                "(and offer it to the edge)"
+            )
+        lock_edge(connection, edge_id, now)
+        write_command(connection, edge_id, command, expires_at, actor, now)
+    return command
+
+
+def operator_command(
+    action: str, charger_id: str, arguments: Mapping[str, Any], expires_at: datetime
+) -> OperatorCommand:
+    """A new command with its own id; DesiredStateError when an edge could not run it."""
     try:
-        command = OperatorCommand(
+        return OperatorCommand(
             id=uuid.uuid4().hex,
             action=action,  # checked here, against the Literal
             charger_id=charger_id,
@@ -239,29 +256,32 @@ def create_command(
     except ValidationError as error:
         problems = "; ".join(str(problem["msg"]) for problem in error.errors())
         raise DesiredStateError(f"not a command an edge can run: {problems}") from error
-    image = _firmware_image_named(command)
-    with engine.begin() as connection:
-        if image is not None and not _offerable(connection, image):
-            raise DesiredStateError(
-                f"no firmware image {image!r} with a signed manifest: add it first "
-                "(and offer it to the edge)"
-            )
-        lock_edge(connection, edge_id, now)
-        connection.execute(
-            insert(commands).values(
-                id=command.id,
-                edge_id=edge_id,
-                charger_id=charger_id,
-                action=action,
-                arguments=command.arguments,
-                expires_at=expires_at,
-                created_at=now,
-                status="pending",
-                detail="",
-                actor=actor,
-            )
+
+
+def write_command(
+    connection: Connection,
+    edge_id: str,
+    command: OperatorCommand,
+    expires_at: datetime,
+    actor: str,
+    now: datetime,
+) -> None:
+    """Store the command for the edge, pending until sent, in the caller's transaction
+    (which holds the edge's row): `create_command`'s write, and a campaign's."""
+    connection.execute(
+        insert(commands).values(
+            id=command.id,
+            edge_id=edge_id,
+            charger_id=command.charger_id,
+            action=command.action,
+            arguments=command.arguments,
+            expires_at=expires_at,
+            created_at=now,
+            status="pending",
+            detail="",
+            actor=actor,
         )
-    return command
+    )
 
 
 def _firmware_image_named(command: OperatorCommand) -> str | None:
@@ -519,21 +539,24 @@ def offer_to(engine: Engine, edge_id: str, image: str, *, force: bool = False) -
                 "FILE --name NAME --version VERSION --target VENDOR/MODEL)"
             )
         lock_edge(connection, edge_id, now)
-        upsert(
-            connection,
-            firmware_status,
-            {
-                "edge_id": edge_id,
-                "image": image,
-                "status": "offered",
-                "bytes": 0,
-                "detail": "",
-                "forced": force,
-                "offered_at": now,
-                "updated_at": now,
-            },
-            key=["edge_id", "image"],
-        )
+        write_offer(connection, edge_id, image, now, force=force)
+
+
+def write_offer(
+    connection: Connection, edge_id: str, image: str, now: datetime, *, force: bool | None
+) -> None:
+    """Offer the image to the edge (again: from its first byte), in the caller's
+    transaction (which holds the edge's row): `offer_to`'s write, and a campaign's.
+    `force` is recorded with the offer; None: a new offer is not forced, and an
+    operator's `force` on an earlier offer of the image stays."""
+    offer = {"status": "offered", "bytes": 0, "detail": "", "offered_at": now, "updated_at": now}
+    upsert(
+        connection,
+        firmware_status,
+        {"edge_id": edge_id, "image": image, "forced": bool(force)} | offer,
+        key=["edge_id", "image"],
+        update=offer if force is None else offer | {"forced": force},
+    )
 
 
 def offers_to_send(

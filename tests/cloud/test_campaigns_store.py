@@ -16,7 +16,13 @@ from cloud.campaigns import CAMPAIGN_ACTIONS
 from cloud.store import campaign_views as views
 from cloud.store import campaigns
 from cloud.store.campaigns import CampaignError, UnknownCampaign
-from cloud.store.desired import commands_to_send, mark_sent, offers_to_send
+from cloud.store.desired import (
+    commands_to_send,
+    firmware_overview,
+    mark_sent,
+    offer_to,
+    offers_to_send,
+)
 from cloud.store.times import utc_now
 from contract.firmware import parse_target
 from tests.cloud.campaign_fleet import CampaignFleet, make_campaign_fleet
@@ -245,6 +251,21 @@ def test_cancel_leaves_an_offer_the_edge_is_fetching_and_one_another_campaign_wa
     assert fleet.edges["depot-1"].offer_status(IMAGE) == "downloading"
     assert fleet.edges["depot-2"].offer_status(IMAGE) == "offered"
     assert state(fleet, second) == "running"
+
+
+def test_a_campaign_offers_an_image_again_from_its_first_byte_keeping_an_operators_force(
+    fleet: CampaignFleet,
+) -> None:
+    offer_to(fleet.engine, "depot-1", IMAGE, force=True)
+    fleet.edges["depot-1"].progress(IMAGE, "rejected", "no space left")
+    assert offers_to_send(fleet.engine, "depot-1") == []
+    start(fleet, "depot-1", "depot-2")
+    (again,) = offers_to_send(fleet.engine, "depot-1")
+    assert (again.image, again.force) == (IMAGE, True)
+    (offer,) = firmware_overview(fleet.engine, "depot-1")["images"]
+    assert (offer["status"], offer["bytes"], offer["detail"]) == ("offered", 0, "")
+    (fresh,) = offers_to_send(fleet.engine, "depot-2")
+    assert fresh.force is False
 
 
 def test_an_install_command_that_expired_unanswered_fails_its_charger(
