@@ -18,6 +18,7 @@ from websockets.typing import Subprotocol
 from cloud.app import CloudSite, run_cloud
 from cloud.firmware import public_key_text
 from cloud.settings import CloudSettings
+from cloud.store import fleet
 from cloud.store.database import open_store
 from edge.app import Site, run_edge
 from edge.hardware import Hardware
@@ -28,6 +29,7 @@ from edge.site import SiteContext
 from tests.mosquitto import Mosquitto
 from tests.ports import free_port
 from tests.postgres import PostgresServer, PostgresUnavailable
+from tests.waiting import eventually
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -252,7 +254,8 @@ async def start_cloud(tmp_path: Path) -> AsyncIterator[StartCloud]:
         ready: asyncio.Future[CloudSite] = asyncio.get_running_loop().create_future()
         task = asyncio.create_task(run_cloud(settings, stop=stop, on_ready=ready.set_result))
         running.append((stop, task))
-        await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        started_or_ended: list[asyncio.Future[Any]] = [ready, task]
+        await asyncio.wait(started_or_ended, return_when=asyncio.FIRST_COMPLETED)
         if task.done():
             running.remove((stop, task))
             task.result()  # raises what stopped the aggregator from starting
@@ -285,21 +288,48 @@ def sync_section(
 
 
 @asynccontextmanager
+async def booted_charger(
+    url: str, config: SimulatedChargerConfig, charger_id: str = "CP1"
+) -> AsyncIterator[SimulatedCharger]:
+    """A simulated charger connected to the edge whose OCPP endpoint is `url`
+    (ws://HOST:PORT/ocpp), booted."""
+    async with connect(f"{url}/{charger_id}", subprotocols=[Subprotocol("ocpp1.6")]) as connection:
+        charger = SimulatedCharger(charger_id, connection, config)
+        listener = asyncio.create_task(charger.start())
+        try:
+            await charger.boot()
+            yield charger
+        finally:
+            listener.cancel()
+
+
+@asynccontextmanager
 async def charger_at(
     edge: RunningEdge, config: SimulatedChargerConfig, charger_id: str = "CP1"
 ) -> AsyncIterator[SimulatedCharger]:
     """A simulated charger connected to `edge`, booted, its first connector Available."""
-    async with connect(
-        f"{edge.url}/{charger_id}", subprotocols=[Subprotocol("ocpp1.6")]
-    ) as connection:
-        charger = SimulatedCharger(charger_id, connection, config)
-        listener = asyncio.create_task(charger.start())
-        await charger.boot()
+    async with booted_charger(edge.url, config, charger_id) as charger:
         await charger.send_status(1, "Available")
-        try:
-            yield charger
-        finally:
-            listener.cancel()
+        yield charger
+
+
+async def transaction_reaches_the_cloud(
+    url: str, cloud: RunningCloud, edge_id: str, id_tag: str, within: float
+) -> None:
+    """A charger boots at the edge whose OCPP endpoint is `url`, starts a transaction with
+    the card `id_tag` (accepted) and stops it; the cloud then holds that transaction,
+    finished, as the edge's only one (within `within` seconds)."""
+    async with booted_charger(url, SimulatedChargerConfig(connectors=1)) as charger:
+        transaction_id, accepted = await charger.start_transaction(1, id_tag)
+        assert accepted == "Accepted"
+        await charger.stop_transaction(1)
+
+        def transactions() -> list[fleet.TransactionView]:
+            return fleet.list_transactions(cloud.engine, edge_id)
+
+        await eventually(lambda: bool(transactions()) and not transactions()[0].running, within)
+    (stored,) = transactions()
+    assert (stored.transaction_id, stored.id_tag) == (transaction_id, id_tag)
 
 
 STORES = ["sqlite", "postgresql"]

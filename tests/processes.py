@@ -1,36 +1,55 @@
 """The edge daemon and the aggregator as real processes, for tests that kill them with
-SIGKILL; and a storm of StatusNotifications whose every acknowledged one is a known
-event the cloud must end up holding exactly once."""
+SIGKILL or stop them as systemd would; and a storm of StatusNotifications whose every
+acknowledged one is a known event the cloud must end up holding exactly once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Mapping
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 from websockets.typing import Subprotocol
 
 from edge.clock import utc_now_text
 from tests.conftest import CLOUD_API_TOKEN
-from tests.mosquitto import free_port
+from tests.doubles.service_manager import NotifySocket
+from tests.ports import free_port
 
 
 class Daemon:
-    """`python -m edge|cloud run --config FILE` in its own process."""
+    """`python -m edge|cloud run --config FILE` in its own process; in `directory` (where
+    its config's relative paths lead) and with `environment` instead of this one's, when
+    given."""
 
-    def __init__(self, module: str, config: Path, log: Path) -> None:
+    def __init__(
+        self,
+        module: str,
+        config: Path,
+        log: Path,
+        *,
+        directory: Path | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.module = module
         self.config = config
         self.log = log
+        self.directory = directory
+        self.environment = environment
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -39,6 +58,8 @@ class Daemon:
                 [sys.executable, "-m", self.module, "run", "--config", str(self.config)],
                 stdout=output,
                 stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                env=self.environment,
             )
 
     def kill(self) -> None:
@@ -62,6 +83,76 @@ class Daemon:
     def log_tail(self) -> str:
         lines = self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
         return "\n".join(lines[-40:])
+
+
+def service_environment(notify: NotifySocket) -> dict[str, str]:
+    """This environment, with `notify` as the daemon's $NOTIFY_SOCKET: the test's own
+    service variables (if it runs under systemd) are not the daemon's."""
+    ours = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
+    environment = {name: value for name, value in os.environ.items() if name not in ours}
+    return environment | {"NOTIFY_SOCKET": notify.address}
+
+
+class EdgeService:
+    """`python -m edge run --config DIRECTORY/edge.toml` as systemd runs it: started in
+    DIRECTORY, its $NOTIFY_SOCKET bound by the test, its output in DIRECTORY/edge.log and
+    its store DIRECTORY/edge.db (unless its config says otherwise)."""
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.database = directory / "edge.db"
+        self.log = directory / "edge.log"
+        self.notify = NotifySocket(f"@ocpp-edge-test-{uuid.uuid4().hex}")
+        self.daemon = Daemon(
+            "edge",
+            directory / "edge.toml",
+            self.log,
+            directory=directory,
+            environment=service_environment(self.notify),
+        )
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self.daemon.process
+
+    def start_with_config(self, config: str) -> None:
+        """Write `config` (TOML) as its config file and start it."""
+        self.daemon.config.write_text(config)
+        self.daemon.start()
+
+    async def ready(self, within: float = 60.0) -> None:
+        """READY=1: the OCPP server listens, every part is started. No thread waits for the
+        process to end (ten daemons starting together would fill the default executor the
+        in-process aggregator commits through), and no receive is cut short by a timeout
+        (a datagram arriving as it is cancelled is lost)."""
+        process = self.daemon.process
+        assert process is not None
+        waiting = asyncio.create_task(
+            self.notify.until(lambda n: n.fields.get("READY") == "1", within=within)
+        )
+        while not waiting.done() and process.poll() is None:
+            await asyncio.wait([waiting], timeout=0.5)
+        if not waiting.done() or waiting.exception() is not None:
+            waiting.cancel()
+            pytest.fail(f"the edge in {self.directory.name}/ did not start:\n{self.tail()}")
+
+    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        with closing(sqlite3.connect(self.database, timeout=10)) as connection:
+            return list(connection.execute(sql, params))
+
+    def lines(self) -> list[str]:
+        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
+
+    def logged(self, text: str) -> bool:
+        return any(text in line for line in self.lines())
+
+    def tail(self) -> str:
+        return "\n".join(self.lines()[-30:])
+
+    def close(self) -> None:
+        self.daemon.kill()
+        self.notify.close()
 
 
 def edge_daemon(directory: Path, edge_id: str, broker_port: int) -> tuple[Daemon, int, Path]:

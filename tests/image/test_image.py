@@ -23,12 +23,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
-from cloud.store import fleet
-from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.conftest import RunningCloud, free_port
+from tests.conftest import RunningCloud, transaction_reaches_the_cloud
 from tests.image.image_files import (
     NSPAWN,
     BuiltImage,
@@ -46,8 +42,8 @@ from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     make_code,
     pki_and_broker,
 )
+from tests.ports import free_port
 from tests.processes import wait_for_port
-from tests.waiting import eventually
 
 pytestmark = [
     pytest.mark.image,
@@ -263,25 +259,8 @@ async def test_first_boot_enrolls_and_a_chargers_transaction_reaches_the_cloud(
             assert await container.property_of("ocpp-edge", "StatusText")
 
             await asyncio.to_thread(wait_for_port, ocpp_port, 120)
-            async with connect(
-                f"ws://127.0.0.1:{ocpp_port}/ocpp/CP1", subprotocols=[Subprotocol("ocpp1.6")]
-            ) as link:
-                charger = SimulatedCharger("CP1", link, SimulatedChargerConfig(connectors=1))
-                listener = asyncio.create_task(charger.start())
-                await charger.boot()
-                transaction_id, accepted = await charger.start_transaction(1, "CARD-A1")
-                assert accepted == "Accepted"
-                await charger.stop_transaction(1)
-
-                def transactions() -> list[fleet.TransactionView]:
-                    return fleet.list_transactions(cloud.engine, EDGE)
-
-                await eventually(
-                    lambda: bool(transactions()) and not transactions()[0].running, 120
-                )
-                listener.cancel()
-            (stored,) = transactions()
-            assert (stored.transaction_id, stored.id_tag) == (transaction_id, "CARD-A1")
+            url = f"ws://127.0.0.1:{ocpp_port}/ocpp"
+            await transaction_reaches_the_cloud(url, cloud, EDGE, "CARD-A1", within=120)
 
             stopping = time.monotonic()
             stop = await container.run("systemctl", "stop", "ocpp-edge")

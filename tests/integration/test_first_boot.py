@@ -23,17 +23,14 @@ from pathlib import Path
 import httpx
 import pytest
 from gpiozero.pins.mock import MockFactory
-from websockets.asyncio.client import connect
-from websockets.typing import Subprotocol
 
 from cloud.enrollment import code_digest, new_code, normalize_code
-from cloud.store import enrollment_codes, fleet
+from cloud.store import enrollment_codes
 from edge.first_boot.run import RECORD_DIRECTORY
 from edge.first_boot.signals import show_failure
 from edge.first_boot.system import ApplyError, expand_root_partition, wifi_psk
 from edge.settings import Settings, load_settings
-from edge.simulator import SimulatedCharger, SimulatedChargerConfig
-from tests.conftest import RunningCloud
+from tests.conftest import RunningCloud, transaction_reaches_the_cloud
 from tests.doubles.i2c_lcd import FakeI2cLcd
 from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     EDGE,
@@ -43,7 +40,7 @@ from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     make_code,
     pki_and_broker,
 )
-from tests.mosquitto import free_port
+from tests.ports import free_port
 from tests.processes import Daemon, wait_for_port
 from tests.waiting import eventually
 
@@ -230,23 +227,8 @@ async def test_a_flashed_device_enrolls_moves_its_secrets_and_its_charger_reache
     await eventually(lambda: cloud.site.aggregator.connected)
     daemon = await start_daemon(device, tmp_path)
     try:
-        async with connect(
-            f"ws://127.0.0.1:{device.ocpp_port}/ocpp/CP1", subprotocols=[Subprotocol("ocpp1.6")]
-        ) as link:
-            charger = SimulatedCharger("CP1", link, SimulatedChargerConfig(connectors=1))
-            listener = asyncio.create_task(charger.start())
-            await charger.boot()
-            transaction_id, accepted = await charger.start_transaction(1, "CARD-A1")
-            assert accepted == "Accepted"
-            await charger.stop_transaction(1)
-
-            def transactions() -> list[fleet.TransactionView]:
-                return fleet.list_transactions(cloud.engine, EDGE)
-
-            await eventually(lambda: bool(transactions()) and not transactions()[0].running, 30)
-            listener.cancel()
-        (stored,) = transactions()
-        assert (stored.transaction_id, stored.id_tag) == (transaction_id, "CARD-A1")
+        url = f"ws://127.0.0.1:{device.ocpp_port}/ocpp"
+        await transaction_reaches_the_cloud(url, cloud, EDGE, "CARD-A1", within=30)
     finally:
         assert daemon.stop() == 0, daemon.log_tail()
 

@@ -13,12 +13,9 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import subprocess
-import sys
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,22 +24,23 @@ import pytest
 
 from tests.conftest import CLOUD_API_TOKEN, RunningCloud, StartCloud
 from tests.doubles.blackhole import blackhole_address, blackholes_available
-from tests.doubles.service_manager import NotifySocket
-from tests.integration.test_shutdown import (
+from tests.integration.test_shutdown import (  # noqa: F401 (the cloud_process fixture)
     FORCED,
     STOPPING_WITHIN,
     Charged,
     CloudDaemon,
     Stopped,
-    _environment,
     _signal_and_wait,
     acks_until,
     assert_stopped_cleanly,
     batch,
     charge,
+    cloud_process,
     toml,
 )
-from tests.mosquitto import Mosquitto, free_port
+from tests.mosquitto import Mosquitto
+from tests.ports import free_port
+from tests.processes import EdgeService
 from tests.waiting import eventually
 
 Demo = Literal["pending", "accepted"]
@@ -53,19 +51,15 @@ LINKS: tuple[Link, ...] = ("off", "cloud", "no-aggregator", "broker-down", "unre
 CANCELLED = "cancelled, still running"
 
 
-@dataclass
-class Combination:
+class Combination(EdgeService):
     """One `ocpp-edge run` with the example's defaults, the demo chargers and a link."""
 
-    demo: Demo
-    link: Link
-    directory: Path
-    ocpp_port: int = field(default_factory=free_port)
-    notify: NotifySocket = field(
-        default_factory=lambda: NotifySocket(f"@ocpp-edge-prompt-{uuid.uuid4().hex}")
-    )
-    process: subprocess.Popen[bytes] | None = None
-    charged: Charged | None = None
+    def __init__(self, demo: Demo, link: Link, directory: Path) -> None:
+        super().__init__(directory)
+        self.demo = demo
+        self.link = link
+        self.ocpp_port = free_port()
+        self.charged: Charged | None = None
 
     @property
     def name(self) -> str:
@@ -75,16 +69,7 @@ class Combination:
     def edge_id(self) -> str:
         return f"site-{self.name}"
 
-    @property
-    def database(self) -> Path:
-        return self.directory / "edge.db"
-
-    @property
-    def log(self) -> Path:
-        return self.directory / "edge.log"
-
     def start(self, sync: dict[str, Any] | None) -> None:
-        self.directory.mkdir(parents=True)
         sections: dict[str, Any] = {
             # Only what must differ per daemon (ports, paths) and the combination itself.
             "ocpp": {"host": "127.0.0.1", "port": self.ocpp_port},
@@ -97,52 +82,10 @@ class Combination:
             sections["ocpp"]["unknown_chargers"] = "accept"
         if sync is not None:
             sections["sync"] = {"edge_id": self.edge_id} | sync
-        config = self.directory / "edge.toml"
-        config.write_text(toml(sections))
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                cwd=self.directory,
-                env=_environment() | {"NOTIFY_SOCKET": self.notify.address},
-            )
-
-    async def ready(self) -> None:
-        """READY=1. Not a thread per daemon waiting for its exit (ten of them would fill
-        the default executor the in-process aggregator commits through), and no receive
-        cut short by a timeout (a datagram arriving as it is cancelled is lost)."""
-        assert self.process is not None
-        waiting = asyncio.create_task(
-            self.notify.until(lambda n: n.fields.get("READY") == "1", within=90)
-        )
-        while not waiting.done() and self.process.poll() is None:
-            await asyncio.wait([waiting], timeout=0.5)
-        if not waiting.done() or waiting.exception() is not None:
-            waiting.cancel()
-            pytest.fail(f"{self.name} did not start:\n{self.tail()}")
+        self.start_with_config(toml(sections))
 
     async def stop(self, number: int) -> Stopped:
         return await _signal_and_wait(self.process, number, self.notify)
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        with closing(sqlite3.connect(self.database, timeout=10)) as connection:
-            return list(connection.execute(sql))
-
-    def lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-
-    def logged(self, text: str) -> bool:
-        return any(text in line for line in self.lines())
-
-    def tail(self) -> str:
-        return "\n".join(self.lines()[-30:])
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.notify.close()
 
 
 @dataclass
@@ -247,7 +190,7 @@ async def test_every_combination_of_demo_chargers_and_cloud_link_stops_within_5_
             links = Links(cloud, broker, lonely, address)
             for edge in combinations:
                 edge.start(links.sync(edge.link))
-            await asyncio.gather(*(edge.ready() for edge in combinations))
+            await asyncio.gather(*(edge.ready(within=90) for edge in combinations))
             await asyncio.gather(*(bring_into_state(edge, stack) for edge in combinations))
             failures = []
             for number, edge in enumerate(combinations):
@@ -300,13 +243,6 @@ def firmware_images(cloud: CloudDaemon) -> list[tuple[Any, ...]]:
         return list(connection.execute("SELECT name FROM firmware_images"))
 
 
-@pytest.fixture
-def aggregator(tmp_path: Path, broker: Mosquitto) -> Iterator[CloudDaemon]:
-    cloud = CloudDaemon(tmp_path / "cloud", broker.port)
-    yield cloud
-    cloud.daemon.kill()
-
-
 async def test_the_aggregator_stops_within_5_seconds_with_the_broker_unreachable(
     tmp_path: Path,
 ) -> None:
@@ -328,54 +264,54 @@ async def test_the_aggregator_stops_within_5_seconds_with_the_broker_unreachable
 
 
 async def test_the_aggregator_stops_within_5_seconds_with_an_upload_under_way(
-    aggregator: CloudDaemon,
+    cloud_process: CloudDaemon,  # noqa: F811
 ) -> None:
-    aggregator.start()
+    cloud_process.start()
     acked: list[int] = []
     async with AsyncExitStack() as stack:
         edge = await stack.enter_async_context(
-            aiomqtt.Client("127.0.0.1", aggregator.broker_port, identifier="e1")
+            aiomqtt.Client("127.0.0.1", cloud_process.broker_port, identifier="e1")
         )
-        await edge.subscribe(aggregator.topics.ack, qos=1)
-        await eventually(lambda: any("taking events" in line for line in aggregator.lines()))
-        await edge.publish(aggregator.topics.events, batch(1), qos=1)
+        await edge.subscribe(cloud_process.topics.ack, qos=1)
+        await eventually(lambda: any("taking events" in line for line in cloud_process.lines()))
+        await edge.publish(cloud_process.topics.events, batch(1), qos=1)
         await acks_until(edge, 1, acked)
-        await upload_under_way(aggregator.api_port, stack)
-        await eventually(lambda: bool(upload_files(aggregator)), within=10)
-        stopped = await aggregator.stop(signal.SIGINT)
-    lines = aggregator.lines()
+        await upload_under_way(cloud_process.api_port, stack)
+        await eventually(lambda: bool(upload_files(cloud_process)), within=10)
+        stopped = await cloud_process.stop(signal.SIGINT)
+    lines = cloud_process.lines()
     assert_stopped_cleanly(stopped, lines, "\n".join(lines[-30:]))
-    assert aggregator.stored_seqs() == acked == [1]
-    assert firmware_images(aggregator) == [], "a half-received image is not offered"
+    assert cloud_process.stored_seqs() == acked == [1]
+    assert firmware_images(cloud_process) == [], "a half-received image is not offered"
     # Its partial file is removed by the stop (the request's own cleanup), or else by the
     # next start: the cleanup runs in a worker thread the stop does not always see end.
-    aggregator.start()
-    assert upload_files(aggregator) == []
+    cloud_process.start()
+    assert upload_files(cloud_process) == []
 
 
 async def test_a_second_signal_ends_the_aggregator_at_once_naming_what_had_not_stopped(
-    aggregator: CloudDaemon,
+    cloud_process: CloudDaemon,  # noqa: F811
 ) -> None:
-    aggregator.start()
+    cloud_process.start()
     async with AsyncExitStack() as stack:
-        await upload_under_way(aggregator.api_port, stack)
-        await eventually(lambda: bool(upload_files(aggregator)), within=10)
-        process = aggregator.daemon.process
+        await upload_under_way(cloud_process.api_port, stack)
+        await eventually(lambda: bool(upload_files(cloud_process)), within=10)
+        process = cloud_process.daemon.process
         assert process is not None
         process.send_signal(signal.SIGTERM)
         # The upload is in its 1 s grace period: a second signal ends it all.
         await eventually(
-            lambda: any("SIGTERM: stopping" in line for line in aggregator.lines()), within=2
+            lambda: any("SIGTERM: stopping" in line for line in cloud_process.lines()), within=2
         )
         stopped = await _signal_and_wait(process, signal.SIGTERM, None)
-    lines = aggregator.lines()
+    lines = cloud_process.lines()
     assert stopped.seconds is not None and stopped.seconds < 2.0, "\n".join(lines[-30:])
     assert stopped.status == 1
     (last,) = [line for line in lines if f"SIGTERM again: {FORCED}" in line]
     assert "tasks " in last and "cloud-api (" in last
-    assert firmware_images(aggregator) == []
+    assert firmware_images(cloud_process) == []
     # The upload's partial file outlived the forced exit; the next start removes it.
-    assert len(upload_files(aggregator)) == 1
-    aggregator.start()
-    assert upload_files(aggregator) == []
-    assert any("removed 1 firmware uploads cut off" in line for line in aggregator.lines())
+    assert len(upload_files(cloud_process)) == 1
+    cloud_process.start()
+    assert upload_files(cloud_process) == []
+    assert any("removed 1 firmware uploads cut off" in line for line in cloud_process.lines())

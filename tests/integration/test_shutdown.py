@@ -12,18 +12,17 @@ import asyncio
 import ftplib
 import io
 import json
-import os
 import re
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,9 +43,10 @@ from edge.store.database import open_database
 from tests.conftest import RunningCloud, StartCloud
 from tests.doubles.serial_pty import rdm6300_frame, serial_pty
 from tests.doubles.service_manager import NotifySocket
-from tests.mosquitto import Mosquitto, free_port
+from tests.mosquitto import Mosquitto
 from tests.ocpp_client import RawCharger, now_iso
-from tests.processes import cloud_daemon, wait_for_port
+from tests.ports import free_port
+from tests.processes import EdgeService, cloud_daemon, wait_for_port
 from tests.waiting import eventually
 
 STOP_WITHIN = 5.0
@@ -89,18 +89,13 @@ class Stopped:
     stopping_after: float | None  # None: no STOPPING=1
 
 
-class EdgeDaemon:
-    """`python -m edge run --config FILE` with $NOTIFY_SOCKET bound by the test."""
+class EdgeDaemon(EdgeService):
+    """The edge as systemd runs it, accepting any charger, its settings built by the case."""
 
     def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        super().__init__(directory)
         self.ocpp_port = free_port()
-        self.database = directory / "edge.db"
         self.files = directory / "files"
-        self.log = directory / "edge.log"
-        self.notify = NotifySocket(f"@ocpp-edge-stop-{uuid.uuid4().hex}")
-        self.process: subprocess.Popen[bytes] | None = None
         self.sections: dict[str, Any] = {
             "ocpp": {
                 "host": "127.0.0.1",
@@ -120,58 +115,14 @@ class EdgeDaemon:
         return f"ws://127.0.0.1:{self.ocpp_port}/ocpp"
 
     def start(self, sections: dict[str, Any]) -> None:
+        """Start it with `sections` merged over its own."""
         for name, values in sections.items():
             merged = self.sections.get(name)
             self.sections[name] = merged | values if isinstance(merged, dict) else values
-        config = self.directory / "edge.toml"
-        config.write_text(toml(self.sections))
-        with self.log.open("ab") as output:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "edge", "run", "--config", str(config)],
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                env=_environment() | {"NOTIFY_SOCKET": self.notify.address},
-            )
-
-    async def ready(self) -> None:
-        """READY=1: the OCPP server listens, every part is started."""
-        assert self.process is not None
-        waiting = asyncio.create_task(
-            self.notify.until(lambda n: n.fields.get("READY") == "1", within=60)
-        )
-        ended = asyncio.create_task(asyncio.to_thread(self.process.wait))
-        await asyncio.wait([waiting, ended], return_when=asyncio.FIRST_COMPLETED)
-        if not waiting.done() or waiting.exception() is not None:
-            waiting.cancel()
-            pytest.fail(f"the edge did not start:\n{self.tail()}")
+        self.start_with_config(toml(self.sections))
 
     async def stop(self, number: int) -> Stopped:
         return await _signal_and_wait(self.process, number, self.notify)
-
-    def query(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-        with closing(sqlite3.connect(self.database, timeout=10)) as connection:
-            return list(connection.execute(sql, params))
-
-    def lines(self) -> list[str]:
-        return self.log.read_text(errors="replace").splitlines() if self.log.exists() else []
-
-    def logged(self, text: str) -> bool:
-        return any(text in line for line in self.lines())
-
-    def tail(self) -> str:
-        return "\n".join(self.lines()[-30:])
-
-    def close(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        self.notify.close()
-
-
-def _environment() -> dict[str, str]:
-    # The test's own service variables (if it runs under systemd) are not the daemon's.
-    ours = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM")
-    return {name: value for name, value in os.environ.items() if name not in ours}
 
 
 async def _signal_and_wait(
@@ -576,7 +527,7 @@ async def ftp_upload_under_way(context: Context) -> Check:
 async def readers_of_every_kind_open_or_failing(context: Context) -> Check:
     edge = context.edge
     gate = context.stack.enter_context(serial_pty())
-    readers = [
+    readers: list[dict[str, Any]] = [
         {"id": "door", "kind": "simulated", "charger": "CP-1"},
         {"id": "gate", "kind": "serial", "port": gate.path, "protocol": "rdm6300"},
         {"id": "gone", "kind": "serial", "port": str(context.tmp_path / "ttyGONE")},
@@ -591,7 +542,7 @@ async def readers_of_every_kind_open_or_failing(context: Context) -> Check:
     await edge.ready()
     charged = await charge(context.stack, edge.url, "CP-1")
     for failing in ("gone", "usb-nfc", "spi", "wedge"):
-        await eventually(lambda name=failing: edge.logged(f"reader {name} ("), within=20)
+        await eventually(partial(edge.logged, f"reader {failing} ("), within=20)
     gate.send(rdm6300_frame(b"\x12\x34\x56\x78"))
     tapped = "SELECT count(*) FROM card_decisions WHERE reader_id = 'gate'"
     await eventually(lambda: edge.query(tapped)[0][0] == 1, within=10)
