@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Build the flashable ocpp-edge image for Raspberry Pi 3, 4 and CM4 (Debian bookworm, arm64):
 #
-#   sudo scripts/build-image.sh [--output DIR] [--mirror URL] [--wheel FILE] [--work DIR]
-#                               [--no-compress] [--expect-manifest FILE] [--reuse-root DIR]
+#   sudo scripts/build-image.sh [--output DIR] [--mirror URL] [--work DIR] [--no-compress]
+#                               [--wheel FILE [--constraints FILE]]
+#                               [--expect-manifest FILE] [--reuse-root DIR]
 #
 # 1. mmdebstrap makes an arm64 root of Debian's own packages (image/packages.txt), the way
 #    Debian's Raspberry Pi images are made: Debian's kernel and raspi-firmware.
 # 2. The image's own files (image/rootfs/) and the Pi's boot settings go in.
 # 3. The same Ansible role that provisions a running Pi (ansible/roles/ocpp_edge) is applied
 #    to the root through the chroot connection: one source of truth for what a device holds.
+#    Python distributions at the versions of constraints.txt (or --constraints, the file
+#    published with a --wheel of another release).
 # 4. Whatever must differ per device (machine-id, ssh host keys) is removed; first boot
 #    makes it (docs/installing.md, "First boot").
 # 5. The root is packed into a partitioned image without loop devices: a FAT boot
@@ -26,6 +29,7 @@ repository=$(pwd)
 output=dist/image
 mirror=""
 wheel=""
+constraints=$repository/constraints.txt
 work=""
 compress=1
 expect_manifest=""
@@ -35,11 +39,12 @@ while [ $# -gt 0 ]; do
         --output) output=$2; shift 2 ;;
         --mirror) mirror=$2; shift 2 ;;
         --wheel) wheel=$2; shift 2 ;;
+        --constraints) constraints=$(realpath "$2"); shift 2 ;;
         --work) work=$2; shift 2 ;;
         --no-compress) compress=0; shift ;;
         --expect-manifest) expect_manifest=$2; shift 2 ;;
         --reuse-root) reuse_root=$2; shift 2 ;;
-        -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
         *) echo "build-image: unknown option $1 (--help lists them)" >&2; exit 2 ;;
     esac
 done
@@ -52,7 +57,7 @@ BOOT_START_MIB=4
 ROOT_SPARE_MIB=384
 # The big compiled dependencies come as aarch64 wheels: if one went missing from PyPI, pip
 # would compile it under emulation for an hour; this makes it fail at once instead.
-ONLY_BINARY=cryptography,pydantic-core,pydantic_core,websockets,orjson,fastjsonschema,cffi,charset-normalizer
+ONLY_BINARY=cryptography,pydantic-core,pydantic_core,rpds-py,rpds_py,websockets,orjson,fastjsonschema,cffi,charset-normalizer
 # Fixed identifiers and times: the same inputs give the same file systems' metadata.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 BOOT_VOLUME_ID=0x0ced9e01
@@ -106,6 +111,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+[ -f "$constraints" ] || fail "no constraints file at $constraints"
 if [ -z "$wheel" ]; then
     say "building the project's wheel"
     wheel=$(.venv/bin/python ansible/roles/ocpp_edge/files/build_wheel.py "$repository" "$work/wheel")
@@ -163,7 +169,7 @@ cat > "$work/inventory.json" <<EOF
 EOF
 cat > "$work/variables.json" <<EOF
 {"ocpp_edge_start_service": false, "ocpp_edge_first_boot": true, "ocpp_edge_wheel": "$wheel",
- "ocpp_edge_wheel_build_dir": "$work/wheel"}
+ "ocpp_edge_wheel_build_dir": "$work/wheel", "ocpp_edge_constraints_file": "$constraints"}
 EOF
 # pip's pointers to this machine's own package folders mean nothing inside the root.
 (cd ansible && env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL \

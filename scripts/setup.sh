@@ -65,13 +65,16 @@ if [ "$dev" -eq 1 ] && [ "$(dpkg --print-architecture 2>/dev/null)" != arm64 ]; 
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
+# The exact versions of constraints.txt (scripts/pin-dependencies.sh), pip's own too: CI, a
+# developer and a device get the same set.
+pip=(.venv/bin/python -m pip install -q --constraint constraints.txt)
+"${pip[@]}" pip
 deployable=edge
 [ "$cloud" -eq 1 ] && deployable=cloud
 if [ "$dev" -eq 1 ]; then
-    .venv/bin/python -m pip install -q -e '.[dev]'
+    "${pip[@]}" -e '.[dev]'
 elif [ -e /usr/include/systemd/sd-daemon.h ]; then
-    .venv/bin/python -m pip install -q -e ".[$deployable,systemd]"
+    "${pip[@]}" -e ".[$deployable,systemd]"
 else
-    .venv/bin/python -m pip install -q -e ".[$deployable]"
+    "${pip[@]}" -e ".[$deployable]"
 fi

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.conftest import RunningCloud, transaction_reaches_the_cloud
 from tests.image.image_files import (
@@ -42,6 +43,7 @@ from tests.integration.test_enrollment import (  # noqa: F401 (fixtures)
     make_code,
     pki_and_broker,
 )
+from tests.pins import read_constraints
 from tests.ports import free_port
 from tests.processes import wait_for_port
 
@@ -178,6 +180,13 @@ def test_manifest_lists_every_installed_package_and_python_distribution(
         assert package in debian, package
     assert python["ocpp-edge"] == image.version
     assert "websockets" in python and "cryptography" in python
+    # Every other distribution at its version in constraints.txt.
+    pins = read_constraints()
+    dependencies: dict[str, str] = {
+        canonicalize_name(name): version for name, version in python.items()
+    }
+    del dependencies["ocpp-edge"]
+    assert dependencies == {name: pins.get(name) for name in dependencies}
 
 
 def test_build_time_and_sizes_are_reported(image: BuiltImage) -> None:

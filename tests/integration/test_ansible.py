@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from contract.protocol import Topics
 from edge.settings import NfcReaderSettings, SerialReaderSettings, load_settings
@@ -41,6 +42,7 @@ from tests.integration.test_broker_security import (
     start_fleet,
 )
 from tests.mosquitto import free_port
+from tests.pins import CONSTRAINTS, DAEMON_EXTRAS, closure, read_constraints
 
 REPOSITORY = Path(__file__).resolve().parents[2]
 ANSIBLE = REPOSITORY / "ansible"
@@ -442,6 +444,35 @@ def test_installed_command_and_compiled_dependencies_run_inside_the_root(site: S
         "/opt/ocpp-edge/venv/bin/python", "-c", "import evdev, spidev, systemd.daemon"
     )
     assert compiled.returncode == 0, compiled.stderr
+
+
+@needs_root
+def test_the_daemons_virtualenv_holds_exactly_the_pinned_versions(site: Site) -> None:
+    """Every distribution of the daemon's dependency closure at its version in
+    constraints.txt, nothing unpinned beside them, and the release keeps the file."""
+    listed = site.inside(
+        "/opt/ocpp-edge/venv/bin/python",
+        "-m",
+        "pip",
+        "list",
+        "--format=freeze",
+        "--disable-pip-version-check",
+        "--exclude",
+        "ocpp-edge",
+    )
+    assert listed.returncode == 0, listed.stderr
+    installed = {
+        canonicalize_name(name): version
+        for name, version in (line.split("==") for line in listed.stdout.splitlines())
+    }
+    pins = read_constraints()
+    names, _ = closure(DAEMON_EXTRAS)
+    assert {name: installed.get(name) for name in sorted(names)} == {
+        name: pins[name] for name in sorted(names)
+    }
+    assert sorted(set(installed) - set(pins)) == []
+    kept = site.path(f"/opt/ocpp-edge/releases/{VERSION}/constraints.txt")
+    assert kept.read_bytes() == CONSTRAINTS.read_bytes()
 
 
 @needs_root

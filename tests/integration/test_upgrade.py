@@ -30,9 +30,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from packaging.utils import canonicalize_name
 
 from tests.mosquitto import Mosquitto, free_port
 from tests.ocpp_client import RawCharger, now_iso
+from tests.pins import CONSTRAINTS, closure, read_constraints
 from tests.processes import cloud_daemon, wait_for_port
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -56,6 +58,9 @@ EXTRA_MIGRATION = (
     "0099_upgrade_test.sql",
     "CREATE TABLE upgrade_test_marker (id INTEGER PRIMARY KEY);\n",
 )
+# An older version of a small dependency, also in the wheelhouse: pip takes the newest it
+# finds unless the constraints say otherwise.
+OLDER_TOMLI_W = "1.0.0"
 
 pytestmark = pytest.mark.provisioning
 
@@ -66,7 +71,7 @@ class Wheels:
     second: Path  # 0.1.1+test, same schema
     migrating: Path  # 0.2.0+test, one more migration
     broken: Path  # 0.1.2+broken, its entry point fails
-    house: Path  # the dependencies, for offline installs
+    house: Path  # the dependencies at the pinned versions (and one older), offline
     schema: int  # the schema version of first and second
 
 
@@ -118,7 +123,24 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> Wheels:
             "--quiet",
             "--wheel-dir",
             str(house),
+            "--constraint",
+            str(CONSTRAINTS),
             f"{built[0]}[edge]",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--quiet",
+            "--no-deps",
+            "--dest",
+            str(house),
+            f"tomli-w=={OLDER_TOMLI_W}",
         ],
         check=True,
         capture_output=True,
@@ -154,18 +176,47 @@ class Device:
         return result
 
     def install(
-        self, wheel: Path, house: Path, *extra: str, check: bool = True
+        self,
+        wheel: Path,
+        house: Path,
+        *extra: str,
+        constraints: Path = CONSTRAINTS,
+        check: bool = True,
     ) -> subprocess.CompletedProcess[str]:
         return self.tool(
             "install",
             str(wheel),
             "--wheelhouse",
             str(house),
+            "--constraints",
+            str(constraints),
             "--extras",
             "edge",
             *extra,
             check=check,
         )
+
+    def installed_versions(self) -> dict[str, str]:
+        """{canonical name: version} of the current release's distributions."""
+        listed = subprocess.run(
+            [
+                str(self.prefix / "venv" / "bin" / "python"),
+                "-m",
+                "pip",
+                "list",
+                "--format=freeze",
+                "--disable-pip-version-check",
+            ],
+            env=OFFLINE,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        versions = {}
+        for line in listed.stdout.splitlines():
+            name, version = line.split("==")
+            versions[canonicalize_name(name)] = version
+        return versions
 
     def status(self) -> dict[str, Any]:
         report: dict[str, Any] = json.loads(self.tool("status", "--json").stdout)
@@ -329,6 +380,39 @@ def test_upgrade_and_rollback_keep_the_store_and_the_identity(
     status = device.status()
     assert status["store_schema_version"] == wheels.schema
     assert {release["name"] for release in status["releases"]} == {"0.1.0", "0.1.1+test"}
+
+
+def test_a_release_holds_the_pinned_versions_and_other_pins_make_a_release_of_their_own(
+    wheels: Wheels, device: Device
+) -> None:
+    """The constraints published with a wheel decide its dependencies' versions, not what
+    the wheelhouse (or PyPI) offers newest; the release keeps them."""
+    pins = read_constraints()
+    daemon, _ = closure(("edge",))
+    device.install(wheels.first, wheels.house)
+    installed = device.installed_versions()
+    assert {name: installed.get(name) for name in daemon} == {name: pins[name] for name in daemon}
+    release = device.prefix / "releases" / "0.1.0"
+    assert (release / "constraints.txt").read_bytes() == CONSTRAINTS.read_bytes()
+    assert (
+        device.status()["current"]["constraints_sha256"]
+        == hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()
+    )
+
+    # The same wheel with an older tomli-w pinned (the wheelhouse holds both).
+    assert pins["tomli-w"] != OLDER_TOMLI_W
+    older = device.directory / "older-constraints.txt"
+    older.write_text(
+        "".join(
+            f"{name}=={version}\n" for name, version in (pins | {"tomli-w": OLDER_TOMLI_W}).items()
+        )
+    )
+    device.install(wheels.first, wheels.house, constraints=older)
+    assert device.current().startswith("releases/0.1.0-"), device.current()
+    assert device.installed_versions()["tomli-w"] == OLDER_TOMLI_W
+    assert os.readlink(device.prefix / "previous") == "releases/0.1.0"
+    again = device.install(wheels.first, wheels.house, constraints=older)
+    assert "already the current release: unchanged" in again.stdout
 
 
 def test_rollback_behind_a_schema_migration_is_refused_unless_the_backup_is_restored(

@@ -2,9 +2,11 @@
 """ocpp-edge-upgrade: install a release of ocpp-edge, switch to it, and roll back.
 
 Each release is a virtualenv of its own, `PREFIX/releases/<version>/`, holding the wheel
-it was made from and `release.json` (what it is; written last, so a directory without
-it is a half-made release). `PREFIX/venv` is a symlink to the current release (the unit
-starts `PREFIX/venv/bin/ocpp-edge`), `PREFIX/previous` one to the release before it.
+it was made from, the constraints file that pinned its dependencies' versions (the one
+published with the wheel: a wheel cannot carry it) and `release.json` (what it is;
+written last, so a directory without it is a half-made release). `PREFIX/venv` is a
+symlink to the current release (the unit starts `PREFIX/venv/bin/ocpp-edge`),
+`PREFIX/previous` one to the release before it.
 Every switch renames a new symlink over the old one, so `PREFIX/venv` always exists.
 
 Run by the system's python3 (standard library only), never from a release: it replaces
@@ -40,6 +42,7 @@ DEFAULT_STORE = Path("/var/lib/ocpp-edge/edge.db")
 DEFAULT_SERVICE = "ocpp-edge.service"
 DEFAULT_EXTRAS = "edge,systemd"
 RELEASE_FILE = "release.json"
+CONSTRAINTS_FILE = "constraints.txt"
 WHEEL_NAME = re.compile(r"^ocpp_edge-(?P<version>[A-Za-z0-9_.+!]+)-[^-]+-[^-]+-[^-]+\.whl$")
 # What the daemon's entry point prints for --version.
 VERSION_LINE = re.compile(r"^ocpp-edge (\S+)$")
@@ -84,12 +87,15 @@ class Release:
     wheel: str
     schema_version: int
     installed_at: str
+    # SHA-256 of the constraints file the release was installed with; "" without one.
+    constraints_sha256: str = ""
 
     def as_json(self) -> dict[str, object]:
         return {
             "name": self.name,
             "version": self.version,
             "sha256": self.sha256,
+            "constraints_sha256": self.constraints_sha256,
             "wheel": self.wheel,
             "schema_version": self.schema_version,
             "installed_at": self.installed_at,
@@ -125,6 +131,7 @@ class Layout:
                 wheel=str(record["wheel"]),
                 schema_version=int(record["schema_version"]),
                 installed_at=str(record["installed_at"]),
+                constraints_sha256=str(record.get("constraints_sha256", "")),
             )
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -534,7 +541,12 @@ def release_facts(directory: Path, config: Path) -> tuple[str, int]:
 
 
 def build_release(
-    layout: Layout, wheel: Path, name: str, arguments: argparse.Namespace, sha256: str
+    layout: Layout,
+    wheel: Path,
+    name: str,
+    arguments: argparse.Namespace,
+    sha256: str,
+    constraints_sha256: str,
 ) -> Release:
     """Make the virtualenv of release `name` from `wheel` in place (a virtualenv cannot be
     moved) and check it; removed again when anything fails."""
@@ -552,6 +564,10 @@ def build_release(
         )
         pip = [str(directory / "bin" / "python"), "-m", "pip", "install"]
         pip += ["--disable-pip-version-check", "--no-input", "--quiet"]
+        if arguments.constraints is not None:
+            # The release keeps its own copy: what its versions were pinned by.
+            shutil.copy2(arguments.constraints, directory / CONSTRAINTS_FILE)
+            pip += ["--constraint", str(directory / CONSTRAINTS_FILE)]
         if arguments.wheelhouse is not None:
             pip += ["--no-index", "--find-links", str(arguments.wheelhouse)]
         result = subprocess.run([*pip, requirement], capture_output=True, text=True)
@@ -572,6 +588,7 @@ def build_release(
             wheel.name,
             schema,
             datetime.datetime.now(datetime.UTC).isoformat(),
+            constraints_sha256,
         )
         staged = directory / f".{RELEASE_FILE}.part"
         staged.write_text(json.dumps(release.as_json(), indent=2) + "\n")
@@ -592,14 +609,19 @@ def wheel_version(wheel: Path) -> str:
     return match.group("version")
 
 
-def release_name_for(layout: Layout, version: str, sha256: str) -> tuple[str, Release | None]:
-    """The release directory for a wheel: its version, or version-<sha256 prefix> when
-    another wheel of that version is installed; with the release when it exists."""
+def release_name_for(
+    layout: Layout, version: str, sha256: str, constraints_sha256: str
+) -> tuple[str, Release | None]:
+    """The release directory for a wheel and its constraints, with the release when it
+    exists: the version; version-<wheel's SHA-256 prefix> when another wheel of that
+    version is installed; version-<prefix of a digest of both> when this wheel is, with
+    other pins."""
     for release in layout.all_releases():
-        if release.sha256 == sha256:
+        if (release.sha256, release.constraints_sha256) == (sha256, constraints_sha256):
             return release.name, release
-    taken = layout.release(version)
-    return (f"{version}-{sha256[:12]}" if taken is not None else version), None
+    both = hashlib.sha256(f"{sha256} {constraints_sha256}".encode()).hexdigest()
+    names = [version, f"{version}-{sha256[:12]}", f"{version}-{both[:12]}"]
+    return next(name for name in names if layout.release(name) is None), None
 
 
 def switch_to(layout: Layout, release: Release) -> tuple[Release | None, Release | None]:
@@ -650,14 +672,19 @@ def install(arguments: argparse.Namespace) -> int:
             "not installed",
             REFUSED,
         )
+    constraints_sha256 = ""
+    if arguments.constraints is not None:
+        if not Path(arguments.constraints).is_file():
+            raise UpgradeError(f"no constraints file at {arguments.constraints}", USAGE)
+        constraints_sha256 = sha256_of(Path(arguments.constraints))
     with locked(layout.prefix):
-        name, release = release_name_for(layout, version, sha256)
+        name, release = release_name_for(layout, version, sha256, constraints_sha256)
         current = layout.current()
         if release is not None and current is not None and current.name == release.name:
             say(f"ocpp-edge {version} ({name}) is already the current release: unchanged")
             return 0
         if release is None:
-            release = build_release(layout, wheel, name, arguments, sha256)
+            release = build_release(layout, wheel, name, arguments, sha256, constraints_sha256)
         else:
             release_facts(release.directory, Path(arguments.config))
             say(f"release {name} is already here and runs")
@@ -803,6 +830,12 @@ def parser() -> argparse.ArgumentParser:
     installing.add_argument("wheel", type=Path)
     installing.add_argument("--sha256", help="refuse the wheel unless its SHA-256 is this")
     installing.add_argument("--wheelhouse", type=Path, help="install offline from these wheels")
+    installing.add_argument(
+        "--constraints",
+        type=Path,
+        help="the constraints file published with the wheel: the exact versions of its "
+        "dependencies (pip --constraint)",
+    )
     installing.add_argument("--extras", default=DEFAULT_EXTRAS, help="default: %(default)s")
     installing.add_argument(
         "--keep", type=int, default=2, help="releases kept (default: %(default)s)"
