@@ -43,7 +43,7 @@ from edge.service import ServiceNotifier, SiteStatus, StatusSource
 from edge.settings import ReaderSettings, Settings
 from edge.simulator import SimulatedChargerConfig, run_simulated_charger
 from edge.site import SiteContext
-from edge.site_tasks import prune_message_log, run_site_tasks
+from edge.site_tasks import prune_history, run_site_tasks
 from edge.store import chargers
 from edge.store.writer import StoreWriter
 from edge.sync.firmware import FirmwareDownloads
@@ -87,7 +87,7 @@ async def run_edge(
         edge.start_site_limit()
         edge.start_site_tasks()
         await edge.start_demo_chargers()
-        edge.start_message_log_pruning()
+        edge.start_history_pruning()
         await edge.start_file_servers()
         edge.start_cloud_link()
         await edge.start_readers()
@@ -191,11 +191,13 @@ class EdgeDaemon:
             )
             self.tasks.create_task(charger, name=f"demo-charger-{number}")
 
-    def start_message_log_pruning(self) -> None:
-        days = self.settings.store.message_log_days
-        if days:
-            pruning = prune_message_log(self.store, days, self.stop)
-            self.tasks.create_task(pruning, name="message-log-pruning")
+    def start_history_pruning(self) -> None:
+        kept = self.settings.store
+        if kept.message_log_days or kept.command_history_days:
+            pruning = prune_history(
+                self.store, kept.message_log_days, kept.command_history_days, self.stop
+            )
+            self.tasks.create_task(pruning, name="history-pruning")
 
     async def start_file_servers(self) -> None:
         """The chargers' file server (HTTP) and FTP uploads, by setting."""

@@ -236,6 +236,9 @@ class StoreSettings(_Section):
     message_log_days: int = Field(
         30, ge=0, description="Days of OCPP frames kept in the message log (0 = forever)."
     )
+    command_history_days: int = Field(
+        90, ge=0, description="Days of commands sent to chargers kept (0 = forever)."
+    )
 
 
 class ApiSettings(ApiServerSettings):

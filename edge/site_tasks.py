@@ -12,14 +12,17 @@ import asyncio
 import functools
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+
+from sqlite_utils import Database
 
 from contract.runtime import until_stopped
 from edge.clock import format_utc, now_ms, utc_now_text
 from edge.ocpp.charger_lanes import ChargerLanes
 from edge.ocpp.local_list import chargers_behind, sync_local_list
 from edge.site import SiteContext
-from edge.store import chargers, message_log, reservations
+from edge.store import chargers, commands, message_log, reservations
 from edge.store.writer import StoreWriter
 
 log = logging.getLogger(__name__)
@@ -70,13 +73,27 @@ async def forget_stale_pending_chargers(site: SiteContext) -> list[str]:
     return forgotten
 
 
-async def prune_message_log(store: StoreWriter, days: int, stop: asyncio.Event) -> None:
-    """Keep `days` of OCPP frames: check at start, then hourly, in small steps."""
+async def prune_history(
+    store: StoreWriter, message_log_days: int, command_history_days: int, stop: asyncio.Event
+) -> None:
+    """Keep `message_log_days` of OCPP frames and `command_history_days` of commands (0:
+    all of them): check at start, then hourly, in small steps."""
     chunk = 5000
     while not stop.is_set():
-        prune = functools.partial(
-            message_log.prune_oldest_messages, before_ms=now_ms() - days * 86_400_000, limit=chunk
-        )
-        while await store.run(prune) == chunk and not stop.is_set():
-            pass
+        steps: list[Callable[[Database], int]] = []
+        if message_log_days:
+            before_ms = now_ms() - message_log_days * 86_400_000
+            steps.append(
+                functools.partial(
+                    message_log.prune_oldest_messages, before_ms=before_ms, limit=chunk
+                )
+            )
+        if command_history_days:
+            before = format_utc(datetime.now(UTC) - timedelta(days=command_history_days))
+            steps.append(
+                functools.partial(commands.prune_oldest_commands, before=before, limit=chunk)
+            )
+        for prune in steps:
+            while await store.run(prune) == chunk and not stop.is_set():
+                pass
         await until_stopped(stop, 3600)

@@ -80,3 +80,18 @@ def list_commands(db: Database, charger_id: str, limit: int) -> list[dict[str, A
         row["request"] = json.loads(row["request"])
         row["response"] = json.loads(row["response"]) if row["response"] else None
     return rows
+
+
+def prune_oldest_commands(db: Database, before: str, limit: int = 5000) -> int:
+    """Delete up to `limit` of the oldest commands requested before `before` (UTC text)
+    that have ended; how many went. A command still awaiting its answer, or one a
+    firmware install or a job status points at, stays."""
+    cursor = db.conn.execute(
+        "DELETE FROM commands WHERE id IN (SELECT id FROM commands "
+        "WHERE requested_at < ? AND outcome != 'sent' "
+        "AND NOT EXISTS (SELECT 1 FROM firmware_installs WHERE command_id = commands.id) "
+        "AND NOT EXISTS (SELECT 1 FROM charger_job_status WHERE command_id = commands.id) "
+        "ORDER BY requested_at LIMIT ?)",
+        (before, limit),
+    )
+    return int(cursor.rowcount)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import AsyncIterator
+from contextlib import closing
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from ocpp.v16 import call as ocpp_call
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
+from edge.clock import format_utc
 from edge.ocpp.commands import (
     CSMS_INITIATED,
     ChargerOffline,
@@ -25,7 +29,10 @@ from edge.ocpp.commands import (
 )
 from edge.ocpp.library import set_handler
 from edge.simulator import SimulatedCharger, SimulatedChargerConfig, make_csr
+from edge.store.commands import add_command
+from edge.store.database import open_database
 from tests.conftest import RunningEdge, StartEdge
+from tests.waiting import eventually
 
 SOON = (datetime.now(UTC) + timedelta(hours=1)).isoformat().replace("+00:00", "Z")
 
@@ -374,3 +381,26 @@ async def test_features_see_the_chargers_through_the_site_context(
             await chargers.send("GONE", "GetLocalListVersion", {})
         for listener in listeners:
             listener.cancel()
+
+
+async def test_commands_older_than_the_history_kept_are_deleted_at_start(
+    tmp_path: Path, start_edge: StartEdge
+) -> None:
+    """`[store] command_history_days` (90 by default): every local-list part a charger
+    was sent is a command, so a site left running for years keeps only that much."""
+    store = open_database(tmp_path / "edge.db")
+    store.conn.execute("INSERT INTO chargers (id, created_at) VALUES ('CP1', 'x')")
+    long_ago = format_utc(datetime.now(UTC) - timedelta(days=91))
+    yesterday = format_utc(datetime.now(UTC) - timedelta(days=1))
+    request = {"type": "Soft"}
+    add_command(store, "CP1", "Reset", request, "answered", long_ago, long_ago)
+    kept = add_command(store, "CP1", "Reset", request, "answered", yesterday, yesterday)
+    store.conn.close()
+
+    edge = await start_edge()
+
+    def command_ids() -> list[int]:
+        with closing(sqlite3.connect(edge.db_path)) as connection:
+            return [row[0] for row in connection.execute("SELECT id FROM commands")]
+
+    await eventually(lambda: command_ids() == [kept])

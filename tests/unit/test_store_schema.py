@@ -77,3 +77,40 @@ def test_message_log_pruning_removes_only_old_frames_in_steps(tmp_path: Path) ->
     assert prune_oldest_messages(db, before_ms=5000, limit=2) == 1
     assert prune_oldest_messages(db, before_ms=5000, limit=2) == 0
     assert [row["at_ms"] for row in db.query("SELECT at_ms FROM ocpp_messages")] == [9000]
+
+
+def test_command_history_pruning_keeps_recent_unfinished_and_referenced_commands(
+    tmp_path: Path,
+) -> None:
+    from edge.store.commands import CommandOutcome, add_command, prune_oldest_commands
+
+    db = open_database(tmp_path / "edge.db")
+    db.conn.execute("INSERT INTO chargers (id, created_at) VALUES ('CP1', 'x')")
+    old, recent = "2026-01-01T00:00:00.000Z", "2026-06-01T00:00:00.000Z"
+
+    def command(requested_at: str, outcome: CommandOutcome = "answered") -> int:
+        return add_command(db, "CP1", "Reset", {"type": "Soft"}, outcome, requested_at, None)
+
+    gone = [command(old) for _ in range(3)]
+    waiting = command(old, "sent")  # its answer may still come
+    installing = command(old)
+    db.conn.execute(
+        "INSERT INTO firmware_installs (charger_id, image, version, command_id, status, "
+        "requested_at, updated_at) VALUES ('CP1', 'fw.bin', '2', ?, 'installing', 'x', 'x')",
+        [installing],
+    )
+    reported = command(old)
+    db.conn.execute(
+        "INSERT INTO charger_job_status (charger_id, kind, status, received_at, command_id) "
+        "VALUES ('CP1', 'log', 'Uploading', 'x', ?)",
+        [reported],
+    )
+    kept_recent = command(recent)
+    cutoff = "2026-03-01T00:00:00.000Z"
+    # The oldest 2 first, then the rest of what may go, then nothing.
+    assert prune_oldest_commands(db, before=cutoff, limit=2) == 2
+    assert prune_oldest_commands(db, before=cutoff, limit=100) == 1
+    assert prune_oldest_commands(db, before=cutoff, limit=100) == 0
+    left = [row["id"] for row in db.query("SELECT id FROM commands ORDER BY id")]
+    assert left == [waiting, installing, reported, kept_recent]
+    assert not set(gone) & set(left)
