@@ -192,8 +192,9 @@ def _fill_local_list(db: Database, charger_id: str, arguments: dict[str, Any]) -
     return {**arguments, **local_list_update(db, charger_id, arguments.get("update_type"))}
 
 
-# An operator's SendLocalList filled by the edge goes as one message, whatever the
-# charger's limits (the edge's own pushes keep to them: edge/ocpp/local_list.py).
+# An operator's SendLocalList filled by the edge goes as one message: refused when longer
+# than the charger said it takes (edge/ocpp/commands.py); the edge's own pushes go in
+# parts that fit (edge/ocpp/local_list.py).
 _ONE_MESSAGE = ListLimits(True, True, max_length=LARGEST_NUMBER, send_max_length=LARGEST_NUMBER)
 
 

@@ -27,11 +27,12 @@ from sqlite_utils import Database
 from edge.clock import utc_now_text
 from edge.ocpp.command_effects import apply_answer, apply_request, prepare_arguments
 from edge.ocpp.frames import bounded
+from edge.ocpp.local_list_limits import reported_send_max_length
 from edge.ocpp.payloads import to_wire
 from edge.ocpp.schemas import validate_request
 from edge.ocpp.session import CallFailed, ConnectionLost
 from edge.smart_charging import profile_problems
-from edge.store import chargers, commands
+from edge.store import chargers, commands, local_lists
 from edge.store.commands import CommandOutcome
 from edge.store.database import savepoint
 
@@ -149,6 +150,21 @@ def build_payload(action: str, arguments: dict[str, Any]) -> Any:
     return payload
 
 
+def _check_list_fits(db: Database, charger_id: str, request: dict[str, Any]) -> None:
+    """Refuse an operator's SendLocalList longer than the charger said it takes: it
+    would answer Failed, or drop the connection on the oversized frame."""
+    configuration = local_lists.sync_facts(db, charger_id).configuration
+    most = reported_send_max_length(configuration)
+    entries = len(request.get("localAuthorizationList") or [])
+    if most is not None and entries > most:
+        raise InvalidArguments(
+            f"{charger_id} takes at most {most} entries in one SendLocalList (its "
+            f"SendLocalListMaxLength), this one has {entries}: send fewer at a time "
+            "(updateType Differential), or leave the card table's list to the edge, which "
+            "sends it in parts ([ocpp] push_local_list)"
+        )
+
+
 async def send_command(
     site: SiteContext,
     charger_id: str,
@@ -168,13 +184,18 @@ async def send_command(
         if not connected:
             # Checked as if it were sent (422 for a bad one), allocations undone.
             with savepoint(db, "offline_check", keep=False):
-                build_payload(action, prepare_arguments(db, charger_id, action, arguments))
+                prepared = prepare_arguments(db, charger_id, action, arguments)
+                checked = build_payload(action, prepared)
+                if action == "SendLocalList":
+                    _check_list_fits(db, charger_id, to_wire(checked))
             request: dict[str, Any] = {"arguments": arguments}
             outcome: CommandOutcome = "offline"
         else:
             # Allocations (reservation id, list version) roll back if validation fails.
             payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
             request, outcome = to_wire(payload), "sent"
+            if action == "SendLocalList":
+                _check_list_fits(db, charger_id, request)
         finished_at = requested_at if not connected else None
         command_id = commands.add_command(
             db, charger_id, action, request, outcome, requested_at, finished_at

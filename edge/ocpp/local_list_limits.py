@@ -97,6 +97,14 @@ def read_limits(configuration: Mapping[str, str | None], settings: LocalListSett
     return ListLimits(supported, enabled, max_length, send_max_length, tuple(notes))
 
 
+def reported_send_max_length(configuration: Mapping[str, str | None]) -> int | None:
+    """The entries per SendLocalList the charger said it takes, if it said so usably."""
+    text = (configuration.get("SendLocalListMaxLength") or "").strip()
+    if not _WHOLE_NUMBER.fullmatch(text) or int(text) == 0:
+        return None
+    return int(text)
+
+
 def _shown(value: str) -> str:
     return repr(value if len(value) <= 40 else value[:40] + "...")
 

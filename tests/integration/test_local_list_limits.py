@@ -376,3 +376,43 @@ async def test_boot_of_thirty_chargers_with_two_thousand_cards(start_edge: Start
                 assert charger.local_list_updates == []
     # Every charger's list came from one catalogue of the card table.
     assert edge.context.local_lists.catalogues_built == 1
+
+
+async def test_operators_send_local_list_longer_than_the_charger_takes_is_refused(
+    start_edge: StartEdge,
+) -> None:
+    """The edge's own pushes keep to SendLocalListMaxLength; an operator's SendLocalList,
+    with entries of its own or filled from the card table, is refused with the reason
+    (422) rather than sent to be answered Failed, once the charger has said its limit."""
+    edge = await start_edge(push_local_list=True, with_api=True)
+    await add_cards(edge, [f"CARD{number:03d}" for number in range(35)])
+    config = SimulatedChargerConfig(send_local_list_max_length=10, local_list_max_length=1000)
+    async with charger_at(edge, "SMALL", config) as charger:
+        await eventually(lambda: listed_at_card_version(edge, "SMALL"), within=15)
+        updates = list(charger.local_list_updates)
+        sent = actions_sent(edge, "SMALL")
+
+        def entries(count: int) -> list[dict[str, Any]]:
+            accepted = {"status": "Accepted"}
+            return [{"idTag": f"OP{n:03d}", "idTagInfo": accepted} for n in range(count)]
+
+        url = f"http://127.0.0.1:{edge.api_port}/api/chargers/SMALL/commands/SendLocalList"
+        async with httpx.AsyncClient() as client:
+            too_long = {"listVersion": 500, "updateType": "Differential"} | {
+                "localAuthorizationList": entries(11)
+            }
+            refused = await client.post(url, json=too_long)
+            assert refused.status_code == 422, refused.text
+            assert "at most 10 entries" in refused.text and "this one has 11" in refused.text
+            filled = await client.post(url, json={"updateType": "Full"})  # 35 cards
+            assert filled.status_code == 422, filled.text
+            assert "this one has 35" in filled.text
+            assert charger.local_list_updates == updates
+            assert actions_sent(edge, "SMALL") == sent  # nothing recorded as sent
+
+            fits = {"listVersion": 501, "updateType": "Differential"} | {
+                "localAuthorizationList": entries(10)
+            }
+            answered = await client.post(url, json=fits)
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["response"] == {"status": "Accepted"}
