@@ -30,6 +30,11 @@ class HostileCharger(RawCharger):
         assert self.connection is not None
         await self.connection.send(text)
 
+    async def send_only_text(self, data: bytes) -> None:
+        """`data` as a text frame, as it is: UTF-8 or not."""
+        assert self.connection is not None
+        await self.connection.send(data, text=True)
+
     async def receive(self, within: float = 10.0) -> list[Any]:
         assert self.connection is not None
         async with asyncio.timeout(within):

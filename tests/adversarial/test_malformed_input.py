@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosedError
 
 from tests.adversarial.hostile import HostileCharger, daemon_runs, well_behaved_charger_is_served
 from tests.conftest import RunningEdge, StartEdge
@@ -90,3 +91,16 @@ async def test_meter_values_that_are_not_numbers_are_stored_as_text(edge: Runnin
         assert await charger.ok("MeterValues", payload) == {}
     rows = edge.query("SELECT value, normalized, wh FROM meter_values ORDER BY id")
     assert [tuple(row) for row in rows] == [(value, None, None) for value in odd]
+
+
+async def test_text_frame_that_is_not_utf8_ends_only_that_connection(edge: RunningEdge) -> None:
+    """A text frame must be UTF-8 (RFC 6455 section 8.1): bytes that are not, or a lone
+    surrogate's encoding, end that charger's connection with 1007; the site goes on."""
+    async with HostileCharger(edge.url, "BADUTF8") as charger:
+        assert charger.connection is not None
+        await charger.send_only_text(b'[2, "u1", "Heartbeat", {"x": "\xed\xa0\x80\xff"}]')
+        with pytest.raises(ConnectionClosedError) as closed:
+            await charger.receive()
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1007
+    assert await well_behaved_charger_is_served(edge, "GOOD-AFTER-UTF8")
+    assert daemon_runs(edge)
