@@ -150,11 +150,22 @@ def build_payload(action: str, arguments: dict[str, Any]) -> Any:
     return payload
 
 
+def wire_request(
+    db: Database, charger_id: str, action: str, arguments: dict[str, Any]
+) -> dict[str, Any]:
+    """The request as it goes on the wire, with the edge's allocations, checked against
+    its schema and against what the charger said it takes."""
+    payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
+    request: dict[str, Any] = to_wire(payload)
+    if action == "SendLocalList":
+        _check_list_fits(db, charger_id, request)
+    return request
+
+
 def _check_list_fits(db: Database, charger_id: str, request: dict[str, Any]) -> None:
     """Refuse an operator's SendLocalList longer than the charger said it takes: it
     would answer Failed, or drop the connection on the oversized frame."""
-    configuration = local_lists.sync_facts(db, charger_id).configuration
-    most = reported_send_max_length(configuration)
+    most = reported_send_max_length(local_lists.list_keys(db, charger_id))
     entries = len(request.get("localAuthorizationList") or [])
     if most is not None and entries > most:
         raise InvalidArguments(
@@ -184,18 +195,12 @@ async def send_command(
         if not connected:
             # Checked as if it were sent (422 for a bad one), allocations undone.
             with savepoint(db, "offline_check", keep=False):
-                prepared = prepare_arguments(db, charger_id, action, arguments)
-                checked = build_payload(action, prepared)
-                if action == "SendLocalList":
-                    _check_list_fits(db, charger_id, to_wire(checked))
+                wire_request(db, charger_id, action, arguments)
             request: dict[str, Any] = {"arguments": arguments}
             outcome: CommandOutcome = "offline"
         else:
             # Allocations (reservation id, list version) roll back if validation fails.
-            payload = build_payload(action, prepare_arguments(db, charger_id, action, arguments))
-            request, outcome = to_wire(payload), "sent"
-            if action == "SendLocalList":
-                _check_list_fits(db, charger_id, request)
+            request, outcome = wire_request(db, charger_id, action, arguments), "sent"
         finished_at = requested_at if not connected else None
         command_id = commands.add_command(
             db, charger_id, action, request, outcome, requested_at, finished_at

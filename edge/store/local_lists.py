@@ -125,21 +125,22 @@ def list_states(db: Database) -> dict[str, ListState]:
 
 def sync_facts(db: Database, charger_id: str) -> SyncFacts:
     boot = db.execute("SELECT last_boot_at FROM chargers WHERE id = ?", [charger_id]).fetchone()
-    marks = ", ".join("?" for _ in LIST_KEYS)
-    configuration = {
-        key: value
-        for key, value in db.execute(
-            f"SELECT key, value FROM charger_configuration WHERE charger_id = ? "
-            f"AND key IN ({marks})",
-            [charger_id, *LIST_KEYS],
-        )
-    }
     return SyncFacts(
         card_list_version(db),
         list_state(db, charger_id),
         (boot[0] or "") if boot else "",
-        configuration,
+        list_keys(db, charger_id),
     )
+
+
+def list_keys(db: Database, charger_id: str) -> dict[str, str | None]:
+    """The charger's local-list keys as it last reported them."""
+    marks = ", ".join("?" for _ in LIST_KEYS)
+    rows = db.execute(
+        f"SELECT key, value FROM charger_configuration WHERE charger_id = ? AND key IN ({marks})",
+        [charger_id, *LIST_KEYS],
+    )
+    return dict(rows.fetchall())
 
 
 def reported_list_keys(db: Database) -> dict[str, dict[str, str | None]]:
