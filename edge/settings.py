@@ -236,8 +236,9 @@ class StoreSettings(_Section):
     message_log_days: int = Field(
         30, ge=0, description="Days of OCPP frames kept in the message log (0 = forever)."
     )
+    # A century at most: the cut-off is a date, and dates end at year 9999.
     command_history_days: int = Field(
-        90, ge=0, description="Days of commands sent to chargers kept (0 = forever)."
+        90, ge=0, le=36_500, description="Days of commands sent to chargers kept (0 = forever)."
     )
 
 

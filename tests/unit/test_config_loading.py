@@ -53,6 +53,13 @@ def test_unknown_chargers_takes_only_the_three_modes(tmp_path: Path) -> None:
     assert "ocpp.unknown_chargers" in message and "'reject', 'pending' or 'accept'" in message
 
 
+def test_a_command_history_beyond_any_date_is_refused_naming_the_key(tmp_path: Path) -> None:
+    """Kept days become a cut-off date: a million would overflow it in the pruning task."""
+    path = write(tmp_path, "[store]\ncommand_history_days = 1000000\n")
+    message = config_error(path)
+    assert f"{path}:2: store.command_history_days" in message and "36500" in message
+
+
 def test_toml_syntax_error_gives_the_line(tmp_path: Path) -> None:
     path = write(tmp_path, "[ocpp]\nport = = 9000\n")
     message = config_error(path)
