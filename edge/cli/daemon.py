@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -32,10 +33,13 @@ def cmd_run(arguments: argparse.Namespace) -> int:
     from contract.shutdown import run_daemon
     from edge.app import run_edge
     from edge.service import ServiceNotifier
+    from edge.store.writer import GIL_SWITCH_INTERVAL_S
 
     # One socket per charger: lift the open-files limit as far as the system allows.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # The store's commit thread gets the GIL back within this, not CPython's 5 ms.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     settings, path = settings_of(arguments)
     configure_logging(settings.log.level)
     if path is None and not settings.demo.chargers:

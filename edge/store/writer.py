@@ -13,6 +13,12 @@ SQLite call (measured: that cost more than the SQL itself). Only COMMIT, which w
 for the disk (milliseconds on an SD card), goes to a thread, so the loop keeps
 serving chargers meanwhile; new work gathers for the next batch.
 
+The thread's COMMIT needs Python's GIL back to return, and the loop, busy with
+chargers, holds it: by default CPython makes a waiting thread wait up to 5 ms before
+the holder must let go, and every answer of the batch waited with it. The daemon
+shortens that wait to `GIL_SWITCH_INTERVAL_S` (docs/performance.md: 0.32 -> 0.39 of
+the echo server at 50 chargers).
+
 Buffered rows (`insert_later`: the message log) are inserted with one executemany per
 statement. No row may fail the batch it came with: if one cannot be inserted (text
 that is not Unicode, a number beyond SQLite's range), the statement's rows are
@@ -35,6 +41,9 @@ import sqlite_utils
 from edge.store.database import StoreError, open_database
 
 log = logging.getLogger(__name__)
+
+# sys.setswitchinterval for the daemon: how long the commit thread may wait for the GIL.
+GIL_SWITCH_INTERVAL_S = 0.0005
 
 T = TypeVar("T")
 Work = Callable[[sqlite_utils.Database], Any]
