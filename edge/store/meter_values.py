@@ -6,6 +6,20 @@ from sqlite_utils import Database
 
 from edge.metering import SampledValue
 
+# What one reading's values share, then each value's own fields: a row is the two joined.
+_READING_COLUMNS = (
+    "charger_id",
+    "connector_id",
+    "transaction_id",
+    "unknown_transaction_id",
+    "charger_timestamp",
+    "received_at",
+)
+_COLUMNS = (*_READING_COLUMNS, *SampledValue._fields)
+_INSERT_SQL = (
+    f"INSERT INTO meter_values ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+)
+
 
 def insert_meter_values(
     db: Database,
@@ -17,29 +31,12 @@ def insert_meter_values(
     received_at: str,
     values: list[SampledValue],
 ) -> None:
-    db.conn.executemany(
-        "INSERT INTO meter_values (charger_id, connector_id, transaction_id, "
-        "unknown_transaction_id, charger_timestamp, received_at, measurand, phase, unit, "
-        "context, location, format, value, normalized, wh) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            (
-                charger_id,
-                connector_id,
-                transaction_id,
-                unknown_transaction_id,
-                charger_timestamp,
-                received_at,
-                value.measurand,
-                value.phase,
-                value.unit,
-                value.context,
-                value.location,
-                value.format,
-                value.value,
-                value.normalized,
-                value.wh,
-            )
-            for value in values
-        ],
+    reading = (
+        charger_id,
+        connector_id,
+        transaction_id,
+        unknown_transaction_id,
+        charger_timestamp,
+        received_at,
     )
+    db.conn.executemany(_INSERT_SQL, [reading + value for value in values])
