@@ -37,7 +37,7 @@ _SCALE = {
 
 class SampledValue(NamedTuple):
     """One sampled value as stored. A tuple, not a frozen dataclass: two or more are
-    made for every MeterValues, and a frozen dataclass takes four times as long to build.
+    made for every MeterValues, and a frozen dataclass takes three times as long to build.
     Its fields are named and ordered as the store's columns (edge/store/meter_values.py)."""
 
     measurand: str
