@@ -65,6 +65,12 @@ def data_counts(edge: RunningEdge) -> dict[str, int]:
             "PropertyConstraintViolation",
             "u12",
         ),
+        (
+            # The store's own shape of time, but no such day: refused, not stored as sent.
+            '[2, "u13", "MeterValues", {"connectorId": 1, "meterValue": [{"timestamp": "2026-02-30T00:00:00.000Z", "sampledValue": [{"value": "1"}]}]}]',
+            "TypeConstraintViolation",
+            "u13",
+        ),
     ],
 )
 async def test_bad_frame_gets_callerror_and_connection_stays_up(
