@@ -99,26 +99,32 @@ def fsync_latency_ms(directory: Path, rounds: int = 100) -> float:
     return statistics.median(samples)
 
 
+def write_edge_config(workdir: Path, port: int) -> Path:
+    """The daemon's config for load chargers on loopback, its store in `workdir`."""
+    config = workdir / "config.toml"
+    config.write_text(
+        f'[ocpp]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\n'
+        'heartbeat_interval = 300\nunknown_chargers = "accept"\n'
+        # Every load charger comes from loopback, hundreds at once.
+        "max_connections_per_address = 10000\nhandshakes_per_minute_per_address = 100000\n"
+        "max_handshakes_in_progress = 10000\n"
+        # The load generator does not play the local-list exchange after each boot,
+        # and the API and file server would only compete for ports here.
+        "push_local_list = false\n"
+        # Each load charger calls as fast as it is answered, far beyond a real charger's
+        # pace: the per-connection frame budget would measure itself, not the edge.
+        "[ocpp.limits]\nframes_per_second = 100000\nframe_burst = 100000\n"
+        "[api]\nport = 0\n[files]\nport = 0\n"
+        f'[store]\npath = "{workdir / "edge.db"}"\n'
+    )
+    return config
+
+
 def run_edge(chargers: int, options: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="ocpp-bench-edge-") as directory:
         workdir = Path(directory)
-        config = workdir / "config.toml"
-        config.write_text(
-            f'[ocpp]\nhost = "127.0.0.1"\nport = {port}\npath_prefix = "/ocpp"\n'
-            'heartbeat_interval = 300\nunknown_chargers = "accept"\n'
-            # Every load charger comes from loopback, hundreds at once.
-            "max_connections_per_address = 10000\nhandshakes_per_minute_per_address = 100000\n"
-            "max_handshakes_in_progress = 10000\n"
-            # The load generator does not play the local-list exchange after each boot,
-            # and the API and file server would only compete for ports here.
-            "push_local_list = false\n"
-            # Each load charger calls as fast as it is answered, far beyond a real charger's
-            # pace: the per-connection frame budget would measure itself, not the edge.
-            "[ocpp.limits]\nframes_per_second = 100000\nframe_burst = 100000\n"
-            "[api]\nport = 0\n[files]\nport = 0\n"
-            f'[store]\npath = "{workdir / "edge.db"}"\n'
-        )
+        config = write_edge_config(workdir, port)
         command = [*shlex.split(options.edge_cmd), "--config", str(config)]
         if options.cards:
             import_cards(command, config, workdir, options.cards)

@@ -25,8 +25,10 @@ def log_tail(log: Path) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-30:])
 
 
-def wait_listening(port: int, server: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 20
+def wait_listening(
+    port: int, server: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
+) -> None:
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
             sys.exit(f"the server exited ({server.returncode}) before listening:\n{log_tail(log)}")
@@ -36,7 +38,7 @@ def wait_listening(port: int, server: subprocess.Popen[bytes], log: Path) -> Non
         except OSError:
             time.sleep(0.05)
     server.kill()
-    sys.exit(f"nothing listens on port {port} after 20 s:\n{log_tail(log)}")
+    sys.exit(f"nothing listens on port {port} after {timeout:.0f} s:\n{log_tail(log)}")
 
 
 def stop(server: subprocess.Popen[bytes]) -> None:

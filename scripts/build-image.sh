@@ -57,7 +57,7 @@ BOOT_START_MIB=4
 ROOT_SPARE_MIB=384
 # The big compiled dependencies come as aarch64 wheels: if one went missing from PyPI, pip
 # would compile it under emulation for an hour; this makes it fail at once instead.
-ONLY_BINARY=cryptography,pydantic-core,pydantic_core,rpds-py,rpds_py,websockets,orjson,fastjsonschema,cffi,charset-normalizer
+ONLY_BINARY=cryptography,pydantic-core,pydantic_core,rpds-py,rpds_py,websockets,orjson,jsonschema-rs,jsonschema_rs,fastjsonschema,cffi,charset-normalizer
 # Fixed identifiers and times: the same inputs give the same file systems' metadata.
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 315532800)}
 BOOT_VOLUME_ID=0x0ced9e01
