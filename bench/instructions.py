@@ -61,7 +61,9 @@ def instructions_since_zero(pid: int, workdir: Path) -> int:
 def measure(command: list[str], port: int, options: argparse.Namespace, workdir: Path) -> float:
     """Instructions per additional MeterValues answered by the server `command` starts."""
     out_file = workdir / "callgrind.%p"
-    valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out_file}"]
+    # Children traced: an --edge-cmd of `env PYTHONPATH=... python ...` execs Python.
+    valgrind = ["valgrind", "--tool=callgrind", "--trace-children=yes"]
+    valgrind.append(f"--callgrind-out-file={out_file}")
     log = workdir / "server.log"
     with log.open("wb") as output:
         server = subprocess.Popen(

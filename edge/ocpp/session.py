@@ -319,7 +319,7 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
             )
             await self._send(encode_call_error(call.unique_id, internal), call.action)
             return
-        await self._send(encode_call_result(call.unique_id, payload), call.action)
+        await self._send(encode_call_result(call.unique_id, payload), call.action, call.unique_id)
         # What follows an answer (edge.events) is published once it is on the wire.
         for event in self._events:
             self.context.events.publish(event)
@@ -360,8 +360,13 @@ class SessionBase(ChargePoint):  # type: ignore[misc]
         if row is not None:
             self.registration = str(row["registration"])
 
-    async def _send(self, message: str, action: str | None = None) -> None:
-        self._log_frame("out", message, None, None, action, now_ms())
+    async def _send(
+        self, message: str, action: str | None = None, result_for: str | None = None
+    ) -> None:
+        """Send `message`: a CALLRESULT to the call `result_for` (then its type and
+        uniqueId need not be read back from the text), or a CALLERROR."""
+        message_type = None if result_for is None else 3
+        self._log_frame("out", message, message_type, result_for, action, now_ms())
         try:
             await self.websocket.send(message)
         except ConnectionClosed:

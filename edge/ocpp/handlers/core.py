@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ocpp.v16 import call_result
 from ocpp.v16.datatypes import IdTagInfo
@@ -48,10 +47,9 @@ def _id_tag_info(authorization: Authorization) -> IdTagInfo:
     )
 
 
-@dataclass(frozen=True, slots=True)
-class StoredReadings:
+class StoredReadings(NamedTuple):
     """What `_store_meter_values` learnt: whether the transaction is this charger's, and
-    its latest energy register and power."""
+    its latest energy register and power. (A tuple: one is made per MeterValues.)"""
 
     meter_start_wh: int | None
     energy_register_wh: int | None
