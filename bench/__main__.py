@@ -11,6 +11,7 @@ import sys
 
 BENCHMARKS = (
     "ocpp_throughput",
+    "instructions",
     "boot_storm",
     "quiet_site",
     "tap_latency",

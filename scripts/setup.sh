@@ -38,6 +38,8 @@ if [ "$dev" -eq 1 ]; then
     ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
     # The web view's browser tests drive Debian's Chromium through Playwright.
     [ -x /usr/bin/chromium ] || packages+=(chromium)
+    # bench/instructions.py counts a server's instructions under callgrind.
+    command -v valgrind >/dev/null || packages+=(valgrind)
     # The flashable image (scripts/build-image.sh): an arm64 root run under qemu-user,
     # packed into partitions without loop devices.
     command -v mmdebstrap >/dev/null || packages+=(mmdebstrap)
