@@ -1,7 +1,7 @@
 """Validating OCPP 1.6 payloads against the official JSON schemas, compiled.
 
-The schemas are the ones the `ocpp` library ships, each checked by two compiled
-validators that agree on what is valid:
+The schemas are the ones the `ocpp` library ships, each checked by up to two compiled
+validators:
 - jsonschema_rs (Rust) answers first, and a frame it accepts is valid. Nearly every
   frame is, and it decides a MeterValues in a quarter of the time Python code takes
   (docs/performance.md);
@@ -97,9 +97,7 @@ def _schema(schema_name: str) -> dict[str, Any]:
 @functools.cache
 def _validator(schema_name: str) -> Callable[[Any], Any]:
     """The judge: fastjsonschema, whose error names the rule."""
-    compiled: Callable[[Any], Any] = fastjsonschema.compile(
-        _schema(schema_name), formats=dict(_FORMATS)
-    )
+    compiled: Callable[[Any], Any] = fastjsonschema.compile(_schema(schema_name), formats=_FORMATS)
     return compiled
 
 
@@ -108,7 +106,7 @@ def _fast_check(schema_name: str) -> jsonschema_rs.Validator:
     """The first answer: jsonschema_rs, trusted when it says valid."""
     # The judge's draft: fastjsonschema reads a schema without "$schema" as 2019-09.
     return jsonschema_rs.Draft201909Validator(
-        _schema(schema_name), validate_formats=True, formats=dict(_FORMATS)
+        _schema(schema_name), validate_formats=True, formats=_FORMATS
     )
 
 
